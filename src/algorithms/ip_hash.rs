@@ -1,0 +1,315 @@
+//! Source-IP (or key) hashing, consistent: the same client always reaches
+//! the same backend, and taking a backend away moves only its own clients.
+//!
+//! A client's address (an IPv4-mapped IPv6 address counts as its IPv4
+//! address) or key is hashed with keyed SipHash-1-3 into a table of
+//! `2^bits` slots, each owned by its weighted-rendezvous winner (see
+//! [`HashOptions`]). A pick is one hash and one table read, whatever the
+//! number of backends. Backends are told apart by their value's `Hash`, not
+//! their position, so removing one from the list and rebuilding keeps every
+//! other backend's clients where they were.
+
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+use parking_lot::Mutex;
+use siphasher::sip::SipHasher13;
+
+use super::slot_table::SlotTable;
+use crate::backends::{Backends, Weights};
+use crate::balanced::{balancer_type, Balanced, Pick, Sequential};
+use crate::{BuildError, Context, Guard, PickError};
+
+/// Options of the hashing balancers.
+///
+/// Instances that should agree (all replicas of a proxy) must use the same
+/// options, backends and weights.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{lockfree::IpHash, HashOptions};
+///
+/// let options = HashOptions::default()
+///     .key(*b"operator secret!")
+///     .table_bits(20)
+///     .ipv4_prefix_24(true);
+/// let lb = IpHash::with_options([("a", 1), ("b", 3)], options)?;
+/// # Ok::<(), loadbalance::BuildError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashOptions {
+    key: [u8; 16],
+    table_bits: u8,
+    ipv4_prefix_24: bool,
+}
+
+impl HashOptions {
+    /// Smallest accepted `table_bits`.
+    pub const MIN_TABLE_BITS: u8 = 8;
+    /// Largest accepted `table_bits` (a 32 MiB table).
+    pub const MAX_TABLE_BITS: u8 = 24;
+    /// The default hash key. Public on purpose: set your own with
+    /// [`key`](Self::key) if clients must not be able to predict where
+    /// they land.
+    pub const DEFAULT_KEY: [u8; 16] = *b"loadbalance-v1\0\0";
+
+    /// The SipHash key. Changing it moves almost every client.
+    pub fn key(mut self, key: [u8; 16]) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Log2 of the number of slots (default 16: 65,536 slots, 128 KiB). A
+    /// backend's share of clients is its share of slots, so more slots a
+    /// backend spread shares closer to the weights: with `s` slots per
+    /// backend the share varies by about `1/sqrt(s)`. The table size does
+    /// not follow the number of backends, on purpose: a different size moves
+    /// clients, so keep it fixed for a deployment.
+    pub fn table_bits(mut self, bits: u8) -> Self {
+        self.table_bits = bits;
+        self
+    }
+
+    /// Hash only the first three octets of an IPv4 address, as nginx's
+    /// `ip_hash` does, so a /24 of clients shares a backend.
+    pub fn ipv4_prefix_24(mut self, on: bool) -> Self {
+        self.ipv4_prefix_24 = on;
+        self
+    }
+}
+
+impl Default for HashOptions {
+    fn default() -> Self {
+        Self {
+            key: Self::DEFAULT_KEY,
+            table_bits: 16,
+            ipv4_prefix_24: false,
+        }
+    }
+}
+
+balancer_type! {
+    /// Lock-free source-IP or key hash: a SipHash and a table read a pick,
+    /// no shared writes but the guard's count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{lockfree::IpHash, Balancer, Context};
+    /// use std::net::IpAddr;
+    ///
+    /// let lb = IpHash::new(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"])?;
+    /// let client: IpAddr = "198.51.100.23".parse()?;
+    /// let first = lb.pick(&Context::from_addr(client))?.index();
+    /// assert_eq!(lb.pick(&Context::from_addr(client))?.index(), first);
+    /// // The same client over IPv6 as an IPv4-mapped address:
+    /// let mapped: IpAddr = "::ffff:198.51.100.23".parse()?;
+    /// assert_eq!(lb.pick(&mapped.into())?.index(), first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    IpHash, Hashing
+}
+
+balancer_type! {
+    /// Mutex-backed source-IP or key hash: the same table behind a
+    /// `parking_lot::Mutex`, for comparison and uniformity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{locked, lockfree, Balancer, Context};
+    ///
+    /// let a = locked::IpHash::new(["x", "y", "z"])?;
+    /// let b = lockfree::IpHash::new(["x", "y", "z"])?;
+    /// let ctx = Context::from_key(b"user-1234");
+    /// assert_eq!(a.pick(&ctx)?.index(), b.pick(&ctx)?.index());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    LockedIpHash, Mutex<Hashing>
+}
+
+impl<T: Hash> IpHash<T> {
+    /// Hashing over equally weighted backends, default options.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`] or
+    /// [`BuildError::DuplicateBackend`].
+    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
+        let backends = Backends::new(backends)?;
+        let weights = Weights::unit(backends.len());
+        let algorithm = Hashing::new(&backends, &weights, HashOptions::default())?;
+        Ok(Self(Balanced {
+            backends,
+            algorithm,
+        }))
+    }
+
+    /// Hashing over `(backend, weight)` pairs, default options.
+    ///
+    /// # Errors
+    ///
+    /// As [`with_options`](Self::with_options).
+    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
+        Self::with_options(backends, HashOptions::default())
+    }
+
+    /// Hashing over `(backend, weight)` pairs with the given options.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
+    /// [`BuildError::ZeroWeight`], [`BuildError::WeightOverflow`],
+    /// [`BuildError::DuplicateBackend`] or [`BuildError::TableBits`].
+    pub fn with_options(
+        backends: impl IntoIterator<Item = (T, u32)>,
+        options: HashOptions,
+    ) -> Result<Self, BuildError> {
+        let (backends, weights) = Backends::weighted(backends)?;
+        let algorithm = Hashing::new(&backends, &weights, options)?;
+        Ok(Self(Balanced {
+            backends,
+            algorithm,
+        }))
+    }
+}
+
+impl<T: Hash> LockedIpHash<T> {
+    /// Hashing over equally weighted backends, default options.
+    ///
+    /// # Errors
+    ///
+    /// As [`IpHash::new`].
+    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
+        let backends = Backends::new(backends)?;
+        let weights = Weights::unit(backends.len());
+        let state = Hashing::new(&backends, &weights, HashOptions::default())?;
+        Ok(Self(Balanced::locked(backends, state)))
+    }
+
+    /// Hashing over `(backend, weight)` pairs, default options.
+    ///
+    /// # Errors
+    ///
+    /// As [`IpHash::with_options`].
+    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
+        Self::with_options(backends, HashOptions::default())
+    }
+
+    /// Hashing over `(backend, weight)` pairs with the given options.
+    ///
+    /// # Errors
+    ///
+    /// As [`IpHash::with_options`].
+    pub fn with_options(
+        backends: impl IntoIterator<Item = (T, u32)>,
+        options: HashOptions,
+    ) -> Result<Self, BuildError> {
+        let (backends, weights) = Backends::weighted(backends)?;
+        let state = Hashing::new(&backends, &weights, options)?;
+        Ok(Self(Balanced::locked(backends, state)))
+    }
+}
+
+/// The table and how to hash a context into it.
+#[derive(Debug)]
+pub(crate) struct Hashing {
+    table: SlotTable,
+    key: [u8; 16],
+    ipv4_prefix_24: bool,
+}
+
+/// Domain tags, so that a key never hashes like an address of the same bytes.
+const TAG_V4: u8 = 4;
+const TAG_V6: u8 = 6;
+const TAG_KEY: u8 = 0;
+const TAG_BACKEND: u8 = 0xb;
+
+impl Hashing {
+    fn new<T: Hash>(
+        backends: &Backends<T>,
+        weights: &Weights,
+        options: HashOptions,
+    ) -> Result<Self, BuildError> {
+        let bits = options.table_bits;
+        if !(HashOptions::MIN_TABLE_BITS..=HashOptions::MAX_TABLE_BITS).contains(&bits) {
+            return Err(BuildError::TableBits {
+                bits,
+                min: HashOptions::MIN_TABLE_BITS,
+                max: HashOptions::MAX_TABLE_BITS,
+            });
+        }
+        let ids: Vec<u64> = backends
+            .values()
+            .map(|value| {
+                let mut hasher = SipHasher13::new_with_key(&options.key);
+                hasher.write_u8(TAG_BACKEND);
+                value.hash(&mut hasher);
+                hasher.finish()
+            })
+            .collect();
+        let mut sorted: Vec<(u64, usize)> = ids.iter().copied().zip(0..).collect();
+        sorted.sort_unstable();
+        if let Some(pair) = sorted.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            let (a, b) = (pair[0].1, pair[1].1);
+            return Err(BuildError::DuplicateBackend {
+                first: a.min(b),
+                second: a.max(b),
+            });
+        }
+        Ok(Self {
+            table: SlotTable::build(&ids, weights.as_slice(), bits),
+            key: options.key,
+            ipv4_prefix_24: options.ipv4_prefix_24,
+        })
+    }
+
+    #[inline]
+    fn index(&self, ctx: &Context<'_>) -> Result<usize, PickError> {
+        let mut hasher = SipHasher13::new_with_key(&self.key);
+        if let Some(addr) = ctx.addr() {
+            match normalise(addr) {
+                IpAddr::V4(v4) => {
+                    let mut octets = v4.octets();
+                    if self.ipv4_prefix_24 {
+                        octets[3] = 0;
+                    }
+                    hasher.write_u8(TAG_V4);
+                    hasher.write(&octets);
+                }
+                IpAddr::V6(v6) => {
+                    hasher.write_u8(TAG_V6);
+                    hasher.write(&v6.octets());
+                }
+            }
+        } else if let Some(key) = ctx.key() {
+            hasher.write_u8(TAG_KEY);
+            hasher.write(key);
+        } else {
+            return Err(PickError::MissingKey);
+        }
+        Ok(self.table.owner(hasher.finish()))
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 client it maps.
+fn normalise(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Pick for Hashing {
+    #[inline]
+    fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
+        Ok(backends.guard(self.index(ctx)?))
+    }
+}
+
+impl Sequential for Hashing {
+    fn next<T>(&mut self, ctx: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
+        self.index(ctx)
+    }
+}

@@ -1,0 +1,7 @@
+//! One file an algorithm, each holding its lock-free and its sequential form.
+
+pub(crate) mod ip_hash;
+pub(crate) mod least_conn;
+pub(crate) mod round_robin;
+mod slot_table;
+pub(crate) mod weighted_round_robin;

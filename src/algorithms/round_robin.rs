@@ -1,0 +1,135 @@
+//! Round-robin: backends in order, 0, 1, …, n−1, 0, 1, …
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::backends::Backends;
+use crate::balanced::{balancer_type, Balanced, Pick, Sequential};
+use crate::{BuildError, Context, Guard, PickError};
+
+balancer_type! {
+    /// Lock-free round-robin: one relaxed `fetch_add` on a shared cursor a
+    /// pick.
+    ///
+    /// Picks go 0, 1, …, n−1, 0, … from the start offset (0 unless set).
+    /// Under concurrency each pick takes its own step of that sequence. The
+    /// cursor is a `usize`, so after 2^64 picks (five centuries at a billion
+    /// a second) the sequence restarts from an offset of `2^64 mod n`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{lockfree::RoundRobin, Balancer, Context};
+    ///
+    /// let lb = RoundRobin::new(["a", "b", "c"])?.with_start(1);
+    /// let picks: Vec<_> = (0..4).map(|_| *lb.pick(&Context::new()).unwrap()).collect();
+    /// assert_eq!(picks, ["b", "c", "a", "b"]);
+    /// # Ok::<(), loadbalance::BuildError>(())
+    /// ```
+    RoundRobin, Cursor
+}
+
+balancer_type! {
+    /// Mutex-backed round-robin: the sequential cursor behind a
+    /// `parking_lot::Mutex`. Same sequence as
+    /// [`lockfree::RoundRobin`](crate::lockfree::RoundRobin).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{locked::RoundRobin, Balancer, Context};
+    ///
+    /// let lb = RoundRobin::new([10, 20])?;
+    /// assert_eq!(*lb.pick(&Context::new())?, 10);
+    /// assert_eq!(*lb.pick(&Context::new())?, 20);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    LockedRoundRobin, Mutex<RoundRobinState>
+}
+
+impl<T> RoundRobin<T> {
+    /// Builds over `backends` in the order given, starting at backend 0.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoBackends`] or [`BuildError::TooManyBackends`].
+    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
+        let backends = Backends::new(backends)?;
+        Ok(Self(Balanced {
+            backends,
+            algorithm: Cursor(AtomicUsize::new(0)),
+        }))
+    }
+
+    /// Starts the sequence at backend `offset % len` instead of 0.
+    pub fn with_start(self, offset: usize) -> Self {
+        let start = offset % self.0.backends.len();
+        self.0.algorithm.0.store(start, Ordering::Relaxed);
+        self
+    }
+
+    /// Starts at a random backend, so that many instances started together
+    /// do not all send their first requests to backend 0.
+    pub fn with_random_start(self) -> Self {
+        self.with_start(rand::random::<u32>() as usize)
+    }
+}
+
+impl<T> LockedRoundRobin<T> {
+    /// Builds over `backends` in the order given, starting at backend 0.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoBackends`] or [`BuildError::TooManyBackends`].
+    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
+        let backends = Backends::new(backends)?;
+        let state = RoundRobinState {
+            next: 0,
+            len: backends.len(),
+        };
+        Ok(Self(Balanced::locked(backends, state)))
+    }
+
+    /// Starts the sequence at backend `offset % len` instead of 0.
+    pub fn with_start(self, offset: usize) -> Self {
+        {
+            let mut state = self.0.algorithm.lock();
+            state.next = offset % state.len;
+        }
+        self
+    }
+
+    /// Starts at a random backend (see [`RoundRobin::with_random_start`]).
+    pub fn with_random_start(self) -> Self {
+        self.with_start(rand::random::<u32>() as usize)
+    }
+}
+
+/// The lock-free cursor: the number of picks made so far plus the start.
+#[derive(Debug)]
+pub(crate) struct Cursor(AtomicUsize);
+
+impl Pick for Cursor {
+    #[inline]
+    fn pick<T>(&self, _: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
+        // Relaxed: the cursor only spreads picks; nothing is published through it.
+        let step = self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(backends.guard(step % backends.len()))
+    }
+}
+
+/// The sequential form: the next index, wrapping at `len`.
+#[derive(Debug)]
+pub(crate) struct RoundRobinState {
+    next: usize,
+    len: usize,
+}
+
+impl Sequential for RoundRobinState {
+    fn next<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
+        let index = self.next;
+        self.next = if index + 1 == self.len { 0 } else { index + 1 };
+        Ok(index)
+    }
+}

@@ -1,0 +1,344 @@
+//! Smooth weighted round-robin, exactly nginx's.
+//!
+//! On each pick every backend's current weight grows by its weight, the
+//! largest current weight wins (the lowest index on ties), and the winner's
+//! current weight drops by the total. Weights 5, 1, 1 give 0 0 1 0 2 0 0.
+//!
+//! The sequence is periodic: after `sum(w) / gcd(w)` picks every current
+//! weight is back at zero. The lock-free form precomputes one period, so a
+//! pick is one atomic cursor step and a table read. The period is bounded
+//! ([`SCHEDULE_LIMIT`] picks, and [`BUILD_WORK_LIMIT`] steps of work to
+//! compute it); past the bound the lock-free form computes the sequence in
+//! windows published with `arc-swap`, still exact and still without a lock,
+//! but with an `O(n)` cost per pick amortised over each window.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::backends::{Backends, Weights};
+use crate::balanced::{balancer_type, Balanced, Pick, Sequential};
+use crate::{BuildError, Context, Guard, PickError};
+
+/// The longest period the lock-free form precomputes: 2^19 picks, stored as
+/// `u16` indices in 1 MiB.
+pub const SCHEDULE_LIMIT: usize = 1 << 19;
+
+/// The most sequential steps (period × backends) spent precomputing a
+/// period: about a quarter of a second on a 2-core test machine.
+pub const BUILD_WORK_LIMIT: u64 = 1 << 30;
+
+/// Work, in steps × backends, spent on one window past the bound, so that
+/// the pick that computes a window stalls for about a millisecond.
+const WINDOW_WORK: usize = 1 << 20;
+
+balancer_type! {
+    /// Lock-free smooth weighted round-robin: nginx's exact sequence.
+    ///
+    /// Within [`SCHEDULE_LIMIT`] a pick is one relaxed `fetch_add` and a
+    /// read of the precomputed period; each concurrent pick takes its own
+    /// step of the sequence. Past the limit the sequence is computed in
+    /// windows (see the [module docs](self)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{lockfree::WeightedRoundRobin, Balancer, Context};
+    ///
+    /// let lb = WeightedRoundRobin::new([("a", 5), ("b", 1), ("c", 1)])?;
+    /// let picks: String = (0..7).map(|_| *lb.pick(&Context::new()).unwrap()).collect();
+    /// assert_eq!(picks, "aabacaa");
+    /// # Ok::<(), loadbalance::BuildError>(())
+    /// ```
+    WeightedRoundRobin, Schedule
+}
+
+balancer_type! {
+    /// Mutex-backed smooth weighted round-robin: nginx's algorithm, `O(n)`
+    /// per pick, behind a `parking_lot::Mutex`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{locked::WeightedRoundRobin, Balancer, Context};
+    ///
+    /// let lb = WeightedRoundRobin::new([("a", 2), ("b", 1)])?;
+    /// let picks: String = (0..3).map(|_| *lb.pick(&Context::new()).unwrap()).collect();
+    /// assert_eq!(picks, "aba");
+    /// # Ok::<(), loadbalance::BuildError>(())
+    /// ```
+    LockedWeightedRoundRobin, Mutex<WeightedRoundRobinState>
+}
+
+impl<T> WeightedRoundRobin<T> {
+    /// Builds over `(backend, weight)` pairs in the order given.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
+    /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
+    pub fn new(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
+        let (backends, weights) = Backends::weighted(backends)?;
+        let algorithm = Schedule::new(&weights, SCHEDULE_LIMIT, BUILD_WORK_LIMIT);
+        Ok(Self(Balanced {
+            backends,
+            algorithm,
+        }))
+    }
+
+    /// Whether the whole period is precomputed (the fast path), rather than
+    /// computed in windows past [`SCHEDULE_LIMIT`].
+    pub fn is_precomputed(&self) -> bool {
+        matches!(self.0.algorithm, Schedule::Cyclic { .. })
+    }
+}
+
+impl<T> LockedWeightedRoundRobin<T> {
+    /// Builds over `(backend, weight)` pairs in the order given.
+    ///
+    /// # Errors
+    ///
+    /// As [`WeightedRoundRobin::new`].
+    pub fn new(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
+        let (backends, weights) = Backends::weighted(backends)?;
+        Ok(Self(Balanced::locked(
+            backends,
+            WeightedRoundRobinState::new(&weights),
+        )))
+    }
+}
+
+/// nginx's smooth weighted round-robin as a sequential state machine.
+#[derive(Clone, Debug)]
+pub(crate) struct WeightedRoundRobinState {
+    weights: Box<[u32]>,
+    current: Box<[i64]>,
+    total: i64,
+}
+
+impl WeightedRoundRobinState {
+    pub(crate) fn new(weights: &Weights) -> Self {
+        Self {
+            weights: weights.as_slice().into(),
+            current: vec![0; weights.as_slice().len()].into_boxed_slice(),
+            total: i64::from(weights.total()),
+        }
+    }
+
+    /// One pick. Current weights stay within `(-total, total]`, so `i64`
+    /// never overflows.
+    pub(crate) fn step(&mut self) -> usize {
+        let mut best = 0;
+        let mut best_weight = i64::MIN;
+        for (i, (current, &weight)) in self.current.iter_mut().zip(&self.weights[..]).enumerate() {
+            *current += i64::from(weight);
+            if *current > best_weight {
+                best = i;
+                best_weight = *current;
+            }
+        }
+        self.current[best] -= self.total;
+        best
+    }
+}
+
+impl Sequential for WeightedRoundRobinState {
+    fn next<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
+        Ok(self.step())
+    }
+}
+
+/// The lock-free form's view of the sequence.
+pub(crate) enum Schedule {
+    /// One whole period, replayed by a shared cursor.
+    Cyclic {
+        picks: Box<[u16]>,
+        cursor: AtomicUsize,
+    },
+    /// The sequence in consecutive windows, each computed from the end state
+    /// of the one before.
+    Windowed {
+        window: ArcSwap<Window>,
+        weights: Weights,
+        len: usize,
+    },
+}
+
+impl Schedule {
+    fn new(weights: &Weights, limit: usize, work_limit: u64) -> Self {
+        let period = period(weights);
+        let work = period.saturating_mul(weights.as_slice().len() as u64);
+        if period <= limit as u64 && work <= work_limit {
+            let mut state = WeightedRoundRobinState::new(weights);
+            // Indices fit u16: there are at most MAX_BACKENDS backends.
+            let picks = (0..period).map(|_| state.step() as u16).collect();
+            Self::Cyclic {
+                picks,
+                cursor: AtomicUsize::new(0),
+            }
+        } else {
+            let len = (WINDOW_WORK / weights.as_slice().len()).clamp(64, limit.max(64));
+            let first = Window::compute(WeightedRoundRobinState::new(weights), len);
+            Self::Windowed {
+                window: ArcSwap::from_pointee(first),
+                weights: weights.clone(),
+                len,
+            }
+        }
+    }
+
+    #[inline]
+    fn next_index(&self) -> usize {
+        match self {
+            Self::Cyclic { picks, cursor } => {
+                // Relaxed: the cursor only hands out steps; the table is immutable.
+                let step = cursor.fetch_add(1, Ordering::Relaxed);
+                usize::from(picks[step % picks.len()])
+            }
+            Self::Windowed {
+                window,
+                weights,
+                len,
+            } => loop {
+                let current = window.load();
+                // Relaxed: the slot only divides this window's steps between
+                // picks; the window itself was published by arc-swap.
+                let slot = current.taken.fetch_add(1, Ordering::Relaxed);
+                if let Some(&index) = current.picks.get(slot) {
+                    return usize::from(index);
+                }
+                // This window is used up. Every thread that gets here computes
+                // the same next window; the first to swap it in wins.
+                let mut state = WeightedRoundRobinState::new(weights);
+                state.current.clone_from(&current.end);
+                let next = Arc::new(Window::compute(state, *len));
+                window.compare_and_swap(&current, next);
+            },
+        }
+    }
+}
+
+impl Pick for Schedule {
+    #[inline]
+    fn pick<T>(&self, _: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
+        Ok(backends.guard(self.next_index()))
+    }
+}
+
+/// A run of consecutive picks and the current weights after it.
+pub(crate) struct Window {
+    picks: Box<[u16]>,
+    end: Box<[i64]>,
+    taken: AtomicUsize,
+}
+
+impl Window {
+    fn compute(mut state: WeightedRoundRobinState, len: usize) -> Self {
+        let picks = (0..len).map(|_| state.step() as u16).collect();
+        Self {
+            picks,
+            end: state.current,
+            taken: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Picks in one period: `sum(w) / gcd(w)`.
+fn period(weights: &Weights) -> u64 {
+    let gcd = weights.as_slice().iter().fold(0u32, |g, &w| gcd(g, w));
+    // gcd >= 1: every weight is at least 1.
+    u64::from(weights.total() / gcd)
+}
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(w: &[u32]) -> Weights {
+        Weights::new(w.to_vec()).expect("valid weights")
+    }
+
+    fn sequence(schedule: &Schedule, picks: usize) -> Vec<usize> {
+        (0..picks).map(|_| schedule.next_index()).collect()
+    }
+
+    fn reference(w: &[u32], picks: usize) -> Vec<usize> {
+        let mut state = WeightedRoundRobinState::new(&weights(w));
+        (0..picks).map(|_| state.step()).collect()
+    }
+
+    #[test]
+    fn nginx_example() {
+        assert_eq!(reference(&[5, 1, 1], 7), [0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn period_returns_every_current_weight_to_zero() {
+        let w = weights(&[6, 4, 2]);
+        let mut state = WeightedRoundRobinState::new(&w);
+        assert_eq!(period(&w), 6);
+        for _ in 0..period(&w) {
+            state.step();
+        }
+        assert!(state.current.iter().all(|&c| c == 0));
+    }
+
+    #[test]
+    fn windows_across_many_boundaries_match_the_reference() {
+        // A limit of 4 forces the windowed form; 64-pick windows are crossed
+        // many times in 1,000 picks.
+        let w = [7, 3, 11, 1];
+        let schedule = Schedule::new(&weights(&w), 4, BUILD_WORK_LIMIT);
+        assert!(matches!(schedule, Schedule::Windowed { .. }));
+        assert_eq!(sequence(&schedule, 1000), reference(&w, 1000));
+    }
+
+    #[test]
+    fn work_limit_also_selects_windows() {
+        let w = [2, 3];
+        assert!(matches!(
+            Schedule::new(&weights(&w), SCHEDULE_LIMIT, 4),
+            Schedule::Windowed { .. }
+        ));
+        assert!(matches!(
+            Schedule::new(&weights(&w), SCHEDULE_LIMIT, 10),
+            Schedule::Cyclic { .. }
+        ));
+    }
+
+    #[test]
+    fn windows_shared_by_threads_hand_out_each_step_once() {
+        let w = [5, 2, 9];
+        let schedule = Schedule::new(&weights(&w), 4, BUILD_WORK_LIMIT);
+        let per_thread = 20_000;
+        let counts: Vec<[usize; 3]> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut counts = [0; 3];
+                        for _ in 0..per_thread {
+                            counts[schedule.next_index()] += 1;
+                        }
+                        counts
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("no panic")).collect()
+        });
+        let mut expected = [0; 3];
+        for i in reference(&w, 2 * per_thread) {
+            expected[i] += 1;
+        }
+        let total: Vec<usize> = (0..3).map(|i| counts[0][i] + counts[1][i]).collect();
+        assert_eq!(total, expected);
+    }
+}

@@ -1,0 +1,77 @@
+//! What a request offers the balancer to decide with.
+
+use std::net::IpAddr;
+
+/// What a request offers the balancer: nothing, a client address, or a
+/// caller-chosen key. Cheap to build and `Copy`; algorithms that do not hash
+/// ignore it.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::Context;
+/// use std::net::{IpAddr, Ipv4Addr};
+///
+/// let none = Context::new();
+/// let client = Context::from_addr(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+/// let session = Context::from_key(b"session-42");
+/// assert!(none.addr().is_none() && client.addr().is_some() && session.key().is_some());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Context<'a> {
+    affinity: Affinity<'a>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Affinity<'a> {
+    #[default]
+    None,
+    Addr(IpAddr),
+    Key(&'a [u8]),
+}
+
+impl<'a> Context<'a> {
+    /// A context with nothing in it, for algorithms that need nothing.
+    pub const fn new() -> Self {
+        Self {
+            affinity: Affinity::None,
+        }
+    }
+
+    /// A context carrying the client's address, for source-IP hashing.
+    pub const fn from_addr(addr: IpAddr) -> Self {
+        Self {
+            affinity: Affinity::Addr(addr),
+        }
+    }
+
+    /// A context carrying a caller-chosen key (a session id, a user id, a
+    /// URL), for key hashing.
+    pub const fn from_key(key: &'a [u8]) -> Self {
+        Self {
+            affinity: Affinity::Key(key),
+        }
+    }
+
+    /// The client address, if this context carries one.
+    pub const fn addr(&self) -> Option<IpAddr> {
+        match self.affinity {
+            Affinity::Addr(addr) => Some(addr),
+            _ => None,
+        }
+    }
+
+    /// The key, if this context carries one.
+    pub const fn key(&self) -> Option<&'a [u8]> {
+        match self.affinity {
+            Affinity::Key(key) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+impl From<IpAddr> for Context<'_> {
+    fn from(addr: IpAddr) -> Self {
+        Self::from_addr(addr)
+    }
+}

@@ -1,0 +1,59 @@
+//! How the algorithms behave, and what the two forms trade.
+//!
+//! # Exact sequences
+//!
+//! Backends are numbered 0..n in the order given. "Dropped at once" means
+//! each guard is dropped before the next pick.
+//!
+//! | algorithm | guards dropped at once | guards held |
+//! |---|---|---|
+//! | [`RoundRobin`](crate::lockfree::RoundRobin) | 0, 1, …, n−1, 0, … from an optional start offset | same |
+//! | [`WeightedRoundRobin`](crate::lockfree::WeightedRoundRobin) | nginx's smooth weighted round-robin: weights 5,1,1 give 0 0 1 0 2 0 0 | same |
+//! | [`LeastConn::new`](crate::lockfree::LeastConn::new) | round-robin order | a backend with the fewest active guards |
+//! | [`LeastConn::weighted`](crate::lockfree::LeastConn::weighted) | the smooth weighted round-robin sequence | a backend with the fewest active per unit of weight (`a_i * w_j < a_j * w_i` in `u64`) |
+//! | [`IpHash`](crate::lockfree::IpHash) | the same client always reaches the same backend | same |
+//!
+//! The mutex-backed forms are nginx's algorithms exactly, ties included:
+//! least-connections breaks a tie by running smooth weighted round-robin
+//! over the tied backends only. The lock-free forms make exactly the same
+//! picks on one thread, held guards or not; the property tests check this
+//! against the mutex-backed forms on random scripts of picks and drops.
+//!
+//! # Lock-free or locked
+//!
+//! A lock-free pick never waits for another thread. Under concurrency:
+//!
+//! - round-robin and smooth weighted round-robin hand each pick its own step
+//!   of the exact sequence (one atomic cursor step), so the multiset of
+//!   picks over any number of threads is exactly the sequence's;
+//! - least-connections may let two simultaneous picks read the same counts
+//!   and choose the same least-loaded backend; the mutex-backed form takes
+//!   the guard while it holds the lock, so the next pick always sees it.
+//!   Ties keep rotating: every tie-break adds exactly what it subtracts, so
+//!   the current weights sum to zero and a backend passed over gains
+//!   priority until it wins;
+//! - hashing has no shared state but the guard's count.
+//!
+//! The mutex-backed forms serialise every pick on one lock; on two cores the
+//! lock's cache line moves between cores on every pick. `benches/pick.rs`
+//! measures both forms side by side.
+//!
+//! # Memory bounds
+//!
+//! The lock-free smooth weighted round-robin precomputes one period of
+//! `sum(w) / gcd(w)` picks as `u16` indices when that period is at most
+//! [`SCHEDULE_LIMIT`](crate::SCHEDULE_LIMIT) picks (1 MiB) and computing it
+//! takes at most [`BUILD_WORK_LIMIT`](crate::BUILD_WORK_LIMIT) steps. Past
+//! either bound it computes the same exact sequence in windows of about
+//! 2^20 / n picks, published without a lock; a pick then costs `O(n)`
+//! amortised, like the mutex-backed form, without its lock.
+//!
+//! The hash table holds `2^bits` `u16` owners (128 KiB by default), whatever
+//! the number of backends.
+//!
+//! # Guards
+//!
+//! A [`Guard`](crate::Guard) is a reference-counted handle to its backend;
+//! the reference count is the active count. Dropping a guard, by scope end,
+//! early return or unwinding, decrements it exactly once; a guard may
+//! outlive the balancer that made it.

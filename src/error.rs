@@ -1,0 +1,85 @@
+//! Typed errors: what construction rejects and when a pick cannot answer.
+
+use std::fmt;
+
+/// Why a balancer could not be built. The input is returned untouched to the
+/// caller's scope (construction takes it by value and drops it), and nothing
+/// is half-built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The backend list was empty.
+    NoBackends,
+    /// More backends than [`MAX_BACKENDS`](crate::MAX_BACKENDS): indices are
+    /// stored as `u16` in schedules and hash tables.
+    TooManyBackends {
+        /// How many backends were given.
+        len: usize,
+        /// The most one balancer holds.
+        max: usize,
+    },
+    /// A backend had weight 0; the first such index is reported.
+    ZeroWeight {
+        /// Position of the backend in the list given.
+        index: usize,
+    },
+    /// The weights add up to more than `u32::MAX` (Envoy's limit too).
+    WeightOverflow,
+    /// Two backends of a hash balancer have the same identity (the same
+    /// value), so they could not be told apart when the set changes.
+    DuplicateBackend {
+        /// Position of the first occurrence.
+        first: usize,
+        /// Position of the repeat.
+        second: usize,
+    },
+    /// The hash table size is outside the supported range.
+    TableBits {
+        /// The requested log2 of the table size.
+        bits: u8,
+        /// The smallest accepted value.
+        min: u8,
+        /// The largest accepted value.
+        max: u8,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoBackends => f.write_str("no backends were given"),
+            Self::TooManyBackends { len, max } => {
+                write!(f, "{len} backends were given but a balancer holds at most {max}")
+            }
+            Self::ZeroWeight { index } => write!(f, "backend {index} has weight 0"),
+            Self::WeightOverflow => f.write_str("the weights add up to more than u32::MAX"),
+            Self::DuplicateBackend { first, second } => {
+                write!(f, "backends {first} and {second} have the same identity")
+            }
+            Self::TableBits { bits, min, max } => {
+                write!(f, "hash table bits {bits} is outside {min}..={max}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Why a pick returned no backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PickError {
+    /// A hashing balancer was called with a [`Context`](crate::Context) that
+    /// carries neither a client address nor a key.
+    MissingKey,
+}
+
+impl fmt::Display for PickError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingKey => f.write_str("a hashing balancer needs a client address or a key"),
+        }
+    }
+}
+
+impl std::error::Error for PickError {}
