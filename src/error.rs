@@ -49,7 +49,10 @@ impl fmt::Display for BuildError {
         match self {
             Self::NoBackends => f.write_str("no backends were given"),
             Self::TooManyBackends { len, max } => {
-                write!(f, "{len} backends were given but a balancer holds at most {max}")
+                write!(
+                    f,
+                    "{len} backends were given but a balancer holds at most {max}"
+                )
             }
             Self::ZeroWeight { index } => write!(f, "backend {index} has weight 0"),
             Self::WeightOverflow => f.write_str("the weights add up to more than u32::MAX"),

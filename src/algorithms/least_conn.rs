@@ -103,7 +103,10 @@ impl<T> LockedLeastConn<T> {
     pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
         let backends = Backends::new(backends)?;
         let weights = Weights::unit(backends.len());
-        Ok(Self(Balanced::locked(backends, LeastConnState::new(weights))))
+        Ok(Self(Balanced::locked(
+            backends,
+            LeastConnState::new(weights),
+        )))
     }
 
     /// Weighted least-connections over `(backend, weight)` pairs.
@@ -113,7 +116,10 @@ impl<T> LockedLeastConn<T> {
     /// As [`LeastConn::weighted`].
     pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
         let (backends, weights) = Backends::weighted(backends)?;
-        Ok(Self(Balanced::locked(backends, LeastConnState::new(weights))))
+        Ok(Self(Balanced::locked(
+            backends,
+            LeastConnState::new(weights),
+        )))
     }
 }
 
@@ -195,7 +201,11 @@ pub(crate) struct Scan {
 
 impl Scan {
     fn new(weights: Weights) -> Self {
-        let base = weights.as_slice().iter().map(|_| AtomicI64::new(0)).collect();
+        let base = weights
+            .as_slice()
+            .iter()
+            .map(|_| AtomicI64::new(0))
+            .collect();
         Self {
             weights,
             base,

@@ -158,9 +158,14 @@ mod tests {
 
     #[test]
     fn ln_matches_the_platform_closely() {
-        for &x in &[1e-300, 1e-16, 0.001, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 65536.0, 1e300] {
+        for &x in &[
+            1e-300, 1e-16, 0.001, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 65536.0, 1e300,
+        ] {
             let (ours, platform) = (ln(x), x.ln());
-            assert!((ours - platform).abs() <= 1e-15 * platform.abs().max(1.0), "ln({x}): {ours} vs {platform}");
+            assert!(
+                (ours - platform).abs() <= 1e-15 * platform.abs().max(1.0),
+                "ln({x}): {ours} vs {platform}"
+            );
         }
     }
 

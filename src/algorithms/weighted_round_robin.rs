@@ -332,7 +332,10 @@ mod tests {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("no panic")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("no panic"))
+                .collect()
         });
         let mut expected = [0; 3];
         for i in reference(&w, 2 * per_thread) {
