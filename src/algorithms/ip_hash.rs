@@ -35,6 +35,7 @@ use crate::{BuildError, Context, Guard, PickError};
 ///     .table_bits(20)
 ///     .ipv4_prefix_24(true);
 /// let lb = IpHash::with_options([("a", 1), ("b", 3)], options)?;
+/// # drop(lb);
 /// # Ok::<(), loadbalance::BuildError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -41,7 +41,7 @@ balancer_type! {
     /// assert_eq!(*lb.pick(&ctx)?, "b"); // dropped at once
     /// assert_eq!(*lb.pick(&ctx)?, "c"); // "a" is busy; "b" and "c" tie
     /// assert_eq!(*held, "a");
-    /// # Ok::<(), loadbalance::BuildError>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     LeastConn, Scan
 }
