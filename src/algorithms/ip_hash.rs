@@ -138,9 +138,7 @@ impl<T: Hash> IpHash<T> {
     /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`] or
     /// [`BuildError::DuplicateBackend`].
     pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        let backends = Backends::new(backends)?;
-        let weights = Weights::unit(backends.len());
-        let algorithm = Hashing::new(&backends, &weights, HashOptions::default())?;
+        let (backends, algorithm) = Hashing::unweighted(backends)?;
         Ok(Self(Balanced {
             backends,
             algorithm,
@@ -167,8 +165,7 @@ impl<T: Hash> IpHash<T> {
         backends: impl IntoIterator<Item = (T, u32)>,
         options: HashOptions,
     ) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted(backends)?;
-        let algorithm = Hashing::new(&backends, &weights, options)?;
+        let (backends, algorithm) = Hashing::weighted(backends, options)?;
         Ok(Self(Balanced {
             backends,
             algorithm,
@@ -183,9 +180,7 @@ impl<T: Hash> LockedIpHash<T> {
     ///
     /// As [`IpHash::new`].
     pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        let backends = Backends::new(backends)?;
-        let weights = Weights::unit(backends.len());
-        let state = Hashing::new(&backends, &weights, HashOptions::default())?;
+        let (backends, state) = Hashing::unweighted(backends)?;
         Ok(Self(Balanced::locked(backends, state)))
     }
 
@@ -207,8 +202,7 @@ impl<T: Hash> LockedIpHash<T> {
         backends: impl IntoIterator<Item = (T, u32)>,
         options: HashOptions,
     ) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted(backends)?;
-        let state = Hashing::new(&backends, &weights, options)?;
+        let (backends, state) = Hashing::weighted(backends, options)?;
         Ok(Self(Balanced::locked(backends, state)))
     }
 }
@@ -228,6 +222,26 @@ const TAG_KEY: u8 = 0;
 const TAG_BACKEND: u8 = 0xb;
 
 impl Hashing {
+    /// Validates equally weighted backends and builds their table.
+    fn unweighted<T: Hash>(
+        backends: impl IntoIterator<Item = T>,
+    ) -> Result<(Backends<T>, Self), BuildError> {
+        let backends = Backends::new(backends)?;
+        let weights = Weights::unit(backends.len());
+        let hashing = Self::new(&backends, &weights, HashOptions::default())?;
+        Ok((backends, hashing))
+    }
+
+    /// Validates weighted backends and options and builds their table.
+    fn weighted<T: Hash>(
+        backends: impl IntoIterator<Item = (T, u32)>,
+        options: HashOptions,
+    ) -> Result<(Backends<T>, Self), BuildError> {
+        let (backends, weights) = Backends::weighted(backends)?;
+        let hashing = Self::new(&backends, &weights, options)?;
+        Ok((backends, hashing))
+    }
+
     fn new<T: Hash>(
         backends: &Backends<T>,
         weights: &Weights,
