@@ -1,16 +1,24 @@
 //! Per-pick latency: pick plus guard drop, every algorithm in both forms,
-//! single thread, beside a bare `AtomicUsize::fetch_add` baseline.
+//! on one thread and on two threads sharing one balancer, beside the
+//! hardware baselines a pick is made of (an atomic increment, a guard's
+//! increment and decrement, a mutex, a SipHash).
 #![allow(missing_docs)]
 
+use std::hash::Hasher;
 use std::hint::black_box;
+use std::net::Ipv6Addr;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use loadbalance::{locked, lockfree, Balancer, Context};
+use parking_lot::Mutex;
+use siphasher::sip::SipHasher13;
 
-const SIZES: [usize; 3] = [4, 64, 1024];
+const SIZES: [usize; 4] = [4, 64, 1024, 4096];
 
 /// Weights in 1..=100 from a fixed seed (xorshift64), the same every run.
 fn weights(n: usize) -> Vec<u32> {
@@ -79,7 +87,63 @@ fn balancers(n: usize) -> Vec<(&'static str, Boxed)> {
         .collect()
 }
 
-fn pick(c: &mut Criterion) {
+/// One pick and its guard's drop. Hashing balancers get a different client
+/// each time, so they are not measured on one hot table entry.
+#[inline]
+fn pick_once(lb: &dyn Balancer<usize>, hashing: bool, client: &mut u32) -> Option<usize> {
+    if hashing {
+        *client = client.wrapping_add(0x9E37_79B9);
+        let ctx = Context::from_addr(IpAddr::V4(Ipv4Addr::from(*client)));
+        lb.pick(&ctx).ok().map(|guard| guard.index())
+    } else {
+        lb.pick(&Context::new()).ok().map(|guard| guard.index())
+    }
+}
+
+fn baselines(c: &mut Criterion) {
+    let mut group = c.benchmark_group("baseline");
+    group.throughput(Throughput::Elements(1));
+    let counter = AtomicUsize::new(0);
+    group.bench_function("fetch_add", |b| {
+        b.iter(|| black_box(counter.fetch_add(1, Ordering::Relaxed)))
+    });
+    group.bench_function("fetch_add+fetch_sub", |b| {
+        b.iter(|| {
+            black_box(counter.fetch_add(1, Ordering::Relaxed));
+            black_box(counter.fetch_sub(1, Ordering::Release))
+        })
+    });
+    let mutex = Mutex::new(0usize);
+    group.bench_function("mutex_lock_unlock", |b| {
+        b.iter(|| {
+            let mut guard = mutex.lock();
+            *guard += 1;
+            black_box(*guard)
+        })
+    });
+    let mut client = 0u32;
+    group.bench_function("siphash13_ipv4", |b| {
+        b.iter(|| {
+            client = client.wrapping_add(0x9E37_79B9);
+            let mut hasher = SipHasher13::new_with_key(&[7; 16]);
+            hasher.write(&black_box(client).to_be_bytes());
+            black_box(hasher.finish())
+        })
+    });
+    group.bench_function("siphash13_ipv6", |b| {
+        b.iter(|| {
+            client = client.wrapping_add(0x9E37_79B9);
+            let addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0)
+                | Ipv6Addr::from(u128::from(black_box(client)));
+            let mut hasher = SipHasher13::new_with_key(&[7; 16]);
+            hasher.write(&addr.octets());
+            black_box(hasher.finish())
+        })
+    });
+    group.finish();
+}
+
+fn single_thread(c: &mut Criterion) {
     for n in SIZES {
         let mut group = c.benchmark_group(format!("pick/n={n}"));
         group.throughput(Throughput::Elements(1));
@@ -88,24 +152,56 @@ fn pick(c: &mut Criterion) {
             b.iter(|| black_box(counter.fetch_add(1, Ordering::Relaxed)))
         });
         for (name, lb) in balancers(n) {
-            let id = BenchmarkId::from_parameter(name);
-            if name.starts_with("ip_hash") {
-                // A different client each pick, so hashing is not measured
-                // on one hot table entry.
-                let mut client = 0u32;
-                group.bench_function(id, |b| {
-                    b.iter(|| {
-                        client = client.wrapping_add(0x9E37_79B9);
-                        let ctx = Context::from_addr(IpAddr::V4(Ipv4Addr::from(client)));
-                        black_box(lb.pick(&ctx).map(|guard| guard.index()))
+            let hashing = name.starts_with("ip_hash");
+            let mut client = 0u32;
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter(|| black_box(pick_once(&*lb, hashing, &mut client)))
+            });
+        }
+        group.finish();
+    }
+}
+
+/// Time for `iters` picks split over two threads sharing `work`'s target:
+/// the inverse of their combined throughput.
+fn two_threads(iters: u64, work: impl Fn(u64) + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| work(iters / 2));
+        work(iters - iters / 2);
+    });
+    start.elapsed()
+}
+
+fn two_thread(c: &mut Criterion) {
+    for n in SIZES {
+        let mut group = c.benchmark_group(format!("pick_2threads/n={n}"));
+        group.throughput(Throughput::Elements(1));
+        // Flat sampling gives every sample many iterations, so the two
+        // thread spawns per sample (tens of microseconds) do not count.
+        group.sampling_mode(SamplingMode::Flat).sample_size(20);
+        let counter = AtomicUsize::new(0);
+        group.bench_function("baseline/fetch_add", |b| {
+            b.iter_custom(|iters| {
+                two_threads(iters, |k| {
+                    for _ in 0..k {
+                        black_box(counter.fetch_add(1, Ordering::Relaxed));
+                    }
+                })
+            })
+        });
+        for (name, lb) in balancers(n) {
+            let hashing = name.starts_with("ip_hash");
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter_custom(|iters| {
+                    two_threads(iters, |k| {
+                        let mut client = k as u32; // threads hash different clients
+                        for _ in 0..k {
+                            black_box(pick_once(&*lb, hashing, &mut client));
+                        }
                     })
-                });
-            } else {
-                let ctx = Context::new();
-                group.bench_function(id, |b| {
-                    b.iter(|| black_box(lb.pick(&ctx).map(|guard| guard.index())))
-                });
-            }
+                })
+            });
         }
         group.finish();
     }
@@ -116,6 +212,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = pick
+    targets = baselines, single_thread, two_thread
 }
 criterion_main!(benches);

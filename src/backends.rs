@@ -2,6 +2,7 @@
 //! and the validation of what the caller gave.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::{BuildError, Guard};
@@ -21,7 +22,34 @@ pub const MAX_BACKENDS: usize = 1 << 16;
 #[repr(align(128))]
 pub(crate) struct Entry<T> {
     pub(crate) value: T,
+    dense: Option<DenseSlot>,
 }
+
+impl<T> Entry<T> {
+    /// Called when a guard of this entry drops: the reference count drops by
+    /// itself; a dense copy of the count must be lowered by hand.
+    #[inline]
+    pub(crate) fn release(&self) {
+        if let Some(slot) = &self.dense {
+            // Relaxed: dense counts only steer least-connections; the true
+            // count is the reference count.
+            slot.counts[slot.index].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A backend's place in a dense array of active counts, kept by algorithms
+/// that scan every count on every pick: the array fits a few cache lines
+/// where the reference counts, one per 128-byte entry, would need one line
+/// a backend. A `u32` a count: it would wrap only after 4 billion guards
+/// leaked with `mem::forget` on one backend.
+struct DenseSlot {
+    counts: Arc<[AtomicU32]>,
+    index: usize,
+}
+
+/// Shared array of dense active counts, one per backend, in order.
+pub(crate) type DenseCounts = Arc<[AtomicU32]>;
 
 /// The backends of one balancer, numbered in the order given.
 pub(crate) struct Backends<T> {
@@ -31,18 +59,42 @@ pub(crate) struct Backends<T> {
 impl<T> Backends<T> {
     /// Takes the backends in order; fails when there are none or too many.
     pub(crate) fn new(values: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        let entries: Box<[Arc<Entry<T>>]> = values
-            .into_iter()
-            .map(|value| Arc::new(Entry { value }))
-            .collect();
-        match entries.len() {
-            0 => Err(BuildError::NoBackends),
-            len if len > MAX_BACKENDS => Err(BuildError::TooManyBackends {
-                len,
-                max: MAX_BACKENDS,
-            }),
-            _ => Ok(Self { entries }),
+        Self::build(values.into_iter().collect(), None)
+    }
+
+    /// As [`new`](Self::new), also keeping the active counts in a dense
+    /// array that the caller raises on each pick and guards lower on drop.
+    pub(crate) fn new_dense(
+        values: impl IntoIterator<Item = T>,
+    ) -> Result<(Self, DenseCounts), BuildError> {
+        let values: Vec<T> = values.into_iter().collect();
+        let counts: DenseCounts = values.iter().map(|_| AtomicU32::new(0)).collect();
+        Ok((Self::build(values, Some(&counts))?, counts))
+    }
+
+    fn build(values: Vec<T>, dense: Option<&DenseCounts>) -> Result<Self, BuildError> {
+        match values.len() {
+            0 => return Err(BuildError::NoBackends),
+            len if len > MAX_BACKENDS => {
+                return Err(BuildError::TooManyBackends {
+                    len,
+                    max: MAX_BACKENDS,
+                })
+            }
+            _ => {}
         }
+        let entries = values
+            .into_iter()
+            .enumerate()
+            .map(|(index, value)| {
+                let dense = dense.map(|counts| DenseSlot {
+                    counts: Arc::clone(counts),
+                    index,
+                });
+                Arc::new(Entry { value, dense })
+            })
+            .collect();
+        Ok(Self { entries })
     }
 
     /// Takes weighted backends in order and checks the weights too.
@@ -53,6 +105,17 @@ impl<T> Backends<T> {
         let backends = Self::new(values)?;
         let weights = Weights::new(weights)?;
         Ok((backends, weights))
+    }
+
+    /// As [`weighted`](Self::weighted), with dense counts as in
+    /// [`new_dense`](Self::new_dense).
+    pub(crate) fn weighted_dense(
+        backends: impl IntoIterator<Item = (T, u32)>,
+    ) -> Result<(Self, Weights, DenseCounts), BuildError> {
+        let (values, weights): (Vec<T>, Vec<u32>) = backends.into_iter().unzip();
+        let (backends, counts) = Self::new_dense(values)?;
+        let weights = Weights::new(weights)?;
+        Ok((backends, weights, counts))
     }
 
     pub(crate) fn len(&self) -> usize {

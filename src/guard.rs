@@ -43,6 +43,13 @@ impl<T> Guard<T> {
     }
 }
 
+impl<T> Drop for Guard<T> {
+    fn drop(&mut self) {
+        // The reference count, the true active count, drops with `entry`.
+        self.entry.release();
+    }
+}
+
 impl<T> Deref for Guard<T> {
     type Target = T;
 

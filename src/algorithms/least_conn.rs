@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::backends::{Backends, Weights};
+use crate::backends::{Backends, DenseCounts, Weights};
 use crate::balanced::{balancer_type, Balanced, Pick, Sequential};
 use crate::{BuildError, Context, Guard, PickError};
 
@@ -71,11 +71,11 @@ impl<T> LeastConn<T> {
     ///
     /// [`BuildError::NoBackends`] or [`BuildError::TooManyBackends`].
     pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        let backends = Backends::new(backends)?;
+        let (backends, counts) = Backends::new_dense(backends)?;
         let weights = Weights::unit(backends.len());
         Ok(Self(Balanced {
             backends,
-            algorithm: Scan::new(weights),
+            algorithm: Scan::new(weights, counts),
         }))
     }
 
@@ -86,10 +86,10 @@ impl<T> LeastConn<T> {
     /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
     /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
     pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted(backends)?;
+        let (backends, weights, counts) = Backends::weighted_dense(backends)?;
         Ok(Self(Balanced {
             backends,
-            algorithm: Scan::new(weights),
+            algorithm: Scan::new(weights, counts),
         }))
     }
 }
@@ -187,10 +187,15 @@ impl Sequential for LeastConnState {
     }
 }
 
-/// The lock-free form: one scan over the counts, nginx's tie-break on
-/// atomics.
+/// The lock-free form: a scan for the least loaded, then nginx's tie-break
+/// on atomics.
 pub(crate) struct Scan {
+    /// The active counts, dense, so that the scan reads a few cache lines
+    /// rather than one line a backend.
+    counts: DenseCounts,
     weights: Weights,
+    /// All weights are 1: the scan compares counts without multiplying.
+    unit: bool,
     /// `base_i`: backend i's current weight is `base_i + epoch * w_i`,
     /// computed in wrapping arithmetic. The true value is small, so the
     /// wrapped result is exact however far `epoch` has run.
@@ -199,75 +204,130 @@ pub(crate) struct Scan {
     epoch: AtomicU64,
 }
 
+/// The first least-loaded backend, its load, and how many share that load.
+struct Least {
+    first: usize,
+    load: u64,
+    tied: usize,
+}
+
 impl Scan {
-    fn new(weights: Weights) -> Self {
+    fn new(weights: Weights, counts: DenseCounts) -> Self {
         let base = weights
             .as_slice()
             .iter()
             .map(|_| AtomicI64::new(0))
             .collect();
+        let unit = weights.as_slice().iter().all(|&w| w == 1);
         Self {
+            counts,
             weights,
+            unit,
             base,
             epoch: AtomicU64::new(0),
         }
     }
 
-    fn next_index<T>(&self, backends: &Backends<T>) -> usize {
-        let w = self.weights.as_slice();
+    /// Pass 1: only loads and comparisons, so the common all-equal case runs
+    /// with no mispredicted branch.
+    #[inline]
+    fn least(&self) -> Least {
+        let mut loads = self
+            .counts
+            .iter()
+            .map(|count| u64::from(count.load(Ordering::Relaxed)));
+        let mut least = Least {
+            first: 0,
+            load: loads.next().unwrap_or(0),
+            tied: 1,
+        };
+        if self.unit {
+            for (i, load) in loads.enumerate() {
+                let i = i + 1;
+                if load < least.load {
+                    least = Least {
+                        first: i,
+                        load,
+                        tied: 1,
+                    };
+                } else if load == least.load {
+                    least.tied += 1;
+                }
+            }
+        } else {
+            let w = self.weights.as_slice();
+            let mut w_first = w[0];
+            for (i, (load, &w_i)) in loads.zip(&w[1..]).enumerate() {
+                let i = i + 1;
+                match compare(load, w_i, least.load, w_first) {
+                    std::cmp::Ordering::Less => {
+                        least = Least {
+                            first: i,
+                            load,
+                            tied: 1,
+                        };
+                        w_first = w_i;
+                    }
+                    std::cmp::Ordering::Equal => least.tied += 1,
+                    std::cmp::Ordering::Greater => {}
+                }
+            }
+        }
+        least
+    }
+
+    fn next_index(&self) -> usize {
         // Relaxed everywhere below: the counts and current weights only steer
         // the choice; nothing is published through them, and a stale read
         // costs at most a less even spread, never a wrong backend.
-        let epoch = self.epoch.load(Ordering::Relaxed);
-        // Current weight of backend i after this pick raises it by w_i.
-        let raised = |i: usize| {
-            let w_i = i64::from(w[i]);
-            self.base[i]
-                .load(Ordering::Relaxed)
-                .wrapping_add((epoch.wrapping_add(1) as i64).wrapping_mul(w_i))
-        };
-        let mut first = 0;
-        let mut first_load = load(backends, 0);
-        let mut tied = 1;
-        let mut winner = 0;
-        let mut winner_weight = raised(0);
-        for i in 1..w.len() {
-            let load_i = load(backends, i);
-            match compare(load_i, w[i], first_load, w[first]) {
-                std::cmp::Ordering::Less => {
-                    (first, first_load, tied, winner) = (i, load_i, 1, i);
-                    winner_weight = raised(i);
+        let least = self.least();
+        if least.tied == 1 {
+            return least.first;
+        }
+        let w = self.weights.as_slice();
+        // Every current weight as this pick raises it: `base + (epoch+1) * w`.
+        let raise = self.epoch.load(Ordering::Relaxed).wrapping_add(1) as i64;
+        let mut winner = least.first;
+        let mut winner_weight = i64::MIN;
+        if least.tied == w.len() {
+            // All tie: raising every backend is one step of the epoch.
+            for (i, (base, &w_i)) in self.base.iter().zip(w).enumerate() {
+                let raised = base
+                    .load(Ordering::Relaxed)
+                    .wrapping_add(raise.wrapping_mul(i64::from(w_i)));
+                if raised > winner_weight {
+                    (winner, winner_weight) = (i, raised);
                 }
-                std::cmp::Ordering::Equal => {
-                    tied += 1;
-                    let raised_i = raised(i);
-                    if raised_i > winner_weight {
-                        (winner, winner_weight) = (i, raised_i);
-                    }
-                }
-                std::cmp::Ordering::Greater => {}
             }
-        }
-        if tied == 1 {
-            return first;
-        }
-        let added = if tied == w.len() {
             self.epoch.fetch_add(1, Ordering::Relaxed);
-            i64::from(self.weights.total())
+            self.base[winner].fetch_sub(i64::from(self.weights.total()), Ordering::Relaxed);
         } else {
             // Raise the tied backends one by one. Counts read now may differ
-            // from the scan's under concurrency; subtracting exactly what was
+            // from pass 1's under concurrency; subtracting exactly what was
             // added keeps the current weights summing to zero regardless.
-            let mut added = 0;
-            for i in first..w.len() {
-                if compare(load(backends, i), w[i], first_load, w[first]).is_eq() {
-                    self.base[i].fetch_add(i64::from(w[i]), Ordering::Relaxed);
-                    added += i64::from(w[i]);
+            let w_first = w[least.first];
+            let mut added = 0i64;
+            let tied = self
+                .counts
+                .iter()
+                .zip(w)
+                .zip(&self.base[..])
+                .enumerate()
+                .skip(least.first);
+            for (i, ((count, &w_i), base)) in tied {
+                let load = u64::from(count.load(Ordering::Relaxed));
+                if compare(load, w_i, least.load, w_first).is_ne() {
+                    continue;
+                }
+                let before = base.fetch_add(i64::from(w_i), Ordering::Relaxed);
+                added += i64::from(w_i);
+                let raised = before.wrapping_add(raise.wrapping_mul(i64::from(w_i)));
+                if raised > winner_weight {
+                    (winner, winner_weight) = (i, raised);
                 }
             }
-            added
-        };
-        self.base[winner].fetch_sub(added, Ordering::Relaxed);
+            self.base[winner].fetch_sub(added, Ordering::Relaxed);
+        }
         winner
     }
 }
@@ -275,6 +335,9 @@ impl Scan {
 impl Pick for Scan {
     #[inline]
     fn pick<T>(&self, _: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        Ok(backends.guard(self.next_index(backends)))
+        let index = self.next_index();
+        // Relaxed: see `Entry::release`, which lowers it when the guard drops.
+        self.counts[index].fetch_add(1, Ordering::Relaxed);
+        Ok(backends.guard(index))
     }
 }
