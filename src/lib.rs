@@ -24,6 +24,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![doc(test(attr(deny(warnings))))]
+#![forbid(unsafe_code)]
 
 mod algorithms;
 mod backends;

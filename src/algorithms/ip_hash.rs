@@ -211,7 +211,8 @@ impl<T: Hash> LockedIpHash<T> {
 #[derive(Debug)]
 pub(crate) struct Hashing {
     table: SlotTable,
-    key: [u8; 16],
+    /// The SipHash key as the two words SipHash works with.
+    keys: (u64, u64),
     ipv4_prefix_24: bool,
 }
 
@@ -255,10 +256,11 @@ impl Hashing {
                 max: HashOptions::MAX_TABLE_BITS,
             });
         }
+        let keys = key_words(&options.key);
         let ids: Vec<u64> = backends
             .values()
             .map(|value| {
-                let mut hasher = SipHasher13::new_with_key(&options.key);
+                let mut hasher = SipHasher13::new_with_keys(keys.0, keys.1);
                 hasher.write_u8(TAG_BACKEND);
                 value.hash(&mut hasher);
                 hasher.finish()
@@ -275,14 +277,14 @@ impl Hashing {
         }
         Ok(Self {
             table: SlotTable::build(&ids, weights.as_slice(), bits),
-            key: options.key,
+            keys,
             ipv4_prefix_24: options.ipv4_prefix_24,
         })
     }
 
     #[inline]
     fn index(&self, ctx: &Context<'_>) -> Result<usize, PickError> {
-        let mut hasher = SipHasher13::new_with_key(&self.key);
+        let mut hasher = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
         if let Some(addr) = ctx.addr() {
             match normalise(addr) {
                 IpAddr::V4(v4) => {
@@ -308,6 +310,14 @@ impl Hashing {
     }
 }
 
+/// The two little-endian words of a 16-byte SipHash key, as
+/// `SipHasher13::new_with_key` reads them.
+fn key_words(key: &[u8; 16]) -> (u64, u64) {
+    let [k0 @ .., _, _, _, _, _, _, _, _] = *key;
+    let [_, _, _, _, _, _, _, _, k1 @ ..] = *key;
+    (u64::from_le_bytes(k0), u64::from_le_bytes(k1))
+}
+
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 client it maps.
 fn normalise(addr: IpAddr) -> IpAddr {
     match addr {
@@ -326,5 +336,21 @@ impl Pick for Hashing {
 impl Sequential for Hashing {
     fn next<T>(&mut self, ctx: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
         self.index(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_words_are_the_words_siphash_reads() {
+        let key = *b"0123456789abcdef";
+        let (k0, k1) = key_words(&key);
+        let mut by_words = SipHasher13::new_with_keys(k0, k1);
+        let mut by_bytes = SipHasher13::new_with_key(&key);
+        by_words.write(b"client");
+        by_bytes.write(b"client");
+        assert_eq!(by_words.finish(), by_bytes.finish());
     }
 }
