@@ -113,10 +113,12 @@ fn main() -> Result<(), BuildError> {
     for (name, build) in builders {
         let mut cells = Vec::new();
         for n in [4usize, 64, 1024, 4096] {
-            let addrs: Vec<SocketAddr> = (0..n)
-                .map(|i| SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 80)))
-                .collect();
-            let (bytes, lb) = held_bytes(|| build(addrs, weights(n)))?;
+            let addrs = || {
+                (0..n)
+                    .map(|i| SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 80)))
+                    .collect()
+            };
+            let (bytes, lb) = held_bytes(|| build(addrs(), weights(n)))?;
             cells.push(format!("{:>10.1}", bytes as f64 / n as f64));
             drop(lb);
         }

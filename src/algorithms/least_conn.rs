@@ -9,9 +9,14 @@
 //! weighted round-robin (plain round-robin for equal weights).
 //!
 //! The lock-free form runs the same rule on atomics and, on one thread,
-//! makes exactly nginx's picks. To keep the common all-tied pick `O(1)` in
-//! writes it stores each current weight as `base_i + epoch * w_i`: raising
-//! every backend's current weight is one `fetch_add` on `epoch`. Under
+//! makes exactly nginx's picks. It scans a dense `u32` copy of the active
+//! counts (4 KiB at 1,024 backends, where the entries' own counts would take
+//! a cache line each), raised on pick and lowered by the guard's drop. To
+//! keep the common all-tied pick `O(1)` in writes it stores each current
+//! weight as `base_i + epoch * w_i`: raising every backend's current weight
+//! is one `fetch_add` on `epoch`. A pick reads every count once and, when
+//! several tie, every tied backend's current weight once more: `O(n)`, as in
+//! nginx. Under
 //! concurrency two picks may read the same counts and choose the same
 //! minimum, and their current-weight updates interleave; every update still
 //! adds exactly what it subtracts, so the current weights keep summing to
