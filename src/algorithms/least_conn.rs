@@ -33,7 +33,7 @@ use crate::{BuildError, Context, Guard, PickError};
 
 balancer_type! {
     /// Lock-free least-connections, weighted or not (see the
-    /// [module docs](self) for how ties and concurrency behave).
+    /// [`docs`](crate::docs) for how ties and concurrency behave).
     ///
     /// # Examples
     ///

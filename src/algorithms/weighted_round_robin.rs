@@ -40,7 +40,7 @@ balancer_type! {
     /// Within [`SCHEDULE_LIMIT`] a pick is one relaxed `fetch_add` and a
     /// read of the precomputed period; each concurrent pick takes its own
     /// step of the sequence. Past the limit the sequence is computed in
-    /// windows (see the [module docs](self)).
+    /// windows (see [`docs`](crate::docs#memory-bounds)).
     ///
     /// # Examples
     ///
