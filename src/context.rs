@@ -32,6 +32,7 @@ enum Affinity<'a> {
 
 impl<'a> Context<'a> {
     /// A context with nothing in it, for algorithms that need nothing.
+    #[inline]
     pub const fn new() -> Self {
         Self {
             affinity: Affinity::None,
@@ -39,6 +40,7 @@ impl<'a> Context<'a> {
     }
 
     /// A context carrying the client's address, for source-IP hashing.
+    #[inline]
     pub const fn from_addr(addr: IpAddr) -> Self {
         Self {
             affinity: Affinity::Addr(addr),
@@ -47,6 +49,7 @@ impl<'a> Context<'a> {
 
     /// A context carrying a caller-chosen key (a session id, a user id, a
     /// URL), for key hashing.
+    #[inline]
     pub const fn from_key(key: &'a [u8]) -> Self {
         Self {
             affinity: Affinity::Key(key),
@@ -54,6 +57,7 @@ impl<'a> Context<'a> {
     }
 
     /// The client address, if this context carries one.
+    #[inline]
     pub const fn addr(&self) -> Option<IpAddr> {
         match self.affinity {
             Affinity::Addr(addr) => Some(addr),
@@ -62,6 +66,7 @@ impl<'a> Context<'a> {
     }
 
     /// The key, if this context carries one.
+    #[inline]
     pub const fn key(&self) -> Option<&'a [u8]> {
         match self.affinity {
             Affinity::Key(key) => Some(key),
