@@ -108,12 +108,19 @@ impl<T> Backends<T> {
     }
 
     /// As [`weighted`](Self::weighted), with dense counts as in
-    /// [`new_dense`](Self::new_dense).
-    pub(crate) fn weighted_dense(
+    /// [`new_dense`](Self::new_dense) when there are more than `dense_above`
+    /// backends.
+    pub(crate) fn weighted_counted(
         backends: impl IntoIterator<Item = (T, u32)>,
-    ) -> Result<(Self, Weights, DenseCounts), BuildError> {
+        dense_above: usize,
+    ) -> Result<(Self, Weights, Option<DenseCounts>), BuildError> {
         let (values, weights): (Vec<T>, Vec<u32>) = backends.into_iter().unzip();
-        let (backends, counts) = Self::new_dense(values)?;
+        let (backends, counts) = if values.len() > dense_above {
+            let (backends, counts) = Self::new_dense(values)?;
+            (backends, Some(counts))
+        } else {
+            (Self::new(values)?, None)
+        };
         let weights = Weights::new(weights)?;
         Ok((backends, weights, counts))
     }
@@ -134,6 +141,15 @@ impl<T> Backends<T> {
     pub(crate) fn active(&self, index: usize) -> usize {
         // The table's own reference is the one that is not a guard.
         Arc::strong_count(&self.entries[index]) - 1
+    }
+
+    /// Every backend's active count in order, capped at `u32::MAX`: what
+    /// least-connections compares.
+    #[inline]
+    pub(crate) fn loads(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries
+            .iter()
+            .map(|entry| (Arc::strong_count(entry) - 1).min(u32::MAX as usize) as u64)
     }
 
     pub(crate) fn get(&self, index: usize) -> Option<&T> {
