@@ -14,76 +14,23 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use loadbalance::{locked, lockfree, Balancer, Context};
+use loadbalance::{Balancer, Context};
 use parking_lot::Mutex;
 use siphasher::sip::SipHasher13;
 
 const SIZES: [usize; 4] = [4, 64, 1024, 4096];
 
-/// Weights in 1..=100 from a fixed seed (xorshift64), the same every run.
-fn weights(n: usize) -> Vec<u32> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 100) as u32 + 1
-        })
-        .collect()
-}
+#[path = "support/matrix.rs"]
+mod matrix;
 
-type Boxed = Box<dyn Balancer<usize>>;
-
-/// Every balancer over `n` backends, named `algorithm/form`.
-fn balancers(n: usize) -> Vec<(&'static str, Boxed)> {
-    let plain = || 0..n;
-    let weighted = || (0..n).zip(weights(n));
-    let built: Vec<(&'static str, Result<Boxed, loadbalance::BuildError>)> = vec![
-        (
-            "round_robin/lockfree",
-            lockfree::RoundRobin::new(plain()).map(|b| Box::new(b) as Boxed),
-        ),
-        (
-            "round_robin/locked",
-            locked::RoundRobin::new(plain()).map(|b| Box::new(b) as Boxed),
-        ),
-        (
-            "weighted_round_robin/lockfree",
-            lockfree::WeightedRoundRobin::new(weighted()).map(|b| Box::new(b) as Boxed),
-        ),
-        (
-            "weighted_round_robin/locked",
-            locked::WeightedRoundRobin::new(weighted()).map(|b| Box::new(b) as Boxed),
-        ),
-        (
-            "least_conn/lockfree",
-            lockfree::LeastConn::new(plain()).map(|b| Box::new(b) as Boxed),
-        ),
-        (
-            "least_conn/locked",
-            locked::LeastConn::new(plain()).map(|b| Box::new(b) as Boxed),
-        ),
-        (
-            "weighted_least_conn/lockfree",
-            lockfree::LeastConn::weighted(weighted()).map(|b| Box::new(b) as Boxed),
-        ),
-        (
-            "weighted_least_conn/locked",
-            locked::LeastConn::weighted(weighted()).map(|b| Box::new(b) as Boxed),
-        ),
-        (
-            "ip_hash/lockfree",
-            lockfree::IpHash::weighted(weighted()).map(|b| Box::new(b) as Boxed),
-        ),
-        (
-            "ip_hash/locked",
-            locked::IpHash::weighted(weighted()).map(|b| Box::new(b) as Boxed),
-        ),
-    ];
-    built
+/// Every balancer over `n` backends `0..n`, named `algorithm/form`.
+fn balancers(n: usize) -> Vec<(&'static str, matrix::Boxed<usize>)> {
+    matrix::builders()
         .into_iter()
-        .map(|(name, lb)| (name, lb.expect("benchmark backends are valid")))
+        .map(|(name, build)| {
+            let lb = build((0..n).collect(), matrix::weights(n));
+            (name, lb.expect("benchmark backends are valid"))
+        })
         .collect()
 }
 

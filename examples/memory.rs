@@ -11,7 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use loadbalance::{locked, lockfree, Balancer, BuildError};
+use loadbalance::BuildError;
 
 /// Live heap bytes of the whole process.
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -37,26 +37,14 @@ unsafe impl GlobalAlloc for Tracking {
 #[global_allocator]
 static ALLOCATOR: Tracking = Tracking;
 
-/// The benchmark's weights: 1..=100 from a fixed xorshift64 seed.
-fn weights(n: usize) -> Vec<u32> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 100) as u32 + 1
-        })
-        .collect()
-}
-
-type Boxed = Box<dyn Balancer<SocketAddr>>;
+#[path = "../benches/support/matrix.rs"]
+mod matrix;
 
 /// Heap bytes `build` leaves allocated: the entries holding the values, the
 /// counts and the algorithm state.
-fn held_bytes(
-    build: impl FnOnce() -> Result<Boxed, BuildError>,
-) -> Result<(isize, Boxed), BuildError> {
+fn held_bytes<T>(
+    build: impl FnOnce() -> Result<matrix::Boxed<T>, BuildError>,
+) -> Result<(isize, matrix::Boxed<T>), BuildError> {
     let before = LIVE.load(Ordering::Relaxed);
     let lb = build()?;
     Ok((LIVE.load(Ordering::Relaxed) - before, lb))
@@ -71,46 +59,7 @@ fn main() -> Result<(), BuildError> {
         "{:<32} {:>10} {:>10} {:>10} {:>10}",
         "balancer", "n = 4", "n = 64", "n = 1024", "n = 4096"
     );
-    type Build = fn(Vec<SocketAddr>, Vec<u32>) -> Result<Boxed, BuildError>;
-    let builders: [(&str, Build); 10] = [
-        ("round_robin/lockfree", |a, _| {
-            Ok(Box::new(lockfree::RoundRobin::new(a)?))
-        }),
-        ("round_robin/locked", |a, _| {
-            Ok(Box::new(locked::RoundRobin::new(a)?))
-        }),
-        ("weighted_round_robin/lockfree", |a, w| {
-            Ok(Box::new(lockfree::WeightedRoundRobin::new(
-                a.into_iter().zip(w),
-            )?))
-        }),
-        ("weighted_round_robin/locked", |a, w| {
-            Ok(Box::new(locked::WeightedRoundRobin::new(
-                a.into_iter().zip(w),
-            )?))
-        }),
-        ("least_conn/lockfree", |a, _| {
-            Ok(Box::new(lockfree::LeastConn::new(a)?))
-        }),
-        ("least_conn/locked", |a, _| {
-            Ok(Box::new(locked::LeastConn::new(a)?))
-        }),
-        ("weighted_least_conn/lockfree", |a, w| {
-            Ok(Box::new(lockfree::LeastConn::weighted(
-                a.into_iter().zip(w),
-            )?))
-        }),
-        ("weighted_least_conn/locked", |a, w| {
-            Ok(Box::new(locked::LeastConn::weighted(a.into_iter().zip(w))?))
-        }),
-        ("ip_hash/lockfree", |a, w| {
-            Ok(Box::new(lockfree::IpHash::weighted(a.into_iter().zip(w))?))
-        }),
-        ("ip_hash/locked", |a, w| {
-            Ok(Box::new(locked::IpHash::weighted(a.into_iter().zip(w))?))
-        }),
-    ];
-    for (name, build) in builders {
+    for (name, build) in matrix::builders::<SocketAddr>() {
         let mut cells = Vec::new();
         for n in [4usize, 64, 1024, 4096] {
             let addrs = || {
@@ -118,14 +67,14 @@ fn main() -> Result<(), BuildError> {
                     .map(|i| SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 80)))
                     .collect()
             };
-            let (bytes, lb) = held_bytes(|| build(addrs(), weights(n)))?;
+            let (bytes, lb) = held_bytes(|| build(addrs(), matrix::weights(n)))?;
             cells.push(format!("{:>10.1}", bytes as f64 / n as f64));
             drop(lb);
         }
         println!("{name:<32} {}", cells.join(" "));
     }
     for n in [4usize, 64, 1024, 4096] {
-        let w = weights(n);
+        let w = matrix::weights(n);
         let gcd = w.iter().fold(0u32, |g, &x| gcd(g, x));
         let period = w.iter().map(|&x| u64::from(x)).sum::<u64>() / u64::from(gcd);
         println!(

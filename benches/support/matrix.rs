@@ -1,0 +1,67 @@
+//! The benchmark matrix shared by `benches/pick.rs` and
+//! `examples/memory.rs`: every balancer by name, and the fixed-seed weights.
+
+use std::hash::Hash;
+
+use loadbalance::{locked, lockfree, Balancer, BuildError};
+
+/// Weights in 1..=100 from a fixed seed (xorshift64), the same every run.
+pub(crate) fn weights(n: usize) -> Vec<u32> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 100) as u32 + 1
+        })
+        .collect()
+}
+
+pub(crate) type Boxed<T> = Box<dyn Balancer<T>>;
+
+/// Builds one balancer from backends and their weights (unweighted
+/// algorithms ignore the weights).
+pub(crate) type Build<T> = fn(Vec<T>, Vec<u32>) -> Result<Boxed<T>, BuildError>;
+
+/// Every balancer, named `algorithm/form`.
+pub(crate) fn builders<T: Hash + Send + Sync + 'static>() -> [(&'static str, Build<T>); 10] {
+    [
+        ("round_robin/lockfree", |b, _| {
+            Ok(Box::new(lockfree::RoundRobin::new(b)?))
+        }),
+        ("round_robin/locked", |b, _| {
+            Ok(Box::new(locked::RoundRobin::new(b)?))
+        }),
+        ("weighted_round_robin/lockfree", |b, w| {
+            Ok(Box::new(lockfree::WeightedRoundRobin::new(
+                b.into_iter().zip(w),
+            )?))
+        }),
+        ("weighted_round_robin/locked", |b, w| {
+            Ok(Box::new(locked::WeightedRoundRobin::new(
+                b.into_iter().zip(w),
+            )?))
+        }),
+        ("least_conn/lockfree", |b, _| {
+            Ok(Box::new(lockfree::LeastConn::new(b)?))
+        }),
+        ("least_conn/locked", |b, _| {
+            Ok(Box::new(locked::LeastConn::new(b)?))
+        }),
+        ("weighted_least_conn/lockfree", |b, w| {
+            Ok(Box::new(lockfree::LeastConn::weighted(
+                b.into_iter().zip(w),
+            )?))
+        }),
+        ("weighted_least_conn/locked", |b, w| {
+            Ok(Box::new(locked::LeastConn::weighted(b.into_iter().zip(w))?))
+        }),
+        ("ip_hash/lockfree", |b, w| {
+            Ok(Box::new(lockfree::IpHash::weighted(b.into_iter().zip(w))?))
+        }),
+        ("ip_hash/locked", |b, w| {
+            Ok(Box::new(locked::IpHash::weighted(b.into_iter().zip(w))?))
+        }),
+    ]
+}
