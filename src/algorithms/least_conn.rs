@@ -102,12 +102,7 @@ impl<T> LockedLeastConn<T> {
     ///
     /// As [`LeastConn::new`].
     pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        let backends = Backends::new(backends)?;
-        let weights = Weights::unit(backends.len());
-        Ok(Self(Balanced::locked(
-            backends,
-            LeastConnState::new(weights),
-        )))
+        Self::weighted(backends.into_iter().map(|backend| (backend, 1)))
     }
 
     /// Weighted least-connections over `(backend, weight)` pairs.
