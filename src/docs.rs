@@ -34,9 +34,15 @@
 //!   priority until it wins;
 //! - hashing has no shared state but the guard's count.
 //!
-//! The mutex-backed forms serialise every pick on one lock; on two cores the
-//! lock's cache line moves between cores on every pick. `benches/pick.rs`
-//! measures both forms side by side.
+//! The mutex-backed forms serialise every pick on one lock, so a pick that
+//! costs `O(n)` (smooth weighted round-robin, least-connections) holds every
+//! other thread up for that long: from 1,024 backends the lock-free forms
+//! pick 3 to 30 times faster on two threads. With few backends the lock is
+//! cheap and both forms pay for the same shared cache lines (the cursor, the
+//! guards' counts); there the mutex forms, which let one core run a burst of
+//! picks on lines it already holds, can be as fast or faster.
+//! `cargo bench --bench pick` measures both forms side by side, and
+//! `BENCHMARKS.md` in the repository has the figures.
 //!
 //! # Memory bounds
 //!
