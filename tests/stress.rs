@@ -101,3 +101,29 @@ fn every_balancer_survives_two_cores_and_a_panic() {
         stress(algorithm, &*locked);
     }
 }
+
+/// After the stress every count the balancer steers by must be back at
+/// zero, including the dense copy least-connections keeps above 64
+/// backends: while one guard is held, picks whose guards drop at once never
+/// return its backend (it has one active, every other none).
+#[test]
+fn least_conn_counts_steer_right_after_the_stress() {
+    for algorithm in [Algorithm::LeastConn, Algorithm::WeightedLeastConn] {
+        for n in [8, 100] {
+            let weights = vec![1; n];
+            let (lockfree, locked) = build(algorithm, &weights).expect("valid");
+            for lb in [&*lockfree, &*locked] {
+                stress(algorithm, lb);
+                let busy = lb.pick(&Context::new()).expect("pick");
+                for _ in 0..10 * n {
+                    let other = lb.pick(&Context::new()).expect("pick").index();
+                    assert_ne!(
+                        other,
+                        busy.index(),
+                        "{algorithm:?} n={n}: picked a busy backend"
+                    );
+                }
+            }
+        }
+    }
+}
