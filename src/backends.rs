@@ -59,20 +59,13 @@ pub(crate) struct Backends<T> {
 impl<T> Backends<T> {
     /// Takes the backends in order; fails when there are none or too many.
     pub(crate) fn new(values: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        Self::build(values.into_iter().collect(), None)
+        Self::build(values.into_iter().collect(), false).map(|(backends, _)| backends)
     }
 
-    /// As [`new`](Self::new), also keeping the active counts in a dense
-    /// array that the caller raises on each pick and guards lower on drop.
-    pub(crate) fn new_dense(
-        values: impl IntoIterator<Item = T>,
-    ) -> Result<(Self, DenseCounts), BuildError> {
-        let values: Vec<T> = values.into_iter().collect();
-        let counts: DenseCounts = values.iter().map(|_| AtomicU32::new(0)).collect();
-        Ok((Self::build(values, Some(&counts))?, counts))
-    }
-
-    fn build(values: Vec<T>, dense: Option<&DenseCounts>) -> Result<Self, BuildError> {
+    /// Validates the number of backends, then builds their entries; with
+    /// `dense`, also an array of their active counts that the caller raises
+    /// on each pick and guards lower on drop.
+    fn build(values: Vec<T>, dense: bool) -> Result<(Self, Option<DenseCounts>), BuildError> {
         match values.len() {
             0 => return Err(BuildError::NoBackends),
             len if len > MAX_BACKENDS => {
@@ -83,18 +76,20 @@ impl<T> Backends<T> {
             }
             _ => {}
         }
+        let counts: Option<DenseCounts> =
+            dense.then(|| values.iter().map(|_| AtomicU32::new(0)).collect());
         let entries = values
             .into_iter()
             .enumerate()
             .map(|(index, value)| {
-                let dense = dense.map(|counts| DenseSlot {
+                let dense = counts.as_ref().map(|counts| DenseSlot {
                     counts: Arc::clone(counts),
                     index,
                 });
                 Arc::new(Entry { value, dense })
             })
             .collect();
-        Ok(Self { entries })
+        Ok((Self { entries }, counts))
     }
 
     /// Takes weighted backends in order and checks the weights too.
@@ -107,20 +102,16 @@ impl<T> Backends<T> {
         Ok((backends, weights))
     }
 
-    /// As [`weighted`](Self::weighted), with dense counts as in
-    /// [`new_dense`](Self::new_dense) when there are more than `dense_above`
-    /// backends.
+    /// As [`weighted`](Self::weighted), also keeping a dense array of the
+    /// active counts (see [`build`](Self::build)) when there are more than
+    /// `dense_above` backends.
     pub(crate) fn weighted_counted(
         backends: impl IntoIterator<Item = (T, u32)>,
         dense_above: usize,
     ) -> Result<(Self, Weights, Option<DenseCounts>), BuildError> {
         let (values, weights): (Vec<T>, Vec<u32>) = backends.into_iter().unzip();
-        let (backends, counts) = if values.len() > dense_above {
-            let (backends, counts) = Self::new_dense(values)?;
-            (backends, Some(counts))
-        } else {
-            (Self::new(values)?, None)
-        };
+        let dense = values.len() > dense_above;
+        let (backends, counts) = Self::build(values, dense)?;
         let weights = Weights::new(weights)?;
         Ok((backends, weights, counts))
     }
@@ -143,13 +134,13 @@ impl<T> Backends<T> {
         Arc::strong_count(&self.entries[index]) - 1
     }
 
-    /// Every backend's active count in order, capped at `u32::MAX`: what
-    /// least-connections compares.
+    /// Every backend's active guards, in order.
     #[inline]
-    pub(crate) fn loads(&self) -> impl Iterator<Item = u64> + '_ {
+    pub(crate) fn actives(&self) -> impl Iterator<Item = usize> + '_ {
+        // The table's own reference is the one that is not a guard.
         self.entries
             .iter()
-            .map(|entry| (Arc::strong_count(entry) - 1).min(u32::MAX as usize) as u64)
+            .map(|entry| Arc::strong_count(entry) - 1)
     }
 
     pub(crate) fn get(&self, index: usize) -> Option<&T> {

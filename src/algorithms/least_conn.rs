@@ -12,13 +12,13 @@
 //! makes exactly nginx's picks. Above 64 backends it scans a dense `u32`
 //! copy of the active counts (4 KiB at 1,024 backends, where the entries'
 //! own counts take a cache line each), raised on pick and lowered by the
-//! guard's drop; up to 64 it reads the entries' counts directly. To
-//! keep the common all-tied pick `O(1)` in writes it stores each current
-//! weight as `base_i + epoch * w_i`: raising every backend's current weight
-//! is one `fetch_add` on `epoch`. A pick reads every count once and, when
-//! several tie, every tied backend's current weight once more: `O(n)`, as in
-//! nginx. Under
-//! concurrency two picks may read the same counts and choose the same
+//! guard's drop; up to 64 it reads the entries' counts directly. To keep the
+//! common all-tied pick `O(1)` in writes it stores each current weight as
+//! `base_i + epoch * w_i`: raising every backend's current weight is one
+//! `fetch_add` on `epoch`. A pick reads every count once and, when several
+//! tie, every tied backend's current weight once more: `O(n)`, as in nginx.
+//!
+//! Under concurrency two picks may read the same counts and choose the same
 //! minimum, and their current-weight updates interleave; every update still
 //! adds exactly what it subtracts, so the current weights keep summing to
 //! zero and ties keep rotating in proportion to weight. The mutex-backed form
@@ -129,8 +129,14 @@ const DENSE_ABOVE: usize = 64;
 /// Active count as compared: capped at `u32::MAX` so that a count times a
 /// weight always fits in `u64`.
 #[inline]
+fn capped(active: usize) -> u64 {
+    active.min(u32::MAX as usize) as u64
+}
+
+/// Backend `index`'s load, as the sequential form reads it.
+#[inline]
 fn load<T>(backends: &Backends<T>, index: usize) -> u64 {
-    backends.active(index).min(u32::MAX as usize) as u64
+    capped(backends.active(index))
 }
 
 /// Whether backend `(a_i, w_i)` has fewer active per weight than `(a_j, w_j)`,
@@ -347,7 +353,7 @@ impl Pick for Scan {
                 counts[index].fetch_add(1, Ordering::Relaxed);
                 index
             }
-            None => self.next_index(|| backends.loads()),
+            None => self.next_index(|| backends.actives().map(capped)),
         };
         Ok(backends.guard(index))
     }
