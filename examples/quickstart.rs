@@ -48,13 +48,14 @@ fn run(
         open.retain(|(_, until)| *until > step); // finished connections drop their guards
     }
     drop(open);
-    let shares: Vec<String> = counts
+    let shares: Vec<String> = lb
+        .stats()
         .iter()
-        .enumerate()
-        .map(|(i, &n)| {
+        .zip(&counts)
+        .map(|(stats, &n)| {
             format!(
                 "{}: {:5.1}%",
-                lb.get(i).map_or(String::new(), |a| a.to_string()),
+                stats.backend(),
                 100.0 * n as f64 / PICKS as f64
             )
         })

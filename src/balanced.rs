@@ -1,10 +1,12 @@
 //! The core shared by every balancer type: a backend table plus an
 //! algorithm, lock-free or behind a mutex.
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 
-use crate::backends::Backends;
-use crate::{Context, Guard, PickError};
+use crate::backends::{Backends, Entry, Weights};
+use crate::{BuildError, Context, Guard, PickError};
 
 /// A pick algorithm whose state is shared between threads by `&self`.
 pub(crate) trait Pick: Send + Sync {
@@ -14,17 +16,16 @@ pub(crate) trait Pick: Send + Sync {
 /// An algorithm written as a plain sequential state machine: the reference
 /// form of each algorithm, and the mutex-backed balancers.
 pub(crate) trait Sequential: Send {
-    /// The index of the next backend, below `backends.len()`.
-    fn next<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError>;
+    /// The next pick, its guard taken.
+    fn next<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>)
+        -> Result<Guard<T>, PickError>;
 }
 
 impl<S: Sequential> Pick for Mutex<S> {
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        let mut state = self.lock();
-        let index = state.next(ctx, backends)?;
         // The guard is taken while the lock is held, so the next pick already
         // sees this connection: two picks never see the same minimum.
-        Ok(backends.guard(index))
+        self.lock().next(ctx, backends)
     }
 }
 
@@ -54,6 +55,46 @@ impl<T, S> Balanced<T, Mutex<S>> {
     }
 }
 
+/// What a live balancer builds each snapshot from: entries shared with the
+/// snapshot before (so counts and health carry over) and their weights.
+pub struct Parts<T> {
+    pub(crate) entries: Vec<Arc<Entry<T>>>,
+    pub(crate) weights: Weights,
+}
+
+impl<T> std::fmt::Debug for Parts<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("weights", &self.weights)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keeps [`Assemble`] to this crate's types: the module is private, so
+/// nothing outside can name the trait to implement it.
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
+
+/// A balancer type that a [`Live`](crate::Live) balancer can rebuild over a
+/// changed backend set. Implemented by every balancer of this crate; sealed.
+pub trait Assemble: sealed::Sealed + Sized + Send + Sync {
+    /// The backend type.
+    type Value: Send + Sync;
+    /// Options the algorithm keeps across rebuilds ([`HashOptions`](crate::HashOptions)
+    /// for hashing, `()` otherwise).
+    type Options: Clone + Default + std::fmt::Debug + Send + Sync;
+
+    /// Builds over `parts`, continuing from `previous` where the algorithm
+    /// can (round-robin keeps its cursor).
+    #[doc(hidden)]
+    fn assemble(
+        parts: Parts<Self::Value>,
+        options: &Self::Options,
+        previous: Option<&Self>,
+    ) -> Result<Self, BuildError>;
+}
+
 /// Declares a public balancer type over `Balanced<T, $algorithm>` and
 /// implements [`Balancer`](crate::Balancer) and `Debug` for it.
 macro_rules! balancer_type {
@@ -78,7 +119,16 @@ macro_rules! balancer_type {
                 self.0.active(index)
             }
 
-            fn get(&self, index: usize) -> Option<&T> {
+            fn stats(&self) -> Vec<crate::BackendStats<T>> {
+                self.0.backends.stats()
+            }
+        }
+
+        impl<T> crate::balanced::sealed::Sealed for $name<T> {}
+
+        impl<T> $name<T> {
+            /// The backend at `index`, or `None` past the end.
+            pub fn get(&self, index: usize) -> Option<&T> {
                 self.0.backends.get(index)
             }
         }

@@ -1,6 +1,6 @@
 //! The one trait every balancer implements.
 
-use crate::{Context, Guard, PickError};
+use crate::{BackendStats, Context, Guard, PickError};
 
 /// A load balancer over backends of type `T`.
 ///
@@ -47,6 +47,20 @@ pub trait Balancer<T>: Send + Sync {
     /// Guards currently alive for backend `index`, or `None` past the end.
     fn active(&self, index: usize) -> Option<usize>;
 
-    /// The backend at `index`, or `None` past the end.
-    fn get(&self, index: usize) -> Option<&T>;
+    /// Every backend's counters and state, in order: cheap enough to poll
+    /// every second (a few relaxed loads a backend, no lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{lockfree::LeastConn, BackendState, Balancer, Context};
+    ///
+    /// let lb = LeastConn::new(["a", "b"])?;
+    /// let _held = lb.pick(&Context::new())?;
+    /// let stats = lb.stats();
+    /// assert_eq!((*stats[0].backend(), stats[0].active, stats[0].picks), ("a", 1, 1));
+    /// assert_eq!(stats[1].state, BackendState::Up);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn stats(&self) -> Vec<BackendStats<T>>;
 }

@@ -2,9 +2,11 @@
 
 use std::net::IpAddr;
 
+use crate::Tried;
+
 /// What a request offers the balancer: nothing, a client address, or a
-/// caller-chosen key. Cheap to build and `Copy`; algorithms that do not hash
-/// ignore it.
+/// caller-chosen key, and optionally the backends it already tried. Cheap to
+/// build and `Copy`; algorithms that do not hash ignore the address and key.
 ///
 /// # Examples
 ///
@@ -20,6 +22,7 @@ use std::net::IpAddr;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Context<'a> {
     affinity: Affinity<'a>,
+    tried: Option<&'a Tried>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +39,7 @@ impl<'a> Context<'a> {
     pub const fn new() -> Self {
         Self {
             affinity: Affinity::None,
+            tried: None,
         }
     }
 
@@ -44,6 +48,7 @@ impl<'a> Context<'a> {
     pub const fn from_addr(addr: IpAddr) -> Self {
         Self {
             affinity: Affinity::Addr(addr),
+            tried: None,
         }
     }
 
@@ -53,6 +58,7 @@ impl<'a> Context<'a> {
     pub const fn from_key(key: &'a [u8]) -> Self {
         Self {
             affinity: Affinity::Key(key),
+            tried: None,
         }
     }
 
@@ -71,6 +77,30 @@ impl<'a> Context<'a> {
         match self.affinity {
             Affinity::Key(key) => Some(key),
             _ => None,
+        }
+    }
+}
+
+impl<'a> Context<'a> {
+    /// The same context, skipping the backends in `tried` (a retry).
+    #[inline]
+    pub const fn with_tried(mut self, tried: &'a Tried) -> Self {
+        self.tried = Some(tried);
+        self
+    }
+
+    /// The tried set, if this pick is a retry that skips one.
+    #[inline]
+    pub const fn tried(&self) -> Option<&'a Tried> {
+        self.tried
+    }
+
+    /// Whether this pick has nothing to skip: no tried set, or an empty one.
+    #[inline]
+    pub(crate) fn skips_nothing(&self) -> bool {
+        match self.tried {
+            None => true,
+            Some(tried) => tried.is_empty(),
         }
     }
 }

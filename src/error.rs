@@ -75,14 +75,72 @@ pub enum PickError {
     /// A hashing balancer was called with a [`Context`](crate::Context) that
     /// carries neither a client address nor a key.
     MissingKey,
+    /// Every backend is down or draining.
+    AllDown,
+    /// Every backend that is not down was already tried by this request
+    /// (see [`Tried`](crate::Tried)).
+    AllTried,
+    /// Every backend that could take the pick is ejected by passive health,
+    /// and the policy is [`WhenAllEjected::Fail`](crate::WhenAllEjected::Fail).
+    AllEjected,
+    /// Every backend that could take the pick already has `max_conns`
+    /// active guards.
+    AllFull,
 }
 
 impl fmt::Display for PickError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::MissingKey => f.write_str("a hashing balancer needs a client address or a key"),
+            Self::AllDown => f.write_str("every backend is down or draining"),
+            Self::AllTried => f.write_str("every available backend was already tried"),
+            Self::AllEjected => f.write_str("every available backend is ejected as unhealthy"),
+            Self::AllFull => f.write_str("every available backend is at its connection limit"),
         }
     }
 }
 
 impl std::error::Error for PickError {}
+
+/// Why a live balancer rejected an update. The balancer is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpdateError {
+    /// A backend with the same identity is already in the set.
+    Duplicate,
+    /// No backend with that identity is in the set.
+    NotFound,
+    /// The update would remove the last backend; mark it down instead.
+    LastBackend,
+    /// The new set is not one a balancer can be built over (too many
+    /// backends, a zero weight, weights that overflow, a hash collision).
+    Build(BuildError),
+}
+
+impl fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Duplicate => f.write_str("a backend with this identity is already in the set"),
+            Self::NotFound => f.write_str("no backend with this identity is in the set"),
+            Self::LastBackend => {
+                f.write_str("the last backend cannot be removed; mark it down instead")
+            }
+            Self::Build(error) => write!(f, "the updated set is invalid: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for UpdateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Build(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<BuildError> for UpdateError {
+    fn from(error: BuildError) -> Self {
+        Self::Build(error)
+    }
+}

@@ -5,6 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::backends::Entry;
+use crate::Outcome;
 
 /// One picked backend, counted as active until the guard is dropped.
 ///
@@ -37,9 +38,36 @@ impl<T> Guard<T> {
         Self { entry, index }
     }
 
-    /// The backend's position in the list the balancer was built from.
+    /// The backend's position in the list the balancer was built from (for
+    /// a live balancer: in the set as it was when this pick was made).
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// Reports how the request on this backend went; the balancer's health
+    /// policy acts on failures (see [`HealthPolicy`](crate::HealthPolicy)).
+    /// A guard may report once per request it carries.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{lockfree::RoundRobin, Balancer, Context, Outcome};
+    /// use std::time::Duration;
+    ///
+    /// let lb = RoundRobin::new(["a", "b"])?;
+    /// let guard = lb.pick(&Context::new())?;
+    /// guard.report(Outcome::Failure { latency: Duration::from_millis(3) });
+    /// // nginx's defaults: one failure ejects "a" for 10 seconds.
+    /// assert_eq!(*lb.pick(&Context::new())?, "b");
+    /// assert_eq!(*lb.pick(&Context::new())?, "b");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn report(&self, outcome: Outcome) {
+        self.entry.report(outcome);
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.entry.id
     }
 }
 

@@ -27,21 +27,34 @@
 #![forbid(unsafe_code)]
 
 mod algorithms;
+mod availability;
 mod backends;
 mod balanced;
 mod balancer;
+mod clock;
 mod context;
 pub mod docs;
 mod error;
 mod guard;
+mod health;
+mod live;
+mod shared;
+mod stats;
+mod tried;
 
 pub use algorithms::ip_hash::HashOptions;
 pub use algorithms::weighted_round_robin::{BUILD_WORK_LIMIT, SCHEDULE_LIMIT};
 pub use backends::MAX_BACKENDS;
+pub use balanced::{Assemble, Parts};
 pub use balancer::Balancer;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::Context;
-pub use error::{BuildError, PickError};
+pub use error::{BuildError, PickError, UpdateError};
 pub use guard::Guard;
+pub use health::{HealthPolicy, Outcome, WhenAllEjected};
+pub use live::{AdminState, Backend, Live, LiveBuilder};
+pub use stats::{BackendState, BackendStats};
+pub use tried::Tried;
 
 /// Lock-free balancers: atomics only, no lock and no allocation on the pick
 /// path.

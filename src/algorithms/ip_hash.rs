@@ -15,9 +15,11 @@ use std::net::IpAddr;
 use parking_lot::Mutex;
 use siphasher::sip::SipHasher13;
 
-use super::slot_table::SlotTable;
+use super::slot_table::{ln, mix, SlotTable};
+use crate::availability::{claim, open_primary, Selection};
 use crate::backends::{Backends, Weights};
-use crate::balanced::{balancer_type, Balanced, Pick, Sequential};
+use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
+use crate::health::FULL;
 use crate::{BuildError, Context, Guard, PickError};
 
 /// Options of the hashing balancers.
@@ -211,6 +213,10 @@ impl<T: Hash> LockedIpHash<T> {
 #[derive(Debug)]
 pub(crate) struct Hashing {
     table: SlotTable,
+    /// Each backend's identity hash and weight, for the per-client
+    /// rendezvous that finds a client's backend when its own is out.
+    ids: Box<[u64]>,
+    weights: Box<[u32]>,
     /// The SipHash key as the two words SipHash works with.
     keys: (u64, u64),
     ipv4_prefix_24: bool,
@@ -277,13 +283,17 @@ impl Hashing {
         }
         Ok(Self {
             table: SlotTable::build(&ids, weights.as_slice(), bits),
+            ids: ids.into_boxed_slice(),
+            weights: weights.as_slice().into(),
             keys,
             ipv4_prefix_24: options.ipv4_prefix_24,
         })
     }
 
+    /// The client's hash: its slot is in the top bits, its place in slow
+    /// start in the bottom 16.
     #[inline]
-    fn index(&self, ctx: &Context<'_>) -> Result<usize, PickError> {
+    fn client(&self, ctx: &Context<'_>) -> Result<u64, PickError> {
         let mut hasher = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
         if let Some(addr) = ctx.addr() {
             match normalise(addr) {
@@ -306,7 +316,75 @@ impl Hashing {
         } else {
             return Err(PickError::MissingKey);
         }
-        Ok(self.table.owner(hasher.finish()))
+        Ok(hasher.finish())
+    }
+
+    #[inline]
+    fn choose<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
+        let client = self.client(ctx)?;
+        let owner = self.table.owner(client);
+        if backends.shared().regular() && ctx.skips_nothing() {
+            return Ok(backends.guard(owner));
+        }
+        self.choose_available(ctx, backends, client, owner)
+    }
+
+    /// The client's slot owner when it can take the pick, else the winner of
+    /// a weighted rendezvous between the client and the backends that can:
+    /// the same fallback for every pick of the client, and only clients of
+    /// an unavailable backend move. A backend in slow start takes the
+    /// clients whose place (`client & 0xffff`) falls within its progress,
+    /// so its clients come back in a fixed order as it ramps.
+    fn choose_available<T>(
+        &self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+        client: u64,
+        owner: usize,
+    ) -> Result<Guard<T>, PickError> {
+        let now = backends.shared().now();
+        let place = (client & 0xffff) * FULL / 0x1_0000;
+        let admits = |index: usize| {
+            let entry = backends.entry(index);
+            place < entry.ramp(entry.flags(), now)
+        };
+        if open_primary(backends, ctx, owner, now) && admits(owner) {
+            if let Some(guard) = claim(backends, owner, now, false) {
+                return Ok(guard);
+            }
+        }
+        for _ in 0..=backends.len() {
+            let selection = Selection::new(backends, ctx)?;
+            let eligible = |index: usize| selection.eligible(index);
+            let ramped = |index: usize| eligible(index) && admits(index);
+            let winner = if ramped(owner) {
+                Some(owner)
+            } else {
+                self.rendezvous(client, |index| index != owner && ramped(index))
+                    .or_else(|| self.rendezvous(client, eligible))
+            };
+            let Some(winner) = winner else { continue };
+            if let Some(guard) = selection.claim(winner) {
+                return Ok(guard);
+            }
+        }
+        Err(PickError::AllFull)
+    }
+
+    /// Weighted rendezvous: among the backends `allowed`, the one whose
+    /// exponential draw of rate `w_i`, seeded by client and backend, comes
+    /// first; backend i wins with probability `w_i / W`.
+    fn rendezvous(&self, client: u64, allowed: impl Fn(usize) -> bool) -> Option<usize> {
+        (0..self.ids.len())
+            .filter(|&index| allowed(index))
+            .map(|index| {
+                let draw = mix(client ^ self.ids[index]);
+                // Uniform in (0, 1]: 53 random bits, never 0, so ln is finite.
+                let uniform = ((draw >> 11) + 1) as f64 / (1u64 << 53) as f64;
+                (-ln(uniform) / f64::from(self.weights[index]), index)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+            .map(|(_, index)| index)
     }
 }
 
@@ -330,13 +408,50 @@ fn normalise(addr: IpAddr) -> IpAddr {
 impl Pick for Hashing {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        Ok(backends.guard(self.index(ctx)?))
+        self.choose(ctx, backends)
     }
 }
 
 impl Sequential for Hashing {
-    fn next<T>(&mut self, ctx: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
-        self.index(ctx)
+    fn next<T>(
+        &mut self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Guard<T>, PickError> {
+        self.choose(ctx, backends)
+    }
+}
+
+impl<T: Hash + Send + Sync> Assemble for IpHash<T> {
+    type Value = T;
+    type Options = HashOptions;
+
+    fn assemble(
+        parts: Parts<T>,
+        options: &HashOptions,
+        _: Option<&Self>,
+    ) -> Result<Self, BuildError> {
+        let backends = Backends::from_entries(parts.entries)?;
+        let algorithm = Hashing::new(&backends, &parts.weights, options.clone())?;
+        Ok(Self(Balanced {
+            backends,
+            algorithm,
+        }))
+    }
+}
+
+impl<T: Hash + Send + Sync> Assemble for LockedIpHash<T> {
+    type Value = T;
+    type Options = HashOptions;
+
+    fn assemble(
+        parts: Parts<T>,
+        options: &HashOptions,
+        _: Option<&Self>,
+    ) -> Result<Self, BuildError> {
+        let backends = Backends::from_entries(parts.entries)?;
+        let state = Hashing::new(&backends, &parts.weights, options.clone())?;
+        Ok(Self(Balanced::locked(backends, state)))
     }
 }
 

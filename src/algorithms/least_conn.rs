@@ -9,13 +9,9 @@
 //! weighted round-robin (plain round-robin for equal weights).
 //!
 //! The lock-free form runs the same rule on atomics and, on one thread,
-//! makes exactly nginx's picks. Above 64 backends it scans a dense `u32`
-//! copy of the active counts (4 KiB at 1,024 backends, where the entries'
-//! own counts take a cache line each), raised on pick and lowered by the
-//! guard's drop; up to 64 it reads the entries' counts directly. To keep the
-//! common all-tied pick `O(1)` in writes it stores each current weight as
-//! `base_i + epoch * w_i`: raising every backend's current weight is one
-//! `fetch_add` on `epoch`. A pick reads every count once and, when several
+//! makes exactly nginx's picks. To keep the common all-tied pick `O(1)` in
+//! writes it stores each current weight as `base_i + epoch * w_i`: raising
+//! every backend's current weight is one `fetch_add` on `epoch`. A pick reads every count once and, when several
 //! tie, every tied backend's current weight once more: `O(n)`, as in nginx.
 //!
 //! Under concurrency two picks may read the same counts and choose the same
@@ -28,8 +24,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::backends::{Backends, DenseCounts, Weights};
-use crate::balanced::{balancer_type, Balanced, Pick, Sequential};
+use crate::availability::Selection;
+use crate::backends::{flag, Backends, Weights};
+use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
+use crate::health::FULL;
 use crate::{BuildError, Context, Guard, PickError};
 
 balancer_type! {
@@ -87,10 +85,10 @@ impl<T> LeastConn<T> {
     /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
     /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
     pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        let (backends, weights, counts) = Backends::weighted_counted(backends, DENSE_ABOVE)?;
+        let (backends, weights) = Backends::weighted(backends)?;
         Ok(Self(Balanced {
             backends,
-            algorithm: Scan::new(weights, counts),
+            algorithm: Scan::new(weights),
         }))
     }
 }
@@ -119,13 +117,6 @@ impl<T> LockedLeastConn<T> {
     }
 }
 
-/// Backends above which the lock-free form keeps a dense copy of the counts.
-/// Measured with `cargo bench --bench pick`: at 4 backends the copy's two
-/// extra shared writes cost 40.6 against 33.7 ns a pick; at 64 both scans
-/// cost 113 ns on one thread and the copy 350 against 307 ns on two; at
-/// 1,024 the copy saves 1.51 against 1.22 µs.
-const DENSE_ABOVE: usize = 64;
-
 /// Active count as compared: capped at `u32::MAX` so that a count times a
 /// weight always fits in `u64`.
 #[inline]
@@ -152,17 +143,39 @@ fn compare(a_i: u64, w_i: u32, a_j: u64, w_j: u32) -> std::cmp::Ordering {
 pub(crate) struct LeastConnState {
     weights: Weights,
     current: Box<[i64]>,
+    /// nginx's `effective_weight`, used by the tie-break: lowered by
+    /// failures, restored one unit each time the backend ties.
+    effective: Box<[i64]>,
+    /// Each backend's `Health::lowered` as last applied to `effective`.
+    seen: Box<[u64]>,
 }
 
 impl LeastConnState {
     fn new(weights: Weights) -> Self {
-        let current = vec![0; weights.as_slice().len()].into_boxed_slice();
-        Self { weights, current }
+        let len = weights.as_slice().len();
+        let effective = weights.as_slice().iter().map(|&w| i64::from(w)).collect();
+        Self {
+            weights,
+            current: vec![0; len].into_boxed_slice(),
+            effective,
+            seen: vec![0; len].into_boxed_slice(),
+        }
     }
-}
 
-impl Sequential for LeastConnState {
-    fn next<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+    /// Starts from backends' health as it is (a live balancer's snapshot).
+    fn from_backends<T>(weights: Weights, backends: &Backends<T>) -> Self {
+        let mut state = Self::new(weights);
+        let step = backends.shared().slow_steps();
+        for (i, entry) in backends.entries().iter().enumerate() {
+            state.seen[i] = entry.health.lowered();
+            let weight = state.weights.as_slice()[i];
+            state.effective[i] = i64::from(entry.lazy_effective(step).min(weight));
+        }
+        state
+    }
+
+    /// The plain rule: every backend available at full weight.
+    fn least<T>(&mut self, backends: &Backends<T>) -> usize {
         let w = self.weights.as_slice();
         // Pass 1: the first backend with the least load, and whether others tie.
         let mut best = 0;
@@ -175,7 +188,7 @@ impl Sequential for LeastConnState {
             }
         }
         if !many {
-            return Ok(best);
+            return best;
         }
         // Pass 2: smooth weighted round-robin over the tied backends only.
         let (first, first_load) = (best, load(backends, best));
@@ -192,18 +205,87 @@ impl Sequential for LeastConnState {
             }
         }
         self.current[best] -= total;
-        Ok(best)
+        best
     }
+
+    /// nginx's rule over the backends that can take the pick, comparing by
+    /// slow-start-scaled weights and breaking ties by effective weights.
+    fn least_available<T>(
+        &mut self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Guard<T>, PickError> {
+        backends.shared().slow_step();
+        for (i, entry) in backends.entries().iter().enumerate() {
+            let lowered = entry.health.lowered();
+            let by = i64::try_from(lowered - self.seen[i]).unwrap_or(i64::MAX);
+            self.effective[i] = self.effective[i].saturating_sub(by).max(0);
+            self.seen[i] = lowered;
+        }
+        let selection = Selection::new(backends, ctx)?;
+        let w = self.weights.as_slice();
+        let ramped = |i: usize| ramped(w[i], selection.ramp(i));
+        let mut best: Option<usize> = None;
+        let mut many = false;
+        for i in (0..w.len()).filter(|&i| selection.eligible(i)) {
+            let Some(b) = best else {
+                best = Some(i);
+                continue;
+            };
+            match compare(load(backends, i), ramped(i), load(backends, b), ramped(b)) {
+                std::cmp::Ordering::Less => (best, many) = (Some(i), false),
+                std::cmp::Ordering::Equal => many = true,
+                std::cmp::Ordering::Greater => {}
+            }
+        }
+        let mut best = best.ok_or(PickError::AllFull)?;
+        if many {
+            let (first, first_load, first_weight) = (best, load(backends, best), ramped(best));
+            let mut total = 0i64;
+            for i in (first..w.len()).filter(|&i| selection.eligible(i)) {
+                if compare(load(backends, i), ramped(i), first_load, first_weight).is_ne() {
+                    continue;
+                }
+                let used = self.effective[i] * selection.ramp(i) as i64 / FULL as i64;
+                self.current[i] += used;
+                total += used;
+                if self.effective[i] < i64::from(w[i]) {
+                    self.effective[i] += 1;
+                } else if backends.entry(i).flags() & flag::DEGRADED != 0 {
+                    backends.entry(i).tidy(flag::DEGRADED);
+                }
+                if self.current[i] > self.current[best] {
+                    best = i;
+                }
+            }
+            self.current[best] -= total;
+        }
+        // Under the lock nothing else claims; guards dropping only free slots.
+        selection.claim(best).ok_or(PickError::AllFull)
+    }
+}
+
+impl Sequential for LeastConnState {
+    fn next<T>(
+        &mut self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Guard<T>, PickError> {
+        if backends.shared().regular() && ctx.skips_nothing() {
+            return Ok(backends.guard(self.least(backends)));
+        }
+        self.least_available(ctx, backends)
+    }
+}
+
+/// A weight scaled by slow-start progress, at least 1.
+fn ramped(weight: u32, ramp: u64) -> u32 {
+    (u64::from(weight) * ramp / FULL).max(1) as u32
 }
 
 /// The lock-free form: a scan for the least loaded, then nginx's tie-break
 /// on atomics.
 pub(crate) struct Scan {
-    /// Above [`DENSE_ABOVE`] backends, a dense copy of the active counts, so
-    /// that the scan reads a few cache lines rather than one line a backend.
-    /// Below, the scan reads the entries' own counts: a few lines anyway, and
-    /// a pick saves the copy's two shared writes.
-    counts: Option<DenseCounts>,
     weights: Weights,
     /// All weights are 1: the scan compares counts without multiplying.
     unit: bool,
@@ -223,7 +305,7 @@ struct Least {
 }
 
 impl Scan {
-    fn new(weights: Weights, counts: Option<DenseCounts>) -> Self {
+    fn new(weights: Weights) -> Self {
         let base = weights
             .as_slice()
             .iter()
@@ -231,7 +313,6 @@ impl Scan {
             .collect();
         let unit = weights.as_slice().iter().all(|&w| w == 1);
         Self {
-            counts,
             weights,
             unit,
             base,
@@ -339,22 +420,109 @@ impl Scan {
     }
 }
 
+impl Scan {
+    /// The rule over the backends that can take the pick, on atomics:
+    /// loads compared by slow-start-scaled weights, ties broken by
+    /// effective weights (lowered by failures, restored one unit a slow
+    /// pick) added to the current weights one by one.
+    fn pick_available<T>(
+        &self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Guard<T>, PickError> {
+        let step = backends.shared().slow_step();
+        let w = self.weights.as_slice();
+        for _ in 0..=w.len() {
+            let selection = Selection::new(backends, ctx)?;
+            let ramped = |i: usize| ramped(w[i], selection.ramp(i));
+            let eligible = || (0..w.len()).filter(|&i| selection.eligible(i));
+            let mut least: Option<(usize, u64, u32)> = None;
+            let mut tied = 0;
+            for i in eligible() {
+                let (load, weight) = (capped(backends.active(i)), ramped(i));
+                match least {
+                    Some((_, least_load, least_weight)) => {
+                        match compare(load, weight, least_load, least_weight) {
+                            std::cmp::Ordering::Less => {
+                                (least, tied) = (Some((i, load, weight)), 1)
+                            }
+                            std::cmp::Ordering::Equal => tied += 1,
+                            std::cmp::Ordering::Greater => {}
+                        }
+                    }
+                    None => (least, tied) = (Some((i, load, weight)), 1),
+                }
+            }
+            let Some((first, least_load, least_weight)) = least else {
+                continue;
+            };
+            let mut winner = first;
+            if tied > 1 {
+                // Relaxed: current weights only steer the choice, as in
+                // `next_index`; each pick subtracts exactly what it added.
+                let epoch = self.epoch.load(Ordering::Relaxed) as i64;
+                let mut winner_weight = i64::MIN;
+                let mut added = 0i64;
+                for i in eligible().skip_while(|&i| i < first) {
+                    let load = capped(backends.active(i));
+                    if compare(load, ramped(i), least_load, least_weight).is_ne() {
+                        continue;
+                    }
+                    let entry = backends.entry(i);
+                    let effective = entry.lazy_effective(step).min(w[i]);
+                    if effective == w[i] && entry.flags() & flag::DEGRADED != 0 {
+                        entry.tidy(flag::DEGRADED);
+                    }
+                    let used = (u64::from(effective) * selection.ramp(i) / FULL) as i64;
+                    let before = self.base[i].fetch_add(used, Ordering::Relaxed);
+                    added += used;
+                    let raised = before
+                        .wrapping_add(used)
+                        .wrapping_add(epoch.wrapping_mul(i64::from(w[i])));
+                    if raised > winner_weight {
+                        (winner, winner_weight) = (i, raised);
+                    }
+                }
+                self.base[winner].fetch_sub(added, Ordering::Relaxed);
+            }
+            if let Some(guard) = selection.claim(winner) {
+                return Ok(guard);
+            }
+        }
+        Err(PickError::AllFull)
+    }
+}
+
 impl Pick for Scan {
     #[inline]
-    fn pick<T>(&self, _: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        let index = match &self.counts {
-            Some(counts) => {
-                let index = self.next_index(|| {
-                    counts
-                        .iter()
-                        .map(|count| u64::from(count.load(Ordering::Relaxed)))
-                });
-                // Relaxed: see `Entry::release`, which lowers it on drop.
-                counts[index].fetch_add(1, Ordering::Relaxed);
-                index
-            }
-            None => self.next_index(|| backends.actives().map(capped)),
-        };
-        Ok(backends.guard(index))
+    fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
+        if backends.shared().regular() && ctx.skips_nothing() {
+            let index = self.next_index(|| backends.actives().map(capped));
+            return Ok(backends.guard(index));
+        }
+        self.pick_available(ctx, backends)
+    }
+}
+
+impl<T: Send + Sync> Assemble for LeastConn<T> {
+    type Value = T;
+    type Options = ();
+
+    fn assemble(parts: Parts<T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
+        Ok(Self(Balanced {
+            backends: Backends::from_entries(parts.entries)?,
+            algorithm: Scan::new(parts.weights),
+        }))
+    }
+}
+
+impl<T: Send + Sync> Assemble for LockedLeastConn<T> {
+    type Value = T;
+    type Options = ();
+
+    fn assemble(parts: Parts<T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
+        let backends = Backends::from_entries(parts.entries)?;
+        let state = LeastConnState::from_backends(parts.weights, &backends);
+        Ok(Self(Balanced::locked(backends, state)))
     }
 }

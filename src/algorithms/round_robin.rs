@@ -4,8 +4,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::availability::{claim, open_primary, Selection};
 use crate::backends::Backends;
-use crate::balanced::{balancer_type, Balanced, Pick, Sequential};
+use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
+use crate::health::FULL;
 use crate::{BuildError, Context, Guard, PickError};
 
 balancer_type! {
@@ -112,10 +114,13 @@ pub(crate) struct Cursor(AtomicUsize);
 
 impl Pick for Cursor {
     #[inline]
-    fn pick<T>(&self, _: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
+    fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
         // Relaxed: the cursor only spreads picks; nothing is published through it.
-        let step = self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(backends.guard(step % backends.len()))
+        let step = || self.0.fetch_add(1, Ordering::Relaxed) % backends.len();
+        if backends.shared().regular() && ctx.skips_nothing() {
+            return Ok(backends.guard(step()));
+        }
+        in_turn(backends, ctx, step)
     }
 }
 
@@ -126,10 +131,104 @@ pub(crate) struct RoundRobinState {
     len: usize,
 }
 
-impl Sequential for RoundRobinState {
-    fn next<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
+impl RoundRobinState {
+    fn step(&mut self) -> usize {
         let index = self.next;
         self.next = if index + 1 == self.len { 0 } else { index + 1 };
-        Ok(index)
+        index
+    }
+}
+
+impl Sequential for RoundRobinState {
+    fn next<T>(
+        &mut self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Guard<T>, PickError> {
+        if backends.shared().regular() && ctx.skips_nothing() {
+            return Ok(backends.guard(self.step()));
+        }
+        in_turn(backends, ctx, || self.step())
+    }
+}
+
+/// Round-robin while some backends are out: steps on past the backends that
+/// cannot take the pick. A backend in slow start lets through only its
+/// ramp's share of the steps that land on it (see `Entry::accept`); when
+/// every available backend is ramping and two rounds pass without one
+/// accepting, the first available one met takes the pick.
+fn in_turn<T>(
+    backends: &Backends<T>,
+    ctx: &Context<'_>,
+    mut step: impl FnMut() -> usize,
+) -> Result<Guard<T>, PickError> {
+    let now = backends.shared().now();
+    let mut selection = None;
+    let mut first_met = None;
+    for _ in 0..2 * backends.len() {
+        let index = step();
+        let panic = if open_primary(backends, ctx, index, now) {
+            false
+        } else {
+            let selection = match &selection {
+                Some(selection) => selection,
+                None => selection.insert(Selection::new(backends, ctx)?),
+            };
+            if !selection.eligible(index) {
+                continue;
+            }
+            selection.panic()
+        };
+        let ramp = backends
+            .entry(index)
+            .ramp(backends.entry(index).flags(), now);
+        if ramp < FULL && !backends.entry(index).accept(ramp, FULL) {
+            first_met.get_or_insert((index, panic));
+            continue;
+        }
+        if let Some(guard) = claim(backends, index, now, panic) {
+            return Ok(guard);
+        }
+    }
+    if let Some((index, panic)) = first_met {
+        if let Some(guard) = claim(backends, index, now, panic) {
+            return Ok(guard);
+        }
+    }
+    Selection::new(backends, ctx)?.any()
+}
+
+impl<T> Assemble for RoundRobin<T>
+where
+    T: Send + Sync,
+{
+    type Value = T;
+    type Options = ();
+
+    fn assemble(parts: Parts<T>, _: &(), previous: Option<&Self>) -> Result<Self, BuildError> {
+        let start = previous.map_or(0, |previous| previous.0.algorithm.0.load(Ordering::Relaxed));
+        Ok(Self(Balanced {
+            backends: Backends::from_entries(parts.entries)?,
+            // Relaxed: read once to carry the position over; see `Cursor`.
+            algorithm: Cursor(AtomicUsize::new(start)),
+        }))
+    }
+}
+
+impl<T> Assemble for LockedRoundRobin<T>
+where
+    T: Send + Sync,
+{
+    type Value = T;
+    type Options = ();
+
+    fn assemble(parts: Parts<T>, _: &(), previous: Option<&Self>) -> Result<Self, BuildError> {
+        let backends = Backends::from_entries(parts.entries)?;
+        let len = backends.len();
+        let next = previous.map_or(0, |previous| previous.0.algorithm.lock().next) % len;
+        Ok(Self(Balanced::locked(
+            backends,
+            RoundRobinState { next, len },
+        )))
     }
 }

@@ -119,17 +119,21 @@ struct SplitMix64(u64);
 impl SplitMix64 {
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix(self.0)
     }
+}
+
+/// SplitMix64's output function: a bijective mix of 64 bits.
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Natural logarithm of a positive, finite, normal `x` from IEEE-754 basic
 /// operations only, so it is the same on every platform (the platform's
 /// `ln` may differ in the last bit). Error below 1e-15 relative.
-fn ln(x: f64) -> f64 {
+pub(crate) fn ln(x: f64) -> f64 {
     const LN_2: f64 = std::f64::consts::LN_2;
     const SQRT_2: f64 = std::f64::consts::SQRT_2;
     // x = m * 2^e with m in [1, 2), then moved to [sqrt(1/2), sqrt(2)).

@@ -12,14 +12,16 @@
 //! windows published with `arc-swap`, still exact and still without a lock,
 //! but with an `O(n)` cost per pick amortised over each window.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+use crate::availability::Selection;
 use crate::backends::{Backends, Weights};
-use crate::balanced::{balancer_type, Balanced, Pick, Sequential};
+use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
+use crate::health::FULL;
 use crate::{BuildError, Context, Guard, PickError};
 
 /// The longest period the lock-free form precomputes: 2^19 picks, stored as
@@ -52,7 +54,7 @@ balancer_type! {
     /// assert_eq!(picks, "aabacaa");
     /// # Ok::<(), loadbalance::BuildError>(())
     /// ```
-    WeightedRoundRobin, Schedule
+    WeightedRoundRobin, Smooth
 }
 
 balancer_type! {
@@ -81,17 +83,16 @@ impl<T> WeightedRoundRobin<T> {
     /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
     pub fn new(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
         let (backends, weights) = Backends::weighted(backends)?;
-        let algorithm = Schedule::new(&weights, SCHEDULE_LIMIT, BUILD_WORK_LIMIT);
         Ok(Self(Balanced {
             backends,
-            algorithm,
+            algorithm: Smooth::new(&weights),
         }))
     }
 
     /// Whether the whole period is precomputed (the fast path), rather than
     /// computed in windows past [`SCHEDULE_LIMIT`].
     pub fn is_precomputed(&self) -> bool {
-        matches!(self.0.algorithm, Schedule::Cyclic { .. })
+        matches!(self.0.algorithm.schedule, Schedule::Cyclic { .. })
     }
 }
 
@@ -116,15 +117,73 @@ pub(crate) struct WeightedRoundRobinState {
     weights: Box<[u32]>,
     current: Box<[i64]>,
     total: i64,
+    /// nginx's `effective_weight`: lowered by failures, restored one unit a
+    /// pick.
+    effective: Box<[i64]>,
+    /// Each backend's `Health::lowered` as last applied to `effective`.
+    seen: Box<[u64]>,
 }
 
 impl WeightedRoundRobinState {
     pub(crate) fn new(weights: &Weights) -> Self {
+        let len = weights.as_slice().len();
         Self {
             weights: weights.as_slice().into(),
-            current: vec![0; weights.as_slice().len()].into_boxed_slice(),
+            current: vec![0; len].into_boxed_slice(),
             total: i64::from(weights.total()),
+            effective: weights.as_slice().iter().map(|&w| i64::from(w)).collect(),
+            seen: vec![0; len].into_boxed_slice(),
         }
+    }
+
+    /// Starts from backends' health as it is (a live balancer's snapshot).
+    fn from_backends<T>(weights: &Weights, backends: &Backends<T>) -> Self {
+        let mut state = Self::new(weights);
+        let step = backends.shared().slow_steps();
+        for (i, entry) in backends.entries().iter().enumerate() {
+            state.seen[i] = entry.health.lowered();
+            state.effective[i] = i64::from(entry.lazy_effective(step).min(weights.as_slice()[i]));
+        }
+        state
+    }
+
+    /// nginx's `ngx_http_upstream_get_peer` over the backends that can take
+    /// the pick, with effective weights (scaled by slow start).
+    fn step_available<T>(
+        &mut self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Guard<T>, PickError> {
+        backends.shared().slow_step();
+        for (i, entry) in backends.entries().iter().enumerate() {
+            let lowered = entry.health.lowered();
+            let by = i64::try_from(lowered - self.seen[i]).unwrap_or(i64::MAX);
+            self.effective[i] = self.effective[i].saturating_sub(by).max(0);
+            self.seen[i] = lowered;
+        }
+        let selection = Selection::new(backends, ctx)?;
+        let mut best: Option<usize> = None;
+        let mut total = 0i64;
+        for i in 0..self.weights.len() {
+            if !selection.eligible(i) {
+                continue;
+            }
+            let used = self.effective[i] * selection.ramp(i) as i64 / FULL as i64;
+            self.current[i] += used;
+            total += used;
+            if self.effective[i] < i64::from(self.weights[i]) {
+                self.effective[i] += 1;
+            } else if backends.entry(i).flags() & crate::backends::flag::DEGRADED != 0 {
+                backends.entry(i).tidy(crate::backends::flag::DEGRADED);
+            }
+            if best.is_none_or(|b| self.current[i] > self.current[b]) {
+                best = Some(i);
+            }
+        }
+        let best = best.ok_or(PickError::AllFull)?;
+        self.current[best] -= total;
+        // Under the lock nothing else claims; guards dropping only free slots.
+        selection.claim(best).ok_or(PickError::AllFull)
     }
 
     /// One pick. Current weights stay within `(-total, total]`, so `i64`
@@ -145,8 +204,114 @@ impl WeightedRoundRobinState {
 }
 
 impl Sequential for WeightedRoundRobinState {
-    fn next<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
-        Ok(self.step())
+    fn next<T>(
+        &mut self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Guard<T>, PickError> {
+        if backends.shared().regular() && ctx.skips_nothing() {
+            return Ok(backends.guard(self.step()));
+        }
+        self.step_available(ctx, backends)
+    }
+}
+
+/// The lock-free form: the precomputed sequence while every backend is
+/// plainly available, and nginx's loop on atomic current weights over the
+/// available ones otherwise.
+pub(crate) struct Smooth {
+    schedule: Schedule,
+    weights: Weights,
+    /// Current weights of the slow path (the schedule's are implicit in its
+    /// position). Each pick adds exactly what it subtracts, so under
+    /// concurrency they keep summing to zero and the shares stay nginx's.
+    current: Box<[AtomicI64]>,
+}
+
+impl Smooth {
+    fn new(weights: &Weights) -> Self {
+        Self {
+            schedule: Schedule::new(weights, SCHEDULE_LIMIT, BUILD_WORK_LIMIT),
+            weights: weights.clone(),
+            current: weights
+                .as_slice()
+                .iter()
+                .map(|_| AtomicI64::new(0))
+                .collect(),
+        }
+    }
+
+    /// nginx's loop over the available backends, on atomics: `O(n)` a pick.
+    fn pick_available<T>(
+        &self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Guard<T>, PickError> {
+        let step = backends.shared().slow_step();
+        let w = self.weights.as_slice();
+        for _ in 0..=w.len() {
+            let selection = Selection::new(backends, ctx)?;
+            let mut best = None;
+            let mut best_weight = i64::MIN;
+            let mut total = 0i64;
+            for (i, current) in self.current.iter().enumerate() {
+                if !selection.eligible(i) {
+                    continue;
+                }
+                let entry = backends.entry(i);
+                let effective = entry.lazy_effective(step).min(w[i]);
+                if effective == w[i] && entry.flags() & crate::backends::flag::DEGRADED != 0 {
+                    entry.tidy(crate::backends::flag::DEGRADED);
+                }
+                let used = (u64::from(effective) * selection.ramp(i) / FULL) as i64;
+                // Relaxed: current weights only steer the choice.
+                let raised = current.fetch_add(used, Ordering::Relaxed) + used;
+                total += used;
+                if raised > best_weight {
+                    (best, best_weight) = (Some(i), raised);
+                }
+            }
+            let Some(best) = best else { continue };
+            // Relaxed: see above.
+            self.current[best].fetch_sub(total, Ordering::Relaxed);
+            if let Some(guard) = selection.claim(best) {
+                return Ok(guard);
+            }
+        }
+        Err(PickError::AllFull)
+    }
+}
+
+impl Pick for Smooth {
+    #[inline]
+    fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
+        if backends.shared().regular() && ctx.skips_nothing() {
+            return Ok(backends.guard(self.schedule.next_index()));
+        }
+        self.pick_available(ctx, backends)
+    }
+}
+
+impl<T: Send + Sync> Assemble for WeightedRoundRobin<T> {
+    type Value = T;
+    type Options = ();
+
+    fn assemble(parts: Parts<T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
+        Ok(Self(Balanced {
+            backends: Backends::from_entries(parts.entries)?,
+            algorithm: Smooth::new(&parts.weights),
+        }))
+    }
+}
+
+impl<T: Send + Sync> Assemble for LockedWeightedRoundRobin<T> {
+    type Value = T;
+    type Options = ();
+
+    fn assemble(parts: Parts<T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
+        let backends = Backends::from_entries(parts.entries)?;
+        let state = WeightedRoundRobinState::from_backends(&parts.weights, &backends);
+        Ok(Self(Balanced::locked(backends, state)))
     }
 }
 
@@ -217,13 +382,6 @@ impl Schedule {
                 window.compare_and_swap(&current, next);
             },
         }
-    }
-}
-
-impl Pick for Schedule {
-    #[inline]
-    fn pick<T>(&self, _: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        Ok(backends.guard(self.next_index()))
     }
 }
 
