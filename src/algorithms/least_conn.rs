@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::weighted_round_robin::UNIT;
 use crate::availability::Selection;
 use crate::backends::{flag, Backends, Weights};
 use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
-use crate::health::FULL;
 use crate::{BuildError, Context, Guard, PickError};
 
 balancer_type! {
@@ -198,8 +198,8 @@ impl LeastConnState {
                 continue;
             }
             // Current weights stay within a few totals of zero: no overflow.
-            self.current[i] += i64::from(w[i]);
-            total += i64::from(w[i]);
+            self.current[i] += i64::from(w[i]) * UNIT;
+            total += i64::from(w[i]) * UNIT;
             if self.current[i] > self.current[best] {
                 best = i;
             }
@@ -232,7 +232,7 @@ impl LeastConnState {
                 best = Some(i);
                 continue;
             };
-            match compare(load(backends, i), ramped(i), load(backends, b), ramped(b)) {
+            match compare_ramped(load(backends, i), ramped(i), load(backends, b), ramped(b)) {
                 std::cmp::Ordering::Less => (best, many) = (Some(i), false),
                 std::cmp::Ordering::Equal => many = true,
                 std::cmp::Ordering::Greater => {}
@@ -243,10 +243,12 @@ impl LeastConnState {
             let (first, first_load, first_weight) = (best, load(backends, best), ramped(best));
             let mut total = 0i64;
             for i in (first..w.len()).filter(|&i| selection.eligible(i)) {
-                if compare(load(backends, i), ramped(i), first_load, first_weight).is_ne() {
+                if compare_ramped(load(backends, i), ramped(i), first_load, first_weight).is_ne() {
                     continue;
                 }
-                let used = self.effective[i] * selection.ramp(i) as i64 / FULL as i64;
+                // Thousandths of a unit, as `ramped`; scaling all alike
+                // leaves nginx's sequence as is.
+                let used = self.effective[i] * selection.ramp(i) as i64;
                 self.current[i] += used;
                 total += used;
                 if self.effective[i] < i64::from(w[i]) {
@@ -278,9 +280,14 @@ impl Sequential for LeastConnState {
     }
 }
 
-/// A weight scaled by slow-start progress, at least 1.
-fn ramped(weight: u32, ramp: u64) -> u32 {
-    (u64::from(weight) * ramp / FULL).max(1) as u32
+/// A weight scaled by slow-start progress, in thousandths of a unit.
+fn ramped(weight: u32, ramp: u64) -> u64 {
+    u64::from(weight) * ramp
+}
+
+/// As [`compare`] for slow-start-scaled weights, whose products need 128 bits.
+fn compare_ramped(a_i: u64, w_i: u64, a_j: u64, w_j: u64) -> std::cmp::Ordering {
+    (u128::from(a_i) * u128::from(w_j)).cmp(&(u128::from(a_j) * u128::from(w_i)))
 }
 
 /// The lock-free form: a scan for the least loaded, then nginx's tie-break
@@ -385,13 +392,13 @@ impl Scan {
             for (i, (base, &w_i)) in self.base.iter().zip(w).enumerate() {
                 let raised = base
                     .load(Ordering::Relaxed)
-                    .wrapping_add(raise.wrapping_mul(i64::from(w_i)));
+                    .wrapping_add(raise.wrapping_mul(i64::from(w_i) * UNIT));
                 if raised > winner_weight {
                     (winner, winner_weight) = (i, raised);
                 }
             }
             self.epoch.fetch_add(1, Ordering::Relaxed);
-            self.base[winner].fetch_sub(i64::from(self.weights.total()), Ordering::Relaxed);
+            self.base[winner].fetch_sub(i64::from(self.weights.total()) * UNIT, Ordering::Relaxed);
         } else {
             // Raise the tied backends one by one. Counts read now may differ
             // from pass 1's under concurrency; subtracting exactly what was
@@ -407,9 +414,9 @@ impl Scan {
                 if compare(load, w_i, least.load, w_first).is_ne() {
                     continue;
                 }
-                let before = base.fetch_add(i64::from(w_i), Ordering::Relaxed);
-                added += i64::from(w_i);
-                let raised = before.wrapping_add(raise.wrapping_mul(i64::from(w_i)));
+                let before = base.fetch_add(i64::from(w_i) * UNIT, Ordering::Relaxed);
+                added += i64::from(w_i) * UNIT;
+                let raised = before.wrapping_add(raise.wrapping_mul(i64::from(w_i) * UNIT));
                 if raised > winner_weight {
                     (winner, winner_weight) = (i, raised);
                 }
@@ -436,13 +443,13 @@ impl Scan {
             let selection = Selection::new(backends, ctx)?;
             let ramped = |i: usize| ramped(w[i], selection.ramp(i));
             let eligible = || (0..w.len()).filter(|&i| selection.eligible(i));
-            let mut least: Option<(usize, u64, u32)> = None;
+            let mut least: Option<(usize, u64, u64)> = None;
             let mut tied = 0;
             for i in eligible() {
                 let (load, weight) = (capped(backends.active(i)), ramped(i));
                 match least {
                     Some((_, least_load, least_weight)) => {
-                        match compare(load, weight, least_load, least_weight) {
+                        match compare_ramped(load, weight, least_load, least_weight) {
                             std::cmp::Ordering::Less => {
                                 (least, tied) = (Some((i, load, weight)), 1)
                             }
@@ -465,7 +472,7 @@ impl Scan {
                 let mut added = 0i64;
                 for i in eligible().skip_while(|&i| i < first) {
                     let load = capped(backends.active(i));
-                    if compare(load, ramped(i), least_load, least_weight).is_ne() {
+                    if compare_ramped(load, ramped(i), least_load, least_weight).is_ne() {
                         continue;
                     }
                     let entry = backends.entry(i);
@@ -473,12 +480,12 @@ impl Scan {
                     if effective == w[i] && entry.flags() & flag::DEGRADED != 0 {
                         entry.tidy(flag::DEGRADED);
                     }
-                    let used = (u64::from(effective) * selection.ramp(i) / FULL) as i64;
+                    let used = (u64::from(effective) * selection.ramp(i)) as i64;
                     let before = self.base[i].fetch_add(used, Ordering::Relaxed);
                     added += used;
                     let raised = before
                         .wrapping_add(used)
-                        .wrapping_add(epoch.wrapping_mul(i64::from(w[i])));
+                        .wrapping_add(epoch.wrapping_mul(i64::from(w[i]) * UNIT));
                     if raised > winner_weight {
                         (winner, winner_weight) = (i, raised);
                     }

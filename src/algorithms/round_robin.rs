@@ -206,10 +206,12 @@ where
     type Options = ();
 
     fn assemble(parts: Parts<T>, _: &(), previous: Option<&Self>) -> Result<Self, BuildError> {
-        let start = previous.map_or(0, |previous| previous.0.algorithm.0.load(Ordering::Relaxed));
+        // Relaxed: read once to carry the position over; see `Cursor`.
+        let start = previous.map_or(0, |previous| {
+            previous.0.algorithm.0.load(Ordering::Relaxed) % previous.0.backends.len()
+        });
         Ok(Self(Balanced {
             backends: Backends::from_entries(parts.entries)?,
-            // Relaxed: read once to carry the position over; see `Cursor`.
             algorithm: Cursor(AtomicUsize::new(start)),
         }))
     }

@@ -111,6 +111,10 @@ impl<T> LockedWeightedRoundRobin<T> {
     }
 }
 
+/// One weight unit in current weights: thousandths, so that slow start can
+/// scale a weight of 1. Scaling every weight alike leaves the sequence as is.
+pub(crate) const UNIT: i64 = FULL as i64;
+
 /// nginx's smooth weighted round-robin as a sequential state machine.
 #[derive(Clone, Debug)]
 pub(crate) struct WeightedRoundRobinState {
@@ -130,7 +134,7 @@ impl WeightedRoundRobinState {
         Self {
             weights: weights.as_slice().into(),
             current: vec![0; len].into_boxed_slice(),
-            total: i64::from(weights.total()),
+            total: i64::from(weights.total()) * UNIT,
             effective: weights.as_slice().iter().map(|&w| i64::from(w)).collect(),
             seen: vec![0; len].into_boxed_slice(),
         }
@@ -168,7 +172,9 @@ impl WeightedRoundRobinState {
             if !selection.eligible(i) {
                 continue;
             }
-            let used = self.effective[i] * selection.ramp(i) as i64 / FULL as i64;
+            // In thousandths of a weight unit, so slow start scales even
+            // weight 1; scaling every weight alike leaves the sequence as is.
+            let used = self.effective[i] * selection.ramp(i) as i64;
             self.current[i] += used;
             total += used;
             if self.effective[i] < i64::from(self.weights[i]) {
@@ -192,7 +198,7 @@ impl WeightedRoundRobinState {
         let mut best = 0;
         let mut best_weight = i64::MIN;
         for (i, (current, &weight)) in self.current.iter_mut().zip(&self.weights[..]).enumerate() {
-            *current += i64::from(weight);
+            *current += i64::from(weight) * UNIT;
             if *current > best_weight {
                 best = i;
                 best_weight = *current;
@@ -263,7 +269,8 @@ impl Smooth {
                 if effective == w[i] && entry.flags() & crate::backends::flag::DEGRADED != 0 {
                     entry.tidy(crate::backends::flag::DEGRADED);
                 }
-                let used = (u64::from(effective) * selection.ramp(i) / FULL) as i64;
+                // In thousandths of a unit, as in the sequential form.
+                let used = (u64::from(effective) * selection.ramp(i)) as i64;
                 // Relaxed: current weights only steer the choice.
                 let raised = current.fetch_add(used, Ordering::Relaxed) + used;
                 total += used;
