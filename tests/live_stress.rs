@@ -1,0 +1,199 @@
+//! Live balancers under threads: pickers racing an updater, and pickers
+//! racing for the last `max_conns` slot. Every algorithm, both forms.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use loadbalance::{
+    locked, lockfree, AdminState, Assemble, Backend, Balancer, Context, Guard, Live, PickError,
+};
+
+type V = u32;
+
+trait Algo: Assemble<Value = V> + Balancer<V> + 'static {}
+impl<B: Assemble<Value = V> + Balancer<V> + 'static> Algo for B {}
+
+macro_rules! for_every_form {
+    ($check:ident) => {
+        $check::<lockfree::RoundRobin<V>>("lockfree round-robin");
+        $check::<locked::RoundRobin<V>>("locked round-robin");
+        $check::<lockfree::WeightedRoundRobin<V>>("lockfree weighted round-robin");
+        $check::<locked::WeightedRoundRobin<V>>("locked weighted round-robin");
+        $check::<lockfree::LeastConn<V>>("lockfree least-conn");
+        $check::<locked::LeastConn<V>>("locked least-conn");
+        $check::<lockfree::IpHash<V>>("lockfree hash");
+        $check::<locked::IpHash<V>>("locked hash");
+    };
+}
+
+/// xorshift64*: a fixed-seed generator, so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+const PICKS_PER_THREAD: usize = 500_000;
+const MIN_UPDATES: usize = 1_000;
+/// Ids stay below this: fresh ids for every add, so a removed id never returns.
+const MAX_IDS: usize = 1 << 16;
+
+fn pickers_race_an_updater<B: Algo>(form: &str) {
+    let lb = Live::<B>::new((0..8).map(|id| Backend::new(id).weight(id % 3 + 1))).expect("valid");
+    // Update number (1-based) after whose return each id counted as removed.
+    let removed_at: Vec<AtomicU64> = (0..MAX_IDS).map(|_| AtomicU64::new(0)).collect();
+    let updates_done = AtomicU64::new(0);
+    let pickers_done = AtomicBool::new(false);
+    let tallies: Vec<HashMap<V, u64>> = std::thread::scope(|s| {
+        let pickers: Vec<_> = (0..2u64)
+            .map(|thread| {
+                let (lb, removed_at, updates_done) = (&lb, &removed_at, &updates_done);
+                s.spawn(move || {
+                    let mut rng = Rng(0x9E37_79B9 + thread);
+                    let mut held: VecDeque<Guard<V>> = VecDeque::new();
+                    let mut picks: HashMap<V, u64> = HashMap::new();
+                    for i in 0..PICKS_PER_THREAD {
+                        // Acquire: pairs with the updater's Release, so every
+                        // removal counted here returned before this pick began.
+                        let started_after = updates_done.load(Ordering::Acquire);
+                        let key = (i as u64 ^ thread << 40).to_le_bytes();
+                        match lb.pick(&Context::from_key(&key)) {
+                            Ok(guard) => {
+                                let removal = removed_at[*guard as usize].load(Ordering::Acquire);
+                                assert!(
+                                    removal == 0 || removal > started_after,
+                                    "{form}: picked {} after its removal returned",
+                                    *guard
+                                );
+                                *picks.entry(*guard).or_default() += 1;
+                                held.push_back(guard);
+                            }
+                            Err(PickError::AllDown | PickError::AllFull) => {}
+                            Err(other) => panic!("{form}: {other}"),
+                        }
+                        while held.len() > rng.below(8) as usize {
+                            held.pop_front();
+                        }
+                    }
+                    picks
+                })
+            })
+            .collect();
+        let updater = s.spawn(|| {
+            let mut rng = Rng(42);
+            let mut ids: Vec<V> = (0..8).collect();
+            let mut next_id: V = 8;
+            let mut updates = 0;
+            while !pickers_done.load(Ordering::Relaxed) || updates < MIN_UPDATES {
+                let id = ids[rng.below(ids.len() as u64) as usize];
+                match rng.below(7) {
+                    0 if (next_id as usize) < MAX_IDS => {
+                        let backend = Backend::new(next_id)
+                            .weight(rng.below(5) as u32 + 1)
+                            .max_conns(rng.below(3) as u32 * 4)
+                            .backup(rng.below(6) == 0);
+                        lb.add(backend).expect("fresh id");
+                        ids.push(next_id);
+                        next_id += 1;
+                    }
+                    1 if ids.len() > 1 => {
+                        lb.remove(&id).expect("present");
+                        ids.retain(|&other| other != id);
+                        removed_at[id as usize].store(updates as u64 + 1, Ordering::Release);
+                    }
+                    2 => lb.set_weight(&id, rng.below(9) as u32 + 1).expect("present"),
+                    3 => {
+                        let state = [AdminState::Up, AdminState::Up, AdminState::Down, AdminState::Draining]
+                            [rng.below(4) as usize];
+                        lb.set_state(&id, state).expect("present");
+                    }
+                    4 => lb.set_max_conns(&id, rng.below(3) as u32 * 2).expect("present"),
+                    5 => lb.set_backup(&id, rng.below(4) == 0).expect("present"),
+                    _ => lb.set_state(&id, AdminState::Up).expect("present"),
+                }
+                updates += 1;
+                // Release: publishes the removal above to pickers that read it.
+                updates_done.store(updates as u64, Ordering::Release);
+                std::thread::yield_now();
+            }
+            updates
+        });
+        let tallies: Vec<HashMap<V, u64>> =
+            pickers.into_iter().map(|p| p.join().expect("picker")).collect();
+        pickers_done.store(true, Ordering::Relaxed);
+        let updates = updater.join().expect("updater");
+        assert!(updates >= MIN_UPDATES, "{form}: {updates} updates");
+        tallies
+    });
+    let total: u64 = tallies.iter().flat_map(|t| t.values()).sum();
+    assert!(total > PICKS_PER_THREAD as u64, "{form}: only {total} picks succeeded");
+    for stats in lb.stats() {
+        let id = *stats.backend();
+        let picked: u64 = tallies.iter().map(|t| t.get(&id).copied().unwrap_or(0)).sum();
+        assert_eq!(stats.active, 0, "{form}: backend {id} still counts guards");
+        assert_eq!(stats.picks, picked, "{form}: backend {id} lost or invented picks");
+    }
+}
+
+#[test]
+fn pickers_race_an_updater() {
+    for_every_form!(pickers_race_an_updater);
+}
+
+const RACE_PICKS_PER_THREAD: usize = 500_000;
+const LIMIT: i64 = 3;
+
+fn max_conns_holds_when_threads_race_for_the_last_slot<B: Algo>(form: &str) {
+    let lb = Live::<B>::new((0..2).map(|id| Backend::new(id).max_conns(LIMIT as u32))).expect("valid");
+    // Our own count of guards alive per backend: raised after a pick
+    // returns, lowered before the guard drops, so never above the true count.
+    let alive = [AtomicI64::new(0), AtomicI64::new(0)];
+    let full = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for thread in 0..2u64 {
+            let (lb, alive, full) = (&lb, &alive, &full);
+            s.spawn(move || {
+                let mut rng = Rng(7 + thread);
+                let mut held: VecDeque<Guard<V>> = VecDeque::new();
+                for i in 0..RACE_PICKS_PER_THREAD {
+                    let key = (i as u64 ^ thread << 40).to_le_bytes();
+                    match lb.pick(&Context::from_key(&key)) {
+                        Ok(guard) => {
+                            // Relaxed: a counter checked against the limit.
+                            let now = alive[*guard as usize].fetch_add(1, Ordering::Relaxed) + 1;
+                            assert!(now <= LIMIT, "{form}: {now} guards on one backend");
+                            let active = lb.active(guard.index()).expect("in range");
+                            assert!(active as i64 <= LIMIT, "{form}: active {active}");
+                            held.push_back(guard);
+                        }
+                        Err(PickError::AllFull) => {
+                            full.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(other) => panic!("{form}: {other}"),
+                    }
+                    // Hold up to 4 each: 8 wanted, 6 slots, so picks race.
+                    while held.len() > rng.below(5) as usize {
+                        if let Some(guard) = held.pop_front() {
+                            alive[*guard as usize].fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                for guard in held {
+                    alive[*guard as usize].fetch_sub(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert!(full.load(Ordering::Relaxed) > 0, "{form}: the limit was never reached");
+    assert!(lb.stats().iter().all(|s| s.active == 0), "{form}");
+}
+
+#[test]
+fn max_conns_holds_when_threads_race_for_the_last_slot() {
+    for_every_form!(max_conns_holds_when_threads_race_for_the_last_slot);
+}
