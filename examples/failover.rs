@@ -56,7 +56,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if second % 4 == 0 || second == 10 || second == 40 {
             let b = &lb.stats()[1];
-            let share = |name| 100.0 * served.get(name).copied().unwrap_or(0) as f64 / REQUESTS_PER_SECOND as f64;
+            let share = |name| {
+                100.0 * served.get(name).copied().unwrap_or(0) as f64 / REQUESTS_PER_SECOND as f64
+            };
             println!(
                 "{second:>3} s  {:5.1}% {:5.1}% {:5.1}%  {:<15} {}",
                 share("a"),

@@ -55,7 +55,7 @@ fn run(
         .map(|(stats, &n)| {
             format!(
                 "{}: {:5.1}%",
-                stats.backend(),
+                stats.backend,
                 100.0 * n as f64 / PICKS as f64
             )
         })

@@ -7,7 +7,7 @@
 //! not down, tried or full is ejected, the health policy decides: panic
 //! mode picks among them as if healthy, or the pick fails.
 
-use crate::backends::{flag, Backends, Entry};
+use crate::backends::{flag, Backends, Record};
 use crate::{Context, Guard, PickError, Tried, WhenAllEjected};
 
 /// Why a backend can or cannot take a pick now.
@@ -20,7 +20,7 @@ enum Status {
     Open,
 }
 
-impl<T> Entry<T> {
+impl Record {
     fn status(&self, flags: u32, now: u64, tried: Option<&Tried>, ignore_health: bool) -> Status {
         if flags & (flag::DOWN | flag::DRAINING) != 0 {
             Status::Down
@@ -29,7 +29,9 @@ impl<T> Entry<T> {
         } else if !ignore_health && flags & flag::EJECTED != 0 && self.health.cooling(now) {
             Status::Ejected
         } else if flags & flag::CAPPED != 0
-            && self.max_conns().is_some_and(|limit| self.active() >= limit)
+            && self
+                .max_conns()
+                .is_some_and(|limit| self.slots_taken() >= limit)
         {
             Status::Full
         } else {
@@ -65,9 +67,9 @@ impl<'b, T> Selection<'b, T> {
         };
         let mut open = [false; 2];
         let (mut down, mut skipped, mut ejected) = (0, 0, 0);
-        for entry in backends.entries() {
-            let flags = entry.flags();
-            match entry.status(flags, now, tried, false) {
+        for record in backends.records() {
+            let flags = record.flags();
+            match record.status(flags, now, tried, false) {
                 Status::Open => open[usize::from(flags & flag::BACKUP != 0)] = true,
                 Status::Down => down += 1,
                 Status::Tried => skipped += 1,
@@ -82,9 +84,9 @@ impl<'b, T> Selection<'b, T> {
         let policy = shared.policy.get_when_all_ejected();
         if ejected > 0 && policy == WhenAllEjected::Panic {
             let mut open = [false; 2];
-            for entry in backends.entries() {
-                let flags = entry.flags();
-                if entry.status(flags, now, tried, true) == Status::Open {
+            for record in backends.records() {
+                let flags = record.flags();
+                if record.status(flags, now, tried, true) == Status::Open {
                     open[usize::from(flags & flag::BACKUP != 0)] = true;
                 }
             }
@@ -108,10 +110,10 @@ impl<'b, T> Selection<'b, T> {
 
     /// Whether backend `index` may take this pick.
     pub(crate) fn eligible(&self, index: usize) -> bool {
-        let entry = self.backends.entry(index);
-        let flags = entry.flags();
+        let record = self.backends.record(index);
+        let flags = record.flags();
         (flags & flag::BACKUP != 0) == self.backup
-            && entry.status(flags, self.now, self.tried, self.panic) == Status::Open
+            && record.status(flags, self.now, self.tried, self.panic) == Status::Open
     }
 
     /// Whether picks may ignore ejection (panic mode).
@@ -130,8 +132,8 @@ impl<'b, T> Selection<'b, T> {
 
     /// Slow-start progress of backend `index`, in thousandths.
     pub(crate) fn ramp(&self, index: usize) -> u64 {
-        let entry = self.backends.entry(index);
-        entry.ramp(entry.flags(), self.now)
+        let record = self.backends.record(index);
+        record.ramp(record.flags(), self.now)
     }
 
     /// Takes backend `index` for this pick: its `max_conns` slot and, for an
@@ -152,9 +154,9 @@ pub(crate) fn open_primary<T>(
     index: usize,
     now: u64,
 ) -> bool {
-    let entry = backends.entry(index);
-    let flags = entry.flags();
-    flags & flag::BACKUP == 0 && entry.status(flags, now, ctx.tried(), false) == Status::Open
+    let record = backends.record(index);
+    let flags = record.flags();
+    flags & flag::BACKUP == 0 && record.status(flags, now, ctx.tried(), false) == Status::Open
 }
 
 /// See [`Selection::claim`].
@@ -164,19 +166,26 @@ pub(crate) fn claim<T>(
     now: u64,
     panic: bool,
 ) -> Option<Guard<T>> {
-    let entry = backends.entry(index);
-    let flags = entry.flags();
+    let record = backends.record(index);
+    let flags = record.flags();
     if flags & (flag::CAPPED | flag::EJECTED) == 0 {
-        return Some(backends.guard(index));
+        return backends.guard(index);
     }
-    match entry.max_conns() {
-        Some(limit) if !entry.try_acquire(limit) => return None,
-        Some(_) => {}
-        None => entry.acquire(),
+    let slot = match record.max_conns() {
+        Some(limit) if !record.try_take_slot(limit) => return None,
+        Some(_) => true,
+        None => false,
+    };
+    let trial_lost = flags & flag::EJECTED != 0 && !panic && !record.claim_trial(now);
+    let guard = if trial_lost {
+        None
+    } else if slot {
+        backends.slot_guard(index)
+    } else {
+        backends.guard(index)
+    };
+    if guard.is_none() && slot {
+        record.free_slot();
     }
-    if flags & flag::EJECTED != 0 && !panic && !entry.claim_trial(now) {
-        entry.undo_acquire();
-        return None;
-    }
-    Some(backends.counted_guard(index))
+    guard
 }

@@ -57,12 +57,12 @@ impl<T, S> Balanced<T, Mutex<S>> {
 
 /// What a live balancer builds each snapshot from: entries shared with the
 /// snapshot before (so counts and health carry over) and their weights.
-pub struct Parts<T> {
-    pub(crate) entries: Vec<Arc<Entry<T>>>,
+pub struct Parts<'a, T> {
+    pub(crate) entries: &'a [Arc<Entry<T>>],
     pub(crate) weights: Weights,
 }
 
-impl<T> std::fmt::Debug for Parts<T> {
+impl<T> std::fmt::Debug for Parts<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Parts")
             .field("weights", &self.weights)
@@ -89,7 +89,7 @@ pub trait Assemble: sealed::Sealed + Sized + Send + Sync {
     /// can (round-robin keeps its cursor).
     #[doc(hidden)]
     fn assemble(
-        parts: Parts<Self::Value>,
+        parts: Parts<'_, Self::Value>,
         options: &Self::Options,
         previous: Option<&Self>,
     ) -> Result<Self, BuildError>;
@@ -119,7 +119,10 @@ macro_rules! balancer_type {
                 self.0.active(index)
             }
 
-            fn stats(&self) -> Vec<crate::BackendStats<T>> {
+            fn stats(&self) -> Vec<crate::BackendStats<T>>
+            where
+                T: Clone,
+            {
                 self.0.backends.stats()
             }
         }

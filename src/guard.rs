@@ -4,7 +4,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::backends::Entry;
+use crate::backends::{Entry, Record};
 use crate::Outcome;
 
 /// One picked backend, counted as active until the guard is dropped.
@@ -13,7 +13,8 @@ use crate::Outcome;
 /// is `Send` (when `T: Send + Sync`) and `'static` (when `T: 'static`), so it
 /// can move into a spawned task and outlive the balancer. The count is the
 /// backend's reference count, so it drops exactly once, on every path out of
-/// the guard's scope, unwinding included.
+/// the guard's scope, unwinding included (and so does the `max_conns` slot
+/// the guard may hold).
 ///
 /// # Examples
 ///
@@ -29,13 +30,31 @@ use crate::Outcome;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Guard<T> {
+    // Fields drop in order: the active count (the `Arc`) falls before the
+    // `max_conns` slot is given back, so a pick that takes the slot never
+    // sees the count above the limit.
     entry: Arc<Entry<T>>,
     index: usize,
+    _slot: Option<Slot>,
+}
+
+/// One of a backend's `max_conns` slots, given back on drop.
+struct Slot(Arc<Record>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.free_slot();
+    }
 }
 
 impl<T> Guard<T> {
-    pub(crate) fn new(entry: Arc<Entry<T>>, index: usize) -> Self {
-        Self { entry, index }
+    pub(crate) fn new(entry: Arc<Entry<T>>, index: usize, slot: bool) -> Self {
+        let slot = slot.then(|| Slot(Arc::clone(&entry.record)));
+        Self {
+            entry,
+            index,
+            _slot: slot,
+        }
     }
 
     /// The backend's position in the list the balancer was built from (for
@@ -63,18 +82,11 @@ impl<T> Guard<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn report(&self, outcome: Outcome) {
-        self.entry.report(outcome);
+        self.entry.record.report(outcome);
     }
 
     pub(crate) fn id(&self) -> u64 {
-        self.entry.id
-    }
-}
-
-impl<T> Drop for Guard<T> {
-    fn drop(&mut self) {
-        // The reference count, the true active count, drops with `entry`.
-        self.entry.release();
+        self.entry.record.id
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::backends::{flag, Entry};
+use crate::backends::{flag, Record};
 
 /// What to do when every backend that could take a pick is ejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -218,7 +218,7 @@ impl Health {
     }
 }
 
-impl<T> Entry<T> {
+impl Record {
     /// Records what a request on this backend did.
     pub(crate) fn report(&self, outcome: Outcome) {
         let policy = self.shared.policy;

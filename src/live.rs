@@ -122,23 +122,16 @@ pub enum AdminState {
 /// ```
 pub struct Live<B: Assemble> {
     current: ArcSwap<B>,
-    members: Mutex<Vec<Member<B::Value>>>,
+    members: Mutex<Members<B::Value>>,
     shared: Arc<Shared>,
     options: B::Options,
 }
 
-struct Member<T> {
-    entry: Arc<Entry<T>>,
-    weight: u32,
-}
-
-impl<T> Clone for Member<T> {
-    fn clone(&self) -> Self {
-        Self {
-            entry: Arc::clone(&self.entry),
-            weight: self.weight,
-        }
-    }
+/// The set as updates see it. `entries` hold each backend's one strong
+/// reference that is not a guard; snapshots hold weak ones.
+struct Members<T> {
+    entries: Vec<Arc<Entry<T>>>,
+    weights: Vec<u32>,
 }
 
 /// Settings of a [`Live`] balancer: health policy, clock and the
@@ -208,10 +201,12 @@ impl<B: Assemble> LiveBuilder<B> {
             }
         }
         let shared = Shared::new(self.clock, self.policy);
-        let members: Vec<Member<B::Value>> = backends
+        let weights = backends.iter().map(|backend| backend.weight).collect();
+        let entries = backends
             .into_iter()
-            .map(|backend| member(backend, &shared))
+            .map(|backend| entry(backend, &shared))
             .collect();
+        let members = Members { entries, weights };
         let first = assemble::<B>(&members, &self.options, None)?;
         Ok(Live {
             current: ArcSwap::from_pointee(first),
@@ -223,32 +218,23 @@ impl<B: Assemble> LiveBuilder<B> {
 }
 
 /// A new entry for `backend`, its flags set.
-fn member<T>(backend: Backend<T>, shared: &Arc<Shared>) -> Member<T> {
-    let entry = Arc::new(Entry::new(
-        backend.value,
-        backend.weight,
-        Arc::clone(shared),
-    ));
-    entry.set_flags(flag::BACKUP, backend.backup);
-    entry.set_max_conns((backend.max_conns > 0).then_some(backend.max_conns));
-    Member {
-        entry,
-        weight: backend.weight,
-    }
+fn entry<T>(backend: Backend<T>, shared: &Arc<Shared>) -> Arc<Entry<T>> {
+    let entry = Entry::new(backend.value, backend.weight, Arc::clone(shared));
+    entry.record.set_flags(flag::BACKUP, backend.backup);
+    entry
+        .record
+        .set_max_conns((backend.max_conns > 0).then_some(backend.max_conns));
+    Arc::new(entry)
 }
 
 fn assemble<B: Assemble>(
-    members: &[Member<B::Value>],
+    members: &Members<B::Value>,
     options: &B::Options,
     previous: Option<&B>,
 ) -> Result<B, BuildError> {
-    let weights = Weights::new(members.iter().map(|member| member.weight).collect())?;
     let parts = Parts {
-        entries: members
-            .iter()
-            .map(|member| Arc::clone(&member.entry))
-            .collect(),
-        weights,
+        entries: &members.entries,
+        weights: Weights::new(members.weights.clone())?,
     };
     B::assemble(parts, options, previous)
 }
@@ -275,12 +261,6 @@ where
         Self::builder().build(backends)
     }
 
-    /// The current snapshot: a balancer over the set as it is now, which
-    /// later updates do not change.
-    pub fn snapshot(&self) -> Arc<B> {
-        self.current.load_full()
-    }
-
     /// Adds a backend. With slow start configured it ramps up from now.
     ///
     /// # Errors
@@ -290,20 +270,24 @@ where
     /// too many backends, weights that overflow). The set is unchanged.
     pub fn add(&self, backend: Backend<B::Value>) -> Result<(), UpdateError> {
         let mut members = self.members.lock();
-        if members.iter().any(|m| m.entry.value == backend.value) {
+        if members.entries.iter().any(|e| e.value == backend.value) {
             return Err(UpdateError::Duplicate);
         }
-        let mut next = members.clone();
-        next.push(member(backend, &self.shared));
-        self.publish(&next)?;
-        if let Some(added) = next.last() {
-            added.entry.start_ramp(self.shared.now());
+        let weight = backend.weight;
+        let added = entry(backend, &self.shared);
+        added.record.start_ramp(self.shared.now());
+        members.entries.push(added);
+        members.weights.push(weight);
+        if let Err(error) = self.publish(&members) {
+            members.entries.pop();
+            members.weights.pop();
+            return Err(error);
         }
-        *members = next;
         Ok(())
     }
 
-    /// Removes the backend equal to `id`. Its guards stay valid.
+    /// Removes the backend equal to `id`. Its guards stay valid; once no
+    /// pick in flight can reach it, it counts only its guards.
     ///
     /// # Errors
     ///
@@ -316,14 +300,31 @@ where
     {
         let mut members = self.members.lock();
         let index = position(&members, id)?;
-        if members.len() == 1 {
+        if members.entries.len() == 1 {
             return Err(UpdateError::LastBackend);
         }
-        let mut next = members.clone();
-        next.remove(index);
-        self.publish(&next)?;
-        *members = next;
-        Ok(())
+        let removed = members.entries.remove(index);
+        let weight = members.weights.remove(index);
+        match self.publish(&members) {
+            Ok(old) => {
+                // Snapshots reach entries by weak reference. Wait until the
+                // picks still in the old snapshot are done, so that none
+                // finds the entry gone, then give up the strong reference.
+                // A pick takes nanoseconds; the wait is that long unless a
+                // picking thread is descheduled mid-pick.
+                while Arc::strong_count(&old) > 1 {
+                    std::thread::yield_now();
+                }
+                drop(old);
+                drop(removed);
+                Ok(())
+            }
+            Err(error) => {
+                members.entries.insert(index, removed);
+                members.weights.insert(index, weight);
+                Err(error)
+            }
+        }
     }
 
     /// Gives the backend equal to `id` a new weight.
@@ -339,11 +340,12 @@ where
     {
         let mut members = self.members.lock();
         let index = position(&members, id)?;
-        let mut next = members.clone();
-        next[index].weight = weight;
-        self.publish(&next)?;
-        next[index].entry.set_weight(weight);
-        *members = next;
+        let before = std::mem::replace(&mut members.weights[index], weight);
+        if let Err(error) = self.publish(&members) {
+            members.weights[index] = before;
+            return Err(error);
+        }
+        members.entries[index].record.set_weight(weight);
         Ok(())
     }
 
@@ -360,28 +362,29 @@ where
         Q: PartialEq + ?Sized,
     {
         let members = self.members.lock();
-        let entry = &members[position(&members, id)?].entry;
+        let record = &members.entries[position(&members, id)?].record;
         match state {
             AdminState::Up => {
-                if entry.flags() & (flag::DOWN | flag::DRAINING) != 0 {
-                    entry.start_ramp(self.shared.now());
+                if record.flags() & (flag::DOWN | flag::DRAINING) != 0 {
+                    record.start_ramp(self.shared.now());
                 }
-                entry.set_flags(flag::DOWN | flag::DRAINING, false);
+                record.set_flags(flag::DOWN | flag::DRAINING, false);
             }
             AdminState::Down => {
-                entry.set_flags(flag::DOWN, true);
-                entry.set_flags(flag::DRAINING, false);
+                record.set_flags(flag::DOWN, true);
+                record.set_flags(flag::DRAINING, false);
             }
             AdminState::Draining => {
-                entry.set_flags(flag::DRAINING, true);
-                entry.set_flags(flag::DOWN, false);
+                record.set_flags(flag::DRAINING, true);
+                record.set_flags(flag::DOWN, false);
             }
         }
         Ok(())
     }
 
     /// Sets the connection limit of the backend equal to `id` (0: none).
-    /// Guards beyond a lowered limit stay; no new pick goes past it.
+    /// The limit counts the guards taken while it is set: guards taken
+    /// before stay and are not counted against it.
     ///
     /// # Errors
     ///
@@ -392,8 +395,8 @@ where
         Q: PartialEq + ?Sized,
     {
         let members = self.members.lock();
-        let entry = &members[position(&members, id)?].entry;
-        entry.set_max_conns((max_conns > 0).then_some(max_conns));
+        let record = &members.entries[position(&members, id)?].record;
+        record.set_max_conns((max_conns > 0).then_some(max_conns));
         Ok(())
     }
 
@@ -408,30 +411,33 @@ where
         Q: PartialEq + ?Sized,
     {
         let members = self.members.lock();
-        members[position(&members, id)?]
-            .entry
-            .set_flags(flag::BACKUP, backup);
+        let record = &members.entries[position(&members, id)?].record;
+        record.set_flags(flag::BACKUP, backup);
         Ok(())
     }
 
-    /// Builds the snapshot for `members` and makes it current.
-    fn publish(&self, members: &[Member<B::Value>]) -> Result<(), UpdateError> {
-        let previous = self.current.load();
-        let next = assemble::<B>(members, &self.options, Some(&previous))?;
-        // arc-swap's store is SeqCst: every load that starts after it
-        // returns sees the new snapshot.
-        self.current.store(Arc::new(next));
-        Ok(())
+    /// Builds the snapshot for `members`, makes it current, and returns the
+    /// one it replaced.
+    fn publish(&self, members: &Members<B::Value>) -> Result<Arc<B>, UpdateError> {
+        let next = {
+            let previous = self.current.load();
+            assemble::<B>(members, &self.options, Some(&previous))?
+        };
+        // arc-swap's swap is SeqCst: every load that starts after it
+        // returns sees the new snapshot. It also turns the loads still
+        // reading the old one into counted references (see `remove`).
+        Ok(self.current.swap(Arc::new(next)))
     }
 }
 
 fn position<T: Borrow<Q>, Q: PartialEq + ?Sized>(
-    members: &[Member<T>],
+    members: &Members<T>,
     id: &Q,
 ) -> Result<usize, UpdateError> {
     members
+        .entries
         .iter()
-        .position(|member| member.entry.value.borrow() == id)
+        .position(|entry| entry.value.borrow() == id)
         .ok_or(UpdateError::NotFound)
 }
 
@@ -452,7 +458,10 @@ where
         self.current.load().active(index)
     }
 
-    fn stats(&self) -> Vec<BackendStats<B::Value>> {
+    fn stats(&self) -> Vec<BackendStats<B::Value>>
+    where
+        B::Value: Clone,
+    {
         self.current.load().stats()
     }
 }

@@ -1,10 +1,8 @@
 //! A per-backend snapshot for monitoring: counts, state and weights.
 
-use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backends::{flag, Backends, Entry};
+use crate::backends::{flag, Backends};
 use crate::health::FULL;
 
 /// Where a backend stands, as the next pick would see it.
@@ -26,16 +24,19 @@ pub enum BackendState {
 }
 
 /// One backend's counters and state at the moment of the snapshot, as
-/// returned by [`Balancer::stats`](crate::Balancer::stats). Cheap: a few
-/// relaxed loads a backend, no lock taken.
+/// returned by [`Balancer::stats`](crate::Balancer::stats). Cheap: a clone
+/// of the value and a few relaxed loads a backend, no lock taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BackendStats<T> {
-    entry: Arc<Entry<T>>,
+    /// The backend (a clone of its value).
+    pub backend: T,
     /// Position in the balancer's current set.
     pub index: usize,
     /// Guards alive now.
     pub active: usize,
-    /// Picks since the backend was added.
+    /// Picks since the backend was added (exact on one thread; see
+    /// [`Balancer::stats`](crate::Balancer::stats) for concurrent picks).
     pub picks: u64,
     /// Failures reported since the backend was added.
     pub failures: u64,
@@ -55,50 +56,26 @@ pub struct BackendStats<T> {
     pub latency: Option<Duration>,
 }
 
-impl<T> BackendStats<T> {
-    /// The backend itself. Holding the stats keeps it alive but does not
-    /// count as an active guard.
-    pub fn backend(&self) -> &T {
-        &self.entry.value
-    }
-}
-
-impl<T: fmt::Debug> fmt::Debug for BackendStats<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BackendStats")
-            .field("backend", &self.entry.value)
-            .field("index", &self.index)
-            .field("active", &self.active)
-            .field("picks", &self.picks)
-            .field("failures", &self.failures)
-            .field("state", &self.state)
-            .field("backup", &self.backup)
-            .field("max_conns", &self.max_conns)
-            .field("weight", &self.weight)
-            .field("effective_weight", &self.effective_weight)
-            .field("latency", &self.latency)
-            .finish()
-    }
-}
-
-impl<T> Backends<T> {
+impl<T: Clone> Backends<T> {
     /// Every backend's stats, in order.
     pub(crate) fn stats(&self) -> Vec<BackendStats<T>> {
         let shared = self.shared();
         let now = shared.now();
         let step = shared.slow_steps();
-        self.entries()
-            .iter()
-            .enumerate()
-            .map(|(index, entry)| {
-                let flags = entry.flags();
-                let ramp = entry.ramp(flags, now);
+        (0..self.len())
+            .filter_map(|index| {
+                let active = self.active(index);
+                // Held for an instant to clone the value; read the count first.
+                let backend = self.upgrade(index)?.value.clone();
+                let record = self.record(index);
+                let flags = record.flags();
+                let ramp = record.ramp(flags, now);
                 let state = if flags & flag::DOWN != 0 {
                     BackendState::Down
                 } else if flags & flag::DRAINING != 0 {
                     BackendState::Draining
                 } else if flags & flag::EJECTED != 0 {
-                    if entry.health.cooling(now) {
+                    if record.health.cooling(now) {
                         BackendState::Ejected
                     } else {
                         BackendState::Trial
@@ -108,20 +85,20 @@ impl<T> Backends<T> {
                 } else {
                     BackendState::Up
                 };
-                let effective = u64::from(entry.lazy_effective(step)) * ramp / FULL;
-                BackendStats {
-                    entry: Arc::clone(entry),
+                let effective = u64::from(record.lazy_effective(step)) * ramp / FULL;
+                Some(BackendStats {
+                    backend,
                     index,
-                    active: entry.active() as usize,
-                    picks: entry.picks(),
-                    failures: entry.health.failures(),
+                    active,
+                    picks: record.picks(),
+                    failures: record.health.failures(),
                     state,
                     backup: flags & flag::BACKUP != 0,
-                    max_conns: entry.max_conns(),
-                    weight: entry.weight(),
+                    max_conns: record.max_conns(),
+                    weight: record.weight(),
                     effective_weight: effective as u32,
-                    latency: entry.health.latency(),
-                }
+                    latency: record.health.latency(),
+                })
             })
             .collect()
     }

@@ -70,14 +70,14 @@ fn live<B: Algo>(backends: &[(V, u32)], policy: HealthPolicy, clock: &Arc<Manual
 fn active_by_name<B: Algo>(lb: &Live<B>) -> HashMap<V, usize> {
     lb.stats()
         .iter()
-        .map(|stats| (*stats.backend(), stats.active))
+        .map(|stats| (stats.backend, stats.active))
         .collect()
 }
 
 fn state_of<B: Algo>(lb: &Live<B>, name: V) -> BackendState {
     lb.stats()
         .into_iter()
-        .find(|stats| *stats.backend() == name)
+        .find(|stats| stats.backend == name)
         .map(|stats| stats.state)
         .expect("backend in the set")
 }
@@ -271,7 +271,7 @@ fn check_draining_and_down_keep_guards_and_take_no_picks<B: Algo>(form: &str) {
     lb.set_state("b", AdminState::Down).expect("down");
     assert!(names(&lb, 0, 300).iter().all(|&n| n == "c"), "{form}");
     lb.set_state("c", AdminState::Down).expect("down");
-    assert_eq!(pick(&lb, 0).unwrap_err(), PickError::AllDown, "{form}");
+    assert_eq!(pick(&lb, 0).err(), Some(PickError::AllDown), "{form}");
     lb.set_state("a", AdminState::Up).expect("up");
     assert!(names(&lb, 0, 30).iter().all(|&n| n == "a"), "{form}");
     assert_eq!(*held, "a");
@@ -348,7 +348,7 @@ fn check_when_all_are_ejected_the_policy_decides<B: Algo>(form: &str) {
         let result = pick(&lb, 0);
         assert_eq!(result.is_ok(), works, "{form}");
         if !works {
-            assert_eq!(result.unwrap_err(), PickError::AllEjected, "{form}");
+            assert_eq!(result.err(), Some(PickError::AllEjected), "{form}");
         }
     }
 }
@@ -365,7 +365,7 @@ fn check_max_conns_caps_every_backend<B: Algo>(form: &str) {
     ])
     .expect("valid");
     let mut held: Vec<Guard<V>> = (0..3).map(|i| pick(&lb, i).expect("room left")).collect();
-    assert_eq!(pick(&lb, 3).unwrap_err(), PickError::AllFull, "{form}");
+    assert_eq!(pick(&lb, 3).err(), Some(PickError::AllFull), "{form}");
     let active = active_by_name(&lb);
     assert_eq!((active["a"], active["b"]), (2, 1), "{form}");
     held.retain(|g| **g != "b");
@@ -414,7 +414,7 @@ fn check_retries_never_repeat_a_tried_backend<B: Algo>(form: &str) {
             tried.insert(&guard);
         }
         let ctx = Context::from_key(key.as_bytes()).with_tried(&tried);
-        assert_eq!(lb.pick(&ctx).unwrap_err(), PickError::AllTried, "{form}");
+        assert_eq!(lb.pick(&ctx).err(), Some(PickError::AllTried), "{form}");
     }
 }
 

@@ -52,6 +52,8 @@ struct Entry {
     down: bool,
     max_conns: u32,
     active: u32,
+    /// Guards taken while a limit was set: what the limit counts.
+    slots: u32,
     fails: u32,
     window_start: u64,
     ejected: bool,
@@ -86,7 +88,7 @@ impl Model {
             Status::Tried
         } else if !ignore_health && e.ejected && e.until > self.now {
             Status::Ejected
-        } else if e.max_conns > 0 && e.active >= e.max_conns {
+        } else if e.max_conns > 0 && e.slots >= e.max_conns {
             Status::Full
         } else {
             Status::Open
@@ -98,7 +100,8 @@ impl Model {
         let tier = |ignore: bool| {
             let open = |backup: bool| {
                 self.order.iter().any(|&id| {
-                    self.entries[&id].backup == backup && self.status(id, tried, ignore) == Status::Open
+                    self.entries[&id].backup == backup
+                        && self.status(id, tried, ignore) == Status::Open
                 })
             };
             if open(false) {
@@ -112,7 +115,12 @@ impl Model {
         if let Some(backup) = tier(false) {
             return Ok((backup, false));
         }
-        let count = |s: Status| self.order.iter().filter(|&&id| self.status(id, tried, false) == s).count();
+        let count = |s: Status| {
+            self.order
+                .iter()
+                .filter(|&&id| self.status(id, tried, false) == s)
+                .count()
+        };
         let ejected = count(Status::Ejected);
         if ejected > 0 && self.panic {
             if let Some(backup) = tier(true) {
@@ -135,25 +143,32 @@ impl Model {
         self.entries[&id].backup == backup && self.status(id, tried, panic) == Status::Open
     }
 
-    fn claim(&mut self, id: V, panic: bool) {
+    /// Takes the backend; returns whether the guard holds a `max_conns` slot.
+    fn claim(&mut self, id: V, panic: bool) -> bool {
         let now = self.now;
         let e = self.entries.get_mut(&id).expect("known");
         e.active += 1;
+        let slot = e.max_conns > 0;
+        if slot {
+            e.slots += 1;
+        }
         if e.ejected && !panic {
             assert!(e.until <= now, "claimed a cooling backend");
             e.until = now + TIMEOUT;
             e.trial = true;
         }
+        slot
     }
 
     /// Round-robin's exact pick.
-    fn round_robin(&mut self, tried: &[V]) -> Result<V, PickError> {
+    fn round_robin(&mut self, tried: &[V]) -> Result<(V, bool), PickError> {
         let n = self.order.len();
         let mut selection = None;
         for _ in 0..2 * n {
             let id = self.order[self.cursor % n];
             self.cursor += 1;
-            let open_primary = !self.entries[&id].backup && self.status(id, tried, false) == Status::Open;
+            let open_primary =
+                !self.entries[&id].backup && self.status(id, tried, false) == Status::Open;
             let panic = if open_primary {
                 false
             } else {
@@ -166,8 +181,7 @@ impl Model {
                 }
                 s.1
             };
-            self.claim(id, panic);
-            return Ok(id);
+            return Ok((id, self.claim(id, panic)));
         }
         unreachable!("a selection with an eligible backend finds it within n steps")
     }
@@ -221,7 +235,11 @@ where
     let policy = HealthPolicy::default()
         .max_fails(MAX_FAILS)
         .fail_timeout(Duration::from_nanos(TIMEOUT))
-        .when_all_ejected(if panic { WhenAllEjected::Panic } else { WhenAllEjected::Fail });
+        .when_all_ejected(if panic {
+            WhenAllEjected::Panic
+        } else {
+            WhenAllEjected::Fail
+        });
     let lb = Live::<B>::builder()
         .health(policy)
         .clock(Arc::clone(&clock))
@@ -234,7 +252,8 @@ where
         now: 0,
         panic,
     };
-    let mut held: Vec<Guard<V>> = Vec::new();
+    // Each guard, and whether it holds a `max_conns` slot.
+    let mut held: Vec<(Guard<V>, bool)> = Vec::new();
     let mut next_id: V = 4;
     for op in ops {
         let member = |i: usize, model: &Model| model.order[i % model.order.len()];
@@ -243,7 +262,7 @@ where
                 let mut tried = Tried::new();
                 let mut tried_ids = Vec::new();
                 if retry {
-                    for guard in &held {
+                    for (guard, _) in &held {
                         tried.insert(guard);
                         tried_ids.push(**guard);
                     }
@@ -251,14 +270,22 @@ where
                 let key = [key];
                 let ctx = Context::from_key(&key).with_tried(&tried);
                 let got = lb.pick(&ctx);
+                let mut slot = false;
                 if check == Check::Exact {
                     let expected = model.round_robin(&tried_ids);
-                    prop_assert_eq!(got.as_ref().map(|g| **g).map_err(Clone::clone), expected);
+                    prop_assert_eq!(
+                        got.as_ref().map(|g| **g).map_err(Clone::clone),
+                        expected.clone().map(|(id, _)| id)
+                    );
+                    slot = expected.is_ok_and(|(_, slot)| slot);
                 } else {
                     match (&got, model.selection(&tried_ids)) {
                         (Ok(guard), Ok(selection)) => {
                             let id = **guard;
-                            prop_assert!(model.eligible(id, &tried_ids, selection), "{id} not allowed");
+                            prop_assert!(
+                                model.eligible(id, &tried_ids, selection),
+                                "{id} not allowed"
+                            );
                             if check == Check::Least {
                                 let least = model
                                     .order
@@ -268,7 +295,7 @@ where
                                     .min();
                                 prop_assert_eq!(Some(model.entries[&id].active), least);
                             }
-                            model.claim(id, selection.1);
+                            slot = model.claim(id, selection.1);
                         }
                         (Err(error), Err(expected)) => prop_assert_eq!(error, &expected),
                         (got, expected) => {
@@ -277,19 +304,25 @@ where
                     }
                 }
                 if let Ok(guard) = got {
-                    held.push(guard);
+                    held.push((guard, slot));
                 }
             }
             Op::Drop(i) if !held.is_empty() => {
-                let guard = held.swap_remove(i % held.len());
-                model.entries.get_mut(&*guard).expect("known").active -= 1;
+                let (guard, slot) = held.swap_remove(i % held.len());
+                let e = model.entries.get_mut(&*guard).expect("known");
+                e.active -= 1;
+                e.slots -= u32::from(slot);
             }
             Op::Report(i, ok) if !held.is_empty() => {
-                let guard = &held[i % held.len()];
+                let (guard, _) = &held[i % held.len()];
                 guard.report(if ok {
-                    Outcome::Success { latency: Duration::ZERO }
+                    Outcome::Success {
+                        latency: Duration::ZERO,
+                    }
                 } else {
-                    Outcome::Failure { latency: Duration::ZERO }
+                    Outcome::Failure {
+                        latency: Duration::ZERO,
+                    }
                 });
                 model.report(**guard, ok);
             }
@@ -299,8 +332,12 @@ where
             }
             Op::SetState(i, state) => {
                 let id = member(i, &model);
-                let state = [AdminState::Up, AdminState::Up, AdminState::Down, AdminState::Draining]
-                    [usize::from(state)];
+                let state = [
+                    AdminState::Up,
+                    AdminState::Up,
+                    AdminState::Down,
+                    AdminState::Draining,
+                ][usize::from(state)];
                 lb.set_state(&id, state).expect("present");
                 model.entries.get_mut(&id).expect("known").down = state != AdminState::Up;
             }
@@ -335,7 +372,7 @@ where
             _ => {}
         }
         for stats in lb.stats() {
-            let e = &model.entries[stats.backend()];
+            let e = &model.entries[&stats.backend];
             prop_assert_eq!(stats.active as u32, e.active);
             prop_assert_eq!(stats.backup, e.backup);
             prop_assert_eq!(stats.max_conns, (e.max_conns > 0).then_some(e.max_conns));
@@ -360,8 +397,16 @@ macro_rules! model_test {
 
 model_test!(lockfree_round_robin, lockfree::RoundRobin<V>, Check::Exact);
 model_test!(locked_round_robin, locked::RoundRobin<V>, Check::Exact);
-model_test!(lockfree_weighted_round_robin, lockfree::WeightedRoundRobin<V>, Check::Allowed);
-model_test!(locked_weighted_round_robin, locked::WeightedRoundRobin<V>, Check::Allowed);
+model_test!(
+    lockfree_weighted_round_robin,
+    lockfree::WeightedRoundRobin<V>,
+    Check::Allowed
+);
+model_test!(
+    locked_weighted_round_robin,
+    locked::WeightedRoundRobin<V>,
+    Check::Allowed
+);
 model_test!(lockfree_least_conn, lockfree::LeastConn<V>, Check::Least);
 model_test!(locked_least_conn, locked::LeastConn<V>, Check::Least);
 model_test!(lockfree_hash, lockfree::IpHash<V>, Check::Allowed);

@@ -338,6 +338,6 @@ fn out_of_range_queries_answer_none() {
         assert_eq!(lb.active(2), None);
         let stats = lb.stats();
         assert_eq!(stats.len(), 2);
-        assert_eq!(*stats[1].backend(), 1);
+        assert_eq!(stats[1].backend, 1);
     }
 }

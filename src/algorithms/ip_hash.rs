@@ -235,7 +235,8 @@ impl Hashing {
     ) -> Result<(Backends<T>, Self), BuildError> {
         let backends = Backends::new(backends)?;
         let weights = Weights::unit(backends.len());
-        let hashing = Self::new(&backends, &weights, HashOptions::default())?;
+        let values = (0..backends.len()).filter_map(|i| backends.get(i));
+        let hashing = Self::new(values, &weights, HashOptions::default())?;
         Ok((backends, hashing))
     }
 
@@ -245,12 +246,13 @@ impl Hashing {
         options: HashOptions,
     ) -> Result<(Backends<T>, Self), BuildError> {
         let (backends, weights) = Backends::weighted(backends)?;
-        let hashing = Self::new(&backends, &weights, options)?;
+        let values = (0..backends.len()).filter_map(|i| backends.get(i));
+        let hashing = Self::new(values, &weights, options)?;
         Ok((backends, hashing))
     }
 
-    fn new<T: Hash>(
-        backends: &Backends<T>,
+    fn new<'v, T: Hash + 'v>(
+        values: impl Iterator<Item = &'v T>,
         weights: &Weights,
         options: HashOptions,
     ) -> Result<Self, BuildError> {
@@ -263,8 +265,7 @@ impl Hashing {
             });
         }
         let keys = key_words(&options.key);
-        let ids: Vec<u64> = backends
-            .values()
+        let ids: Vec<u64> = values
             .map(|value| {
                 let mut hasher = SipHasher13::new_with_keys(keys.0, keys.1);
                 hasher.write_u8(TAG_BACKEND);
@@ -324,7 +325,9 @@ impl Hashing {
         let client = self.client(ctx)?;
         let owner = self.table.owner(client);
         if backends.shared().regular() && ctx.skips_nothing() {
-            return Ok(backends.guard(owner));
+            if let Some(guard) = backends.guard(owner) {
+                return Ok(guard);
+            }
         }
         self.choose_available(ctx, backends, client, owner)
     }
@@ -345,7 +348,7 @@ impl Hashing {
         let now = backends.shared().now();
         let place = (client & 0xffff) * FULL / 0x1_0000;
         let admits = |index: usize| {
-            let entry = backends.entry(index);
+            let entry = backends.record(index);
             place < entry.ramp(entry.flags(), now)
         };
         if open_primary(backends, ctx, owner, now) && admits(owner) {
@@ -427,12 +430,13 @@ impl<T: Hash + Send + Sync> Assemble for IpHash<T> {
     type Options = HashOptions;
 
     fn assemble(
-        parts: Parts<T>,
+        parts: Parts<'_, T>,
         options: &HashOptions,
         _: Option<&Self>,
     ) -> Result<Self, BuildError> {
         let backends = Backends::from_entries(parts.entries)?;
-        let algorithm = Hashing::new(&backends, &parts.weights, options.clone())?;
+        let values = parts.entries.iter().map(|entry| &entry.value);
+        let algorithm = Hashing::new(values, &parts.weights, options.clone())?;
         Ok(Self(Balanced {
             backends,
             algorithm,
@@ -445,12 +449,13 @@ impl<T: Hash + Send + Sync> Assemble for LockedIpHash<T> {
     type Options = HashOptions;
 
     fn assemble(
-        parts: Parts<T>,
+        parts: Parts<'_, T>,
         options: &HashOptions,
         _: Option<&Self>,
     ) -> Result<Self, BuildError> {
         let backends = Backends::from_entries(parts.entries)?;
-        let state = Hashing::new(&backends, &parts.weights, options.clone())?;
+        let values = parts.entries.iter().map(|entry| &entry.value);
+        let state = Hashing::new(values, &parts.weights, options.clone())?;
         Ok(Self(Balanced::locked(backends, state)))
     }
 }

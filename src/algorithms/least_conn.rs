@@ -166,7 +166,7 @@ impl LeastConnState {
     fn from_backends<T>(weights: Weights, backends: &Backends<T>) -> Self {
         let mut state = Self::new(weights);
         let step = backends.shared().slow_steps();
-        for (i, entry) in backends.entries().iter().enumerate() {
+        for (i, entry) in backends.records().enumerate() {
             state.seen[i] = entry.health.lowered();
             let weight = state.weights.as_slice()[i];
             state.effective[i] = i64::from(entry.lazy_effective(step).min(weight));
@@ -216,7 +216,7 @@ impl LeastConnState {
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
         backends.shared().slow_step();
-        for (i, entry) in backends.entries().iter().enumerate() {
+        for (i, entry) in backends.records().enumerate() {
             let lowered = entry.health.lowered();
             let by = i64::try_from(lowered - self.seen[i]).unwrap_or(i64::MAX);
             self.effective[i] = self.effective[i].saturating_sub(by).max(0);
@@ -253,8 +253,8 @@ impl LeastConnState {
                 total += used;
                 if self.effective[i] < i64::from(w[i]) {
                     self.effective[i] += 1;
-                } else if backends.entry(i).flags() & flag::DEGRADED != 0 {
-                    backends.entry(i).tidy(flag::DEGRADED);
+                } else if backends.record(i).flags() & flag::DEGRADED != 0 {
+                    backends.record(i).tidy(flag::DEGRADED);
                 }
                 if self.current[i] > self.current[best] {
                     best = i;
@@ -274,7 +274,9 @@ impl Sequential for LeastConnState {
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
         if backends.shared().regular() && ctx.skips_nothing() {
-            return Ok(backends.guard(self.least(backends)));
+            if let Some(guard) = backends.guard(self.least(backends)) {
+                return Ok(guard);
+            }
         }
         self.least_available(ctx, backends)
     }
@@ -475,7 +477,7 @@ impl Scan {
                     if compare_ramped(load, ramped(i), least_load, least_weight).is_ne() {
                         continue;
                     }
-                    let entry = backends.entry(i);
+                    let entry = backends.record(i);
                     let effective = entry.lazy_effective(step).min(w[i]);
                     if effective == w[i] && entry.flags() & flag::DEGRADED != 0 {
                         entry.tidy(flag::DEGRADED);
@@ -505,7 +507,9 @@ impl Pick for Scan {
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
         if backends.shared().regular() && ctx.skips_nothing() {
             let index = self.next_index(|| backends.actives().map(capped));
-            return Ok(backends.guard(index));
+            if let Some(guard) = backends.guard(index) {
+                return Ok(guard);
+            }
         }
         self.pick_available(ctx, backends)
     }
@@ -515,7 +519,7 @@ impl<T: Send + Sync> Assemble for LeastConn<T> {
     type Value = T;
     type Options = ();
 
-    fn assemble(parts: Parts<T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
+    fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
         Ok(Self(Balanced {
             backends: Backends::from_entries(parts.entries)?,
             algorithm: Scan::new(parts.weights),
@@ -527,7 +531,7 @@ impl<T: Send + Sync> Assemble for LockedLeastConn<T> {
     type Value = T;
     type Options = ();
 
-    fn assemble(parts: Parts<T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
+    fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
         let backends = Backends::from_entries(parts.entries)?;
         let state = LeastConnState::from_backends(parts.weights, &backends);
         Ok(Self(Balanced::locked(backends, state)))

@@ -118,7 +118,9 @@ impl Pick for Cursor {
         // Relaxed: the cursor only spreads picks; nothing is published through it.
         let step = || self.0.fetch_add(1, Ordering::Relaxed) % backends.len();
         if backends.shared().regular() && ctx.skips_nothing() {
-            return Ok(backends.guard(step()));
+            if let Some(guard) = backends.guard(step()) {
+                return Ok(guard);
+            }
         }
         in_turn(backends, ctx, step)
     }
@@ -146,7 +148,9 @@ impl Sequential for RoundRobinState {
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
         if backends.shared().regular() && ctx.skips_nothing() {
-            return Ok(backends.guard(self.step()));
+            if let Some(guard) = backends.guard(self.step()) {
+                return Ok(guard);
+            }
         }
         in_turn(backends, ctx, || self.step())
     }
@@ -180,9 +184,9 @@ fn in_turn<T>(
             selection.panic()
         };
         let ramp = backends
-            .entry(index)
-            .ramp(backends.entry(index).flags(), now);
-        if ramp < FULL && !backends.entry(index).accept(ramp, FULL) {
+            .record(index)
+            .ramp(backends.record(index).flags(), now);
+        if ramp < FULL && !backends.record(index).accept(ramp, FULL) {
             first_met.get_or_insert((index, panic));
             continue;
         }
@@ -205,7 +209,7 @@ where
     type Value = T;
     type Options = ();
 
-    fn assemble(parts: Parts<T>, _: &(), previous: Option<&Self>) -> Result<Self, BuildError> {
+    fn assemble(parts: Parts<'_, T>, _: &(), previous: Option<&Self>) -> Result<Self, BuildError> {
         // Relaxed: read once to carry the position over; see `Cursor`.
         let start = previous.map_or(0, |previous| {
             previous.0.algorithm.0.load(Ordering::Relaxed) % previous.0.backends.len()
@@ -224,7 +228,7 @@ where
     type Value = T;
     type Options = ();
 
-    fn assemble(parts: Parts<T>, _: &(), previous: Option<&Self>) -> Result<Self, BuildError> {
+    fn assemble(parts: Parts<'_, T>, _: &(), previous: Option<&Self>) -> Result<Self, BuildError> {
         let backends = Backends::from_entries(parts.entries)?;
         let len = backends.len();
         let next = previous.map_or(0, |previous| previous.0.algorithm.lock().next) % len;

@@ -144,7 +144,7 @@ impl WeightedRoundRobinState {
     fn from_backends<T>(weights: &Weights, backends: &Backends<T>) -> Self {
         let mut state = Self::new(weights);
         let step = backends.shared().slow_steps();
-        for (i, entry) in backends.entries().iter().enumerate() {
+        for (i, entry) in backends.records().enumerate() {
             state.seen[i] = entry.health.lowered();
             state.effective[i] = i64::from(entry.lazy_effective(step).min(weights.as_slice()[i]));
         }
@@ -159,7 +159,7 @@ impl WeightedRoundRobinState {
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
         backends.shared().slow_step();
-        for (i, entry) in backends.entries().iter().enumerate() {
+        for (i, entry) in backends.records().enumerate() {
             let lowered = entry.health.lowered();
             let by = i64::try_from(lowered - self.seen[i]).unwrap_or(i64::MAX);
             self.effective[i] = self.effective[i].saturating_sub(by).max(0);
@@ -179,8 +179,8 @@ impl WeightedRoundRobinState {
             total += used;
             if self.effective[i] < i64::from(self.weights[i]) {
                 self.effective[i] += 1;
-            } else if backends.entry(i).flags() & crate::backends::flag::DEGRADED != 0 {
-                backends.entry(i).tidy(crate::backends::flag::DEGRADED);
+            } else if backends.record(i).flags() & crate::backends::flag::DEGRADED != 0 {
+                backends.record(i).tidy(crate::backends::flag::DEGRADED);
             }
             if best.is_none_or(|b| self.current[i] > self.current[b]) {
                 best = Some(i);
@@ -216,7 +216,9 @@ impl Sequential for WeightedRoundRobinState {
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
         if backends.shared().regular() && ctx.skips_nothing() {
-            return Ok(backends.guard(self.step()));
+            if let Some(guard) = backends.guard(self.step()) {
+                return Ok(guard);
+            }
         }
         self.step_available(ctx, backends)
     }
@@ -264,7 +266,7 @@ impl Smooth {
                 if !selection.eligible(i) {
                     continue;
                 }
-                let entry = backends.entry(i);
+                let entry = backends.record(i);
                 let effective = entry.lazy_effective(step).min(w[i]);
                 if effective == w[i] && entry.flags() & crate::backends::flag::DEGRADED != 0 {
                     entry.tidy(crate::backends::flag::DEGRADED);
@@ -293,7 +295,9 @@ impl Pick for Smooth {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
         if backends.shared().regular() && ctx.skips_nothing() {
-            return Ok(backends.guard(self.schedule.next_index()));
+            if let Some(guard) = backends.guard(self.schedule.next_index()) {
+                return Ok(guard);
+            }
         }
         self.pick_available(ctx, backends)
     }
@@ -303,7 +307,7 @@ impl<T: Send + Sync> Assemble for WeightedRoundRobin<T> {
     type Value = T;
     type Options = ();
 
-    fn assemble(parts: Parts<T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
+    fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
         Ok(Self(Balanced {
             backends: Backends::from_entries(parts.entries)?,
             algorithm: Smooth::new(&parts.weights),
@@ -315,7 +319,7 @@ impl<T: Send + Sync> Assemble for LockedWeightedRoundRobin<T> {
     type Value = T;
     type Options = ();
 
-    fn assemble(parts: Parts<T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
+    fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
         let backends = Backends::from_entries(parts.entries)?;
         let state = WeightedRoundRobinState::from_backends(&parts.weights, &backends);
         Ok(Self(Balanced::locked(backends, state)))
