@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 
 use super::weighted_round_robin::UNIT;
 use crate::availability::Selection;
-use crate::backends::{flag, Backends, Weights};
+use crate::backends::{flag, Backends, ScanActives, Weights};
 use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
 use crate::{BuildError, Context, Guard, PickError};
 
@@ -85,7 +85,7 @@ impl<T> LeastConn<T> {
     /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
     /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
     pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted(backends)?;
+        let (backends, weights) = Backends::weighted_dense(backends, DENSE_ABOVE)?;
         Ok(Self(Balanced {
             backends,
             algorithm: Scan::new(weights),
@@ -116,6 +116,12 @@ impl<T> LockedLeastConn<T> {
         )))
     }
 }
+
+/// Backends above which a static lock-free table keeps a dense copy of the
+/// counts. Measured with `cargo bench --bench pick`: at 4 backends the copy's
+/// two extra shared writes cost 40.6 against 33.7 ns a pick; at 64 both
+/// scans cost 113 ns; at 1,024 the copy saves 1.51 against 1.22 µs.
+const DENSE_ABOVE: usize = 64;
 
 /// Active count as compared: capped at `u32::MAX` so that a count times a
 /// weight always fits in `u64`.
@@ -174,15 +180,19 @@ impl LeastConnState {
         state
     }
 
-    /// The plain rule: every backend available at full weight.
-    fn least<T>(&mut self, backends: &Backends<T>) -> usize {
+    /// The plain rule: every backend available at full weight, given a way
+    /// to read every backend's load in order (read twice when some tie).
+    #[inline]
+    fn least<I: Iterator<Item = u64>>(&mut self, loads: impl Fn() -> I) -> usize {
         let w = self.weights.as_slice();
         // Pass 1: the first backend with the least load, and whether others tie.
-        let mut best = 0;
+        let mut pass_1 = loads();
+        let (mut best, mut best_load) = (0, pass_1.next().unwrap_or(0));
         let mut many = false;
-        for i in 1..w.len() {
-            match compare(load(backends, i), w[i], load(backends, best), w[best]) {
-                std::cmp::Ordering::Less => (best, many) = (i, false),
+        for (i, load) in pass_1.enumerate() {
+            let i = i + 1;
+            match compare(load, w[i], best_load, w[best]) {
+                std::cmp::Ordering::Less => (best, best_load, many) = (i, load, false),
                 std::cmp::Ordering::Equal => many = true,
                 std::cmp::Ordering::Greater => {}
             }
@@ -191,10 +201,10 @@ impl LeastConnState {
             return best;
         }
         // Pass 2: smooth weighted round-robin over the tied backends only.
-        let (first, first_load) = (best, load(backends, best));
+        let (first, first_load) = (best, best_load);
         let mut total = 0i64;
-        for i in first..w.len() {
-            if compare(load(backends, i), w[i], first_load, w[first]).is_ne() {
+        for (i, load) in loads().enumerate().skip(first) {
+            if compare(load, w[i], first_load, w[first]).is_ne() {
                 continue;
             }
             // Current weights stay within a few totals of zero: no overflow.
@@ -274,7 +284,7 @@ impl Sequential for LeastConnState {
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
         if backends.shared().regular() && ctx.skips_nothing() {
-            if let Some(guard) = backends.guard(self.least(backends)) {
+            if let Some(guard) = backends.guard(backends.scan_actives(SequentialLeast(self))) {
                 return Ok(guard);
             }
         }
@@ -502,11 +512,31 @@ impl Scan {
     }
 }
 
+/// `LeastConnState::least` over whichever way the table reads its counts.
+struct SequentialLeast<'a>(&'a mut LeastConnState);
+
+impl ScanActives<usize> for SequentialLeast<'_> {
+    #[inline]
+    fn scan<I: Iterator<Item = usize>>(self, actives: impl Fn() -> I) -> usize {
+        self.0.least(|| actives().map(capped))
+    }
+}
+
+/// `Scan::next_index` over whichever way the table reads its counts.
+struct NextIndex<'a>(&'a Scan);
+
+impl ScanActives<usize> for NextIndex<'_> {
+    #[inline]
+    fn scan<I: Iterator<Item = usize>>(self, actives: impl Fn() -> I) -> usize {
+        self.0.next_index(|| actives().map(capped))
+    }
+}
+
 impl Pick for Scan {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
         if backends.shared().regular() && ctx.skips_nothing() {
-            let index = self.next_index(|| backends.actives().map(capped));
+            let index = backends.scan_actives(NextIndex(self));
             if let Some(guard) = backends.guard(index) {
                 return Ok(guard);
             }

@@ -119,6 +119,8 @@ pub(crate) const UNIT: i64 = FULL as i64;
 #[derive(Clone, Debug)]
 pub(crate) struct WeightedRoundRobinState {
     weights: Box<[u32]>,
+    /// `weights` in units of `UNIT`, computed once rather than every pick.
+    scaled: Box<[i64]>,
     current: Box<[i64]>,
     total: i64,
     /// nginx's `effective_weight`: lowered by failures, restored one unit a
@@ -133,6 +135,7 @@ impl WeightedRoundRobinState {
         let len = weights.as_slice().len();
         Self {
             weights: weights.as_slice().into(),
+            scaled: weights.as_slice().iter().map(|&w| i64::from(w) * UNIT).collect(),
             current: vec![0; len].into_boxed_slice(),
             total: i64::from(weights.total()) * UNIT,
             effective: weights.as_slice().iter().map(|&w| i64::from(w)).collect(),
@@ -197,8 +200,8 @@ impl WeightedRoundRobinState {
     pub(crate) fn step(&mut self) -> usize {
         let mut best = 0;
         let mut best_weight = i64::MIN;
-        for (i, (current, &weight)) in self.current.iter_mut().zip(&self.weights[..]).enumerate() {
-            *current += i64::from(weight) * UNIT;
+        for (i, (current, &weight)) in self.current.iter_mut().zip(&self.scaled[..]).enumerate() {
+            *current += weight;
             if *current > best_weight {
                 best = i;
                 best_weight = *current;
