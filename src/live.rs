@@ -92,7 +92,9 @@ pub enum AdminState {
 /// `B` is any balancer type of this crate, lock-free or mutex-backed; it
 /// decides the algorithm. What each algorithm does across an update:
 ///
-/// - round-robin carries its cursor on, so the rotation continues;
+/// - round-robin continues from the index it would have picked next (modulo
+///   the new number of backends), so the rotation goes on rather than
+///   restarting at 0;
 /// - smooth weighted round-robin restarts at step 0 of the new set's exact
 ///   sequence (nginx does the same on reload), and stays exact from there;
 /// - least-connections keeps every count, so it sees the load as it is;
