@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use loadbalance::{Balancer, Context};
+use loadbalance::{lockfree, Backend, Balancer, BuildError, Context, Live};
 use parking_lot::Mutex;
 use siphasher::sip::SipHasher13;
 
@@ -154,11 +154,94 @@ fn two_thread(c: &mut Criterion) {
     }
 }
 
+/// The lock-free balancers three ways over the same backends: static, live
+/// (one snapshot load more), and live with a `max_conns` limit on every
+/// backend, which sends each pick down the slow path that checks
+/// availability and takes a slot.
+fn live_balancers(n: usize) -> Result<Vec<(String, matrix::Boxed<usize>)>, BuildError> {
+    fn three<B>(
+        name: &str,
+        weighted: bool,
+        n: usize,
+        build: fn(Vec<(usize, u32)>) -> Result<B, BuildError>,
+    ) -> Result<Vec<(String, matrix::Boxed<usize>)>, BuildError>
+    where
+        B: loadbalance::Assemble<Value = usize> + Balancer<usize> + 'static,
+    {
+        let weights = if weighted {
+            matrix::weights(n)
+        } else {
+            vec![1; n]
+        };
+        let pairs: Vec<(usize, u32)> = (0..n).zip(weights).collect();
+        let backends = |limit: u32| {
+            pairs
+                .iter()
+                .map(move |&(id, weight)| Backend::new(id).weight(weight).max_conns(limit))
+        };
+        Ok(vec![
+            (format!("{name}/static"), Box::new(build(pairs.clone())?)),
+            (format!("{name}/live"), Box::new(Live::<B>::new(backends(0))?)),
+            (
+                format!("{name}/live_max_conns"),
+                Box::new(Live::<B>::new(backends(u32::MAX))?),
+            ),
+        ])
+    }
+    let mut all = three::<lockfree::RoundRobin<usize>>("round_robin", false, n, |b| {
+        lockfree::RoundRobin::new(b.into_iter().map(|(id, _)| id))
+    })?;
+    all.extend(three::<lockfree::WeightedRoundRobin<usize>>(
+        "weighted_round_robin",
+        true,
+        n,
+        lockfree::WeightedRoundRobin::new,
+    )?);
+    all.extend(three::<lockfree::LeastConn<usize>>("least_conn", false, n, |b| {
+        lockfree::LeastConn::new(b.into_iter().map(|(id, _)| id))
+    })?);
+    all.extend(three::<lockfree::LeastConn<usize>>(
+        "weighted_least_conn",
+        true,
+        n,
+        lockfree::LeastConn::weighted,
+    )?);
+    all.extend(three::<lockfree::IpHash<usize>>(
+        "ip_hash",
+        true,
+        n,
+        lockfree::IpHash::weighted,
+    )?);
+    Ok(all)
+}
+
+/// What a live set costs a pick: the same balancers static, live, and live
+/// on the slow path, beside the same `fetch_add` baseline.
+fn live(c: &mut Criterion) {
+    for n in [4, 1024] {
+        let mut group = c.benchmark_group(format!("live/n={n}"));
+        group.throughput(Throughput::Elements(1));
+        let counter = AtomicUsize::new(0);
+        group.bench_function("baseline/fetch_add", |b| {
+            b.iter(|| black_box(counter.fetch_add(1, Ordering::Relaxed)))
+        });
+        let balancers = live_balancers(n).expect("benchmark backends are valid");
+        for (name, lb) in balancers {
+            let hashing = name.starts_with("ip_hash");
+            let mut client = 0u32;
+            group.bench_function(BenchmarkId::from_parameter(&name), |b| {
+                b.iter(|| black_box(pick_once(&*lb, hashing, &mut client)))
+            });
+        }
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = baselines, single_thread, two_thread
+    targets = baselines, single_thread, two_thread, live
 }
 criterion_main!(benches);
