@@ -181,7 +181,10 @@ fn live_balancers(n: usize) -> Result<Vec<(String, matrix::Boxed<usize>)>, Build
         };
         Ok(vec![
             (format!("{name}/static"), Box::new(build(pairs.clone())?)),
-            (format!("{name}/live"), Box::new(Live::<B>::new(backends(0))?)),
+            (
+                format!("{name}/live"),
+                Box::new(Live::<B>::new(backends(0))?),
+            ),
             (
                 format!("{name}/live_max_conns"),
                 Box::new(Live::<B>::new(backends(u32::MAX))?),
@@ -197,9 +200,12 @@ fn live_balancers(n: usize) -> Result<Vec<(String, matrix::Boxed<usize>)>, Build
         n,
         lockfree::WeightedRoundRobin::new,
     )?);
-    all.extend(three::<lockfree::LeastConn<usize>>("least_conn", false, n, |b| {
-        lockfree::LeastConn::new(b.into_iter().map(|(id, _)| id))
-    })?);
+    all.extend(three::<lockfree::LeastConn<usize>>(
+        "least_conn",
+        false,
+        n,
+        |b| lockfree::LeastConn::new(b.into_iter().map(|(id, _)| id)),
+    )?);
     all.extend(three::<lockfree::LeastConn<usize>>(
         "weighted_least_conn",
         true,

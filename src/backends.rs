@@ -5,9 +5,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use crate::guard::Holds;
 use crate::health::Health;
 use crate::shared::Shared;
-use crate::guard::Holds;
 use crate::{BuildError, Guard};
 
 /// The most backends one balancer holds. Schedules and hash tables store
@@ -284,8 +284,8 @@ impl<T> Backends<T> {
         check_len(values.len())?;
         let weights = Weights::new(weights)?;
         let shared = Shared::standard();
-        let dense: Option<DenseCounts> =
-            (values.len() > dense_above).then(|| values.iter().map(|_| AtomicU32::new(0)).collect());
+        let dense: Option<DenseCounts> = (values.len() > dense_above)
+            .then(|| values.iter().map(|_| AtomicU32::new(0)).collect());
         let owned: Box<[Arc<Entry<T>>]> = values
             .into_iter()
             .zip(weights.as_slice())
@@ -391,7 +391,11 @@ impl<T> Backends<T> {
     pub(crate) fn scan_actives<R>(&self, scan: impl ScanActives<R>) -> R {
         if let Some(counts) = &self.dense {
             // Relaxed: see `Entry::release_dense`.
-            return scan.scan(|| counts.iter().map(|count| count.load(Ordering::Relaxed) as usize));
+            return scan.scan(|| {
+                counts
+                    .iter()
+                    .map(|count| count.load(Ordering::Relaxed) as usize)
+            });
         }
         match &self.owned {
             // The table's own reference is the one that is not a guard.

@@ -48,8 +48,8 @@ pub struct BackendStats<T> {
     pub max_conns: Option<u32>,
     /// The configured weight.
     pub weight: u32,
-    /// The weight picks use now: lowered by recent failures and scaled by
-    /// slow start (the lock-free forms' value; the mutex-backed forms keep
+    /// The weight picks use now: 0 while down, draining or ejected, else
+    /// lowered by recent failures and scaled by slow start (the lock-free forms' value; the mutex-backed forms keep
     /// nginx's exact one inside their state machine).
     pub effective_weight: u32,
     /// Mean reported latency (exponentially weighted, 1/8 for the newest).
@@ -85,7 +85,10 @@ impl<T: Clone> Backends<T> {
                 } else {
                     BackendState::Up
                 };
-                let effective = u64::from(record.lazy_effective(step)) * ramp / FULL;
+                let effective = match state {
+                    BackendState::Down | BackendState::Draining | BackendState::Ejected => 0,
+                    _ => u64::from(record.lazy_effective(step)) * ramp / FULL,
+                };
                 Some(BackendStats {
                     backend,
                     index,

@@ -135,7 +135,11 @@ impl WeightedRoundRobinState {
         let len = weights.as_slice().len();
         Self {
             weights: weights.as_slice().into(),
-            scaled: weights.as_slice().iter().map(|&w| i64::from(w) * UNIT).collect(),
+            scaled: weights
+                .as_slice()
+                .iter()
+                .map(|&w| i64::from(w) * UNIT)
+                .collect(),
             current: vec![0; len].into_boxed_slice(),
             total: i64::from(weights.total()) * UNIT,
             effective: weights.as_slice().iter().map(|&w| i64::from(w)).collect(),
