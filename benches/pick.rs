@@ -154,17 +154,23 @@ fn two_thread(c: &mut Criterion) {
     }
 }
 
+/// Balancers by name.
+type Named = Vec<(String, matrix::Boxed<usize>)>;
+
+/// Builds a static balancer over `(backend, weight)` pairs.
+type BuildStatic<B> = fn(Vec<(usize, u32)>) -> Result<B, BuildError>;
+
 /// The lock-free balancers three ways over the same backends: static, live
 /// (one snapshot load more), and live with a `max_conns` limit on every
 /// backend, which sends each pick down the slow path that checks
 /// availability and takes a slot.
-fn live_balancers(n: usize) -> Result<Vec<(String, matrix::Boxed<usize>)>, BuildError> {
+fn live_balancers(n: usize) -> Result<Named, BuildError> {
     fn three<B>(
         name: &str,
         weighted: bool,
         n: usize,
-        build: fn(Vec<(usize, u32)>) -> Result<B, BuildError>,
-    ) -> Result<Vec<(String, matrix::Boxed<usize>)>, BuildError>
+        build: BuildStatic<B>,
+    ) -> Result<Named, BuildError>
     where
         B: loadbalance::Assemble<Value = usize> + Balancer<usize> + 'static,
     {
