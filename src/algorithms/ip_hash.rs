@@ -324,8 +324,10 @@ impl Hashing {
     fn choose<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
         let client = self.client(ctx)?;
         let owner = self.table.owner(client);
-        if backends.shared().regular() && ctx.skips_nothing() {
-            if let Some(guard) = backends.guard(owner) {
+        // The owner, if open, is also what `choose_available` picks: the
+        // plain path is exact with backups and limits too.
+        if backends.shared().plain_choice() && ctx.skips_nothing() {
+            if let Some(guard) = backends.plain_guard(owner) {
                 return Ok(guard);
             }
         }

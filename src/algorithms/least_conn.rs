@@ -284,7 +284,8 @@ impl Sequential for LeastConnState {
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
         if backends.shared().regular() && ctx.skips_nothing() {
-            if let Some(guard) = backends.guard(backends.scan_actives(SequentialLeast(self))) {
+            if let Some(guard) = backends.plain_guard(backends.scan_actives(SequentialLeast(self)))
+            {
                 return Ok(guard);
             }
         }
@@ -535,9 +536,11 @@ impl ScanActives<usize> for NextIndex<'_> {
 impl Pick for Scan {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        if backends.shared().regular() && ctx.skips_nothing() {
+        // The least loaded of all, if it is open, is also the least loaded
+        // of the backends that can take the pick.
+        if backends.shared().plain_choice() && ctx.skips_nothing() {
             let index = backends.scan_actives(NextIndex(self));
-            if let Some(guard) = backends.guard(index) {
+            if let Some(guard) = backends.plain_guard(index) {
                 return Ok(guard);
             }
         }
