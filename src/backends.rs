@@ -7,16 +7,14 @@ use std::sync::{Arc, Weak};
 
 use crate::guard::Holds;
 use crate::health::Health;
-use crate::shared::{Class, Shared};
+use crate::shared::Shared;
 use crate::{BuildError, Guard};
 
 /// The most backends one balancer holds. Schedules and hash tables store
 /// indices as `u16`, which keeps them small enough to stay in cache.
 pub const MAX_BACKENDS: usize = 1 << 16;
 
-/// Flag bits of a record. A flag outside `CHECKED` sends every pick down
-/// the slow path; a `CHECKED` flag is checked on the backend a plain pick
-/// chose, and sends only that pick down the slow path if it must.
+/// Flag bits of a record. Any flag set sends picks to the slow path.
 pub(crate) mod flag {
     /// Marked down by the operator: no new picks.
     pub(crate) const DOWN: u32 = 1;
@@ -32,10 +30,6 @@ pub(crate) mod flag {
     pub(crate) const DEGRADED: u32 = 1 << 5;
     /// In slow start.
     pub(crate) const RAMPING: u32 = 1 << 6;
-    /// Flags a plain pick checks on its chosen backend alone: a backup
-    /// sends the pick down the slow path (which takes backups only while no
-    /// primary can take it); a limit is met by taking a slot, unless full.
-    pub(crate) const CHECKED: u32 = BACKUP | CAPPED;
 }
 
 /// Source of record ids: unique for the life of the process.
@@ -180,22 +174,18 @@ impl Record {
     }
 
     /// Sets (`on`) or clears the bits of `mask`, keeping the balancer's
-    /// counts of flagged backends right.
+    /// count of flagged backends right.
     pub(crate) fn set_flags(&self, mask: u32, on: bool) {
-        // Relaxed: see `flags`. Each change of a class from no flags to
-        // some (or back) is seen by exactly one of these RMWs, so the
-        // counts stay exact.
+        // Relaxed: see `flags`. Each change from no flags to some (or back)
+        // is seen by exactly one of these RMWs, so the count stays exact.
         let before = if on {
             self.flags.fetch_or(mask, Ordering::Relaxed)
         } else {
             self.flags.fetch_and(!mask, Ordering::Relaxed)
         };
         let after = if on { before | mask } else { before & !mask };
-        for class in [Class::Irregular, Class::Checked] {
-            let (was, is) = (class.of(before), class.of(after));
-            if was != is {
-                self.shared.flagged_changed(class, is);
-            }
+        if (before == 0) != (after == 0) {
+            self.shared.irregular_changed(after != 0);
         }
     }
 
@@ -243,11 +233,8 @@ impl Record {
 
 impl Drop for Record {
     fn drop(&mut self) {
-        let flags = *self.flags.get_mut();
-        for class in [Class::Irregular, Class::Checked] {
-            if class.of(flags) {
-                self.shared.flagged_changed(class, false);
-            }
+        if *self.flags.get_mut() != 0 {
+            self.shared.irregular_changed(false);
         }
     }
 }
@@ -359,36 +346,6 @@ impl<T> Backends<T> {
     #[inline]
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
-    }
-
-    /// A plain pick's guard for backend `index`: as `guard`, after the
-    /// checks of `flag::CHECKED` flags. `None` sends the pick down the
-    /// slow path: the backend is a backup, is full, or is gone.
-    #[inline]
-    pub(crate) fn plain_guard(&self, index: usize) -> Option<Guard<T>> {
-        if self.records[index].flags() & flag::CHECKED != 0 {
-            return self.checked_guard(index);
-        }
-        self.guard(index)
-    }
-
-    #[cold]
-    fn checked_guard(&self, index: usize) -> Option<Guard<T>> {
-        let record = &self.records[index];
-        if record.flags() & flag::BACKUP != 0 {
-            return None;
-        }
-        let Some(limit) = record.max_conns() else {
-            return self.guard(index);
-        };
-        if !record.try_take_slot(limit) {
-            return None;
-        }
-        let guard = self.slot_guard(index);
-        if guard.is_none() {
-            record.free_slot();
-        }
-        guard
     }
 
     /// Counts a pick of backend `index` and returns its guard; `None` only

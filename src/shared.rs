@@ -5,7 +5,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::backends::flag;
 use crate::clock::{self, Clock, SystemClock};
 use crate::HealthPolicy;
 
@@ -13,14 +12,10 @@ use crate::HealthPolicy;
 pub(crate) struct Shared {
     clock: Arc<dyn Clock>,
     pub(crate) policy: HealthPolicy,
-    /// Backends with a flag that changes the choice (down, draining,
-    /// ejected, degraded, ramping). While it is 0 and a pick carries no
-    /// tried set, the lock-free forms (and the stateless locked ones) take
-    /// their plain path: no clock read, one flag read on the chosen backend.
+    /// Backends with any flag set (down, draining, backup, capped, ejected,
+    /// degraded, ramping). While it is 0 and a pick carries no tried set,
+    /// every algorithm takes its plain path: no clock read, no flag read.
     irregular: AtomicUsize,
-    /// Backends with a `flag::CHECKED` flag (backup, `max_conns`), which a
-    /// plain pick checks on the backend it chose.
-    checked: AtomicUsize,
     /// Picks taken on the slow path by lock-free forms: the step counter
     /// that restores lowered effective weights, one unit a pick, as nginx.
     slow_picks: AtomicU64,
@@ -32,7 +27,6 @@ impl Shared {
             clock,
             policy,
             irregular: AtomicUsize::new(0),
-            checked: AtomicUsize::new(0),
             slow_picks: AtomicU64::new(0),
         })
     }
@@ -47,12 +41,9 @@ impl Shared {
         clock::nanos(&*self.clock)
     }
 
-    /// Whether a plain choice stands, given the checks of
-    /// [`Backends::plain_guard`](crate::backends::Backends::plain_guard) on
-    /// the chosen backend: nothing is down, draining, ejected, degraded or
-    /// ramping.
+    /// Whether every backend is plainly available at full weight.
     #[inline]
-    pub(crate) fn plain_choice(&self) -> bool {
+    pub(crate) fn regular(&self) -> bool {
         // Relaxed: a pick that must see a flag set by a call that returned
         // before it started is ordered after that call by whatever told it
         // the call returned; coherence then shows it this count or a later
@@ -60,27 +51,13 @@ impl Shared {
         self.irregular.load(Ordering::Relaxed) == 0
     }
 
-    /// Whether every backend is plainly available at full weight, with no
-    /// backup and no limit: what the mutex-backed algorithms whose state
-    /// every backend's step changes need for their plain path to be
-    /// nginx's exactly.
-    #[inline]
-    pub(crate) fn regular(&self) -> bool {
-        // Relaxed: see `plain_choice`.
-        self.irregular.load(Ordering::Relaxed) == 0 && self.checked.load(Ordering::Relaxed) == 0
-    }
-
-    /// A backend's flags of `class` went from none to some or back.
-    pub(crate) fn flagged_changed(&self, class: Class, flagged: bool) {
-        let count = match class {
-            Class::Irregular => &self.irregular,
-            Class::Checked => &self.checked,
-        };
-        // Relaxed: see `plain_choice`.
-        if flagged {
-            count.fetch_add(1, Ordering::Relaxed);
+    /// A backend's flags went from none to some (`+1`) or back (`-1`).
+    pub(crate) fn irregular_changed(&self, became_irregular: bool) {
+        // Relaxed: see `regular`.
+        if became_irregular {
+            self.irregular.fetch_add(1, Ordering::Relaxed);
         } else {
-            count.fetch_sub(1, Ordering::Relaxed);
+            self.irregular.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -94,26 +71,6 @@ impl Shared {
     pub(crate) fn slow_steps(&self) -> u64 {
         // Relaxed: see `slow_step`.
         self.slow_picks.load(Ordering::Relaxed)
-    }
-}
-
-/// The two kinds of flags `Shared` counts backends by.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Class {
-    /// Flags outside `flag::CHECKED`.
-    Irregular,
-    /// `flag::CHECKED` flags.
-    Checked,
-}
-
-impl Class {
-    /// Whether `flags` has a flag of this class.
-    pub(crate) fn of(self, flags: u32) -> bool {
-        let mask = match self {
-            Self::Irregular => !flag::CHECKED,
-            Self::Checked => flag::CHECKED,
-        };
-        flags & mask != 0
     }
 }
 

@@ -324,10 +324,8 @@ impl Hashing {
     fn choose<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
         let client = self.client(ctx)?;
         let owner = self.table.owner(client);
-        // The owner, if open, is also what `choose_available` picks: the
-        // plain path is exact with backups and limits too.
-        if backends.shared().plain_choice() && ctx.skips_nothing() {
-            if let Some(guard) = backends.plain_guard(owner) {
+        if backends.shared().regular() && ctx.skips_nothing() {
+            if let Some(guard) = backends.guard(owner) {
                 return Ok(guard);
             }
         }

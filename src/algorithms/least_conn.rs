@@ -284,8 +284,7 @@ impl Sequential for LeastConnState {
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
         if backends.shared().regular() && ctx.skips_nothing() {
-            if let Some(guard) = backends.plain_guard(backends.scan_actives(SequentialLeast(self)))
-            {
+            if let Some(guard) = backends.guard(backends.scan_actives(SequentialLeast(self))) {
                 return Ok(guard);
             }
         }
@@ -536,11 +535,9 @@ impl ScanActives<usize> for NextIndex<'_> {
 impl Pick for Scan {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        // The least loaded of all, if it is open, is also the least loaded
-        // of the backends that can take the pick.
-        if backends.shared().plain_choice() && ctx.skips_nothing() {
+        if backends.shared().regular() && ctx.skips_nothing() {
             let index = backends.scan_actives(NextIndex(self));
-            if let Some(guard) = backends.plain_guard(index) {
+            if let Some(guard) = backends.guard(index) {
                 return Ok(guard);
             }
         }

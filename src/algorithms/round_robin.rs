@@ -117,14 +117,9 @@ impl Pick for Cursor {
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
         // Relaxed: the cursor only spreads picks; nothing is published through it.
         let step = || self.0.fetch_add(1, Ordering::Relaxed) % backends.len();
-        if backends.shared().plain_choice() && ctx.skips_nothing() {
-            let index = step();
-            match backends.plain_guard(index) {
-                Some(guard) => return Ok(guard),
-                // A backup, a full backend or a gone one: `in_turn` weighs
-                // this same turn again with the whole picture, so the
-                // sequence is the one it would have made from the start.
-                None => return in_turn(backends, ctx, again(index, step)),
+        if backends.shared().regular() && ctx.skips_nothing() {
+            if let Some(guard) = backends.guard(step()) {
+                return Ok(guard);
             }
         }
         in_turn(backends, ctx, step)
@@ -152,22 +147,13 @@ impl Sequential for RoundRobinState {
         ctx: &Context<'_>,
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
-        if backends.shared().plain_choice() && ctx.skips_nothing() {
-            let index = self.step();
-            match backends.plain_guard(index) {
-                Some(guard) => return Ok(guard),
-                // As in the lock-free form.
-                None => return in_turn(backends, ctx, again(index, || self.step())),
+        if backends.shared().regular() && ctx.skips_nothing() {
+            if let Some(guard) = backends.guard(self.step()) {
+                return Ok(guard);
             }
         }
         in_turn(backends, ctx, || self.step())
     }
-}
-
-/// Steps that start with `index` again, then go on with `step`.
-fn again(index: usize, mut step: impl FnMut() -> usize) -> impl FnMut() -> usize {
-    let mut first = Some(index);
-    move || first.take().unwrap_or_else(&mut step)
 }
 
 /// Round-robin while some backends are out: steps on past the backends that

@@ -223,7 +223,7 @@ impl Sequential for WeightedRoundRobinState {
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
         if backends.shared().regular() && ctx.skips_nothing() {
-            if let Some(guard) = backends.plain_guard(self.step()) {
+            if let Some(guard) = backends.guard(self.step()) {
                 return Ok(guard);
             }
         }
@@ -301,12 +301,8 @@ impl Smooth {
 impl Pick for Smooth {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        // With backups or limits, a step of the schedule that lands on one
-        // that cannot take it goes down the slow path; the schedule runs on.
-        // The shares stay the available backends' weights, though the
-        // order is no longer nginx's exact one while a backend is full.
-        if backends.shared().plain_choice() && ctx.skips_nothing() {
-            if let Some(guard) = backends.plain_guard(self.schedule.next_index()) {
+        if backends.shared().regular() && ctx.skips_nothing() {
+            if let Some(guard) = backends.guard(self.schedule.next_index()) {
                 return Ok(guard);
             }
         }
