@@ -385,8 +385,11 @@ where
 
 macro_rules! model_test {
     ($name:ident, $form:ty, $check:expr) => {
+        model_test!($name, $form, $check, 128);
+    };
+    ($name:ident, $form:ty, $check:expr, $cases:expr) => {
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(128))]
+            #![proptest_config(ProptestConfig::with_cases($cases))]
             #[test]
             fn $name(ops in prop::collection::vec(op(), 1..80), panic in any::<bool>()) {
                 run::<$form>(&ops, panic, $check)?;
@@ -395,8 +398,20 @@ macro_rules! model_test {
     };
 }
 
-model_test!(lockfree_round_robin, lockfree::RoundRobin<V>, Check::Exact);
-model_test!(locked_round_robin, locked::RoundRobin<V>, Check::Exact);
+// Round-robin's model is exact and cheap to run: more cases find the rare
+// orders (a turn landing on a backup or full backend while others are open).
+model_test!(
+    lockfree_round_robin,
+    lockfree::RoundRobin<V>,
+    Check::Exact,
+    2048
+);
+model_test!(
+    locked_round_robin,
+    locked::RoundRobin<V>,
+    Check::Exact,
+    2048
+);
 model_test!(
     lockfree_weighted_round_robin,
     lockfree::WeightedRoundRobin<V>,
