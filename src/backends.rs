@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use crate::guard::Holds;
 use crate::health::Health;
 use crate::shared::Shared;
-use crate::{BuildError, Guard};
+use crate::{BuildError, Context, Guard};
 
 /// The most backends one balancer holds. Schedules and hash tables store
 /// indices as `u16`, which keeps them small enough to stay in cache.
@@ -346,6 +346,22 @@ impl<T> Backends<T> {
     #[inline]
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    /// The plain path every algorithm tries first: while no backend has a
+    /// flag and the pick skips nothing, the guard of the backend `choose`
+    /// names. `None` sends the pick down the algorithm's slow path.
+    #[inline]
+    pub(crate) fn plain_pick(
+        &self,
+        ctx: &Context<'_>,
+        choose: impl FnOnce() -> usize,
+    ) -> Option<Guard<T>> {
+        if self.shared.regular() && ctx.skips_nothing() {
+            self.guard(choose())
+        } else {
+            None
+        }
     }
 
     /// Counts a pick of backend `index` and returns its guard; `None` only

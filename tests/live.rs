@@ -11,25 +11,15 @@ use loadbalance::{
     HealthPolicy, Live, ManualClock, Outcome, PickError, Tried, WhenAllEjected,
 };
 
+#[macro_use]
+#[path = "common/live_forms.rs"]
+mod live_forms;
+
 type V = &'static str;
 
 /// A balancer type a live balancer can run.
 trait Algo: Assemble<Value = V, Options: Default> + Balancer<V> + 'static {}
 impl<B: Assemble<Value = V> + Balancer<V> + 'static> Algo for B {}
-
-/// Runs `$check::<B>(name)` for every balancer type.
-macro_rules! for_every_form {
-    ($check:ident) => {
-        $check::<lockfree::RoundRobin<V>>("lockfree round-robin");
-        $check::<locked::RoundRobin<V>>("locked round-robin");
-        $check::<lockfree::WeightedRoundRobin<V>>("lockfree weighted round-robin");
-        $check::<locked::WeightedRoundRobin<V>>("locked weighted round-robin");
-        $check::<lockfree::LeastConn<V>>("lockfree least-conn");
-        $check::<locked::LeastConn<V>>("locked least-conn");
-        $check::<lockfree::IpHash<V>>("lockfree hash");
-        $check::<locked::IpHash<V>>("locked hash");
-    };
-}
 
 const FAIL: Outcome = Outcome::Failure {
     latency: Duration::from_millis(5),

@@ -8,23 +8,14 @@ use loadbalance::{
     locked, lockfree, AdminState, Assemble, Backend, Balancer, Context, Guard, Live, PickError,
 };
 
+#[macro_use]
+#[path = "common/live_forms.rs"]
+mod live_forms;
+
 type V = u32;
 
 trait Algo: Assemble<Value = V> + Balancer<V> + 'static {}
 impl<B: Assemble<Value = V> + Balancer<V> + 'static> Algo for B {}
-
-macro_rules! for_every_form {
-    ($check:ident) => {
-        $check::<lockfree::RoundRobin<V>>("lockfree round-robin");
-        $check::<locked::RoundRobin<V>>("locked round-robin");
-        $check::<lockfree::WeightedRoundRobin<V>>("lockfree weighted round-robin");
-        $check::<locked::WeightedRoundRobin<V>>("locked weighted round-robin");
-        $check::<lockfree::LeastConn<V>>("lockfree least-conn");
-        $check::<locked::LeastConn<V>>("locked least-conn");
-        $check::<lockfree::IpHash<V>>("lockfree hash");
-        $check::<locked::IpHash<V>>("locked hash");
-    };
-}
 
 /// xorshift64*: a fixed-seed generator, so a failure replays.
 struct Rng(u64);

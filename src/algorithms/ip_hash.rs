@@ -324,10 +324,8 @@ impl Hashing {
     fn choose<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
         let client = self.client(ctx)?;
         let owner = self.table.owner(client);
-        if backends.shared().regular() && ctx.skips_nothing() {
-            if let Some(guard) = backends.guard(owner) {
-                return Ok(guard);
-            }
+        if let Some(guard) = backends.plain_pick(ctx, || owner) {
+            return Ok(guard);
         }
         self.choose_available(ctx, backends, client, owner)
     }
@@ -434,9 +432,7 @@ impl<T: Hash + Send + Sync> Assemble for IpHash<T> {
         options: &HashOptions,
         _: Option<&Self>,
     ) -> Result<Self, BuildError> {
-        let backends = Backends::from_entries(parts.entries)?;
-        let values = parts.entries.iter().map(|entry| &entry.value);
-        let algorithm = Hashing::new(values, &parts.weights, options.clone())?;
+        let (backends, algorithm) = assemble_parts(parts, options)?;
         Ok(Self(Balanced {
             backends,
             algorithm,
@@ -453,11 +449,20 @@ impl<T: Hash + Send + Sync> Assemble for LockedIpHash<T> {
         options: &HashOptions,
         _: Option<&Self>,
     ) -> Result<Self, BuildError> {
-        let backends = Backends::from_entries(parts.entries)?;
-        let values = parts.entries.iter().map(|entry| &entry.value);
-        let state = Hashing::new(values, &parts.weights, options.clone())?;
+        let (backends, state) = assemble_parts(parts, options)?;
         Ok(Self(Balanced::locked(backends, state)))
     }
+}
+
+/// A live snapshot's table and hashing state: both forms share them.
+fn assemble_parts<T: Hash>(
+    parts: Parts<'_, T>,
+    options: &HashOptions,
+) -> Result<(Backends<T>, Hashing), BuildError> {
+    let backends = Backends::from_entries(parts.entries)?;
+    let values = parts.entries.iter().map(|entry| &entry.value);
+    let hashing = Hashing::new(values, &parts.weights, options.clone())?;
+    Ok((backends, hashing))
 }
 
 #[cfg(test)]

@@ -24,9 +24,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::effective::{lazy_take, EffectiveWeights};
 use super::weighted_round_robin::UNIT;
 use crate::availability::Selection;
-use crate::backends::{flag, Backends, ScanActives, Weights};
+use crate::backends::{Backends, ScanActives, Weights};
 use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
 use crate::{BuildError, Context, Guard, PickError};
 
@@ -149,35 +150,28 @@ fn compare(a_i: u64, w_i: u32, a_j: u64, w_j: u32) -> std::cmp::Ordering {
 pub(crate) struct LeastConnState {
     weights: Weights,
     current: Box<[i64]>,
-    /// nginx's `effective_weight`, used by the tie-break: lowered by
-    /// failures, restored one unit each time the backend ties.
-    effective: Box<[i64]>,
-    /// Each backend's `Health::lowered` as last applied to `effective`.
-    seen: Box<[u64]>,
+    /// Used by the tie-break; restored one unit each time the backend ties.
+    effective: EffectiveWeights,
 }
 
 impl LeastConnState {
     fn new(weights: Weights) -> Self {
         let len = weights.as_slice().len();
-        let effective = weights.as_slice().iter().map(|&w| i64::from(w)).collect();
         Self {
+            effective: EffectiveWeights::new(&weights),
             weights,
             current: vec![0; len].into_boxed_slice(),
-            effective,
-            seen: vec![0; len].into_boxed_slice(),
         }
     }
 
     /// Starts from backends' health as it is (a live balancer's snapshot).
     fn from_backends<T>(weights: Weights, backends: &Backends<T>) -> Self {
-        let mut state = Self::new(weights);
-        let step = backends.shared().slow_steps();
-        for (i, entry) in backends.records().enumerate() {
-            state.seen[i] = entry.health.lowered();
-            let weight = state.weights.as_slice()[i];
-            state.effective[i] = i64::from(entry.lazy_effective(step).min(weight));
+        let len = weights.as_slice().len();
+        Self {
+            effective: EffectiveWeights::from_backends(&weights, backends),
+            weights,
+            current: vec![0; len].into_boxed_slice(),
         }
-        state
     }
 
     /// The plain rule: every backend available at full weight, given a way
@@ -226,12 +220,7 @@ impl LeastConnState {
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
         backends.shared().slow_step();
-        for (i, entry) in backends.records().enumerate() {
-            let lowered = entry.health.lowered();
-            let by = i64::try_from(lowered - self.seen[i]).unwrap_or(i64::MAX);
-            self.effective[i] = self.effective[i].saturating_sub(by).max(0);
-            self.seen[i] = lowered;
-        }
+        self.effective.catch_up(backends);
         let selection = Selection::new(backends, ctx)?;
         let w = self.weights.as_slice();
         let ramped = |i: usize| ramped(w[i], selection.ramp(i));
@@ -258,14 +247,9 @@ impl LeastConnState {
                 }
                 // Thousandths of a unit, as `ramped`; scaling all alike
                 // leaves nginx's sequence as is.
-                let used = self.effective[i] * selection.ramp(i) as i64;
+                let used = self.effective.take(i, w[i], selection.ramp(i), backends);
                 self.current[i] += used;
                 total += used;
-                if self.effective[i] < i64::from(w[i]) {
-                    self.effective[i] += 1;
-                } else if backends.record(i).flags() & flag::DEGRADED != 0 {
-                    backends.record(i).tidy(flag::DEGRADED);
-                }
                 if self.current[i] > self.current[best] {
                     best = i;
                 }
@@ -283,10 +267,10 @@ impl Sequential for LeastConnState {
         ctx: &Context<'_>,
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
-        if backends.shared().regular() && ctx.skips_nothing() {
-            if let Some(guard) = backends.guard(backends.scan_actives(SequentialLeast(self))) {
-                return Ok(guard);
-            }
+        if let Some(guard) =
+            backends.plain_pick(ctx, || backends.scan_actives(SequentialLeast(self)))
+        {
+            return Ok(guard);
         }
         self.least_available(ctx, backends)
     }
@@ -487,12 +471,7 @@ impl Scan {
                     if compare_ramped(load, ramped(i), least_load, least_weight).is_ne() {
                         continue;
                     }
-                    let entry = backends.record(i);
-                    let effective = entry.lazy_effective(step).min(w[i]);
-                    if effective == w[i] && entry.flags() & flag::DEGRADED != 0 {
-                        entry.tidy(flag::DEGRADED);
-                    }
-                    let used = (u64::from(effective) * selection.ramp(i)) as i64;
+                    let used = lazy_take(backends.record(i), w[i], step, selection.ramp(i));
                     let before = self.base[i].fetch_add(used, Ordering::Relaxed);
                     added += used;
                     let raised = before
@@ -535,11 +514,8 @@ impl ScanActives<usize> for NextIndex<'_> {
 impl Pick for Scan {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        if backends.shared().regular() && ctx.skips_nothing() {
-            let index = backends.scan_actives(NextIndex(self));
-            if let Some(guard) = backends.guard(index) {
-                return Ok(guard);
-            }
+        if let Some(guard) = backends.plain_pick(ctx, || backends.scan_actives(NextIndex(self))) {
+            return Ok(guard);
         }
         self.pick_available(ctx, backends)
     }

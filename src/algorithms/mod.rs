@@ -1,5 +1,6 @@
 //! One file an algorithm, each holding its lock-free and its sequential form.
 
+mod effective;
 pub(crate) mod ip_hash;
 pub(crate) mod least_conn;
 pub(crate) mod round_robin;

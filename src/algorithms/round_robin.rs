@@ -117,10 +117,8 @@ impl Pick for Cursor {
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
         // Relaxed: the cursor only spreads picks; nothing is published through it.
         let step = || self.0.fetch_add(1, Ordering::Relaxed) % backends.len();
-        if backends.shared().regular() && ctx.skips_nothing() {
-            if let Some(guard) = backends.guard(step()) {
-                return Ok(guard);
-            }
+        if let Some(guard) = backends.plain_pick(ctx, step) {
+            return Ok(guard);
         }
         in_turn(backends, ctx, step)
     }
@@ -147,10 +145,8 @@ impl Sequential for RoundRobinState {
         ctx: &Context<'_>,
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
-        if backends.shared().regular() && ctx.skips_nothing() {
-            if let Some(guard) = backends.guard(self.step()) {
-                return Ok(guard);
-            }
+        if let Some(guard) = backends.plain_pick(ctx, || self.step()) {
+            return Ok(guard);
         }
         in_turn(backends, ctx, || self.step())
     }

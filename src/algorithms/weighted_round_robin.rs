@@ -18,6 +18,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+use super::effective::{lazy_take, EffectiveWeights};
 use crate::availability::Selection;
 use crate::backends::{Backends, Weights};
 use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
@@ -123,11 +124,8 @@ pub(crate) struct WeightedRoundRobinState {
     scaled: Box<[i64]>,
     current: Box<[i64]>,
     total: i64,
-    /// nginx's `effective_weight`: lowered by failures, restored one unit a
-    /// pick.
-    effective: Box<[i64]>,
-    /// Each backend's `Health::lowered` as last applied to `effective`.
-    seen: Box<[u64]>,
+    /// Restored one unit each time the backend takes part in a pick.
+    effective: EffectiveWeights,
 }
 
 impl WeightedRoundRobinState {
@@ -142,20 +140,16 @@ impl WeightedRoundRobinState {
                 .collect(),
             current: vec![0; len].into_boxed_slice(),
             total: i64::from(weights.total()) * UNIT,
-            effective: weights.as_slice().iter().map(|&w| i64::from(w)).collect(),
-            seen: vec![0; len].into_boxed_slice(),
+            effective: EffectiveWeights::new(weights),
         }
     }
 
     /// Starts from backends' health as it is (a live balancer's snapshot).
     fn from_backends<T>(weights: &Weights, backends: &Backends<T>) -> Self {
-        let mut state = Self::new(weights);
-        let step = backends.shared().slow_steps();
-        for (i, entry) in backends.records().enumerate() {
-            state.seen[i] = entry.health.lowered();
-            state.effective[i] = i64::from(entry.lazy_effective(step).min(weights.as_slice()[i]));
+        Self {
+            effective: EffectiveWeights::from_backends(weights, backends),
+            ..Self::new(weights)
         }
-        state
     }
 
     /// nginx's `ngx_http_upstream_get_peer` over the backends that can take
@@ -166,12 +160,7 @@ impl WeightedRoundRobinState {
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
         backends.shared().slow_step();
-        for (i, entry) in backends.records().enumerate() {
-            let lowered = entry.health.lowered();
-            let by = i64::try_from(lowered - self.seen[i]).unwrap_or(i64::MAX);
-            self.effective[i] = self.effective[i].saturating_sub(by).max(0);
-            self.seen[i] = lowered;
-        }
+        self.effective.catch_up(backends);
         let selection = Selection::new(backends, ctx)?;
         let mut best: Option<usize> = None;
         let mut total = 0i64;
@@ -181,14 +170,11 @@ impl WeightedRoundRobinState {
             }
             // In thousandths of a weight unit, so slow start scales even
             // weight 1; scaling every weight alike leaves the sequence as is.
-            let used = self.effective[i] * selection.ramp(i) as i64;
+            let used = self
+                .effective
+                .take(i, self.weights[i], selection.ramp(i), backends);
             self.current[i] += used;
             total += used;
-            if self.effective[i] < i64::from(self.weights[i]) {
-                self.effective[i] += 1;
-            } else if backends.record(i).flags() & crate::backends::flag::DEGRADED != 0 {
-                backends.record(i).tidy(crate::backends::flag::DEGRADED);
-            }
             if best.is_none_or(|b| self.current[i] > self.current[b]) {
                 best = Some(i);
             }
@@ -222,10 +208,8 @@ impl Sequential for WeightedRoundRobinState {
         ctx: &Context<'_>,
         backends: &Backends<T>,
     ) -> Result<Guard<T>, PickError> {
-        if backends.shared().regular() && ctx.skips_nothing() {
-            if let Some(guard) = backends.guard(self.step()) {
-                return Ok(guard);
-            }
+        if let Some(guard) = backends.plain_pick(ctx, || self.step()) {
+            return Ok(guard);
         }
         self.step_available(ctx, backends)
     }
@@ -273,13 +257,8 @@ impl Smooth {
                 if !selection.eligible(i) {
                     continue;
                 }
-                let entry = backends.record(i);
-                let effective = entry.lazy_effective(step).min(w[i]);
-                if effective == w[i] && entry.flags() & crate::backends::flag::DEGRADED != 0 {
-                    entry.tidy(crate::backends::flag::DEGRADED);
-                }
                 // In thousandths of a unit, as in the sequential form.
-                let used = (u64::from(effective) * selection.ramp(i)) as i64;
+                let used = lazy_take(backends.record(i), w[i], step, selection.ramp(i));
                 // Relaxed: current weights only steer the choice.
                 let raised = current.fetch_add(used, Ordering::Relaxed) + used;
                 total += used;
@@ -301,10 +280,8 @@ impl Smooth {
 impl Pick for Smooth {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        if backends.shared().regular() && ctx.skips_nothing() {
-            if let Some(guard) = backends.guard(self.schedule.next_index()) {
-                return Ok(guard);
-            }
+        if let Some(guard) = backends.plain_pick(ctx, || self.schedule.next_index()) {
+            return Ok(guard);
         }
         self.pick_available(ctx, backends)
     }
