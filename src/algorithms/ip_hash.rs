@@ -336,6 +336,8 @@ impl Hashing {
     /// an unavailable backend move. A backend in slow start takes the
     /// clients whose place (`client & 0xffff`) falls within its progress,
     /// so its clients come back in a fixed order as it ramps.
+    // Out of line: see `Backends::plain_pick`.
+    #[inline(never)]
     fn choose_available<T>(
         &self,
         ctx: &Context<'_>,
@@ -414,6 +416,7 @@ impl Pick for Hashing {
 }
 
 impl Sequential for Hashing {
+    #[inline]
     fn next<T>(
         &mut self,
         ctx: &Context<'_>,

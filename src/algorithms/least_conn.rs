@@ -161,6 +161,8 @@ fn compare(a_i: u64, w_i: u32, a_j: u64, w_j: u32) -> std::cmp::Ordering {
 #[derive(Debug)]
 pub(crate) struct LeastConnState {
     weights: Weights,
+    /// All weights are 1: the plain rule compares counts without products.
+    unit: bool,
     current: Box<[i64]>,
     /// Used by the tie-break; restored one unit each time the backend ties.
     effective: EffectiveWeights,
@@ -171,6 +173,7 @@ impl LeastConnState {
         let len = weights.as_slice().len();
         Self {
             effective: EffectiveWeights::new(&weights),
+            unit: weights.as_slice().iter().all(|&w| w == 1),
             weights,
             current: vec![0; len].into_boxed_slice(),
         }
@@ -181,6 +184,7 @@ impl LeastConnState {
         let len = weights.as_slice().len();
         Self {
             effective: EffectiveWeights::from_backends(&weights, backends),
+            unit: weights.as_slice().iter().all(|&w| w == 1),
             weights,
             current: vec![0; len].into_boxed_slice(),
         }
@@ -190,34 +194,57 @@ impl LeastConnState {
     /// to read every backend's load in order (read twice when some tie).
     #[inline]
     fn least<I: Iterator<Item = u64>>(&mut self, loads: impl Fn() -> I) -> usize {
+        if self.unit {
+            self.least_with::<true, I>(loads)
+        } else {
+            self.least_with::<false, I>(loads)
+        }
+    }
+
+    /// `least`, compiled once for all weights 1 (`UNIT_WEIGHTS`: no weight
+    /// is read and no product taken) and once for any weights.
+    #[inline(always)]
+    fn least_with<const UNIT_WEIGHTS: bool, I: Iterator<Item = u64>>(
+        &mut self,
+        loads: impl Fn() -> I,
+    ) -> usize {
         let w = self.weights.as_slice();
-        // Pass 1: the first backend with the least load, and whether others tie.
+        let weight = |i: usize| if UNIT_WEIGHTS { 1 } else { u64::from(w[i]) };
+        // Pass 1: the first backend with the least load per weight, and
+        // whether others tie. The best so far stays in registers: re-read
+        // through its index, it put a load in the loop-carried chain.
         let mut pass_1 = loads();
-        let (mut best, mut best_load) = (0, pass_1.next().unwrap_or(0));
+        let (mut best, mut best_load, mut best_weight) = (0, pass_1.next().unwrap_or(0), weight(0));
         let mut many = false;
         for (i, load) in pass_1.enumerate() {
-            let i = i + 1;
-            match compare(load, w[i], best_load, w[best]) {
-                std::cmp::Ordering::Less => (best, best_load, many) = (i, load, false),
-                std::cmp::Ordering::Equal => many = true,
-                std::cmp::Ordering::Greater => {}
+            let (i, w_i) = (i + 1, weight(i + 1));
+            // `load / w_i` against `best_load / best_weight`, cross-multiplied.
+            let (this, least) = (load * best_weight, best_load * w_i);
+            if this < least {
+                (best, best_load, best_weight, many) = (i, load, w_i, false);
+            } else if this == least {
+                many = true;
             }
         }
         if !many {
             return best;
         }
         // Pass 2: smooth weighted round-robin over the tied backends only.
-        let (first, first_load) = (best, best_load);
+        let (first, first_load, first_weight) = (best, best_load, best_weight);
         let mut total = 0i64;
+        let mut best_current = i64::MIN;
+        let current = &mut self.current[..w.len()];
         for (i, load) in loads().enumerate().skip(first) {
-            if compare(load, w[i], first_load, w[first]).is_ne() {
+            let w_i = weight(i);
+            if load * first_weight != first_load * w_i {
                 continue;
             }
             // Current weights stay within a few totals of zero: no overflow.
-            self.current[i] += i64::from(w[i]) * UNIT;
-            total += i64::from(w[i]) * UNIT;
-            if self.current[i] > self.current[best] {
-                best = i;
+            let add = w_i as i64 * UNIT;
+            current[i] += add;
+            total += add;
+            if current[i] > best_current {
+                (best, best_current) = (i, current[i]);
             }
         }
         self.current[best] -= total;
@@ -226,6 +253,8 @@ impl LeastConnState {
 
     /// nginx's rule over the backends that can take the pick, comparing by
     /// slow-start-scaled weights and breaking ties by effective weights.
+    // Out of line: see `Backends::plain_pick`.
+    #[inline(never)]
     fn least_available<T>(
         &mut self,
         ctx: &Context<'_>,
@@ -274,6 +303,7 @@ impl LeastConnState {
 }
 
 impl Sequential for LeastConnState {
+    #[inline]
     fn next<T>(
         &mut self,
         ctx: &Context<'_>,
@@ -440,6 +470,8 @@ impl Scan {
     /// loads compared by slow-start-scaled weights, ties broken by
     /// effective weights (lowered by failures, restored one unit a slow
     /// pick) added to the current weights one by one.
+    // Out of line: see `Backends::plain_pick`.
+    #[inline(never)]
     fn pick_available<T>(
         &self,
         ctx: &Context<'_>,

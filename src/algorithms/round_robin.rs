@@ -132,6 +132,7 @@ pub(crate) struct RoundRobinState {
 }
 
 impl RoundRobinState {
+    #[inline]
     fn step(&mut self) -> usize {
         let index = self.next;
         self.next = if index + 1 == self.len { 0 } else { index + 1 };
@@ -140,6 +141,7 @@ impl RoundRobinState {
 }
 
 impl Sequential for RoundRobinState {
+    #[inline]
     fn next<T>(
         &mut self,
         ctx: &Context<'_>,
@@ -157,6 +159,8 @@ impl Sequential for RoundRobinState {
 /// ramp's share of the steps that land on it (see `Entry::accept`); when
 /// every available backend is ramping and two rounds pass without one
 /// accepting, the first available one met takes the pick.
+// Out of line: see `Backends::plain_pick`.
+#[inline(never)]
 fn in_turn<T>(
     backends: &Backends<T>,
     ctx: &Context<'_>,

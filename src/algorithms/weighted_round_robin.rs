@@ -154,6 +154,8 @@ impl WeightedRoundRobinState {
 
     /// nginx's `ngx_http_upstream_get_peer` over the backends that can take
     /// the pick, with effective weights (scaled by slow start).
+    // Out of line: see `Backends::plain_pick`.
+    #[inline(never)]
     fn step_available<T>(
         &mut self,
         ctx: &Context<'_>,
@@ -187,6 +189,7 @@ impl WeightedRoundRobinState {
 
     /// One pick. Current weights stay within `(-total, total]`, so `i64`
     /// never overflows.
+    #[inline]
     pub(crate) fn step(&mut self) -> usize {
         let mut best = 0;
         let mut best_weight = i64::MIN;
@@ -203,6 +206,7 @@ impl WeightedRoundRobinState {
 }
 
 impl Sequential for WeightedRoundRobinState {
+    #[inline]
     fn next<T>(
         &mut self,
         ctx: &Context<'_>,
@@ -241,6 +245,8 @@ impl Smooth {
     }
 
     /// nginx's loop over the available backends, on atomics: `O(n)` a pick.
+    // Out of line: see `Backends::plain_pick`.
+    #[inline(never)]
     fn pick_available<T>(
         &self,
         ctx: &Context<'_>,
