@@ -510,6 +510,12 @@ impl Weights {
         &self.per_backend
     }
 
+    /// Whether every weight is 1 (least-connections then compares counts
+    /// without products).
+    pub(crate) fn all_one(&self) -> bool {
+        self.per_backend.iter().all(|&w| w == 1)
+    }
+
     pub(crate) fn total(&self) -> u32 {
         self.total
     }

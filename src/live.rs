@@ -14,7 +14,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use crate::backends::{flag, Entry, Weights};
+use crate::backends::{flag, Entry, Record, Weights};
 use crate::balanced::{Assemble, Parts};
 use crate::clock::{Clock, SystemClock};
 use crate::shared::Shared;
@@ -363,9 +363,7 @@ where
         B::Value: Borrow<Q>,
         Q: PartialEq + ?Sized,
     {
-        let members = self.members.lock();
-        let record = &members.entries[position(&members, id)?].record;
-        match state {
+        self.with_record(id, |record| match state {
             AdminState::Up => {
                 if record.flags() & (flag::DOWN | flag::DRAINING) != 0 {
                     record.start_ramp(self.shared.now());
@@ -380,8 +378,7 @@ where
                 record.set_flags(flag::DRAINING, true);
                 record.set_flags(flag::DOWN, false);
             }
-        }
-        Ok(())
+        })
     }
 
     /// Sets the connection limit of the backend equal to `id` (0: none).
@@ -396,10 +393,9 @@ where
         B::Value: Borrow<Q>,
         Q: PartialEq + ?Sized,
     {
-        let members = self.members.lock();
-        let record = &members.entries[position(&members, id)?].record;
-        record.set_max_conns((max_conns > 0).then_some(max_conns));
-        Ok(())
+        self.with_record(id, |record| {
+            record.set_max_conns((max_conns > 0).then_some(max_conns));
+        })
     }
 
     /// Makes the backend equal to `id` a backup or a primary.
@@ -412,9 +408,18 @@ where
         B::Value: Borrow<Q>,
         Q: PartialEq + ?Sized,
     {
+        self.with_record(id, |record| record.set_flags(flag::BACKUP, backup))
+    }
+
+    /// Runs `change` on the record of the backend equal to `id`, under the
+    /// update lock: flags and limits need no new snapshot.
+    fn with_record<Q>(&self, id: &Q, change: impl FnOnce(&Record)) -> Result<(), UpdateError>
+    where
+        B::Value: Borrow<Q>,
+        Q: PartialEq + ?Sized,
+    {
         let members = self.members.lock();
-        let record = &members.entries[position(&members, id)?].record;
-        record.set_flags(flag::BACKUP, backup);
+        change(&members.entries[position(&members, id)?].record);
         Ok(())
     }
 

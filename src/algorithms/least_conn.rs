@@ -171,23 +171,20 @@ pub(crate) struct LeastConnState {
 
 impl LeastConnState {
     fn new(weights: Weights) -> Self {
-        let len = weights.as_slice().len();
         Self {
             effective: EffectiveWeights::new(&weights),
-            unit: weights.as_slice().iter().all(|&w| w == 1),
+            unit: weights.all_one(),
+            current: vec![0; weights.as_slice().len()].into_boxed_slice(),
             weights,
-            current: vec![0; len].into_boxed_slice(),
         }
     }
 
     /// Starts from backends' health as it is (a live balancer's snapshot).
     fn from_backends<T>(weights: Weights, backends: &Backends<T>) -> Self {
-        let len = weights.as_slice().len();
+        let effective = EffectiveWeights::from_backends(&weights, backends);
         Self {
-            effective: EffectiveWeights::from_backends(&weights, backends),
-            unit: weights.as_slice().iter().all(|&w| w == 1),
-            weights,
-            current: vec![0; len].into_boxed_slice(),
+            effective,
+            ..Self::new(weights)
         }
     }
 
@@ -357,7 +354,7 @@ impl Scan {
             .iter()
             .map(|_| AtomicI64::new(0))
             .collect();
-        let unit = weights.as_slice().iter().all(|&w| w == 1);
+        let unit = weights.all_one();
         Self {
             weights,
             unit,
