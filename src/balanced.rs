@@ -6,6 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::backends::{Backends, Entry, Weights};
+use crate::own_line::OwnLine;
 use crate::{BuildError, Context, Guard, PickError};
 
 /// A pick algorithm whose state is shared between threads by `&self`.
@@ -21,7 +22,11 @@ pub(crate) trait Sequential: Send {
         -> Result<Guard<T>, PickError>;
 }
 
-impl<S: Sequential> Pick for Mutex<S> {
+/// A mutex-backed algorithm: the lock word and the state it guards, on
+/// cache lines of their own (see [`OwnLine`]).
+pub(crate) type Locked<S> = OwnLine<Mutex<S>>;
+
+impl<S: Sequential> Pick for Locked<S> {
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
         // The guard is taken while the lock is held, so the next pick already
         // sees this connection: two picks never see the same minimum.
@@ -46,11 +51,11 @@ impl<T, A: Pick> Balanced<T, A> {
     }
 }
 
-impl<T, S> Balanced<T, Mutex<S>> {
+impl<T, S> Balanced<T, Locked<S>> {
     pub(crate) fn locked(backends: Backends<T>, state: S) -> Self {
         Self {
             backends,
-            algorithm: Mutex::new(state),
+            algorithm: OwnLine(Mutex::new(state)),
         }
     }
 }

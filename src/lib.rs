@@ -38,6 +38,7 @@ mod error;
 mod guard;
 mod health;
 mod live;
+mod own_line;
 mod shared;
 mod stats;
 mod tried;

@@ -12,13 +12,12 @@
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
-use parking_lot::Mutex;
 use siphasher::sip::SipHasher13;
 
 use super::slot_table::{ln, mix, SlotTable};
 use crate::availability::{claim, open_primary, Selection};
 use crate::backends::{Backends, Weights};
-use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
+use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick, Sequential};
 use crate::health::FULL;
 use crate::{BuildError, Context, Guard, PickError};
 
@@ -129,7 +128,7 @@ balancer_type! {
     /// assert_eq!(a.pick(&ctx)?.index(), b.pick(&ctx)?.index());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    LockedIpHash, Mutex<Hashing>
+    LockedIpHash, Locked<Hashing>
 }
 
 impl<T: Hash> IpHash<T> {

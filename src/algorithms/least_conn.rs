@@ -29,13 +29,12 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use parking_lot::Mutex;
-
 use super::effective::{lazy_take, EffectiveWeights};
 use super::weighted_round_robin::UNIT;
 use crate::availability::Selection;
 use crate::backends::{Backends, ScanActives, Weights};
-use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
+use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick, Sequential};
+use crate::own_line::OwnLine;
 use crate::{BuildError, Context, Guard, PickError};
 
 balancer_type! {
@@ -73,7 +72,7 @@ balancer_type! {
     /// assert_eq!(held.iter().filter(|g| ***g == "big").count(), 3);
     /// # Ok::<(), loadbalance::BuildError>(())
     /// ```
-    LockedLeastConn, Mutex<LeastConnState>
+    LockedLeastConn, Locked<LeastConnState>
 }
 
 impl<T> LeastConn<T> {
@@ -337,7 +336,7 @@ pub(crate) struct Scan {
     /// wrapped result is exact however far `epoch` has run.
     base: Box<[AtomicI64]>,
     /// How many picks found every backend tied.
-    epoch: AtomicU64,
+    epoch: OwnLine<AtomicU64>,
 }
 
 /// The first least-loaded backend, its load, and how many share that load.
@@ -359,7 +358,7 @@ impl Scan {
             weights,
             unit,
             base,
-            epoch: AtomicU64::new(0),
+            epoch: OwnLine(AtomicU64::new(0)),
         }
     }
 

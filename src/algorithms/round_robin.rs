@@ -2,12 +2,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
-
 use crate::availability::{claim, open_primary, Selection};
 use crate::backends::Backends;
-use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
+use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick, Sequential};
 use crate::health::FULL;
+use crate::own_line::OwnLine;
 use crate::{BuildError, Context, Guard, PickError};
 
 balancer_type! {
@@ -47,7 +46,7 @@ balancer_type! {
     /// assert_eq!(*lb.pick(&Context::new())?, 20);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    LockedRoundRobin, Mutex<RoundRobinState>
+    LockedRoundRobin, Locked<RoundRobinState>
 }
 
 impl<T> RoundRobin<T> {
@@ -60,7 +59,7 @@ impl<T> RoundRobin<T> {
         let backends = Backends::new(backends)?;
         Ok(Self(Balanced {
             backends,
-            algorithm: Cursor(AtomicUsize::new(0)),
+            algorithm: Cursor(OwnLine(AtomicUsize::new(0))),
         }))
     }
 
@@ -110,7 +109,7 @@ impl<T> LockedRoundRobin<T> {
 
 /// The lock-free cursor: the number of picks made so far plus the start.
 #[derive(Debug)]
-pub(crate) struct Cursor(AtomicUsize);
+pub(crate) struct Cursor(OwnLine<AtomicUsize>);
 
 impl Pick for Cursor {
     #[inline]
@@ -216,7 +215,7 @@ where
         });
         Ok(Self(Balanced {
             backends: Backends::from_entries(parts.entries)?,
-            algorithm: Cursor(AtomicUsize::new(start)),
+            algorithm: Cursor(OwnLine(AtomicUsize::new(start))),
         }))
     }
 }

@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use parking_lot::Mutex;
 
 use super::effective::{lazy_take, EffectiveWeights};
 use crate::availability::Selection;
 use crate::backends::{Backends, Weights};
-use crate::balanced::{balancer_type, Assemble, Balanced, Parts, Pick, Sequential};
+use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick, Sequential};
 use crate::health::FULL;
+use crate::own_line::OwnLine;
 use crate::{BuildError, Context, Guard, PickError};
 
 /// The longest period the lock-free form precomputes: 2^19 picks, stored as
@@ -72,7 +72,7 @@ balancer_type! {
     /// assert_eq!(picks, "aba");
     /// # Ok::<(), loadbalance::BuildError>(())
     /// ```
-    LockedWeightedRoundRobin, Mutex<WeightedRoundRobinState>
+    LockedWeightedRoundRobin, Locked<WeightedRoundRobinState>
 }
 
 impl<T> WeightedRoundRobin<T> {
@@ -321,7 +321,7 @@ pub(crate) enum Schedule {
     /// One whole period, replayed by a shared cursor.
     Cyclic {
         picks: Box<[u16]>,
-        cursor: AtomicUsize,
+        cursor: OwnLine<AtomicUsize>,
     },
     /// The sequence in consecutive windows, each computed from the end state
     /// of the one before.
@@ -342,7 +342,7 @@ impl Schedule {
             let picks = (0..period).map(|_| state.step() as u16).collect();
             Self::Cyclic {
                 picks,
-                cursor: AtomicUsize::new(0),
+                cursor: OwnLine(AtomicUsize::new(0)),
             }
         } else {
             let len = (WINDOW_WORK / weights.as_slice().len()).clamp(64, limit.max(64));
@@ -390,7 +390,7 @@ impl Schedule {
 pub(crate) struct Window {
     picks: Box<[u16]>,
     end: Box<[i64]>,
-    taken: AtomicUsize,
+    taken: OwnLine<AtomicUsize>,
 }
 
 impl Window {
@@ -399,7 +399,7 @@ impl Window {
         Self {
             picks,
             end: state.current,
-            taken: AtomicUsize::new(0),
+            taken: OwnLine(AtomicUsize::new(0)),
         }
     }
 }
