@@ -416,12 +416,7 @@ impl<T> Backends<T> {
     #[inline]
     pub(crate) fn scan_actives<R>(&self, scan: impl ScanActives<R>) -> R {
         if let Some(counts) = &self.dense {
-            // Relaxed: see `Entry::release_dense`.
-            return scan.scan(|| {
-                counts
-                    .iter()
-                    .map(|count| count.load(Ordering::Relaxed) as usize)
-            });
+            return scan.scan_dense(counts);
         }
         match &self.owned {
             // The table's own reference is the one that is not a guard.
@@ -449,8 +444,20 @@ impl<T> Backends<T> {
 
 /// A computation over every backend's active count, generic over how the
 /// counts are read (see [`Backends::scan_actives`]).
-pub(crate) trait ScanActives<R> {
+pub(crate) trait ScanActives<R>: Sized {
     fn scan<I: Iterator<Item = usize>>(self, actives: impl Fn() -> I) -> R;
+
+    /// As `scan`, over a static table's dense copy of the counts, which a
+    /// scan may read in blocks.
+    #[inline]
+    fn scan_dense(self, counts: &[AtomicU32]) -> R {
+        // Relaxed: see `Entry::release_dense`.
+        self.scan(|| {
+            counts
+                .iter()
+                .map(|count| count.load(Ordering::Relaxed) as usize)
+        })
+    }
 }
 
 fn check_len(len: usize) -> Result<(), BuildError> {

@@ -27,7 +27,7 @@
 //! zero and ties keep rotating in proportion to weight. The mutex-backed form
 //! never lets two picks see the same minimum.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use super::effective::{lazy_take, EffectiveWeights};
 use super::weighted_round_robin::UNIT;
@@ -362,18 +362,38 @@ impl Scan {
         }
     }
 
-    /// Pass 1: only loads and comparisons, so the common all-equal case runs
-    /// with no mispredicted branch.
+    /// Pass 1: the first least-loaded backend and how many tie with it.
     #[inline]
     fn least(&self, mut loads: impl Iterator<Item = u64>) -> Least {
+        let first = loads.next().unwrap_or(0);
         let mut least = Least {
             first: 0,
-            load: loads.next().unwrap_or(0),
+            load: first,
             tied: 1,
         };
+        // The run of backends level with the first, in a loop that carries
+        // only the count rather than the general loop's chain of selects:
+        // with every guard dropped at once, all backends tie. With weights,
+        // a load ties with a first load of 0 exactly when it is 0 itself.
+        if self.unit || first == 0 {
+            let Some(other) = loads.by_ref().find(|&load| {
+                least.tied += usize::from(load == first);
+                load != first
+            }) else {
+                return least;
+            };
+            let at = least.tied;
+            self.scan_from(least, at, std::iter::once(other).chain(loads))
+        } else {
+            self.scan_from(least, 1, loads)
+        }
+    }
+
+    /// Pass 1 from backend `at` on, given the least of those before it.
+    #[inline]
+    fn scan_from(&self, mut least: Least, at: usize, loads: impl Iterator<Item = u64>) -> Least {
         if self.unit {
-            for (i, load) in loads.enumerate() {
-                let i = i + 1;
+            for (i, load) in (at..).zip(loads) {
                 if load < least.load {
                     least = Least {
                         first: i,
@@ -386,9 +406,8 @@ impl Scan {
             }
         } else {
             let w = self.weights.as_slice();
-            let mut w_first = w[0];
-            for (i, (load, &w_i)) in loads.zip(&w[1..]).enumerate() {
-                let i = i + 1;
+            let mut w_first = w[least.first];
+            for (i, (load, &w_i)) in (at..).zip(loads.zip(&w[at..])) {
                 match compare(load, w_i, least.load, w_first) {
                     std::cmp::Ordering::Less => {
                         least = Least {
@@ -410,10 +429,44 @@ impl Scan {
     /// load in order (read twice when a subset ties).
     #[inline]
     fn next_index<L: Iterator<Item = u64>>(&self, loads: impl Fn() -> L) -> usize {
+        self.settle(self.least(loads()), loads)
+    }
+
+    /// Pass 1 over a static table's dense counts: as [`least`](Self::least),
+    /// with the run level with the first backend read in blocks.
+    #[inline]
+    fn least_dense(&self, counts: &[AtomicU32]) -> Least {
+        // Relaxed: see `settle`.
+        let load = |count: &AtomicU32| u64::from(count.load(Ordering::Relaxed));
+        let Some((first, rest)) = counts.split_first() else {
+            return Least {
+                first: 0,
+                load: 0,
+                tied: 1,
+            };
+        };
+        let first = first.load(Ordering::Relaxed);
+        let mut least = Least {
+            first: 0,
+            load: u64::from(first),
+            tied: 1,
+        };
+        // As in `least`: with weights, only a first load of 0 makes equal
+        // loads ties.
+        if self.unit || first == 0 {
+            least.tied += level_run(rest, first);
+        }
+        let at = least.tied;
+        self.scan_from(least, at, counts[at..].iter().map(load))
+    }
+
+    /// Pass 2: the backend among those tied at `least`, re-reading every
+    /// backend's load in order when only some tie.
+    #[inline]
+    fn settle<L: Iterator<Item = u64>>(&self, least: Least, loads: impl Fn() -> L) -> usize {
         // Relaxed everywhere below: the counts and current weights only steer
         // the choice; nothing is published through them, and a stale read
         // costs at most a less even spread, never a wrong backend.
-        let least = self.least(loads());
         if least.tied == 1 {
             return least.first;
         }
@@ -424,14 +477,14 @@ impl Scan {
         let mut winner_weight = i64::MIN;
         if least.tied == w.len() {
             // All tie: raising every backend is one step of the epoch.
-            for (i, (base, &w_i)) in self.base.iter().zip(w).enumerate() {
-                let raised = base
-                    .load(Ordering::Relaxed)
-                    .wrapping_add(raise.wrapping_mul(i64::from(w_i) * UNIT));
-                if raised > winner_weight {
-                    (winner, winner_weight) = (i, raised);
-                }
-            }
+            let step = raise.wrapping_mul(UNIT);
+            winner = if self.unit {
+                first_highest(&self.base, w, |base, _| base.wrapping_add(step))
+            } else {
+                first_highest(&self.base, w, |base, w_i| {
+                    base.wrapping_add(step.wrapping_mul(i64::from(w_i)))
+                })
+            };
             self.epoch.fetch_add(1, Ordering::Relaxed);
             self.base[winner].fetch_sub(i64::from(self.weights.total()) * UNIT, Ordering::Relaxed);
         } else {
@@ -460,6 +513,78 @@ impl Scan {
         }
         winner
     }
+}
+
+/// How many of `counts`, from the first, equal `level`. Blocks of 16 are
+/// read whole and their differences OR-ed: one branch a block rather than
+/// one a count. A block that differs ends the run at its start (the general
+/// scan takes it from there).
+#[inline]
+fn level_run(counts: &[AtomicU32], level: u32) -> usize {
+    const BLOCK: usize = 16;
+    // Relaxed: see `Scan::settle`.
+    let differs = |count: &AtomicU32| count.load(Ordering::Relaxed) ^ level;
+    let mut blocks = counts.chunks_exact(BLOCK);
+    let mut run = 0;
+    for block in &mut blocks {
+        if block.iter().fold(0, |any, count| any | differs(count)) != 0 {
+            return run;
+        }
+        run += BLOCK;
+    }
+    run + blocks
+        .remainder()
+        .iter()
+        .take_while(|&count| differs(count) == 0)
+        .count()
+}
+
+/// The first backend with the highest current weight, each computed once by
+/// `current(base_i, w_i)`. Four running maxima over interleaved backends
+/// carry no dependency from one backend to the next, so the loads overlap;
+/// each keeps its first maximum, and ties between them go to the lower index.
+#[inline]
+fn first_highest(bases: &[AtomicI64], weights: &[u32], current: impl Fn(i64, u32) -> i64) -> usize {
+    const LANES: usize = 4;
+    // Relaxed: see `Scan::settle`.
+    let read = |base: &AtomicI64, w_i: u32| current(base.load(Ordering::Relaxed), w_i);
+    let mut winner = (i64::MIN, 0);
+    // Too few backends for the lanes to pay for merging them: one loop.
+    let mut rest = 0;
+    if bases.len() >= 4 * LANES {
+        // Each lane's maximum and the block it is in (its index is
+        // `block * LANES + lane`); `usize::MAX`: none yet, which only a
+        // current weight of `i64::MIN` leaves, every earlier one tying at it.
+        let mut lanes = [(i64::MIN, usize::MAX); LANES];
+        let blocks = bases.chunks_exact(LANES).zip(weights.chunks_exact(LANES));
+        for (block, (bases, weights)) in blocks.enumerate() {
+            for (lane, best) in lanes.iter_mut().enumerate() {
+                let current = read(&bases[lane], weights[lane]);
+                if current > best.0 {
+                    *best = (current, block);
+                }
+            }
+        }
+        for (lane, (current, block)) in lanes.into_iter().enumerate() {
+            if block == usize::MAX {
+                continue;
+            }
+            let i = block * LANES + lane;
+            if current > winner.0 || current == winner.0 && i < winner.1 {
+                winner = (current, i);
+            }
+        }
+        rest = bases.len() / LANES * LANES;
+    }
+    // Backends after every lane's: a tie keeps the earlier.
+    let rest = bases.iter().zip(weights).enumerate().skip(rest);
+    for (i, (base, &w_i)) in rest {
+        let current = read(base, w_i);
+        if current > winner.0 {
+            winner = (current, i);
+        }
+    }
+    winner.1
 }
 
 impl Scan {
@@ -549,6 +674,17 @@ impl ScanActives<usize> for NextIndex<'_> {
     #[inline]
     fn scan<I: Iterator<Item = usize>>(self, actives: impl Fn() -> I) -> usize {
         self.0.next_index(|| actives().map(capped))
+    }
+
+    #[inline]
+    fn scan_dense(self, counts: &[AtomicU32]) -> usize {
+        // Relaxed: see `Scan::settle`.
+        let loads = || {
+            counts
+                .iter()
+                .map(|count| u64::from(count.load(Ordering::Relaxed)))
+        };
+        self.0.settle(self.0.least_dense(counts), loads)
     }
 }
 
