@@ -154,6 +154,38 @@ fn two_thread(c: &mut Criterion) {
     }
 }
 
+/// Least-connections when nothing ties: backend 0 idle and every other
+/// holding one guard, so each pick compares every count (the figures above
+/// have every backend tie, which adds the tie-break's pass).
+fn least_conn_one_idle(c: &mut Criterion) {
+    let n = 1024;
+    let mut group = c.benchmark_group(format!("least_conn_one_idle/n={n}"));
+    group.throughput(Throughput::Elements(1));
+    let counter = AtomicUsize::new(0);
+    group.bench_function("baseline/fetch_add", |b| {
+        b.iter(|| black_box(counter.fetch_add(1, Ordering::Relaxed)))
+    });
+    for (name, lb) in balancers(n) {
+        if !name.contains("least_conn") {
+            continue;
+        }
+        // Picks go to idle backends while any is idle: keep every guard but
+        // backend 0's until each other backend holds one.
+        let mut held = Vec::new();
+        while held.len() < n - 1 {
+            let guard = lb.pick(&Context::new()).expect("no limits are set");
+            if guard.index() != 0 {
+                held.push(guard);
+            }
+        }
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| black_box(pick_once(&*lb, false, &mut 0)))
+        });
+        assert_eq!(lb.pick(&Context::new()).map(|guard| guard.index()), Ok(0));
+    }
+    group.finish();
+}
+
 /// Balancers by name.
 type Named = Vec<(String, matrix::Boxed<usize>)>;
 
@@ -254,6 +286,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = baselines, single_thread, two_thread, live
+    targets = baselines, single_thread, two_thread, least_conn_one_idle, live
 }
 criterion_main!(benches);

@@ -393,33 +393,35 @@ impl Scan {
     #[inline]
     fn scan_from(&self, mut least: Least, at: usize, loads: impl Iterator<Item = u64>) -> Least {
         if self.unit {
-            for (i, load) in (at..).zip(loads) {
-                if load < least.load {
-                    least = Least {
-                        first: i,
-                        load,
-                        tied: 1,
-                    };
-                } else if load == least.load {
-                    least.tied += 1;
-                }
+            // Count ties up to the next lower load, a rare event taken as a
+            // branch: as one loop of selects, every count waited on the last.
+            let mut loads = (at..).zip(loads);
+            while let Some((i, load)) = loads.find(|&(_, load)| {
+                least.tied += usize::from(load == least.load);
+                load < least.load
+            }) {
+                least = Least {
+                    first: i,
+                    load,
+                    tied: 1,
+                };
             }
         } else {
             let w = self.weights.as_slice();
             let mut w_first = w[least.first];
-            for (i, (load, &w_i)) in (at..).zip(loads.zip(&w[at..])) {
-                match compare(load, w_i, least.load, w_first) {
-                    std::cmp::Ordering::Less => {
-                        least = Least {
-                            first: i,
-                            load,
-                            tied: 1,
-                        };
-                        w_first = w_i;
-                    }
-                    std::cmp::Ordering::Equal => least.tied += 1,
-                    std::cmp::Ordering::Greater => {}
-                }
+            // As above, with loads per weight cross-multiplied.
+            let mut loads = (at..).zip(loads.zip(&w[at..]));
+            while let Some((i, (load, &w_i))) = loads.find(|&(_, (load, &w_i))| {
+                let order = compare(load, w_i, least.load, w_first);
+                least.tied += usize::from(order.is_eq());
+                order.is_lt()
+            }) {
+                least = Least {
+                    first: i,
+                    load,
+                    tied: 1,
+                };
+                w_first = w_i;
             }
         }
         least
