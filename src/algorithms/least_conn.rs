@@ -517,13 +517,13 @@ impl Scan {
     }
 }
 
-/// How many of `counts`, from the first, equal `level`. Blocks of 16 are
+/// How many of `counts`, from the first, equal `level`. Blocks of 8 are
 /// read whole and their differences OR-ed: one branch a block rather than
 /// one a count. A block that differs ends the run at its start (the general
 /// scan takes it from there).
 #[inline]
 fn level_run(counts: &[AtomicU32], level: u32) -> usize {
-    const BLOCK: usize = 16;
+    const BLOCK: usize = 8;
     // Relaxed: see `Scan::settle`.
     let differs = |count: &AtomicU32| count.load(Ordering::Relaxed) ^ level;
     let mut blocks = counts.chunks_exact(BLOCK);
