@@ -7,7 +7,7 @@ use std::ops::Deref;
 /// field, each write by one core would make the other core's next read of
 /// that field miss. 128 bytes: the line and the adjacent one the
 /// prefetcher pulls in with it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(align(128))]
 pub(crate) struct OwnLine<T>(pub(crate) T);
 
