@@ -362,6 +362,13 @@ impl Scan {
         }
     }
 
+    /// Whether a load equal to the first backend's `first` ties with it:
+    /// always for equal weights; with weights, only when both are 0.
+    #[inline]
+    fn level_ties(&self, first: u64) -> bool {
+        self.unit || first == 0
+    }
+
     /// Pass 1: the first least-loaded backend and how many tie with it.
     #[inline]
     fn least(&self, mut loads: impl Iterator<Item = u64>) -> Least {
@@ -373,9 +380,8 @@ impl Scan {
         };
         // The run of backends level with the first, in a loop that carries
         // only the count rather than the general loop's chain of selects:
-        // with every guard dropped at once, all backends tie. With weights,
-        // a load ties with a first load of 0 exactly when it is 0 itself.
-        if self.unit || first == 0 {
+        // with every guard dropped at once, all backends tie.
+        if self.level_ties(first) {
             let Some(other) = loads.by_ref().find(|&load| {
                 least.tied += usize::from(load == first);
                 load != first
@@ -453,9 +459,7 @@ impl Scan {
             load: u64::from(first),
             tied: 1,
         };
-        // As in `least`: with weights, only a first load of 0 makes equal
-        // loads ties.
-        if self.unit || first == 0 {
+        if self.level_ties(u64::from(first)) {
             least.tied += level_run(rest, first);
         }
         let at = least.tied;
@@ -475,12 +479,10 @@ impl Scan {
         let w = self.weights.as_slice();
         // Every current weight as this pick raises it: `base + (epoch+1) * w`.
         let raise = self.epoch.load(Ordering::Relaxed).wrapping_add(1) as i64;
-        let mut winner = least.first;
-        let mut winner_weight = i64::MIN;
         if least.tied == w.len() {
             // All tie: raising every backend is one step of the epoch.
             let step = raise.wrapping_mul(UNIT);
-            winner = if self.unit {
+            let winner = if self.unit {
                 first_highest(&self.base, w, |base, _| base.wrapping_add(step))
             } else {
                 first_highest(&self.base, w, |base, w_i| {
@@ -489,30 +491,31 @@ impl Scan {
             };
             self.epoch.fetch_add(1, Ordering::Relaxed);
             self.base[winner].fetch_sub(i64::from(self.weights.total()) * UNIT, Ordering::Relaxed);
-        } else {
-            // Raise the tied backends one by one. Counts read now may differ
-            // from pass 1's under concurrency; subtracting exactly what was
-            // added keeps the current weights summing to zero regardless.
-            let w_first = w[least.first];
-            let mut added = 0i64;
-            let tied = loads()
-                .zip(w)
-                .zip(&self.base[..])
-                .enumerate()
-                .skip(least.first);
-            for (i, ((load, &w_i), base)) in tied {
-                if compare(load, w_i, least.load, w_first).is_ne() {
-                    continue;
-                }
-                let before = base.fetch_add(i64::from(w_i) * UNIT, Ordering::Relaxed);
-                added += i64::from(w_i) * UNIT;
-                let raised = before.wrapping_add(raise.wrapping_mul(i64::from(w_i) * UNIT));
-                if raised > winner_weight {
-                    (winner, winner_weight) = (i, raised);
-                }
-            }
-            self.base[winner].fetch_sub(added, Ordering::Relaxed);
+            return winner;
         }
+        // Raise the tied backends one by one. Counts read now may differ
+        // from pass 1's under concurrency; subtracting exactly what was
+        // added keeps the current weights summing to zero regardless.
+        let (mut winner, mut winner_weight) = (least.first, i64::MIN);
+        let w_first = w[least.first];
+        let mut added = 0i64;
+        let tied = loads()
+            .zip(w)
+            .zip(&self.base[..])
+            .enumerate()
+            .skip(least.first);
+        for (i, ((load, &w_i), base)) in tied {
+            if compare(load, w_i, least.load, w_first).is_ne() {
+                continue;
+            }
+            let before = base.fetch_add(i64::from(w_i) * UNIT, Ordering::Relaxed);
+            added += i64::from(w_i) * UNIT;
+            let raised = before.wrapping_add(raise.wrapping_mul(i64::from(w_i) * UNIT));
+            if raised > winner_weight {
+                (winner, winner_weight) = (i, raised);
+            }
+        }
+        self.base[winner].fetch_sub(added, Ordering::Relaxed);
         winner
     }
 }
