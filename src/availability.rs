@@ -7,7 +7,8 @@
 //! not down, tried or full is ejected, the health policy decides: panic
 //! mode picks among them as if healthy, or the pick fails.
 
-use crate::backends::{flag, Backends, Record};
+use crate::backends::Backends;
+use crate::record::{flag, Record};
 use crate::{Context, Guard, PickError, Tried, WhenAllEjected};
 
 /// Why a backend can or cannot take a pick now.
@@ -26,7 +27,7 @@ impl Record {
             Status::Down
         } else if tried.is_some_and(|tried| tried.has(self.id)) {
             Status::Tried
-        } else if !ignore_health && flags & flag::EJECTED != 0 && self.health.cooling(now) {
+        } else if !ignore_health && flags & flag::EJECTED != 0 && self.cooling(now) {
             Status::Ejected
         } else if flags & flag::CAPPED != 0
             && self
@@ -81,7 +82,7 @@ impl<'b, T> Selection<'b, T> {
             selection.backup = !open[0];
             return Ok(selection);
         }
-        let policy = shared.policy.get_when_all_ejected();
+        let policy = shared.when_all_ejected();
         if ejected > 0 && policy == WhenAllEjected::Panic {
             let mut open = [false; 2];
             for record in backends.records() {

@@ -2,38 +2,18 @@
 //! flags, and the validation of what the caller gave.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::guard::Holds;
-use crate::health::Health;
+use crate::record::Record;
 use crate::shared::Shared;
+use crate::sync::atomic::{AtomicU32, Ordering};
+pub(crate) use crate::weights::Weights;
 use crate::{BuildError, Context, Guard};
 
 /// The most backends one balancer holds. Schedules and hash tables store
 /// indices as `u16`, which keeps them small enough to stay in cache.
 pub const MAX_BACKENDS: usize = 1 << 16;
-
-/// Flag bits of a record. Any flag set sends picks to the slow path.
-pub(crate) mod flag {
-    /// Marked down by the operator: no new picks.
-    pub(crate) const DOWN: u32 = 1;
-    /// Draining: no new picks, existing guards finish.
-    pub(crate) const DRAINING: u32 = 1 << 1;
-    /// A backup: picked only while no primary is available.
-    pub(crate) const BACKUP: u32 = 1 << 2;
-    /// Has a `max_conns` limit.
-    pub(crate) const CAPPED: u32 = 1 << 3;
-    /// Ejected by passive health (cooling down or on trial).
-    pub(crate) const EJECTED: u32 = 1 << 4;
-    /// Effective weight lowered by failures, not yet restored.
-    pub(crate) const DEGRADED: u32 = 1 << 5;
-    /// In slow start.
-    pub(crate) const RAMPING: u32 = 1 << 6;
-}
-
-/// Source of record ids: unique for the life of the process.
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// One backend as its guards hold it: the value, and its record.
 ///
@@ -86,159 +66,6 @@ struct DenseSlot {
     index: usize,
 }
 
-/// What the balancer knows of one backend besides its value: flags, limits,
-/// health and statistics, all atomics that picks read without a lock.
-#[repr(align(128))]
-pub(crate) struct Record {
-    /// `flag` bits.
-    flags: AtomicU32,
-    /// The `max_conns` limit while `CAPPED` is set.
-    max_conns: AtomicU32,
-    /// Guards taken while `CAPPED`: the count the limit applies to, raised
-    /// by CAS so that picks racing for the last slot cannot both win.
-    conns: AtomicU32,
-    /// The configured weight (slow start and failures scale it per pick).
-    weight: AtomicU32,
-    /// Picks so far, counted with a plain (racy) increment: see `count_pick`.
-    picks: AtomicU64,
-    /// Steps of the thinning sequence (see `accept`).
-    thinning: AtomicU64,
-    /// Unique for the process: how a tried set names this backend.
-    pub(crate) id: u64,
-    pub(crate) health: Health,
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl Record {
-    fn new(weight: u32, shared: Arc<Shared>) -> Self {
-        Self {
-            flags: AtomicU32::new(0),
-            max_conns: AtomicU32::new(0),
-            conns: AtomicU32::new(0),
-            weight: AtomicU32::new(weight),
-            picks: AtomicU64::new(0),
-            thinning: AtomicU64::new(0),
-            // Relaxed: ids need only be distinct.
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            health: Health::new(weight),
-            shared,
-        }
-    }
-
-    /// Picks so far.
-    pub(crate) fn picks(&self) -> u64 {
-        // Relaxed: a statistic.
-        self.picks.load(Ordering::Relaxed)
-    }
-
-    /// Counts a pick with a load and a store, not a read-modify-write: an
-    /// atomic step here would cost every pick a third of its time (measured
-    /// 23 -> 32 ns a round-robin pick). Exact on one thread; two threads
-    /// picking the same backend in the same instant may count one pick.
-    #[inline]
-    pub(crate) fn count_pick(&self) {
-        // Relaxed: a statistic.
-        let picks = self.picks.load(Ordering::Relaxed);
-        self.picks.store(picks.wrapping_add(1), Ordering::Relaxed);
-    }
-
-    /// Takes one of `max_conns` slots, unless all are taken.
-    pub(crate) fn try_take_slot(&self, max_conns: u32) -> bool {
-        // Relaxed: the CAS alone decides who gets the slot; it publishes
-        // nothing else.
-        self.conns
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |conns| {
-                (conns < max_conns).then_some(conns + 1)
-            })
-            .is_ok()
-    }
-
-    /// Gives back a slot taken by `try_take_slot`.
-    pub(crate) fn free_slot(&self) {
-        // Relaxed: see `try_take_slot`.
-        self.conns.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Slots taken (guards counted against `max_conns`).
-    pub(crate) fn slots_taken(&self) -> u32 {
-        // Relaxed: see `try_take_slot`.
-        self.conns.load(Ordering::Relaxed)
-    }
-
-    /// The flag bits now.
-    #[inline]
-    pub(crate) fn flags(&self) -> u32 {
-        // Relaxed: flags steer picks only; see `Shared::regular` for why a
-        // pick after the call that set them sees them.
-        self.flags.load(Ordering::Relaxed)
-    }
-
-    /// Sets (`on`) or clears the bits of `mask`, keeping the balancer's
-    /// count of flagged backends right.
-    pub(crate) fn set_flags(&self, mask: u32, on: bool) {
-        // Relaxed: see `flags`. Each change from no flags to some (or back)
-        // is seen by exactly one of these RMWs, so the count stays exact.
-        let before = if on {
-            self.flags.fetch_or(mask, Ordering::Relaxed)
-        } else {
-            self.flags.fetch_and(!mask, Ordering::Relaxed)
-        };
-        let after = if on { before | mask } else { before & !mask };
-        if (before == 0) != (after == 0) {
-            self.shared.irregular_changed(after != 0);
-        }
-    }
-
-    /// The configured weight.
-    pub(crate) fn weight(&self) -> u32 {
-        // Relaxed: read by failure reports to size the drop; an update that
-        // races a report may have either weight used.
-        self.weight.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_weight(&self, weight: u32) {
-        // Relaxed: see `weight`.
-        self.weight.store(weight, Ordering::Relaxed);
-    }
-
-    /// The `max_conns` limit, if any.
-    pub(crate) fn max_conns(&self) -> Option<u32> {
-        // Relaxed: see `flags`.
-        let limit = self.max_conns.load(Ordering::Relaxed);
-        (self.flags() & flag::CAPPED != 0).then_some(limit)
-    }
-
-    pub(crate) fn set_max_conns(&self, limit: Option<u32>) {
-        // Relaxed: see `flags`. The limit is stored before the flag is set,
-        // so a pick that sees the flag from this call sees a limit from it
-        // or a later call.
-        self.max_conns.store(limit.unwrap_or(0), Ordering::Relaxed);
-        self.set_flags(flag::CAPPED, limit.is_some());
-    }
-
-    /// Whether this step of a thinned backend goes ahead: of every `den`
-    /// steps exactly `num` do, evenly spread (Bresenham's rule), so a
-    /// thinned backend's share is exactly `num / den` of its unthinned one.
-    pub(crate) fn accept(&self, num: u64, den: u64) -> bool {
-        if num >= den {
-            return true;
-        }
-        // Relaxed: a step counter; the exact share holds over all steps in
-        // whatever order threads take them.
-        let step = u128::from(self.thinning.fetch_add(1, Ordering::Relaxed) % den);
-        let (num, den) = (u128::from(num), u128::from(den));
-        (step + 1) * num / den > step * num / den
-    }
-}
-
-impl Drop for Record {
-    fn drop(&mut self) {
-        if *self.flags.get_mut() != 0 {
-            self.shared.irregular_changed(false);
-        }
-    }
-}
-
 /// The backends of one balancer (or one snapshot of a live one), numbered
 /// in order. Parallel arrays, so that a scan of the active counts walks
 /// eight-byte steps.
@@ -261,15 +88,18 @@ pub(crate) struct Backends<T> {
 impl<T> Backends<T> {
     /// Takes the backends in order; fails when there are none or too many.
     pub(crate) fn new(values: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        let (backends, _) = Self::weighted(values.into_iter().map(|value| (value, 1)))?;
+        let (backends, _) = Self::weighted(values.into_iter().map(|value| (value, 1)), false)?;
         Ok(backends)
     }
 
     /// Takes weighted backends in order and checks the weights too.
+    /// `effective`: the algorithm steers by effective weights, which
+    /// failures then lower.
     pub(crate) fn weighted(
         backends: impl IntoIterator<Item = (T, u32)>,
+        effective: bool,
     ) -> Result<(Self, Weights), BuildError> {
-        Self::weighted_dense(backends, usize::MAX)
+        Self::weighted_dense(backends, effective, usize::MAX)
     }
 
     /// As [`weighted`](Self::weighted), also keeping a dense copy of the
@@ -278,12 +108,13 @@ impl<T> Backends<T> {
     /// of every count most of its cache misses.
     pub(crate) fn weighted_dense(
         backends: impl IntoIterator<Item = (T, u32)>,
+        effective: bool,
         dense_above: usize,
     ) -> Result<(Self, Weights), BuildError> {
         let (values, weights): (Vec<T>, Vec<u32>) = backends.into_iter().unzip();
         check_len(values.len())?;
         let weights = Weights::new(weights)?;
-        let shared = Shared::standard();
+        let shared = Shared::standard(effective);
         let dense: Option<DenseCounts> = (values.len() > dense_above)
             .then(|| values.iter().map(|_| AtomicU32::new(0)).collect());
         let owned: Box<[Arc<Entry<T>>]> = values
@@ -460,7 +291,7 @@ pub(crate) trait ScanActives<R>: Sized {
     }
 }
 
-fn check_len(len: usize) -> Result<(), BuildError> {
+pub(crate) fn check_len(len: usize) -> Result<(), BuildError> {
     match len {
         0 => Err(BuildError::NoBackends),
         len if len > MAX_BACKENDS => Err(BuildError::TooManyBackends {
@@ -480,50 +311,5 @@ impl<T: fmt::Debug> fmt::Debug for Backends<T> {
                 (value.map(|entry| format!("{:?}", entry.value)), active)
             }))
             .finish()
-    }
-}
-
-/// Validated weights: each at least 1, their sum within `u32`.
-#[derive(Clone, Debug)]
-pub(crate) struct Weights {
-    per_backend: Box<[u32]>,
-    total: u32,
-}
-
-impl Weights {
-    pub(crate) fn new(weights: Vec<u32>) -> Result<Self, BuildError> {
-        if let Some(index) = weights.iter().position(|&w| w == 0) {
-            return Err(BuildError::ZeroWeight { index });
-        }
-        let total = weights
-            .iter()
-            .try_fold(0u32, |sum, &w| sum.checked_add(w))
-            .ok_or(BuildError::WeightOverflow)?;
-        Ok(Self {
-            per_backend: weights.into_boxed_slice(),
-            total,
-        })
-    }
-
-    /// Weight 1 for each of `len` backends (`len` is at most `MAX_BACKENDS`).
-    pub(crate) fn unit(len: usize) -> Self {
-        Self {
-            per_backend: vec![1; len].into_boxed_slice(),
-            total: len as u32,
-        }
-    }
-
-    pub(crate) fn as_slice(&self) -> &[u32] {
-        &self.per_backend
-    }
-
-    /// Whether every weight is 1 (least-connections then compares counts
-    /// without products).
-    pub(crate) fn all_one(&self) -> bool {
-        self.per_backend.iter().all(|&w| w == 1)
-    }
-
-    pub(crate) fn total(&self) -> u32 {
-        self.total
     }
 }

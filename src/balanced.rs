@@ -90,6 +90,11 @@ pub trait Assemble: sealed::Sealed + Sized + Send + Sync {
     /// for hashing, `()` otherwise).
     type Options: Clone + Default + std::fmt::Debug + Send + Sync;
 
+    /// Whether the algorithm steers by effective weights, which failures
+    /// then lower (nginx's `effective_weight`).
+    #[doc(hidden)]
+    const EFFECTIVE_WEIGHTS: bool;
+
     /// Builds over `parts`, continuing from `previous` where the algorithm
     /// can (round-robin keeps its cursor).
     #[doc(hidden)]
@@ -138,6 +143,16 @@ macro_rules! balancer_type {
             /// The backend at `index`, or `None` past the end.
             pub fn get(&self, index: usize) -> Option<&T> {
                 self.0.backends.get(index)
+            }
+
+            /// Sets the passive-health policy (default: nginx's, one failure
+            /// ejects for 10 s; [`HealthPolicy::none`](crate::HealthPolicy::none)
+            /// turns it off). Slow start applies to backends that rejoin
+            /// after an ejection.
+            #[must_use]
+            pub fn with_health(self, policy: crate::HealthPolicy) -> Self {
+                self.0.backends.shared().set_policy(policy);
+                self
             }
         }
 

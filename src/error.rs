@@ -115,6 +115,10 @@ pub enum UpdateError {
     /// The new set is not one a balancer can be built over (too many
     /// backends, a zero weight, weights that overflow, a hash collision).
     Build(BuildError),
+    /// The update is applied for every pick that starts from now on, but
+    /// the deadline passed while picks that began before it were still in
+    /// flight: one of them may still hand out the old state.
+    InFlight,
 }
 
 impl fmt::Display for UpdateError {
@@ -126,6 +130,9 @@ impl fmt::Display for UpdateError {
                 f.write_str("the last backend cannot be removed; mark it down instead")
             }
             Self::Build(error) => write!(f, "the updated set is invalid: {error}"),
+            Self::InFlight => f.write_str(
+                "the update is applied but picks that began before it may still be in flight",
+            ),
         }
     }
 }

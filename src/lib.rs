@@ -39,9 +39,12 @@ mod guard;
 mod health;
 mod live;
 mod own_line;
+mod record;
 mod shared;
 mod stats;
+mod sync;
 mod tried;
+mod weights;
 
 pub use algorithms::ip_hash::HashOptions;
 pub use algorithms::weighted_round_robin::{BUILD_WORK_LIMIT, SCHEDULE_LIMIT};

@@ -9,15 +9,18 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::Arc;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use parking_lot::Mutex;
 
-use crate::backends::{flag, Entry, Record, Weights};
+use crate::backends::{Entry, Weights};
 use crate::balanced::{Assemble, Parts};
 use crate::clock::{Clock, SystemClock};
+use crate::record::{flag, Record};
 use crate::shared::Shared;
+use crate::sync::{Backoff, Mutex};
 use crate::{
     BackendStats, Balancer, BuildError, Context, Guard, HealthPolicy, PickError, UpdateError,
 };
@@ -42,7 +45,22 @@ pub struct Backend<T> {
     backup: bool,
 }
 
+/// What a backend is configured with besides its value.
+struct Settings {
+    weight: u32,
+    max_conns: u32,
+    backup: bool,
+}
+
 impl<T> Backend<T> {
+    fn settings(&self) -> Settings {
+        Settings {
+            weight: self.weight,
+            max_conns: self.max_conns,
+            backup: self.backup,
+        }
+    }
+
     /// A primary backend of weight 1 with no connection limit.
     pub fn new(value: T) -> Self {
         Self {
@@ -55,6 +73,7 @@ impl<T> Backend<T> {
 
     /// Its weight (algorithms without weights ignore it). 0 is rejected when
     /// the backend is added.
+    #[must_use]
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = weight;
         self
@@ -62,12 +81,14 @@ impl<T> Backend<T> {
 
     /// At most `max_conns` active guards at once; 0 (the default) means no
     /// limit, as in nginx.
+    #[must_use]
     pub fn max_conns(mut self, max_conns: u32) -> Self {
         self.max_conns = max_conns;
         self
     }
 
     /// A backup takes picks only while no primary backend can.
+    #[must_use]
     pub fn backup(mut self, backup: bool) -> Self {
         self.backup = backup;
         self
@@ -76,6 +97,7 @@ impl<T> Backend<T> {
 
 /// An operator's say over a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AdminState {
     /// Takes picks (after slow start, if the policy has one and the backend
     /// was down or draining).
@@ -123,17 +145,94 @@ pub enum AdminState {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Live<B: Assemble> {
-    current: ArcSwap<B>,
-    members: Mutex<Members<B::Value>>,
+    /// The snapshot picks use. A pick holds it (through arc-swap's guard)
+    /// from its first read of the set to the guard it returns.
+    current: ArcSwap<Snapshot<B>>,
+    members: Mutex<Members<B>>,
     shared: Arc<Shared>,
     options: B::Options,
 }
 
-/// The set as updates see it. `entries` hold each backend's one strong
-/// reference that is not a guard; snapshots hold weak ones.
-struct Members<T> {
-    entries: Vec<Arc<Entry<T>>>,
+/// One published state of the set. Updates that only change records (a
+/// backend marked down or draining) publish a new snapshot around the same
+/// balancer, so that they can wait for the picks that began before them.
+struct Snapshot<B> {
+    balancer: Arc<B>,
+}
+
+/// The set as updates see it, changed only under the update lock.
+struct Members<B: Assemble> {
+    /// Each backend's one strong reference that is not a guard; snapshots
+    /// hold weak ones.
+    entries: Vec<Arc<Entry<B::Value>>>,
     weights: Vec<u32>,
+    /// Snapshots replaced but possibly still in use by picks, oldest first.
+    retired: Vec<Retired<B>>,
+    /// Backends removed whose guards may still be alive, so that adding one
+    /// back brings back the same backend: its counts, slots and identity.
+    departed: Vec<Weak<Entry<B::Value>>>,
+}
+
+/// A replaced snapshot, and the removed entries kept alive for it (a pick
+/// still in it must find them): their one reference that is not a guard.
+struct Retired<B: Assemble> {
+    snapshot: Weak<Snapshot<B>>,
+    keep: Vec<Arc<Entry<B::Value>>>,
+}
+
+impl<B: Assemble> Members<B> {
+    /// Forgets retired snapshots that no pick uses any more, oldest first:
+    /// an entry kept for a snapshot is let go only once that snapshot and
+    /// every older one are gone.
+    fn prune(&mut self) {
+        let in_use = self
+            .retired
+            .iter()
+            .position(|retired| retired.snapshot.strong_count() > 0)
+            .unwrap_or(self.retired.len());
+        self.retired.drain(..in_use);
+        self.departed.retain(|entry| entry.strong_count() > 0);
+    }
+
+    /// Every retired snapshot still in use: what an update that excludes
+    /// the old state waits for.
+    fn in_use(&self) -> Vec<Weak<Snapshot<B>>> {
+        self.retired
+            .iter()
+            .filter(|retired| retired.snapshot.strong_count() > 0)
+            .map(|retired| Weak::clone(&retired.snapshot))
+            .collect()
+    }
+
+    fn position<Q>(&self, id: &Q) -> Result<usize, UpdateError>
+    where
+        B::Value: Borrow<Q>,
+        Q: PartialEq + ?Sized,
+    {
+        self.entries
+            .iter()
+            .position(|entry| entry.value.borrow() == id)
+            .ok_or(UpdateError::NotFound)
+    }
+
+    /// A removed backend equal to `value` that still has guards: taken out
+    /// of the retired snapshots' keep (the member list holds it now).
+    fn bring_back(&mut self, value: &B::Value) -> Option<Arc<Entry<B::Value>>>
+    where
+        B::Value: PartialEq,
+    {
+        let found = self
+            .departed
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|entry| entry.value == *value)?;
+        for retired in &mut self.retired {
+            retired.keep.retain(|kept| !Arc::ptr_eq(kept, &found));
+        }
+        self.departed
+            .retain(|entry| !Weak::ptr_eq(entry, &Arc::downgrade(&found)));
+        Some(found)
+    }
 }
 
 /// Settings of a [`Live`] balancer: health policy, clock and the
@@ -162,12 +261,14 @@ pub struct LiveBuilder<B: Assemble> {
 
 impl<B: Assemble> LiveBuilder<B> {
     /// The passive-health and slow-start policy (default: nginx's).
+    #[must_use]
     pub fn health(mut self, policy: HealthPolicy) -> Self {
         self.policy = policy;
         self
     }
 
     /// The clock health and slow start read (default: the system clock).
+    #[must_use]
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -175,6 +276,7 @@ impl<B: Assemble> LiveBuilder<B> {
 
     /// The algorithm's options, kept across updates (for hashing,
     /// [`HashOptions`](crate::HashOptions)).
+    #[must_use]
     pub fn options(mut self, options: B::Options) -> Self {
         self.options = options;
         self
@@ -202,16 +304,23 @@ impl<B: Assemble> LiveBuilder<B> {
                 return Err(BuildError::DuplicateBackend { first, second });
             }
         }
-        let shared = Shared::new(self.clock, self.policy);
+        let shared = Shared::new(self.clock, self.policy, B::EFFECTIVE_WEIGHTS);
         let weights = backends.iter().map(|backend| backend.weight).collect();
         let entries = backends
             .into_iter()
             .map(|backend| entry(backend, &shared))
             .collect();
-        let members = Members { entries, weights };
+        let members = Members {
+            entries,
+            weights,
+            retired: Vec::new(),
+            departed: Vec::new(),
+        };
         let first = assemble::<B>(&members, &self.options, None)?;
         Ok(Live {
-            current: ArcSwap::from_pointee(first),
+            current: ArcSwap::from_pointee(Snapshot {
+                balancer: Arc::new(first),
+            }),
             members: Mutex::new(members),
             shared,
             options: self.options,
@@ -221,16 +330,23 @@ impl<B: Assemble> LiveBuilder<B> {
 
 /// A new entry for `backend`, its flags set.
 fn entry<T>(backend: Backend<T>, shared: &Arc<Shared>) -> Arc<Entry<T>> {
-    let entry = Entry::new(backend.value, backend.weight, Arc::clone(shared));
-    entry.record.set_flags(flag::BACKUP, backend.backup);
-    entry
-        .record
-        .set_max_conns((backend.max_conns > 0).then_some(backend.max_conns));
+    let settings = backend.settings();
+    let entry = Entry::new(backend.value, settings.weight, Arc::clone(shared));
+    configure(&entry.record, &settings);
     Arc::new(entry)
 }
 
+/// Sets a record's weight, limit and role as `settings` say, and clears any
+/// operator state (an added backend is up).
+fn configure(record: &Record, settings: &Settings) {
+    record.set_weight(settings.weight);
+    record.set_flags(flag::BACKUP, settings.backup);
+    record.set_max_conns((settings.max_conns > 0).then_some(settings.max_conns));
+    record.set_admin(0);
+}
+
 fn assemble<B: Assemble>(
-    members: &Members<B::Value>,
+    members: &Members<B>,
     options: &B::Options,
     previous: Option<&B>,
 ) -> Result<B, BuildError> {
@@ -263,73 +379,126 @@ where
         Self::builder().build(backends)
     }
 
-    /// Adds a backend. With slow start configured it ramps up from now.
+    /// Adds a backend. With slow start configured it ramps up from now. A
+    /// backend removed earlier whose guards are still alive comes back as
+    /// itself: its active count, `max_conns` slots and [`Tried`](crate::Tried)
+    /// identity carry over, and it takes the weight, limit and role given
+    /// here.
     ///
     /// # Errors
     ///
     /// [`UpdateError::Duplicate`] if an equal backend is in the set, or
     /// [`UpdateError::Build`] if the set would be invalid (a zero weight,
-    /// too many backends, weights that overflow). The set is unchanged.
+    /// too many backends, weights that overflow). The set is unchanged, also
+    /// when the backend's `Eq` or `Hash` panics.
     pub fn add(&self, backend: Backend<B::Value>) -> Result<(), UpdateError> {
         let mut members = self.members.lock();
         if members.entries.iter().any(|e| e.value == backend.value) {
             return Err(UpdateError::Duplicate);
         }
-        let weight = backend.weight;
-        let added = entry(backend, &self.shared);
-        added.record.start_ramp(self.shared.now());
-        members.entries.push(added);
-        members.weights.push(weight);
-        if let Err(error) = self.publish(&members) {
-            members.entries.pop();
-            members.weights.pop();
-            return Err(error);
-        }
-        Ok(())
-    }
-
-    /// Removes the backend equal to `id`. Its guards stay valid; once no
-    /// pick in flight can reach it, it counts only its guards.
-    ///
-    /// # Errors
-    ///
-    /// [`UpdateError::NotFound`], or [`UpdateError::LastBackend`] for the
-    /// only backend left (mark it down instead).
-    pub fn remove<Q>(&self, id: &Q) -> Result<(), UpdateError>
-    where
-        B::Value: Borrow<Q>,
-        Q: PartialEq + ?Sized,
-    {
-        let mut members = self.members.lock();
-        let index = position(&members, id)?;
-        if members.entries.len() == 1 {
-            return Err(UpdateError::LastBackend);
-        }
-        let removed = members.entries.remove(index);
-        let weight = members.weights.remove(index);
-        match self.publish(&members) {
-            Ok(old) => {
-                // Snapshots reach entries by weak reference. Wait until the
-                // picks still in the old snapshot are done, so that none
-                // finds the entry gone, then give up the strong reference.
-                // A pick takes nanoseconds; the wait is that long unless a
-                // picking thread is descheduled mid-pick.
-                while Arc::strong_count(&old) > 1 {
-                    std::thread::yield_now();
-                }
-                drop(old);
-                drop(removed);
+        let settings = backend.settings();
+        let added = match members.bring_back(&backend.value) {
+            Some(entry) => entry,
+            None => entry(backend, &self.shared),
+        };
+        let previous = (added.record.weight(), added.record.state());
+        configure(&added.record, &settings);
+        let result = self.rebuild(
+            &mut members,
+            |members| {
+                members.entries.push(Arc::clone(&added));
+                members.weights.push(settings.weight);
+            },
+            |members| {
+                members.entries.pop();
+                members.weights.pop();
+            },
+        );
+        match result {
+            Ok(_) => {
+                added.record.start_ramp(self.shared.now());
                 Ok(())
             }
             Err(error) => {
-                members.entries.insert(index, removed);
-                members.weights.insert(index, weight);
+                // A backend brought back waits among the departed again,
+                // as it was.
+                added.record.set_weight(previous.0);
+                added.record.restore(previous.1);
+                if Arc::strong_count(&added) > 1 {
+                    members.departed.push(Arc::downgrade(&added));
+                }
                 Err(error)
             }
         }
     }
 
-    /// Gives the backend equal to `id` a new weight.
+    /// Removes the backend equal to `id`, and returns once no pick can hand
+    /// it out any more: picks that began before the call and are still in
+    /// flight are waited for (without spinning and without holding up
+    /// other updates). Its guards stay valid and keep counting.
+    ///
+    /// # Errors
+    ///
+    /// [`UpdateError::NotFound`], or [`UpdateError::LastBackend`] for the
+    /// only backend left (mark it down instead). The set is unchanged, also
+    /// when the backend's `Eq` or `Hash` panics.
+    pub fn remove<Q>(&self, id: &Q) -> Result<(), UpdateError>
+    where
+        B::Value: Borrow<Q>,
+        Q: PartialEq + ?Sized,
+    {
+        self.remove_until(id, None)
+    }
+
+    /// As [`remove`](Self::remove), waiting at most `timeout` for the picks
+    /// in flight.
+    ///
+    /// # Errors
+    ///
+    /// As [`remove`](Self::remove), and [`UpdateError::InFlight`] when the
+    /// timeout passed first: the backend is out of the set for every pick
+    /// that starts from now on, but a pick that began before the call may
+    /// still hand it out. Nothing is rolled back.
+    pub fn remove_within<Q>(&self, id: &Q, timeout: Duration) -> Result<(), UpdateError>
+    where
+        B::Value: Borrow<Q>,
+        Q: PartialEq + ?Sized,
+    {
+        self.remove_until(id, Some(Instant::now() + timeout))
+    }
+
+    fn remove_until<Q>(&self, id: &Q, deadline: Option<Instant>) -> Result<(), UpdateError>
+    where
+        B::Value: Borrow<Q>,
+        Q: PartialEq + ?Sized,
+    {
+        let in_use = {
+            let mut members = self.members.lock();
+            let index = members.position(id)?;
+            if members.entries.len() == 1 {
+                return Err(UpdateError::LastBackend);
+            }
+            let removed = Arc::clone(&members.entries[index]);
+            let weight = members.weights[index];
+            let old = self.rebuild(
+                &mut members,
+                |members| {
+                    members.entries.remove(index);
+                    members.weights.remove(index);
+                },
+                |members| {
+                    members.entries.insert(index, Arc::clone(&removed));
+                    members.weights.insert(index, weight);
+                },
+            )?;
+            members.departed.push(Arc::downgrade(&removed));
+            self.retire(&mut members, old, vec![removed])
+        };
+        self.wait_for(in_use, deadline)
+    }
+
+    /// Gives the backend equal to `id` a new weight, in effect from the next
+    /// pick.
     ///
     /// # Errors
     ///
@@ -341,19 +510,33 @@ where
         Q: PartialEq + ?Sized,
     {
         let mut members = self.members.lock();
-        let index = position(&members, id)?;
-        let before = std::mem::replace(&mut members.weights[index], weight);
-        if let Err(error) = self.publish(&members) {
-            members.weights[index] = before;
-            return Err(error);
+        let index = members.position(id)?;
+        let record = Arc::clone(&members.entries[index].record);
+        let before = members.weights[index];
+        // The record first: the new snapshot starts from its weight.
+        record.set_weight(weight);
+        let result = self.rebuild(
+            &mut members,
+            |members| members.weights[index] = weight,
+            |members| members.weights[index] = before,
+        );
+        match result {
+            Ok(old) => {
+                self.retire(&mut members, old, Vec::new());
+                Ok(())
+            }
+            Err(error) => {
+                record.set_weight(before);
+                Err(error)
+            }
         }
-        members.entries[index].record.set_weight(weight);
-        Ok(())
     }
 
     /// Marks the backend equal to `id` up, down or draining. A backend
     /// that comes back up from down or draining ramps up if the policy has
-    /// slow start.
+    /// slow start. `Down` and `Draining` return once no pick can hand the
+    /// backend out any more (picks in flight are waited for, as by
+    /// [`remove`](Self::remove)).
     ///
     /// # Errors
     ///
@@ -363,22 +546,27 @@ where
         B::Value: Borrow<Q>,
         Q: PartialEq + ?Sized,
     {
-        self.with_record(id, |record| match state {
-            AdminState::Up => {
-                if record.flags() & (flag::DOWN | flag::DRAINING) != 0 {
-                    record.start_ramp(self.shared.now());
+        let in_use = {
+            let mut members = self.members.lock();
+            let record = Arc::clone(&members.entries[members.position(id)?].record);
+            match state {
+                AdminState::Up => {
+                    if record.flags() & (flag::DOWN | flag::DRAINING) != 0 {
+                        record.start_ramp(self.shared.now());
+                    }
+                    record.set_admin(0);
+                    return Ok(());
                 }
-                record.set_flags(flag::DOWN | flag::DRAINING, false);
+                AdminState::Down => record.set_admin(flag::DOWN),
+                AdminState::Draining => record.set_admin(flag::DRAINING),
             }
-            AdminState::Down => {
-                record.set_flags(flag::DOWN, true);
-                record.set_flags(flag::DRAINING, false);
-            }
-            AdminState::Draining => {
-                record.set_flags(flag::DRAINING, true);
-                record.set_flags(flag::DOWN, false);
-            }
-        })
+            // The flag is set before the new snapshot is published: a pick
+            // that loads the new one sees it; the older ones are waited for.
+            let balancer = Arc::clone(&self.current.load().balancer);
+            let old = self.current.swap(Arc::new(Snapshot { balancer }));
+            self.retire(&mut members, old, Vec::new())
+        };
+        self.wait_for(in_use, None)
     }
 
     /// Sets the connection limit of the backend equal to `id` (0: none).
@@ -411,6 +599,12 @@ where
         self.with_record(id, |record| record.set_flags(flag::BACKUP, backup))
     }
 
+    /// Replaces the health policy; reports and picks use it from now on.
+    pub fn set_health(&self, policy: HealthPolicy) {
+        let _members = self.members.lock();
+        self.shared.set_policy(policy);
+    }
+
     /// Runs `change` on the record of the backend equal to `id`, under the
     /// update lock: flags and limits need no new snapshot.
     fn with_record<Q>(&self, id: &Q, change: impl FnOnce(&Record)) -> Result<(), UpdateError>
@@ -419,33 +613,88 @@ where
         Q: PartialEq + ?Sized,
     {
         let members = self.members.lock();
-        change(&members.entries[position(&members, id)?].record);
+        change(&members.entries[members.position(id)?].record);
         Ok(())
     }
 
-    /// Builds the snapshot for `members`, makes it current, and returns the
-    /// one it replaced.
-    fn publish(&self, members: &Members<B::Value>) -> Result<Arc<B>, UpdateError> {
-        let next = {
+    /// Applies `change` to the members, builds the snapshot for them and
+    /// makes it current; returns the one it replaced. When the build fails
+    /// or panics (a user `Hash` or `Eq`), `undo` puts the members back and
+    /// the error (or the panic) goes on to the caller: the set is as it was.
+    fn rebuild(
+        &self,
+        members: &mut Members<B>,
+        change: impl FnOnce(&mut Members<B>),
+        undo: impl FnOnce(&mut Members<B>),
+    ) -> Result<Arc<Snapshot<B>>, UpdateError> {
+        change(members);
+        let built = {
             let previous = self.current.load();
-            assemble::<B>(members, &self.options, Some(&previous))?
+            let members = &*members;
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                assemble::<B>(members, &self.options, Some(&previous.balancer))
+            }))
         };
-        // arc-swap's swap is SeqCst: every load that starts after it
-        // returns sees the new snapshot. It also turns the loads still
-        // reading the old one into counted references (see `remove`).
-        Ok(self.current.swap(Arc::new(next)))
+        match built {
+            Ok(Ok(next)) => {
+                // arc-swap's swap is SeqCst: every load that starts after it
+                // returns sees the new snapshot. It also turns the loads
+                // still reading the old one into counted references, which
+                // is what `wait_for` watches.
+                Ok(self.current.swap(Arc::new(Snapshot {
+                    balancer: Arc::new(next),
+                })))
+            }
+            Ok(Err(error)) => {
+                undo(members);
+                Err(error.into())
+            }
+            Err(panic) => {
+                undo(members);
+                panic::resume_unwind(panic)
+            }
+        }
     }
-}
 
-fn position<T: Borrow<Q>, Q: PartialEq + ?Sized>(
-    members: &Members<T>,
-    id: &Q,
-) -> Result<usize, UpdateError> {
-    members
-        .entries
-        .iter()
-        .position(|entry| entry.value.borrow() == id)
-        .ok_or(UpdateError::NotFound)
+    /// Files the replaced snapshot `old` (with the removed entries its picks
+    /// may still need) among the retired, and returns every retired snapshot
+    /// still in use.
+    fn retire(
+        &self,
+        members: &mut Members<B>,
+        old: Arc<Snapshot<B>>,
+        keep: Vec<Arc<Entry<B::Value>>>,
+    ) -> Vec<Weak<Snapshot<B>>> {
+        members.retired.push(Retired {
+            snapshot: Arc::downgrade(&old),
+            keep,
+        });
+        drop(old);
+        members.prune();
+        members.in_use()
+    }
+
+    /// Waits, without the update lock, until no pick uses any of the
+    /// snapshots `in_use`: a pick takes nanoseconds, so the wait is that
+    /// long unless a picking thread was descheduled mid-pick; then it backs
+    /// off to sleeps (see `Backoff`). Then lets go of what they kept.
+    fn wait_for(
+        &self,
+        in_use: Vec<Weak<Snapshot<B>>>,
+        deadline: Option<Instant>,
+    ) -> Result<(), UpdateError> {
+        let mut backoff = Backoff::new();
+        for snapshot in in_use {
+            while snapshot.strong_count() > 0 {
+                if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                    return Err(UpdateError::InFlight);
+                }
+                backoff.wait();
+            }
+        }
+        self.members.lock().prune();
+        Ok(())
+    }
 }
 
 impl<B> Balancer<B::Value> for Live<B>
@@ -454,22 +703,22 @@ where
 {
     #[inline]
     fn pick(&self, ctx: &Context<'_>) -> Result<Guard<B::Value>, PickError> {
-        self.current.load().pick(ctx)
+        self.current.load().balancer.pick(ctx)
     }
 
     fn len(&self) -> usize {
-        self.current.load().len()
+        self.current.load().balancer.len()
     }
 
     fn active(&self, index: usize) -> Option<usize> {
-        self.current.load().active(index)
+        self.current.load().balancer.active(index)
     }
 
     fn stats(&self) -> Vec<BackendStats<B::Value>>
     where
         B::Value: Clone,
     {
-        self.current.load().stats()
+        self.current.load().balancer.stats()
     }
 }
 
@@ -479,7 +728,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Live")
-            .field("current", &*self.current.load())
+            .field("current", &*self.current.load().balancer)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }

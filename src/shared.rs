@@ -2,43 +2,92 @@
 //! and a count of backends that need more than the plain pick path.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::{self, Clock, SystemClock};
-use crate::HealthPolicy;
+use crate::record::nanos;
+use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use crate::{HealthPolicy, WhenAllEjected};
 
 /// Shared by a balancer (every snapshot of a live one) and its backends.
 pub(crate) struct Shared {
     clock: Arc<dyn Clock>,
-    pub(crate) policy: HealthPolicy,
+    policy: PolicyCell,
+    /// The algorithm steers by effective weights (smooth weighted
+    /// round-robin, least-connections): only then do failures lower them.
+    weighted: bool,
     /// Backends with any flag set (down, draining, backup, capped, ejected,
     /// degraded, ramping). While it is 0 and a pick carries no tried set,
     /// every algorithm takes its plain path: no clock read, no flag read.
     irregular: AtomicUsize,
-    /// Picks taken on the slow path by lock-free forms: the step counter
-    /// that restores lowered effective weights, one unit a pick, as nginx.
+    /// Picks taken on the slow path: the step counter that restores lowered
+    /// effective weights, one unit a pick, as nginx.
     slow_picks: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(clock: Arc<dyn Clock>, policy: HealthPolicy) -> Arc<Self> {
+    pub(crate) fn new(clock: Arc<dyn Clock>, policy: HealthPolicy, weighted: bool) -> Arc<Self> {
         Arc::new(Self {
             clock,
-            policy,
+            policy: PolicyCell::new(policy),
+            weighted,
             irregular: AtomicUsize::new(0),
             slow_picks: AtomicU64::new(0),
         })
     }
 
     /// The real clock and nginx's default health policy.
-    pub(crate) fn standard() -> Arc<Self> {
-        Self::new(Arc::new(SystemClock::new()), HealthPolicy::default())
+    pub(crate) fn standard(weighted: bool) -> Arc<Self> {
+        Self::new(
+            Arc::new(SystemClock::new()),
+            HealthPolicy::default(),
+            weighted,
+        )
     }
 
     /// Now, in nanoseconds of the balancer's clock.
     pub(crate) fn now(&self) -> u64 {
         clock::nanos(&*self.clock)
+    }
+
+    /// The health policy in force.
+    pub(crate) fn policy(&self) -> HealthPolicy {
+        self.policy.get()
+    }
+
+    /// Replaces the health policy; reports and picks use the new one from
+    /// their next read.
+    pub(crate) fn set_policy(&self, policy: HealthPolicy) {
+        self.policy.set(policy);
+    }
+
+    /// How long slow start lasts, in nanoseconds (0: off).
+    #[inline]
+    pub(crate) fn slow_start_nanos(&self) -> u64 {
+        // Relaxed: see `PolicyCell`.
+        self.policy.slow_start.load(Ordering::Relaxed)
+    }
+
+    /// `fail_timeout` in nanoseconds.
+    #[inline]
+    pub(crate) fn fail_timeout_nanos(&self) -> u64 {
+        // Relaxed: see `PolicyCell`.
+        self.policy.fail_timeout.load(Ordering::Relaxed)
+    }
+
+    /// What a pick does when every candidate is ejected.
+    pub(crate) fn when_all_ejected(&self) -> WhenAllEjected {
+        // Relaxed: see `PolicyCell`.
+        match self.policy.fail_when_all_ejected.load(Ordering::Relaxed) {
+            0 => WhenAllEjected::Panic,
+            _ => WhenAllEjected::Fail,
+        }
+    }
+
+    /// Whether failures lower effective weights (see `weighted`).
+    pub(crate) fn weighted(&self) -> bool {
+        self.weighted
     }
 
     /// Whether every backend is plainly available at full weight.
@@ -78,7 +127,59 @@ impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shared")
             .field("clock", &self.clock)
-            .field("policy", &self.policy)
+            .field("policy", &self.policy())
             .finish_non_exhaustive()
+    }
+}
+
+/// A health policy that can change while picks and reports read it: each
+/// setting in an atomic of its own. The settings are independent, so a read
+/// racing a change may mix old and new ones for that one report or pick.
+struct PolicyCell {
+    max_fails: AtomicU32,
+    fail_timeout: AtomicU64,
+    slow_start: AtomicU64,
+    fail_when_all_ejected: AtomicU8,
+}
+
+impl PolicyCell {
+    fn new(policy: HealthPolicy) -> Self {
+        let cell = Self {
+            max_fails: AtomicU32::new(0),
+            fail_timeout: AtomicU64::new(0),
+            slow_start: AtomicU64::new(0),
+            fail_when_all_ejected: AtomicU8::new(0),
+        };
+        cell.set(policy);
+        cell
+    }
+
+    fn get(&self) -> HealthPolicy {
+        // Relaxed throughout: independent settings (see the type's docs).
+        let when = match self.fail_when_all_ejected.load(Ordering::Relaxed) {
+            0 => WhenAllEjected::Panic,
+            _ => WhenAllEjected::Fail,
+        };
+        HealthPolicy::default()
+            .max_fails(self.max_fails.load(Ordering::Relaxed))
+            .fail_timeout(Duration::from_nanos(
+                self.fail_timeout.load(Ordering::Relaxed),
+            ))
+            .slow_start(Duration::from_nanos(
+                self.slow_start.load(Ordering::Relaxed),
+            ))
+            .when_all_ejected(when)
+    }
+
+    fn set(&self, policy: HealthPolicy) {
+        // Relaxed throughout: see `get`.
+        self.max_fails
+            .store(policy.get_max_fails(), Ordering::Relaxed);
+        self.fail_timeout
+            .store(nanos(policy.get_fail_timeout()), Ordering::Relaxed);
+        self.slow_start
+            .store(nanos(policy.get_slow_start()), Ordering::Relaxed);
+        let fail = u8::from(policy.get_when_all_ejected() == WhenAllEjected::Fail);
+        self.fail_when_all_ejected.store(fail, Ordering::Relaxed);
     }
 }

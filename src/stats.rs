@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use crate::backends::{flag, Backends};
+use crate::backends::Backends;
 use crate::health::FULL;
+use crate::record::flag;
 
 /// Where a backend stands, as the next pick would see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +76,7 @@ impl<T: Clone> Backends<T> {
                 } else if flags & flag::DRAINING != 0 {
                     BackendState::Draining
                 } else if flags & flag::EJECTED != 0 {
-                    if record.health.cooling(now) {
+                    if record.cooling(now) {
                         BackendState::Ejected
                     } else {
                         BackendState::Trial
@@ -94,13 +95,13 @@ impl<T: Clone> Backends<T> {
                     index,
                     active,
                     picks: record.picks(),
-                    failures: record.health.failures(),
+                    failures: record.failures(),
                     state,
                     backup: flags & flag::BACKUP != 0,
                     max_conns: record.max_conns(),
                     weight: record.weight(),
                     effective_weight: effective as u32,
-                    latency: record.health.latency(),
+                    latency: record.latency(),
                 })
             })
             .collect()

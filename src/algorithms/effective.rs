@@ -2,7 +2,8 @@
 //! by failures (`Record::report`), restored one unit each time a backend
 //! takes part in a pick.
 
-use crate::backends::{flag, Backends, Record, Weights};
+use crate::backends::{Backends, Weights};
+use crate::record::{flag, Record};
 
 /// The mutex-backed forms' effective weights: nginx's `effective_weight`
 /// per backend, kept exactly as nginx keeps it.
@@ -27,7 +28,7 @@ impl EffectiveWeights {
         let mut state = Self::new(weights);
         let step = backends.shared().slow_steps();
         for (i, record) in backends.records().enumerate() {
-            state.seen[i] = record.health.lowered();
+            state.seen[i] = record.lowered();
             state.effective[i] = i64::from(record.lazy_effective(step).min(weights.as_slice()[i]));
         }
         state
@@ -36,7 +37,7 @@ impl EffectiveWeights {
     /// Applies the failures reported since the last pick.
     pub(crate) fn catch_up<T>(&mut self, backends: &Backends<T>) {
         for (i, record) in backends.records().enumerate() {
-            let lowered = record.health.lowered();
+            let lowered = record.lowered();
             let by = i64::try_from(lowered - self.seen[i]).unwrap_or(i64::MAX);
             self.effective[i] = self.effective[i].saturating_sub(by).max(0);
             self.seen[i] = lowered;

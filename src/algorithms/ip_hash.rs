@@ -244,7 +244,7 @@ impl Hashing {
         backends: impl IntoIterator<Item = (T, u32)>,
         options: HashOptions,
     ) -> Result<(Backends<T>, Self), BuildError> {
-        let (backends, weights) = Backends::weighted(backends)?;
+        let (backends, weights) = Backends::weighted(backends, false)?;
         let values = (0..backends.len()).filter_map(|i| backends.get(i));
         let hashing = Self::new(values, &weights, options)?;
         Ok((backends, hashing))
@@ -428,6 +428,7 @@ impl Sequential for Hashing {
 impl<T: Hash + Send + Sync> Assemble for IpHash<T> {
     type Value = T;
     type Options = HashOptions;
+    const EFFECTIVE_WEIGHTS: bool = false;
 
     fn assemble(
         parts: Parts<'_, T>,
@@ -445,6 +446,7 @@ impl<T: Hash + Send + Sync> Assemble for IpHash<T> {
 impl<T: Hash + Send + Sync> Assemble for LockedIpHash<T> {
     type Value = T;
     type Options = HashOptions;
+    const EFFECTIVE_WEIGHTS: bool = false;
 
     fn assemble(
         parts: Parts<'_, T>,

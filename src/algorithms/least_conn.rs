@@ -92,7 +92,7 @@ impl<T> LeastConn<T> {
     /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
     /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
     pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted_dense(backends, DENSE_ABOVE)?;
+        let (backends, weights) = Backends::weighted_dense(backends, true, DENSE_ABOVE)?;
         Ok(Self(Balanced {
             backends,
             algorithm: Scan::new(weights),
@@ -116,7 +116,7 @@ impl<T> LockedLeastConn<T> {
     ///
     /// As [`LeastConn::weighted`].
     pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted_dense(backends, LOCKED_DENSE_ABOVE)?;
+        let (backends, weights) = Backends::weighted_dense(backends, true, LOCKED_DENSE_ABOVE)?;
         Ok(Self(Balanced::locked(
             backends,
             LeastConnState::new(weights),
@@ -706,6 +706,7 @@ impl Pick for Scan {
 impl<T: Send + Sync> Assemble for LeastConn<T> {
     type Value = T;
     type Options = ();
+    const EFFECTIVE_WEIGHTS: bool = true;
 
     fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
         Ok(Self(Balanced {
@@ -718,6 +719,7 @@ impl<T: Send + Sync> Assemble for LeastConn<T> {
 impl<T: Send + Sync> Assemble for LockedLeastConn<T> {
     type Value = T;
     type Options = ();
+    const EFFECTIVE_WEIGHTS: bool = true;
 
     fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
         let backends = Backends::from_entries(parts.entries)?;

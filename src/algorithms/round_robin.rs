@@ -207,6 +207,7 @@ where
 {
     type Value = T;
     type Options = ();
+    const EFFECTIVE_WEIGHTS: bool = false;
 
     fn assemble(parts: Parts<'_, T>, _: &(), previous: Option<&Self>) -> Result<Self, BuildError> {
         // Relaxed: read once to carry the position over; see `Cursor`.
@@ -226,6 +227,7 @@ where
 {
     type Value = T;
     type Options = ();
+    const EFFECTIVE_WEIGHTS: bool = false;
 
     fn assemble(parts: Parts<'_, T>, _: &(), previous: Option<&Self>) -> Result<Self, BuildError> {
         let backends = Backends::from_entries(parts.entries)?;

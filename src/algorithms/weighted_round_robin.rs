@@ -83,7 +83,7 @@ impl<T> WeightedRoundRobin<T> {
     /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
     /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
     pub fn new(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted(backends)?;
+        let (backends, weights) = Backends::weighted(backends, true)?;
         Ok(Self(Balanced {
             backends,
             algorithm: Smooth::new(&weights),
@@ -104,7 +104,7 @@ impl<T> LockedWeightedRoundRobin<T> {
     ///
     /// As [`WeightedRoundRobin::new`].
     pub fn new(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted(backends)?;
+        let (backends, weights) = Backends::weighted(backends, true)?;
         Ok(Self(Balanced::locked(
             backends,
             WeightedRoundRobinState::new(&weights),
@@ -296,6 +296,7 @@ impl Pick for Smooth {
 impl<T: Send + Sync> Assemble for WeightedRoundRobin<T> {
     type Value = T;
     type Options = ();
+    const EFFECTIVE_WEIGHTS: bool = true;
 
     fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
         Ok(Self(Balanced {
@@ -308,6 +309,7 @@ impl<T: Send + Sync> Assemble for WeightedRoundRobin<T> {
 impl<T: Send + Sync> Assemble for LockedWeightedRoundRobin<T> {
     type Value = T;
     type Options = ();
+    const EFFECTIVE_WEIGHTS: bool = true;
 
     fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
         let backends = Backends::from_entries(parts.entries)?;

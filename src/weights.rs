@@ -1,0 +1,49 @@
+//! Weights as the caller gave them, validated: each at least 1, their sum
+//! within `u32`.
+
+use crate::BuildError;
+
+/// Validated weights: each at least 1, their sum within `u32`.
+#[derive(Clone, Debug)]
+pub(crate) struct Weights {
+    per_backend: Box<[u32]>,
+    total: u32,
+}
+
+impl Weights {
+    pub(crate) fn new(weights: Vec<u32>) -> Result<Self, BuildError> {
+        if let Some(index) = weights.iter().position(|&w| w == 0) {
+            return Err(BuildError::ZeroWeight { index });
+        }
+        let total = weights
+            .iter()
+            .try_fold(0u32, |sum, &w| sum.checked_add(w))
+            .ok_or(BuildError::WeightOverflow)?;
+        Ok(Self {
+            per_backend: weights.into_boxed_slice(),
+            total,
+        })
+    }
+
+    /// Weight 1 for each of `len` backends (`len` is at most `MAX_BACKENDS`).
+    pub(crate) fn unit(len: usize) -> Self {
+        Self {
+            per_backend: vec![1; len].into_boxed_slice(),
+            total: len as u32,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u32] {
+        &self.per_backend
+    }
+
+    /// Whether every weight is 1 (least-connections then compares counts
+    /// without products).
+    pub(crate) fn all_one(&self) -> bool {
+        self.per_backend.iter().all(|&w| w == 1)
+    }
+
+    pub(crate) fn total(&self) -> u32 {
+        self.total
+    }
+}
