@@ -8,7 +8,8 @@
 //! mode picks among them as if healthy, or the pick fails.
 
 use crate::backends::Backends;
-use crate::record::{flag, Record};
+use crate::health::FULL;
+use crate::record::{flag, Record, State};
 use crate::{Context, Guard, PickError, Tried, WhenAllEjected};
 
 /// Why a backend can or cannot take a pick now.
@@ -22,17 +23,17 @@ enum Status {
 }
 
 impl Record {
-    fn status(&self, flags: u32, now: u64, tried: Option<&Tried>, ignore_health: bool) -> Status {
+    fn status(&self, state: State, now: u64, tried: Option<&Tried>, ignore_health: bool) -> Status {
+        let flags = state.flags();
         if flags & (flag::DOWN | flag::DRAINING) != 0 {
             Status::Down
         } else if tried.is_some_and(|tried| tried.has(self.id)) {
             Status::Tried
         } else if !ignore_health && flags & flag::EJECTED != 0 && self.cooling(now) {
             Status::Ejected
-        } else if flags & flag::CAPPED != 0
-            && self
-                .max_conns()
-                .is_some_and(|limit| self.slots_taken() >= limit)
+        } else if state
+            .max_conns()
+            .is_some_and(|limit| self.slots_taken() >= limit)
         {
             Status::Full
         } else {
@@ -55,9 +56,8 @@ pub(crate) struct Selection<'b, T> {
 impl<'b, T> Selection<'b, T> {
     /// Decides the tier (primaries or backups) and panic mode, or why no
     /// backend can take the pick. One pass over the backends.
-    pub(crate) fn new(backends: &'b Backends<T>, ctx: &Context<'b>) -> Result<Self, PickError> {
+    fn new(backends: &'b Backends<T>, ctx: &Context<'b>, now: u64) -> Result<Self, PickError> {
         let shared = backends.shared();
-        let now = shared.now();
         let tried = ctx.tried();
         let mut selection = Self {
             backends,
@@ -69,9 +69,9 @@ impl<'b, T> Selection<'b, T> {
         let mut open = [false; 2];
         let (mut down, mut skipped, mut ejected) = (0, 0, 0);
         for record in backends.records() {
-            let flags = record.flags();
-            match record.status(flags, now, tried, false) {
-                Status::Open => open[usize::from(flags & flag::BACKUP != 0)] = true,
+            let state = record.state();
+            match record.status(state, now, tried, false) {
+                Status::Open => open[usize::from(state.flags() & flag::BACKUP != 0)] = true,
                 Status::Down => down += 1,
                 Status::Tried => skipped += 1,
                 Status::Ejected => ejected += 1,
@@ -86,9 +86,9 @@ impl<'b, T> Selection<'b, T> {
         if ejected > 0 && policy == WhenAllEjected::Panic {
             let mut open = [false; 2];
             for record in backends.records() {
-                let flags = record.flags();
-                if record.status(flags, now, tried, true) == Status::Open {
-                    open[usize::from(flags & flag::BACKUP != 0)] = true;
+                let state = record.state();
+                if record.status(state, now, tried, true) == Status::Open {
+                    open[usize::from(state.flags() & flag::BACKUP != 0)] = true;
                 }
             }
             if open[0] || open[1] {
@@ -112,14 +112,16 @@ impl<'b, T> Selection<'b, T> {
     /// Whether backend `index` may take this pick.
     pub(crate) fn eligible(&self, index: usize) -> bool {
         let record = self.backends.record(index);
-        let flags = record.flags();
-        (flags & flag::BACKUP != 0) == self.backup
-            && record.status(flags, self.now, self.tried, self.panic) == Status::Open
+        let state = record.state();
+        (state.flags() & flag::BACKUP != 0) == self.backup
+            && record.status(state, self.now, self.tried, self.panic) == Status::Open
     }
 
-    /// Whether picks may ignore ejection (panic mode).
-    pub(crate) fn panic(&self) -> bool {
-        self.panic
+    /// Slow-start progress of backend `index`, in thousandths (`FULL` when
+    /// it is not ramping).
+    pub(crate) fn ramp(&self, index: usize) -> u64 {
+        let record = self.backends.record(index);
+        record.ramp(record.flags(), self.now)
     }
 
     /// The first eligible backend that can be claimed, in index order: the
@@ -127,52 +129,102 @@ impl<'b, T> Selection<'b, T> {
     pub(crate) fn any(&self) -> Result<Guard<T>, PickError> {
         (0..self.backends.len())
             .filter(|&index| self.eligible(index))
-            .find_map(|index| self.claim(index))
+            .find_map(|index| claim(self.backends, index, self.now, self.panic))
             .ok_or(PickError::AllFull)
     }
+}
 
-    /// Slow-start progress of backend `index`, in thousandths.
+/// What the slow path of one pick sees: the backends, the time, and the
+/// selection of backends that may take it, built when first needed (an
+/// algorithm with one candidate a pick often needs none) and built again
+/// after a lost claim.
+pub(crate) struct Slow<'b, 'c, T> {
+    backends: &'b Backends<T>,
+    ctx: &'b Context<'c>,
+    now: u64,
+    selection: Option<Selection<'b, T>>,
+}
+
+impl<'b, 'c: 'b, T> Slow<'b, 'c, T> {
+    pub(crate) fn new(backends: &'b Backends<T>, ctx: &'b Context<'c>) -> Self {
+        Self {
+            backends,
+            ctx,
+            now: backends.shared().now(),
+            selection: None,
+        }
+    }
+
+    pub(crate) fn backends(&self) -> &'b Backends<T> {
+        self.backends
+    }
+
+    /// The backends that may take this pick, or why there are none.
+    pub(crate) fn selection(&mut self) -> Result<Selection<'b, T>, PickError> {
+        match self.selection {
+            Some(selection) => Ok(selection),
+            None => Ok(*self
+                .selection
+                .insert(Selection::new(self.backends, self.ctx, self.now)?)),
+        }
+    }
+
+    /// Forgets the selection: after a lost claim, the next choice reads
+    /// every backend again.
+    pub(crate) fn refresh(&mut self) {
+        self.selection = None;
+    }
+
+    /// Whether backend `index` may take this pick: an open primary by
+    /// itself alone (then no other backend matters, which spares the
+    /// algorithms with one candidate a pick the pass over all of them), or
+    /// one the selection allows.
+    pub(crate) fn eligible(&mut self, index: usize) -> Result<bool, PickError> {
+        if self.open_primary(index) {
+            return Ok(true);
+        }
+        Ok(self.selection()?.eligible(index))
+    }
+
+    fn open_primary(&self, index: usize) -> bool {
+        let record = self.backends.record(index);
+        let state = record.state();
+        state.flags() & flag::BACKUP == 0
+            && record.status(state, self.now, self.ctx.tried(), false) == Status::Open
+    }
+
+    /// Slow-start progress of backend `index`, in thousandths (`FULL` when
+    /// it is not ramping).
     pub(crate) fn ramp(&self, index: usize) -> u64 {
         let record = self.backends.record(index);
         record.ramp(record.flags(), self.now)
     }
 
+    /// Whether backend `index`, in slow start, lets this step through: its
+    /// ramp's share of the steps that land on it (see `Record::accept`).
+    pub(crate) fn accepts(&self, index: usize) -> bool {
+        let ramp = self.ramp(index);
+        ramp >= FULL || self.backends.record(index).accept(ramp, FULL)
+    }
+
     /// Takes backend `index` for this pick: its `max_conns` slot and, for an
     /// ejected backend past its cooldown, the trial. `None` when another
-    /// pick got there first; the caller chooses again.
+    /// pick got there first.
     pub(crate) fn claim(&self, index: usize) -> Option<Guard<T>> {
-        claim(self.backends, index, self.now, self.panic)
+        let panic = self.selection.as_ref().is_some_and(|s| s.panic);
+        claim(self.backends, index, self.now, panic)
     }
 }
 
-/// Whether backend `index` may surely take a pick, judged by itself alone:
-/// an open primary. Then no other backend matters, which spares the
-/// algorithms with one candidate a pick (round-robin, hashing) the pass over
-/// all of them while a few backends are out.
-pub(crate) fn open_primary<T>(
-    backends: &Backends<T>,
-    ctx: &Context<'_>,
-    index: usize,
-    now: u64,
-) -> bool {
+/// See [`Slow::claim`].
+fn claim<T>(backends: &Backends<T>, index: usize, now: u64, panic: bool) -> Option<Guard<T>> {
     let record = backends.record(index);
-    let flags = record.flags();
-    flags & flag::BACKUP == 0 && record.status(flags, now, ctx.tried(), false) == Status::Open
-}
-
-/// See [`Selection::claim`].
-pub(crate) fn claim<T>(
-    backends: &Backends<T>,
-    index: usize,
-    now: u64,
-    panic: bool,
-) -> Option<Guard<T>> {
-    let record = backends.record(index);
-    let flags = record.flags();
+    let state = record.state();
+    let flags = state.flags();
     if flags & (flag::CAPPED | flag::EJECTED) == 0 {
         return backends.guard(index);
     }
-    let slot = match record.max_conns() {
+    let slot = match state.max_conns() {
         Some(limit) if !record.try_take_slot(limit) => return None,
         Some(_) => true,
         None => false,
@@ -190,3 +242,12 @@ pub(crate) fn claim<T>(
     }
     guard
 }
+
+// Copy by hand: a derive would ask `T: Copy`.
+impl<T> Clone for Selection<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Selection<'_, T> {}

@@ -9,7 +9,7 @@ use crate::record::Record;
 use crate::shared::Shared;
 use crate::sync::atomic::{AtomicU32, Ordering};
 pub(crate) use crate::weights::Weights;
-use crate::{BuildError, Context, Guard};
+use crate::{BuildError, Guard};
 
 /// The most backends one balancer holds. Schedules and hash tables store
 /// indices as `u16`, which keeps them small enough to stay in cache.
@@ -177,25 +177,6 @@ impl<T> Backends<T> {
     #[inline]
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
-    }
-
-    /// The plain path every algorithm tries first: while no backend has a
-    /// flag and the pick skips nothing, the guard of the backend `choose`
-    /// names. `None` sends the pick down the algorithm's slow path, which
-    /// each algorithm keeps out of line (`#[inline(never)]`): inlined, it
-    /// made the plain pick save every callee-saved register and spill its
-    /// scan's state to the stack (seen with `perf annotate`).
-    #[inline]
-    pub(crate) fn plain_pick(
-        &self,
-        ctx: &Context<'_>,
-        choose: impl FnOnce() -> usize,
-    ) -> Option<Guard<T>> {
-        if self.shared.regular() && ctx.skips_nothing() {
-            self.guard(choose())
-        } else {
-            None
-        }
     }
 
     /// Counts a pick of backend `index` and returns its guard; `None` only

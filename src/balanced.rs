@@ -6,6 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::backends::{Backends, Entry, Weights};
+use crate::driver::{self, Choose};
 use crate::own_line::OwnLine;
 use crate::{BuildError, Context, Guard, PickError};
 
@@ -14,23 +15,18 @@ pub(crate) trait Pick: Send + Sync {
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError>;
 }
 
-/// An algorithm written as a plain sequential state machine: the reference
-/// form of each algorithm, and the mutex-backed balancers.
-pub(crate) trait Sequential: Send {
-    /// The next pick, its guard taken.
-    fn next<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>)
-        -> Result<Guard<T>, PickError>;
-}
-
 /// A mutex-backed algorithm: the lock word and the state it guards, on
 /// cache lines of their own (see [`OwnLine`]).
 pub(crate) type Locked<S> = OwnLine<Mutex<S>>;
 
-impl<S: Sequential> Pick for Locked<S> {
+/// The mutex-backed forms: an algorithm's sequential state (its reference
+/// form) run by the one pick driver under the lock.
+impl<S: Choose + Send> Pick for Locked<S> {
+    #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
         // The guard is taken while the lock is held, so the next pick already
         // sees this connection: two picks never see the same minimum.
-        self.lock().next(ctx, backends)
+        driver::pick(&mut *self.lock(), ctx, backends)
     }
 }
 

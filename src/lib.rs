@@ -34,6 +34,7 @@ mod balancer;
 mod clock;
 mod context;
 pub mod docs;
+mod driver;
 mod error;
 mod guard;
 mod health;

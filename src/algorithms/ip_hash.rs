@@ -15,9 +15,10 @@ use std::net::IpAddr;
 use siphasher::sip::SipHasher13;
 
 use super::slot_table::{ln, mix, SlotTable};
-use crate::availability::{claim, open_primary, Selection};
+use crate::availability::Slow;
 use crate::backends::{Backends, Weights};
-use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick, Sequential};
+use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick};
+use crate::driver::{self, Choose};
 use crate::health::FULL;
 use crate::{BuildError, Context, Guard, PickError};
 
@@ -319,58 +320,30 @@ impl Hashing {
         Ok(hasher.finish())
     }
 
-    #[inline]
-    fn choose<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        let client = self.client(ctx)?;
-        let owner = self.table.owner(client);
-        if let Some(guard) = backends.plain_pick(ctx, || owner) {
-            return Ok(guard);
-        }
-        self.choose_available(ctx, backends, client, owner)
-    }
-
     /// The client's slot owner when it can take the pick, else the winner of
     /// a weighted rendezvous between the client and the backends that can:
     /// the same fallback for every pick of the client, and only clients of
     /// an unavailable backend move. A backend in slow start takes the
     /// clients whose place (`client & 0xffff`) falls within its progress,
     /// so its clients come back in a fixed order as it ramps.
-    // Out of line: see `Backends::plain_pick`.
-    #[inline(never)]
     fn choose_available<T>(
         &self,
         ctx: &Context<'_>,
-        backends: &Backends<T>,
-        client: u64,
-        owner: usize,
-    ) -> Result<Guard<T>, PickError> {
-        let now = backends.shared().now();
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        let client = self.client(ctx)?;
+        let owner = self.table.owner(client);
         let place = (client & 0xffff) * FULL / 0x1_0000;
-        let admits = |index: usize| {
-            let entry = backends.record(index);
-            place < entry.ramp(entry.flags(), now)
-        };
-        if open_primary(backends, ctx, owner, now) && admits(owner) {
-            if let Some(guard) = claim(backends, owner, now, false) {
-                return Ok(guard);
-            }
+        let admits = |slow: &Slow<'_, '_, T>, index: usize| place < slow.ramp(index);
+        if slow.eligible(owner)? && admits(slow, owner) {
+            return Ok(Some(owner));
         }
-        for _ in 0..=backends.len() {
-            let selection = Selection::new(backends, ctx)?;
-            let eligible = |index: usize| selection.eligible(index);
-            let ramped = |index: usize| eligible(index) && admits(index);
-            let winner = if ramped(owner) {
-                Some(owner)
-            } else {
-                self.rendezvous(client, |index| index != owner && ramped(index))
-                    .or_else(|| self.rendezvous(client, eligible))
-            };
-            let Some(winner) = winner else { continue };
-            if let Some(guard) = selection.claim(winner) {
-                return Ok(guard);
-            }
-        }
-        Err(PickError::AllFull)
+        let selection = slow.selection()?;
+        let eligible = |index: usize| selection.eligible(index);
+        let ramped = |index: usize| eligible(index) && place < selection.ramp(index);
+        Ok(self
+            .rendezvous(client, |index| index != owner && ramped(index))
+            .or_else(|| self.rendezvous(client, eligible)))
     }
 
     /// Weighted rendezvous: among the backends `allowed`, the one whose
@@ -410,18 +383,38 @@ fn normalise(addr: IpAddr) -> IpAddr {
 impl Pick for Hashing {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        self.choose(ctx, backends)
+        driver::pick(&mut &*self, ctx, backends)
     }
 }
 
-impl Sequential for Hashing {
+impl Choose for &Hashing {
     #[inline]
-    fn next<T>(
+    fn plain<T>(&mut self, ctx: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
+        Ok(self.table.owner(self.client(ctx)?))
+    }
+
+    fn choose<T>(
         &mut self,
         ctx: &Context<'_>,
-        backends: &Backends<T>,
-    ) -> Result<Guard<T>, PickError> {
-        self.choose(ctx, backends)
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        self.choose_available(ctx, slow)
+    }
+}
+
+/// The mutex-backed form runs the same choice under the lock.
+impl Choose for Hashing {
+    #[inline]
+    fn plain<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+        (&*self).plain(ctx, backends)
+    }
+
+    fn choose<T>(
+        &mut self,
+        ctx: &Context<'_>,
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        self.choose_available(ctx, slow)
     }
 }
 

@@ -31,9 +31,10 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use super::effective::{lazy_take, EffectiveWeights};
 use super::weighted_round_robin::UNIT;
-use crate::availability::Selection;
+use crate::availability::Slow;
 use crate::backends::{Backends, ScanActives, Weights};
-use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick, Sequential};
+use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick};
+use crate::driver::{self, Choose};
 use crate::own_line::OwnLine;
 use crate::{BuildError, Context, Guard, PickError};
 
@@ -250,16 +251,14 @@ impl LeastConnState {
 
     /// nginx's rule over the backends that can take the pick, comparing by
     /// slow-start-scaled weights and breaking ties by effective weights.
-    // Out of line: see `Backends::plain_pick`.
-    #[inline(never)]
     fn least_available<T>(
         &mut self,
-        ctx: &Context<'_>,
-        backends: &Backends<T>,
-    ) -> Result<Guard<T>, PickError> {
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        let backends = slow.backends();
         backends.shared().slow_step();
         self.effective.catch_up(backends);
-        let selection = Selection::new(backends, ctx)?;
+        let selection = slow.selection()?;
         let w = self.weights.as_slice();
         let ramped = |i: usize| ramped(w[i], selection.ramp(i));
         let mut best: Option<usize> = None;
@@ -275,7 +274,9 @@ impl LeastConnState {
                 std::cmp::Ordering::Greater => {}
             }
         }
-        let mut best = best.ok_or(PickError::AllFull)?;
+        let Some(mut best) = best else {
+            return Ok(None);
+        };
         if many {
             let (first, first_load, first_weight) = (best, load(backends, best), ramped(best));
             let mut total = 0i64;
@@ -294,24 +295,22 @@ impl LeastConnState {
             }
             self.current[best] -= total;
         }
-        // Under the lock nothing else claims; guards dropping only free slots.
-        selection.claim(best).ok_or(PickError::AllFull)
+        Ok(Some(best))
     }
 }
 
-impl Sequential for LeastConnState {
+impl Choose for LeastConnState {
     #[inline]
-    fn next<T>(
+    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+        Ok(backends.scan_actives(SequentialLeast(self)))
+    }
+
+    fn choose<T>(
         &mut self,
-        ctx: &Context<'_>,
-        backends: &Backends<T>,
-    ) -> Result<Guard<T>, PickError> {
-        if let Some(guard) =
-            backends.plain_pick(ctx, || backends.scan_actives(SequentialLeast(self)))
-        {
-            return Ok(guard);
-        }
-        self.least_available(ctx, backends)
+        _: &Context<'_>,
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        self.least_available(slow)
     }
 }
 
@@ -597,68 +596,56 @@ impl Scan {
     /// loads compared by slow-start-scaled weights, ties broken by
     /// effective weights (lowered by failures, restored one unit a slow
     /// pick) added to the current weights one by one.
-    // Out of line: see `Backends::plain_pick`.
-    #[inline(never)]
-    fn pick_available<T>(
-        &self,
-        ctx: &Context<'_>,
-        backends: &Backends<T>,
-    ) -> Result<Guard<T>, PickError> {
+    fn least_available<T>(&self, slow: &mut Slow<'_, '_, T>) -> Result<Option<usize>, PickError> {
+        let backends = slow.backends();
         let step = backends.shared().slow_step();
         let w = self.weights.as_slice();
-        for _ in 0..=w.len() {
-            let selection = Selection::new(backends, ctx)?;
-            let ramped = |i: usize| ramped(w[i], selection.ramp(i));
-            let eligible = || (0..w.len()).filter(|&i| selection.eligible(i));
-            let mut least: Option<(usize, u64, u64)> = None;
-            let mut tied = 0;
-            for i in eligible() {
-                let (load, weight) = (capped(backends.active(i)), ramped(i));
-                match least {
-                    Some((_, least_load, least_weight)) => {
-                        match compare_ramped(load, weight, least_load, least_weight) {
-                            std::cmp::Ordering::Less => {
-                                (least, tied) = (Some((i, load, weight)), 1)
-                            }
-                            std::cmp::Ordering::Equal => tied += 1,
-                            std::cmp::Ordering::Greater => {}
-                        }
-                    }
-                    None => (least, tied) = (Some((i, load, weight)), 1),
-                }
-            }
-            let Some((first, least_load, least_weight)) = least else {
-                continue;
-            };
-            let mut winner = first;
-            if tied > 1 {
-                // Relaxed: current weights only steer the choice, as in
-                // `next_index`; each pick subtracts exactly what it added.
-                let epoch = self.epoch.load(Ordering::Relaxed) as i64;
-                let mut winner_weight = i64::MIN;
-                let mut added = 0i64;
-                for i in eligible().skip_while(|&i| i < first) {
-                    let load = capped(backends.active(i));
-                    if compare_ramped(load, ramped(i), least_load, least_weight).is_ne() {
-                        continue;
-                    }
-                    let used = lazy_take(backends.record(i), w[i], step, selection.ramp(i));
-                    let before = self.base[i].fetch_add(used, Ordering::Relaxed);
-                    added += used;
-                    let raised = before
-                        .wrapping_add(used)
-                        .wrapping_add(epoch.wrapping_mul(i64::from(w[i]) * UNIT));
-                    if raised > winner_weight {
-                        (winner, winner_weight) = (i, raised);
+        let selection = slow.selection()?;
+        let ramped = |i: usize| ramped(w[i], selection.ramp(i));
+        let eligible = || (0..w.len()).filter(|&i| selection.eligible(i));
+        let mut least: Option<(usize, u64, u64)> = None;
+        let mut tied = 0;
+        for i in eligible() {
+            let (load, weight) = (capped(backends.active(i)), ramped(i));
+            match least {
+                Some((_, least_load, least_weight)) => {
+                    match compare_ramped(load, weight, least_load, least_weight) {
+                        std::cmp::Ordering::Less => (least, tied) = (Some((i, load, weight)), 1),
+                        std::cmp::Ordering::Equal => tied += 1,
+                        std::cmp::Ordering::Greater => {}
                     }
                 }
-                self.base[winner].fetch_sub(added, Ordering::Relaxed);
-            }
-            if let Some(guard) = selection.claim(winner) {
-                return Ok(guard);
+                None => (least, tied) = (Some((i, load, weight)), 1),
             }
         }
-        Err(PickError::AllFull)
+        let Some((first, least_load, least_weight)) = least else {
+            return Ok(None);
+        };
+        let mut winner = first;
+        if tied > 1 {
+            // Relaxed: current weights only steer the choice, as in
+            // `next_index`; each pick subtracts exactly what it added.
+            let epoch = self.epoch.load(Ordering::Relaxed) as i64;
+            let mut winner_weight = i64::MIN;
+            let mut added = 0i64;
+            for i in eligible().skip_while(|&i| i < first) {
+                let load = capped(backends.active(i));
+                if compare_ramped(load, ramped(i), least_load, least_weight).is_ne() {
+                    continue;
+                }
+                let used = lazy_take(backends.record(i), w[i], step, selection.ramp(i));
+                let before = self.base[i].fetch_add(used, Ordering::Relaxed);
+                added += used;
+                let raised = before
+                    .wrapping_add(used)
+                    .wrapping_add(epoch.wrapping_mul(i64::from(w[i]) * UNIT));
+                if raised > winner_weight {
+                    (winner, winner_weight) = (i, raised);
+                }
+            }
+            self.base[winner].fetch_sub(added, Ordering::Relaxed);
+        }
+        Ok(Some(winner))
     }
 }
 
@@ -696,10 +683,22 @@ impl ScanActives<usize> for NextIndex<'_> {
 impl Pick for Scan {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        if let Some(guard) = backends.plain_pick(ctx, || backends.scan_actives(NextIndex(self))) {
-            return Ok(guard);
-        }
-        self.pick_available(ctx, backends)
+        driver::pick(&mut &*self, ctx, backends)
+    }
+}
+
+impl Choose for &Scan {
+    #[inline]
+    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+        Ok(backends.scan_actives(NextIndex(self)))
+    }
+
+    fn choose<T>(
+        &mut self,
+        _: &Context<'_>,
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        self.least_available(slow)
     }
 }
 

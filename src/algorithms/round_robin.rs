@@ -2,10 +2,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::availability::{claim, open_primary, Selection};
+use crate::availability::Slow;
 use crate::backends::Backends;
-use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick, Sequential};
-use crate::health::FULL;
+use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick};
+use crate::driver::{self, Choose};
 use crate::own_line::OwnLine;
 use crate::{BuildError, Context, Guard, PickError};
 
@@ -114,12 +114,25 @@ pub(crate) struct Cursor(OwnLine<AtomicUsize>);
 impl Pick for Cursor {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
+        driver::pick(&mut &*self, ctx, backends)
+    }
+}
+
+impl Choose for &Cursor {
+    #[inline]
+    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
         // Relaxed: the cursor only spreads picks; nothing is published through it.
-        let step = || self.0.fetch_add(1, Ordering::Relaxed) % backends.len();
-        if let Some(guard) = backends.plain_pick(ctx, step) {
-            return Ok(guard);
-        }
-        in_turn(backends, ctx, step)
+        Ok(self.0.fetch_add(1, Ordering::Relaxed) % backends.len())
+    }
+
+    fn choose<T>(
+        &mut self,
+        _: &Context<'_>,
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        let len = slow.backends().len();
+        // Relaxed: see `plain`.
+        in_turn(slow, || Ok(self.0.fetch_add(1, Ordering::Relaxed) % len))
     }
 }
 
@@ -139,66 +152,43 @@ impl RoundRobinState {
     }
 }
 
-impl Sequential for RoundRobinState {
+impl Choose for RoundRobinState {
     #[inline]
-    fn next<T>(
+    fn plain<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
+        Ok(self.step())
+    }
+
+    fn choose<T>(
         &mut self,
-        ctx: &Context<'_>,
-        backends: &Backends<T>,
-    ) -> Result<Guard<T>, PickError> {
-        if let Some(guard) = backends.plain_pick(ctx, || self.step()) {
-            return Ok(guard);
-        }
-        in_turn(backends, ctx, || self.step())
+        _: &Context<'_>,
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        in_turn(slow, || Ok(self.step()))
     }
 }
 
 /// Round-robin while some backends are out: steps on past the backends that
 /// cannot take the pick. A backend in slow start lets through only its
-/// ramp's share of the steps that land on it (see `Entry::accept`); when
-/// every available backend is ramping and two rounds pass without one
-/// accepting, the first available one met takes the pick.
-// Out of line: see `Backends::plain_pick`.
-#[inline(never)]
+/// ramp's share of the steps that land on it; when every available backend
+/// is ramping and two rounds pass without one accepting, the first
+/// available one met takes the pick.
 fn in_turn<T>(
-    backends: &Backends<T>,
-    ctx: &Context<'_>,
-    mut step: impl FnMut() -> usize,
-) -> Result<Guard<T>, PickError> {
-    let now = backends.shared().now();
-    let mut selection = None;
+    slow: &mut Slow<'_, '_, T>,
+    mut step: impl FnMut() -> Result<usize, PickError>,
+) -> Result<Option<usize>, PickError> {
     let mut first_met = None;
-    for _ in 0..2 * backends.len() {
-        let index = step();
-        let panic = if open_primary(backends, ctx, index, now) {
-            false
-        } else {
-            let selection = match &selection {
-                Some(selection) => selection,
-                None => selection.insert(Selection::new(backends, ctx)?),
-            };
-            if !selection.eligible(index) {
-                continue;
-            }
-            selection.panic()
-        };
-        let ramp = backends
-            .record(index)
-            .ramp(backends.record(index).flags(), now);
-        if ramp < FULL && !backends.record(index).accept(ramp, FULL) {
-            first_met.get_or_insert((index, panic));
+    for _ in 0..2 * slow.backends().len() {
+        let index = step()?;
+        if !slow.eligible(index)? {
             continue;
         }
-        if let Some(guard) = claim(backends, index, now, panic) {
-            return Ok(guard);
+        if !slow.accepts(index) {
+            first_met.get_or_insert(index);
+            continue;
         }
+        return Ok(Some(index));
     }
-    if let Some((index, panic)) = first_met {
-        if let Some(guard) = claim(backends, index, now, panic) {
-            return Ok(guard);
-        }
-    }
-    Selection::new(backends, ctx)?.any()
+    Ok(first_met)
 }
 
 impl<T> Assemble for RoundRobin<T>

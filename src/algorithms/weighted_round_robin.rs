@@ -18,9 +18,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::effective::{lazy_take, EffectiveWeights};
-use crate::availability::Selection;
+use crate::availability::Slow;
 use crate::backends::{Backends, Weights};
-use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick, Sequential};
+use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick};
+use crate::driver::{self, Choose};
 use crate::health::FULL;
 use crate::own_line::OwnLine;
 use crate::{BuildError, Context, Guard, PickError};
@@ -154,16 +155,14 @@ impl WeightedRoundRobinState {
 
     /// nginx's `ngx_http_upstream_get_peer` over the backends that can take
     /// the pick, with effective weights (scaled by slow start).
-    // Out of line: see `Backends::plain_pick`.
-    #[inline(never)]
     fn step_available<T>(
         &mut self,
-        ctx: &Context<'_>,
-        backends: &Backends<T>,
-    ) -> Result<Guard<T>, PickError> {
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        let backends = slow.backends();
         backends.shared().slow_step();
         self.effective.catch_up(backends);
-        let selection = Selection::new(backends, ctx)?;
+        let selection = slow.selection()?;
         let mut best: Option<usize> = None;
         let mut total = 0i64;
         for i in 0..self.weights.len() {
@@ -181,10 +180,10 @@ impl WeightedRoundRobinState {
                 best = Some(i);
             }
         }
-        let best = best.ok_or(PickError::AllFull)?;
-        self.current[best] -= total;
-        // Under the lock nothing else claims; guards dropping only free slots.
-        selection.claim(best).ok_or(PickError::AllFull)
+        if let Some(best) = best {
+            self.current[best] -= total;
+        }
+        Ok(best)
     }
 
     /// One pick. Current weights stay within `(-total, total]`, so `i64`
@@ -205,17 +204,18 @@ impl WeightedRoundRobinState {
     }
 }
 
-impl Sequential for WeightedRoundRobinState {
+impl Choose for WeightedRoundRobinState {
     #[inline]
-    fn next<T>(
+    fn plain<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
+        Ok(self.step())
+    }
+
+    fn choose<T>(
         &mut self,
-        ctx: &Context<'_>,
-        backends: &Backends<T>,
-    ) -> Result<Guard<T>, PickError> {
-        if let Some(guard) = backends.plain_pick(ctx, || self.step()) {
-            return Ok(guard);
-        }
-        self.step_available(ctx, backends)
+        _: &Context<'_>,
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        self.step_available(slow)
     }
 }
 
@@ -243,53 +243,52 @@ impl Smooth {
                 .collect(),
         }
     }
-
-    /// nginx's loop over the available backends, on atomics: `O(n)` a pick.
-    // Out of line: see `Backends::plain_pick`.
-    #[inline(never)]
-    fn pick_available<T>(
-        &self,
-        ctx: &Context<'_>,
-        backends: &Backends<T>,
-    ) -> Result<Guard<T>, PickError> {
-        let step = backends.shared().slow_step();
-        let w = self.weights.as_slice();
-        for _ in 0..=w.len() {
-            let selection = Selection::new(backends, ctx)?;
-            let mut best = None;
-            let mut best_weight = i64::MIN;
-            let mut total = 0i64;
-            for (i, current) in self.current.iter().enumerate() {
-                if !selection.eligible(i) {
-                    continue;
-                }
-                // In thousandths of a unit, as in the sequential form.
-                let used = lazy_take(backends.record(i), w[i], step, selection.ramp(i));
-                // Relaxed: current weights only steer the choice.
-                let raised = current.fetch_add(used, Ordering::Relaxed) + used;
-                total += used;
-                if raised > best_weight {
-                    (best, best_weight) = (Some(i), raised);
-                }
-            }
-            let Some(best) = best else { continue };
-            // Relaxed: see above.
-            self.current[best].fetch_sub(total, Ordering::Relaxed);
-            if let Some(guard) = selection.claim(best) {
-                return Ok(guard);
-            }
-        }
-        Err(PickError::AllFull)
-    }
 }
 
 impl Pick for Smooth {
     #[inline]
     fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        if let Some(guard) = backends.plain_pick(ctx, || self.schedule.next_index()) {
-            return Ok(guard);
+        driver::pick(&mut &*self, ctx, backends)
+    }
+}
+
+impl Choose for &Smooth {
+    #[inline]
+    fn plain<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
+        Ok(self.schedule.next_index())
+    }
+
+    /// nginx's loop over the available backends, on atomics: `O(n)` a pick.
+    fn choose<T>(
+        &mut self,
+        _: &Context<'_>,
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        let backends = slow.backends();
+        let step = backends.shared().slow_step();
+        let w = self.weights.as_slice();
+        let selection = slow.selection()?;
+        let mut best = None;
+        let mut best_weight = i64::MIN;
+        let mut total = 0i64;
+        for (i, current) in self.current.iter().enumerate() {
+            if !selection.eligible(i) {
+                continue;
+            }
+            // In thousandths of a unit, as in the sequential form.
+            let used = lazy_take(backends.record(i), w[i], step, selection.ramp(i));
+            // Relaxed: current weights only steer the choice.
+            let raised = current.fetch_add(used, Ordering::Relaxed) + used;
+            total += used;
+            if raised > best_weight {
+                (best, best_weight) = (Some(i), raised);
+            }
         }
-        self.pick_available(ctx, backends)
+        if let Some(best) = best {
+            // Relaxed: see above.
+            self.current[best].fetch_sub(total, Ordering::Relaxed);
+        }
+        Ok(best)
     }
 }
 
