@@ -41,11 +41,15 @@ mod health;
 mod live;
 mod own_line;
 mod record;
+mod retire;
 mod shared;
 mod stats;
 mod sync;
 mod tried;
 mod weights;
+
+#[cfg(all(test, loom))]
+mod loom_models;
 
 pub use algorithms::ip_hash::HashOptions;
 pub use algorithms::weighted_round_robin::{BUILD_WORK_LIMIT, SCHEDULE_LIMIT};

@@ -19,8 +19,9 @@ use crate::backends::{Entry, Weights};
 use crate::balanced::{Assemble, Parts};
 use crate::clock::{Clock, SystemClock};
 use crate::record::{flag, Record};
+use crate::retire::{self, Retirement};
 use crate::shared::Shared;
-use crate::sync::{Backoff, Mutex};
+use crate::sync::Mutex;
 use crate::{
     BackendStats, Balancer, BuildError, Context, Guard, HealthPolicy, PickError, UpdateError,
 };
@@ -166,44 +167,16 @@ struct Members<B: Assemble> {
     /// hold weak ones.
     entries: Vec<Arc<Entry<B::Value>>>,
     weights: Vec<u32>,
-    /// Snapshots replaced but possibly still in use by picks, oldest first.
-    retired: Vec<Retired<B>>,
+    /// Replaced snapshots possibly still in use, with the removed entries
+    /// their picks may still need (the entries' one reference that is not a
+    /// guard).
+    retired: Retirement<Snapshot<B>, Arc<Entry<B::Value>>>,
     /// Backends removed whose guards may still be alive, so that adding one
     /// back brings back the same backend: its counts, slots and identity.
     departed: Vec<Weak<Entry<B::Value>>>,
 }
 
-/// A replaced snapshot, and the removed entries kept alive for it (a pick
-/// still in it must find them): their one reference that is not a guard.
-struct Retired<B: Assemble> {
-    snapshot: Weak<Snapshot<B>>,
-    keep: Vec<Arc<Entry<B::Value>>>,
-}
-
 impl<B: Assemble> Members<B> {
-    /// Forgets retired snapshots that no pick uses any more, oldest first:
-    /// an entry kept for a snapshot is let go only once that snapshot and
-    /// every older one are gone.
-    fn prune(&mut self) {
-        let in_use = self
-            .retired
-            .iter()
-            .position(|retired| retired.snapshot.strong_count() > 0)
-            .unwrap_or(self.retired.len());
-        self.retired.drain(..in_use);
-        self.departed.retain(|entry| entry.strong_count() > 0);
-    }
-
-    /// Every retired snapshot still in use: what an update that excludes
-    /// the old state waits for.
-    fn in_use(&self) -> Vec<Weak<Snapshot<B>>> {
-        self.retired
-            .iter()
-            .filter(|retired| retired.snapshot.strong_count() > 0)
-            .map(|retired| Weak::clone(&retired.snapshot))
-            .collect()
-    }
-
     fn position<Q>(&self, id: &Q) -> Result<usize, UpdateError>
     where
         B::Value: Borrow<Q>,
@@ -226,9 +199,7 @@ impl<B: Assemble> Members<B> {
             .iter()
             .filter_map(Weak::upgrade)
             .find(|entry| entry.value == *value)?;
-        for retired in &mut self.retired {
-            retired.keep.retain(|kept| !Arc::ptr_eq(kept, &found));
-        }
+        self.retired.unkeep(|kept| Arc::ptr_eq(kept, &found));
         self.departed
             .retain(|entry| !Weak::ptr_eq(entry, &Arc::downgrade(&found)));
         Some(found)
@@ -313,7 +284,7 @@ impl<B: Assemble> LiveBuilder<B> {
         let members = Members {
             entries,
             weights,
-            retired: Vec::new(),
+            retired: Retirement::new(),
             departed: Vec::new(),
         };
         let first = assemble::<B>(&members, &self.options, None)?;
@@ -657,42 +628,29 @@ where
     }
 
     /// Files the replaced snapshot `old` (with the removed entries its picks
-    /// may still need) among the retired, and returns every retired snapshot
-    /// still in use.
+    /// may still need) and returns every retired snapshot still in use.
     fn retire(
         &self,
         members: &mut Members<B>,
         old: Arc<Snapshot<B>>,
         keep: Vec<Arc<Entry<B::Value>>>,
     ) -> Vec<Weak<Snapshot<B>>> {
-        members.retired.push(Retired {
-            snapshot: Arc::downgrade(&old),
-            keep,
-        });
-        drop(old);
-        members.prune();
-        members.in_use()
+        let in_use = members.retired.retire(old, keep);
+        members.departed.retain(|entry| entry.strong_count() > 0);
+        in_use
     }
 
     /// Waits, without the update lock, until no pick uses any of the
-    /// snapshots `in_use`: a pick takes nanoseconds, so the wait is that
-    /// long unless a picking thread was descheduled mid-pick; then it backs
-    /// off to sleeps (see `Backoff`). Then lets go of what they kept.
+    /// snapshots `in_use` (see `retire.rs`), then lets go of what they kept.
     fn wait_for(
         &self,
         in_use: Vec<Weak<Snapshot<B>>>,
         deadline: Option<Instant>,
     ) -> Result<(), UpdateError> {
-        let mut backoff = Backoff::new();
-        for snapshot in in_use {
-            while snapshot.strong_count() > 0 {
-                if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                    return Err(UpdateError::InFlight);
-                }
-                backoff.wait();
-            }
+        if !retire::wait_for(&in_use, deadline) {
+            return Err(UpdateError::InFlight);
         }
-        self.members.lock().prune();
+        self.members.lock().retired.prune();
         Ok(())
     }
 }

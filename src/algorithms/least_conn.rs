@@ -27,7 +27,7 @@
 //! zero and ties keep rotating in proportion to weight. The mutex-backed form
 //! never lets two picks see the same minimum.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use super::effective::{lazy_take, EffectiveWeights};
 use super::weighted_round_robin::UNIT;

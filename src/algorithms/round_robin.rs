@@ -1,6 +1,6 @@
 //! Round-robin: backends in order, 0, 1, …, n−1, 0, 1, …
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::availability::Slow;
 use crate::backends::Backends;

@@ -12,7 +12,7 @@
 //! windows published with `arc-swap`, still exact and still without a lock,
 //! but with an `O(n)` cost per pick amortised over each window.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;

@@ -1,0 +1,185 @@
+//! Loom models of the protocols whose Synchronization sections say what
+//! pairs with what: `record.rs` (the limit with its flag, the ejection
+//! deadline with its flag, the ramp start against a clean-up, the slot
+//! claim and free) and `retire.rs` (an update waits for the picks in every
+//! older snapshot). Run with
+//! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_models`.
+//!
+//! Each model fails when the fix it guards is reverted (checked by hand on
+//! 2026-11-29): the deadline model with Relaxed for the state word's
+//! Acquire and Release; the limit model with the limit and its flag written
+//! in two steps; the ramp model with the ramp start outside the window lock;
+//! the retirement model waiting only for the snapshot the update replaced.
+//!
+//! The checked operations run in spawned threads: loom explores the
+//! interleavings and stale reads of its threads, not of the model's own
+//! body before its first yield.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::thread;
+
+use crate::clock::ManualClock;
+use crate::record::{flag, Record};
+use crate::retire::{wait_for, Retirement};
+use crate::shared::Shared;
+use crate::sync::Mutex;
+use crate::{HealthPolicy, Outcome};
+
+fn record(policy: HealthPolicy, clock: Arc<ManualClock>) -> Arc<Record> {
+    Arc::new(Record::new(1, Shared::new(clock, policy, true)))
+}
+
+/// A pick reads the limit with its flag: toggling the limit never shows
+/// `CAPPED` with another call's limit (0 here, which made picks fail).
+#[test]
+fn limit_and_flag_are_read_together() {
+    loom::model(|| {
+        let record = record(HealthPolicy::default(), Arc::new(ManualClock::new()));
+        record.set_max_conns(Some(1000));
+        let writer = {
+            let record = Arc::clone(&record);
+            thread::spawn(move || {
+                record.set_max_conns(None);
+                record.set_max_conns(Some(1000));
+            })
+        };
+        let picker = thread::spawn(move || {
+            for _ in 0..2 {
+                let state = record.state();
+                assert!(state.max_conns().is_none_or(|limit| limit == 1000));
+            }
+        });
+        writer.join().expect("no panic");
+        picker.join().expect("no panic");
+    });
+}
+
+/// A pick that sees `EJECTED` sees the deadline stored with it.
+#[test]
+fn ejection_deadline_is_seen_with_its_flag() {
+    loom::model(|| {
+        let clock = Arc::new(ManualClock::new());
+        clock.advance(Duration::from_secs(1));
+        let record = record(HealthPolicy::default(), clock);
+        let reporter = {
+            let record = Arc::clone(&record);
+            thread::spawn(move || {
+                record.report(Outcome::Failure {
+                    latency: Duration::from_millis(1),
+                });
+            })
+        };
+        let picker = thread::spawn(move || {
+            if record.flags() & flag::EJECTED != 0 {
+                // Cooling until 11 s: a stale deadline (0) would open a trial.
+                assert!(record.cooling(Duration::from_secs(2).as_nanos() as u64));
+            }
+        });
+        reporter.join().expect("no panic");
+        picker.join().expect("no panic");
+    });
+}
+
+/// A ramp start is never lost to the clean-up of the ramp before it.
+#[test]
+fn ramp_start_survives_a_clean_up_of_the_previous_ramp() {
+    loom::model(|| {
+        let clock = Arc::new(ManualClock::new());
+        let policy = HealthPolicy::default().slow_start(Duration::from_secs(1));
+        let record = record(policy, Arc::clone(&clock));
+        record.start_ramp(0);
+        // The first ramp ran out: a pick may clean it up.
+        clock.advance(Duration::from_secs(5));
+        let restart = {
+            let record = Arc::clone(&record);
+            thread::spawn(move || record.start_ramp(Duration::from_secs(5).as_nanos() as u64))
+        };
+        let picker = {
+            let record = Arc::clone(&record);
+            thread::spawn(move || record.tidy(flag::RAMPING))
+        };
+        restart.join().expect("no panic");
+        picker.join().expect("no panic");
+        assert_ne!(record.flags() & flag::RAMPING, 0, "the new ramp was lost");
+    });
+}
+
+/// Two picks racing for the last slot never both win, and every slot comes
+/// back.
+#[test]
+fn slot_claim_and_free() {
+    loom::model(|| {
+        let record = record(HealthPolicy::default(), Arc::new(ManualClock::new()));
+        record.set_max_conns(Some(1));
+        let holders = Arc::new(AtomicUsize::new(0));
+        let pickers: Vec<_> = (0..2)
+            .map(|_| {
+                let (record, holders) = (Arc::clone(&record), Arc::clone(&holders));
+                thread::spawn(move || {
+                    let limit = record.state().max_conns().expect("capped");
+                    if record.try_take_slot(limit) {
+                        // SeqCst: a test counter over both threads.
+                        assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0);
+                        holders.fetch_sub(1, Ordering::SeqCst);
+                        record.free_slot();
+                    }
+                })
+            })
+            .collect();
+        for picker in pickers {
+            picker.join().expect("no panic");
+        }
+        assert_eq!(record.slots_taken(), 0);
+    });
+}
+
+/// The stand-in for arc-swap: a load either sees the new snapshot or holds
+/// a counted reference to the old one when the swap returns.
+struct Current<S>(Mutex<Arc<S>>);
+
+impl<S> Current<S> {
+    fn load(&self) -> Arc<S> {
+        Arc::clone(&self.0.lock())
+    }
+
+    fn swap(&self, next: Arc<S>) -> Arc<S> {
+        std::mem::replace(&mut *self.0.lock(), next)
+    }
+}
+
+/// A pick stalled in a snapshot two updates back still ends before the
+/// update that removed its backend returns.
+#[test]
+fn removal_waits_for_every_older_snapshot() {
+    loom::model(|| {
+        // A snapshot is the set of backends it offers.
+        let current = Arc::new(Current(Mutex::new(Arc::new(vec!["a", "b"]))));
+        let removed = Arc::new(AtomicBool::new(false));
+        let picker = {
+            let (current, removed) = (Arc::clone(&current), Arc::clone(&removed));
+            thread::spawn(move || {
+                let snapshot = current.load();
+                thread::yield_now();
+                if snapshot.contains(&"a") {
+                    // SeqCst: the test's own flag.
+                    assert!(!removed.load(Ordering::SeqCst), "picked a removed backend");
+                }
+            })
+        };
+        let updater = thread::spawn(move || {
+            let mut retirement: Retirement<Vec<&str>, ()> = Retirement::new();
+            // An add, then the removal: the picker may hold either older one.
+            let old = current.swap(Arc::new(vec!["a", "b", "c"]));
+            retirement.retire(old, Vec::new());
+            let old = current.swap(Arc::new(vec!["b", "c"]));
+            let in_use: Vec<Weak<Vec<&str>>> = retirement.retire(old, Vec::new());
+            assert!(wait_for(&in_use, None));
+            removed.store(true, Ordering::SeqCst);
+        });
+        updater.join().expect("no panic");
+        picker.join().expect("no panic");
+    });
+}
