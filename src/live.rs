@@ -384,6 +384,7 @@ where
                 members.entries.pop();
                 members.weights.pop();
             },
+            Vec::new(),
         );
         match result {
             Ok(_) => {
@@ -451,7 +452,7 @@ where
             }
             let removed = Arc::clone(&members.entries[index]);
             let weight = members.weights[index];
-            let old = self.rebuild(
+            let in_use = self.rebuild(
                 &mut members,
                 |members| {
                     members.entries.remove(index);
@@ -461,9 +462,10 @@ where
                     members.entries.insert(index, Arc::clone(&removed));
                     members.weights.insert(index, weight);
                 },
+                vec![Arc::clone(&removed)],
             )?;
             members.departed.push(Arc::downgrade(&removed));
-            self.retire(&mut members, old, vec![removed])
+            in_use
         };
         self.wait_for(in_use, deadline)
     }
@@ -490,12 +492,10 @@ where
             &mut members,
             |members| members.weights[index] = weight,
             |members| members.weights[index] = before,
+            Vec::new(),
         );
         match result {
-            Ok(old) => {
-                self.retire(&mut members, old, Vec::new());
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(error) => {
                 record.set_weight(before);
                 Err(error)
@@ -534,8 +534,7 @@ where
             // The flag is set before the new snapshot is published: a pick
             // that loads the new one sees it; the older ones are waited for.
             let balancer = Arc::clone(&self.current.load().balancer);
-            let old = self.current.swap(Arc::new(Snapshot { balancer }));
-            self.retire(&mut members, old, Vec::new())
+            self.publish(&mut members, balancer, Vec::new())
         };
         self.wait_for(in_use, None)
     }
@@ -589,15 +588,17 @@ where
     }
 
     /// Applies `change` to the members, builds the snapshot for them and
-    /// makes it current; returns the one it replaced. When the build fails
-    /// or panics (a user `Hash` or `Eq`), `undo` puts the members back and
-    /// the error (or the panic) goes on to the caller: the set is as it was.
+    /// publishes it (see `publish`, which `keep` goes to). When the build
+    /// fails or panics (a user `Hash` or `Eq`), `undo` puts the members back
+    /// and the error (or the panic) goes on to the caller: the set is as it
+    /// was.
     fn rebuild(
         &self,
         members: &mut Members<B>,
         change: impl FnOnce(&mut Members<B>),
         undo: impl FnOnce(&mut Members<B>),
-    ) -> Result<Arc<Snapshot<B>>, UpdateError> {
+        keep: Vec<Arc<Entry<B::Value>>>,
+    ) -> Result<Vec<Weak<Snapshot<B>>>, UpdateError> {
         change(members);
         let built = {
             let previous = self.current.load();
@@ -607,15 +608,7 @@ where
             }))
         };
         match built {
-            Ok(Ok(next)) => {
-                // arc-swap's swap is SeqCst: every load that starts after it
-                // returns sees the new snapshot. It also turns the loads
-                // still reading the old one into counted references, which
-                // is what `wait_for` watches.
-                Ok(self.current.swap(Arc::new(Snapshot {
-                    balancer: Arc::new(next),
-                })))
-            }
+            Ok(Ok(next)) => Ok(self.publish(members, Arc::new(next), keep)),
             Ok(Err(error)) => {
                 undo(members);
                 Err(error.into())
@@ -627,14 +620,21 @@ where
         }
     }
 
-    /// Files the replaced snapshot `old` (with the removed entries its picks
-    /// may still need) and returns every retired snapshot still in use.
-    fn retire(
+    /// Makes a snapshot of `balancer` current and files the one it replaced
+    /// among the retired, with the removed entries its picks may still need
+    /// (`keep`). Returns every retired snapshot still in use: what an update
+    /// that excludes the old state waits for (`wait_for`); the others only
+    /// file theirs, so that a later one waits for their picks too.
+    fn publish(
         &self,
         members: &mut Members<B>,
-        old: Arc<Snapshot<B>>,
+        balancer: Arc<B>,
         keep: Vec<Arc<Entry<B::Value>>>,
     ) -> Vec<Weak<Snapshot<B>>> {
+        // arc-swap's swap is SeqCst: every load that starts after it returns
+        // sees the new snapshot. It also turns the loads still reading the
+        // old one into counted references, which is what `wait_for` watches.
+        let old = self.current.swap(Arc::new(Snapshot { balancer }));
         let in_use = members.retired.retire(old, keep);
         members.departed.retain(|entry| entry.strong_count() > 0);
         in_use

@@ -9,6 +9,7 @@
 //! their position, so removing one from the list and rebuilding keeps every
 //! other backend's clients where they were.
 
+use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
@@ -40,7 +41,7 @@ use crate::{BuildError, Context, Guard, PickError};
 /// # drop(lb);
 /// # Ok::<(), loadbalance::BuildError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HashOptions {
     key: [u8; 16],
     table_bits: u8,
@@ -79,6 +80,23 @@ impl HashOptions {
     pub fn ipv4_prefix_24(mut self, on: bool) -> Self {
         self.ipv4_prefix_24 = on;
         self
+    }
+}
+
+/// The key is secret material: `Debug` says only whether it is the public
+/// default.
+impl fmt::Debug for HashOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = if self.key == Self::DEFAULT_KEY {
+            "default"
+        } else {
+            "set (not shown)"
+        };
+        f.debug_struct("HashOptions")
+            .field("key", &key)
+            .field("table_bits", &self.table_bits)
+            .field("ipv4_prefix_24", &self.ipv4_prefix_24)
+            .finish()
     }
 }
 
@@ -210,7 +228,6 @@ impl<T: Hash> LockedIpHash<T> {
 }
 
 /// The table and how to hash a context into it.
-#[derive(Debug)]
 pub(crate) struct Hashing {
     table: SlotTable,
     /// Each backend's identity hash and weight, for the per-client
@@ -220,6 +237,16 @@ pub(crate) struct Hashing {
     /// The SipHash key as the two words SipHash works with.
     keys: (u64, u64),
     ipv4_prefix_24: bool,
+}
+
+/// Never shows the key words (see `HashOptions`'s `Debug`).
+impl fmt::Debug for Hashing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hashing")
+            .field("backends", &self.ids.len())
+            .field("ipv4_prefix_24", &self.ipv4_prefix_24)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Domain tags, so that a key never hashes like an address of the same bytes.
