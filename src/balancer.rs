@@ -32,6 +32,13 @@ use crate::{BackendStats, Context, Guard, PickError};
 pub trait Balancer<T>: Send + Sync {
     /// Picks a backend for one request or connection. The returned guard
     /// counts the backend as active until it is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`PickError::MissingKey`] for a hashing balancer given neither an
+    /// address nor a key; [`PickError::AllDown`], [`PickError::AllTried`],
+    /// [`PickError::AllEjected`] or [`PickError::AllFull`] when no backend
+    /// can take the pick, saying why (see [`PickError`]).
     fn pick(&self, ctx: &Context<'_>) -> Result<Guard<T>, PickError>;
 
     /// How many backends the balancer holds (never 0: construction rejects

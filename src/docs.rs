@@ -48,8 +48,8 @@
 //!
 //! The lock-free smooth weighted round-robin precomputes one period of
 //! `sum(w) / gcd(w)` picks as `u16` indices when that period is at most
-//! [`SCHEDULE_LIMIT`](crate::SCHEDULE_LIMIT) picks (1 MiB) and computing it
-//! takes at most [`BUILD_WORK_LIMIT`](crate::BUILD_WORK_LIMIT) steps. Past
+//! [`SCHEDULE_LIMIT`](crate::lockfree::WeightedRoundRobin::SCHEDULE_LIMIT) picks (1 MiB) and computing it
+//! takes at most [`BUILD_WORK_LIMIT`](crate::lockfree::WeightedRoundRobin::BUILD_WORK_LIMIT) steps. Past
 //! either bound it computes the same exact sequence in windows of about
 //! 2^20 / n picks, published without a lock; a pick then costs `O(n)`
 //! amortised, like the mutex-backed form, without its lock.

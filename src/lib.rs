@@ -52,9 +52,8 @@ mod weights;
 mod loom_models;
 
 pub use algorithms::ip_hash::HashOptions;
-pub use algorithms::weighted_round_robin::{BUILD_WORK_LIMIT, SCHEDULE_LIMIT};
 pub use backends::MAX_BACKENDS;
-pub use balanced::{Assemble, Parts};
+pub use balanced::Assemble;
 pub use balancer::Balancer;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::Context;

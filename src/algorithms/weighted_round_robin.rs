@@ -7,7 +7,7 @@
 //! The sequence is periodic: after `sum(w) / gcd(w)` picks every current
 //! weight is back at zero. The lock-free form precomputes one period, so a
 //! pick is one atomic cursor step and a table read. The period is bounded
-//! ([`SCHEDULE_LIMIT`] picks, and [`BUILD_WORK_LIMIT`] steps of work to
+//! (`SCHEDULE_LIMIT` picks, and `BUILD_WORK_LIMIT` steps of work to
 //! compute it); past the bound the lock-free form computes the sequence in
 //! windows published with `arc-swap`, still exact and still without a lock,
 //! but with an `O(n)` cost per pick amortised over each window.
@@ -26,13 +26,11 @@ use crate::health::FULL;
 use crate::own_line::OwnLine;
 use crate::{BuildError, Context, Guard, PickError};
 
-/// The longest period the lock-free form precomputes: 2^19 picks, stored as
-/// `u16` indices in 1 MiB.
-pub const SCHEDULE_LIMIT: usize = 1 << 19;
+/// See [`WeightedRoundRobin::SCHEDULE_LIMIT`].
+const SCHEDULE_LIMIT: usize = 1 << 19;
 
-/// The most sequential steps (period × backends) spent precomputing a
-/// period: about a quarter of a second on a 2-core test machine.
-pub const BUILD_WORK_LIMIT: u64 = 1 << 30;
+/// See [`WeightedRoundRobin::BUILD_WORK_LIMIT`].
+const BUILD_WORK_LIMIT: u64 = 1 << 30;
 
 /// Work, in steps × backends, spent on one window past the bound, so that
 /// the pick that computes a window stalls for about a millisecond.
@@ -41,7 +39,7 @@ const WINDOW_WORK: usize = 1 << 20;
 balancer_type! {
     /// Lock-free smooth weighted round-robin: nginx's exact sequence.
     ///
-    /// Within [`SCHEDULE_LIMIT`] a pick is one relaxed `fetch_add` and a
+    /// Within [`SCHEDULE_LIMIT`](Self::SCHEDULE_LIMIT) a pick is one relaxed `fetch_add` and a
     /// read of the precomputed period; each concurrent pick takes its own
     /// step of the sequence. Past the limit the sequence is computed in
     /// windows (see [`docs`](crate::docs#memory-bounds)).
@@ -77,6 +75,14 @@ balancer_type! {
 }
 
 impl<T> WeightedRoundRobin<T> {
+    /// The longest period the lock-free form precomputes: 2^19 picks, stored
+    /// as `u16` indices in 1 MiB.
+    pub const SCHEDULE_LIMIT: usize = SCHEDULE_LIMIT;
+
+    /// The most sequential steps (period × backends) spent precomputing a
+    /// period: about a quarter of a second on a 2-core test machine.
+    pub const BUILD_WORK_LIMIT: u64 = BUILD_WORK_LIMIT;
+
     /// Builds over `(backend, weight)` pairs in the order given.
     ///
     /// # Errors
@@ -92,7 +98,7 @@ impl<T> WeightedRoundRobin<T> {
     }
 
     /// Whether the whole period is precomputed (the fast path), rather than
-    /// computed in windows past [`SCHEDULE_LIMIT`].
+    /// computed in windows past [`SCHEDULE_LIMIT`](Self::SCHEDULE_LIMIT).
     pub fn is_precomputed(&self) -> bool {
         matches!(self.0.algorithm.schedule, Schedule::Cyclic { .. })
     }
