@@ -281,11 +281,50 @@ fn live(c: &mut Criterion) {
     }
 }
 
+/// What building costs: the hash slot table at its default and a large
+/// size, and one structural update of a live set (a re-weight, which
+/// rebuilds the snapshot: for hashing, its table).
+fn builds(c: &mut Criterion) {
+    let mut group = c.benchmark_group("build");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    for bits in [16u8, 20] {
+        for n in [4u32, 1024] {
+            let options = loadbalance::HashOptions::default().table_bits(bits);
+            group.bench_function(format!("hash_table/bits={bits}/n={n}"), |b| {
+                b.iter(|| {
+                    let backends = (0..n).map(|i| (i, 1 + i % 3));
+                    black_box(lockfree::IpHash::with_options(backends, options.clone()))
+                })
+            });
+        }
+    }
+    for n in [4u32, 1024] {
+        let hashed = Live::<lockfree::IpHash<u32>>::new((0..n).map(Backend::new))
+            .expect("benchmark backends are valid");
+        let plain = Live::<lockfree::RoundRobin<u32>>::new((0..n).map(Backend::new))
+            .expect("benchmark backends are valid");
+        let mut weight = 1;
+        group.bench_function(format!("live_set_weight/ip_hash/n={n}"), |b| {
+            b.iter(|| {
+                weight = weight % 7 + 1;
+                hashed.set_weight(&0, weight).expect("valid weight")
+            })
+        });
+        group.bench_function(format!("live_set_weight/round_robin/n={n}"), |b| {
+            b.iter(|| {
+                weight = weight % 7 + 1;
+                plain.set_weight(&0, weight).expect("valid weight")
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = baselines, single_thread, two_thread, least_conn_one_idle, live
+    targets = baselines, single_thread, two_thread, least_conn_one_idle, live, builds
 }
 criterion_main!(benches);

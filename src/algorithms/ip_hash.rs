@@ -70,6 +70,13 @@ impl HashOptions {
     /// backend the share varies by about `1/sqrt(s)`. The table size does
     /// not follow the number of backends, on purpose: a different size moves
     /// clients, so keep it fixed for a deployment.
+    ///
+    /// Building the table costs about 21 ms at 16 bits, 0.35 s at 20 bits
+    /// and 5.5 s at 24 bits (up to 1,024 backends, one core of the 2-core
+    /// test machine; `cargo bench --bench pick -- build/`). A
+    /// [`Live`](crate::Live) hashing balancer builds it again on every
+    /// `add`, `remove` and `set_weight` (19 to 23 ms at the default size),
+    /// never on a change of state, limit or role.
     pub fn table_bits(mut self, bits: u8) -> Self {
         self.table_bits = bits;
         self
