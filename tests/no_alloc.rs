@@ -117,7 +117,6 @@ fn the_counter_sees_allocations() {
 /// [1000000, 1] (windows of 2^19 picks) over 2,000,000 picks, since 10,000
 /// would not cross a window.
 #[test]
-#[ignore = "issue 11 item 9 is open: fails on this commit"]
 fn windowed_smooth_weighted_round_robin_picks_do_not_allocate() {
     let cases: [(&str, Vec<u32>, u32); 2] = [
         ("weights 1..=1024", (1..=1024).collect(), 10_000),

@@ -24,6 +24,7 @@ use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick};
 use crate::driver::{self, Choose};
 use crate::health::FULL;
 use crate::own_line::OwnLine;
+use crate::sync::Mutex;
 use crate::{BuildError, Context, Guard, PickError};
 
 /// See [`WeightedRoundRobin::SCHEDULE_LIMIT`].
@@ -334,9 +335,18 @@ pub(crate) enum Schedule {
     /// of the one before.
     Windowed {
         window: ArcSwap<Window>,
+        /// The window before the current one and the sequential state that
+        /// computes windows: the next window is computed into the old one
+        /// once no pick reads it, so crossing a window allocates nothing.
+        recycle: Mutex<Recycle>,
         weights: Weights,
-        len: usize,
     },
+}
+
+/// What a window turn reuses (see `Schedule::Windowed`).
+pub(crate) struct Recycle {
+    spare: Arc<Window>,
+    state: WeightedRoundRobinState,
 }
 
 impl Schedule {
@@ -353,11 +363,14 @@ impl Schedule {
             }
         } else {
             let len = (WINDOW_WORK / weights.as_slice().len()).clamp(64, limit.max(64));
-            let first = Window::compute(WeightedRoundRobinState::new(weights), len);
+            let mut state = WeightedRoundRobinState::new(weights);
+            let mut first = Window::empty(len, weights.as_slice().len());
+            first.compute(&mut state);
+            let spare = Arc::new(Window::empty(len, weights.as_slice().len()));
             Self::Windowed {
                 window: ArcSwap::from_pointee(first),
+                recycle: Mutex::new(Recycle { spare, state }),
                 weights: weights.clone(),
-                len,
             }
         }
     }
@@ -372,8 +385,8 @@ impl Schedule {
             }
             Self::Windowed {
                 window,
+                recycle,
                 weights,
-                len,
             } => loop {
                 let current = window.load();
                 // Relaxed: the slot only divides this window's steps between
@@ -382,13 +395,50 @@ impl Schedule {
                 if let Some(&index) = current.picks.get(slot) {
                     return usize::from(index);
                 }
-                // This window is used up. Every thread that gets here computes
-                // the same next window; the first to swap it in wins.
-                let mut state = WeightedRoundRobinState::new(weights);
-                state.current.clone_from(&current.end);
-                let next = Arc::new(Window::compute(state, *len));
-                window.compare_and_swap(&current, next);
+                Self::turn(window, recycle, weights, &current);
             },
+        }
+    }
+
+    /// Replaces the used-up window `used` by the next one, unless another
+    /// pick already did. The pick that holds the recycle lock computes it
+    /// into the spare window when no pick reads that any more; a pick that
+    /// finds the lock taken, or the spare still read by a stalled pick,
+    /// computes its own (an allocation, only then).
+    #[cold]
+    fn turn(
+        window: &ArcSwap<Window>,
+        recycle: &Mutex<Recycle>,
+        weights: &Weights,
+        used: &Arc<Window>,
+    ) {
+        let Some(mut recycle) = recycle.try_lock() else {
+            let mut next = Window::empty(used.picks.len(), used.end.len());
+            let mut state = WeightedRoundRobinState::new(weights);
+            state.current.copy_from_slice(&used.end);
+            next.compute(&mut state);
+            window.compare_and_swap(used, Arc::new(next));
+            return;
+        };
+        if !Arc::ptr_eq(&window.load(), used) {
+            return;
+        }
+        let Recycle { spare, state } = &mut *recycle;
+        state.current.copy_from_slice(&used.end);
+        let next = match Arc::get_mut(spare) {
+            Some(next) => {
+                next.compute(state);
+                Arc::clone(spare)
+            }
+            None => {
+                let mut next = Window::empty(used.picks.len(), used.end.len());
+                next.compute(state);
+                Arc::new(next)
+            }
+        };
+        let replaced = window.compare_and_swap(used, next);
+        if Arc::ptr_eq(&replaced, used) {
+            *spare = arc_swap::Guard::into_inner(replaced);
         }
     }
 }
@@ -401,13 +451,24 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    fn compute(mut state: WeightedRoundRobinState, len: usize) -> Self {
-        let picks = (0..len).map(|_| state.step() as u16).collect();
+    /// A window of `len` picks over `backends` backends, not yet computed.
+    fn empty(len: usize, backends: usize) -> Self {
         Self {
-            picks,
-            end: state.current,
+            picks: vec![0; len].into_boxed_slice(),
+            end: vec![0; backends].into_boxed_slice(),
             taken: OwnLine(AtomicUsize::new(0)),
         }
+    }
+
+    /// Fills the window with the picks that follow `state`, in place.
+    fn compute(&mut self, state: &mut WeightedRoundRobinState) {
+        for pick in self.picks.iter_mut() {
+            *pick = state.step() as u16;
+        }
+        self.end.copy_from_slice(&state.current);
+        // Relaxed: the window is not shared yet (computed in place only when
+        // no pick holds it); arc-swap publishes it.
+        self.taken.store(0, Ordering::Relaxed);
     }
 }
 
