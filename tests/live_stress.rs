@@ -215,3 +215,152 @@ fn check_max_conns_holds_when_threads_race_for_the_last_slot<B: Algo>(form: &str
 fn max_conns_holds_when_threads_race_for_the_last_slot() {
     for_every_form!(check_max_conns_holds_when_threads_race_for_the_last_slot);
 }
+
+const PHASES: usize = 10;
+const PICKS_PER_PHASE: usize = 50_000;
+/// Backend 0, the anchor, is always in the set, up, primary and unlimited:
+/// any failed pick is spurious. Backends 1 to 3 keep a fixed `max_conns`
+/// (checked at every pick, across removal and re-adding); 4 to 6 have
+/// their limits, flags and weights toggled.
+const IDS: V = 7;
+const FIXED_LIMIT: i64 = 2;
+
+fn fixed_limit(id: V) -> Option<i64> {
+    (1..=3).contains(&id).then_some(FIXED_LIMIT)
+}
+
+fn backend(id: V, weight: u32) -> Backend<V> {
+    let backend = Backend::new(id).weight(weight);
+    match fixed_limit(id) {
+        Some(limit) => backend.max_conns(limit as u32),
+        None => backend,
+    }
+}
+
+/// Issue 11's stress: two threads pick 10^6 times while a third removes and
+/// re-adds backends (the same identities), toggles limits, states, roles
+/// and weights. At every pick: no error while the anchor can serve, no
+/// fixed limit exceeded (the test's own count of guards alive, raised after
+/// a pick and lowered before the drop, never passes it). At every
+/// checkpoint (ten, with the pickers' guards held across them): each
+/// backend in the set counts exactly the guards the pickers hold on it.
+fn check_updates_racing_pickers_keep_every_contract<B: Algo>(form: &str) {
+    let lb = Live::<B>::new((0..IDS).map(|id| backend(id, 1 + id % 3))).expect("valid");
+    let alive: Vec<AtomicI64> = (0..IDS).map(|_| AtomicI64::new(0)).collect();
+    let mut held: [VecDeque<Guard<V>>; 2] = [VecDeque::new(), VecDeque::new()];
+    let mut present = vec![true; IDS as usize];
+    let mut rng = Rng(0xC0FF_EE11);
+    for phase in 0..PHASES {
+        let pickers_done = AtomicBool::new(false);
+        let (held_0, held_1) = {
+            let [h0, h1] = &mut held;
+            (std::mem::take(h0), std::mem::take(h1))
+        };
+        let returned = std::thread::scope(|s| {
+            let pickers: Vec<_> = [held_0, held_1]
+                .into_iter()
+                .enumerate()
+                .map(|(thread, mut held)| {
+                    let (lb, alive) = (&lb, &alive);
+                    s.spawn(move || {
+                        let mut rng = Rng(0x5EED + (phase * 2 + thread) as u64);
+                        for i in 0..PICKS_PER_PHASE {
+                            let key = ((phase * PICKS_PER_PHASE + i) as u64
+                                ^ (thread as u64) << 40)
+                                .to_le_bytes();
+                            let guard = lb
+                                .pick(&Context::from_key(&key))
+                                .unwrap_or_else(|e| panic!("{form}: spurious {e:?}"));
+                            let id = *guard;
+                            // Relaxed: the test's own count, checked against
+                            // the fixed limit.
+                            let now = alive[id as usize].fetch_add(1, Ordering::Relaxed) + 1;
+                            if let Some(limit) = fixed_limit(id) {
+                                assert!(now <= limit, "{form}: {now} guards on {id}");
+                            }
+                            held.push_back(guard);
+                            while held.len() > rng.below(6) as usize {
+                                if let Some(guard) = held.pop_front() {
+                                    alive[*guard as usize].fetch_sub(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        held
+                    })
+                })
+                .collect();
+            let updater = s.spawn(|| {
+                while !pickers_done.load(Ordering::Relaxed) {
+                    let id = 1 + rng.below(u64::from(IDS) - 1) as V;
+                    let toggles = id >= 4;
+                    if !present[id as usize] {
+                        lb.add(backend(id, rng.below(4) as u32 + 1))
+                            .expect("absent");
+                        present[id as usize] = true;
+                        continue;
+                    }
+                    match rng.below(6) {
+                        0 => {
+                            lb.remove(&id).expect("present");
+                            present[id as usize] = false;
+                        }
+                        1 => lb
+                            .set_weight(&id, rng.below(5) as u32 + 1)
+                            .expect("present"),
+                        2 => {
+                            let state = [AdminState::Up, AdminState::Down, AdminState::Draining]
+                                [rng.below(3) as usize];
+                            lb.set_state(&id, state).expect("present");
+                        }
+                        3 if toggles => lb
+                            .set_max_conns(&id, [0, 1, 1000][rng.below(3) as usize])
+                            .expect("present"),
+                        4 if toggles => lb.set_backup(&id, rng.below(2) == 0).expect("present"),
+                        _ => lb.set_state(&id, AdminState::Up).expect("present"),
+                    }
+                    std::thread::yield_now();
+                }
+            });
+            let returned: Vec<VecDeque<Guard<V>>> = pickers
+                .into_iter()
+                .map(|p| p.join().expect("picker"))
+                .collect();
+            pickers_done.store(true, Ordering::Relaxed);
+            updater.join().expect("updater");
+            returned
+        });
+        let [h0, h1] = &mut held;
+        let mut returned = returned.into_iter();
+        *h0 = returned.next().expect("two pickers");
+        *h1 = returned.next().expect("two pickers");
+        // Checkpoint: every backend in the set counts exactly the guards
+        // held on it, including guards taken before it was removed and
+        // added back.
+        let mut expected = vec![0usize; IDS as usize];
+        for guard in held.iter().flatten() {
+            expected[**guard as usize] += 1;
+        }
+        for stats in lb.stats() {
+            assert_eq!(
+                stats.active, expected[stats.backend as usize],
+                "{form}: phase {phase}: backend {} counts {} guards, {} held",
+                stats.backend, stats.active, expected[stats.backend as usize]
+            );
+        }
+    }
+    drop(held);
+    for id in 1..IDS {
+        if !present[id as usize] {
+            lb.add(backend(id, 1)).expect("absent");
+        }
+    }
+    assert!(
+        lb.stats().iter().all(|s| s.active == 0),
+        "{form}: counts return to zero"
+    );
+}
+
+#[test]
+fn updates_racing_pickers_keep_every_contract() {
+    for_every_form!(check_updates_racing_pickers_keep_every_contract);
+}
