@@ -48,11 +48,21 @@
 //!
 //! The lock-free smooth weighted round-robin precomputes one period of
 //! `sum(w) / gcd(w)` picks as `u16` indices when that period is at most
-//! [`SCHEDULE_LIMIT`](crate::lockfree::WeightedRoundRobin::SCHEDULE_LIMIT) picks (1 MiB) and computing it
-//! takes at most [`BUILD_WORK_LIMIT`](crate::lockfree::WeightedRoundRobin::BUILD_WORK_LIMIT) steps. Past
-//! either bound it computes the same exact sequence in windows of about
-//! 2^20 / n picks, published without a lock; a pick then costs `O(n)`
-//! amortised, like the mutex-backed form, without its lock.
+//! [`SCHEDULE_LIMIT`](crate::lockfree::WeightedRoundRobin::SCHEDULE_LIMIT)
+//! picks and computing it takes at most
+//! [`BUILD_WORK_LIMIT`](crate::lockfree::WeightedRoundRobin::BUILD_WORK_LIMIT)
+//! steps. It keeps two such buffers (2 MiB at the limit): the period in
+//! use, and one a new period is recorded into after a pick left nginx's
+//! sequence (a backend down, full, tried, ramping or degraded). Such a pick
+//! moves the state into explicit current weights (replaying the period up
+//! to its position, at most one period of steps, once), and picks then run
+//! nginx's loop on atomics, `O(n)` each, exactly as the mutex-backed form
+//! continues; back to plain picks, one period is recorded and, once the
+//! state is periodic again, replayed as before. Past either bound it
+//! computes the same exact sequence in windows of about 2^20 / n picks,
+//! published without a lock and computed in place into the window before
+//! (no allocation); a pick then costs `O(n)` amortised, like the
+//! mutex-backed form, without its lock.
 //!
 //! The hash table holds `2^bits` `u16` owners (128 KiB by default), whatever
 //! the number of backends.

@@ -923,7 +923,6 @@ fn check_both_forms_follow_nginx(script: &str, expected: &str, lockfree: String,
 /// nginx's sequence, as the locked form does, when a flag (a `max_conns`
 /// nobody reaches) is set and cleared mid-sequence.
 #[test]
-#[ignore = "issue 11 item 8 is open: fails on this commit"]
 fn lock_free_smooth_weighted_round_robin_keeps_nginx_order_across_a_flag_toggle() {
     let _shared = shared();
     let expected = nginx_sequence(&[2, 1], &["a", "b"], &[(12, None)]);
@@ -939,7 +938,6 @@ fn lock_free_smooth_weighted_round_robin_keeps_nginx_order_across_a_flag_toggle(
 /// Issue 11 item 8: the lock-free smooth weighted round-robin continues
 /// nginx's sequence, as the locked form does, after a retry.
 #[test]
-#[ignore = "issue 11 item 8 is open: fails on this commit"]
 fn lock_free_smooth_weighted_round_robin_keeps_nginx_order_after_a_retry() {
     let _shared = shared();
     let names = ["a", "b", "c"];
@@ -957,7 +955,6 @@ fn lock_free_smooth_weighted_round_robin_keeps_nginx_order_after_a_retry() {
 /// nginx's sequence, as the locked form does, across a backend marked down
 /// and up again.
 #[test]
-#[ignore = "issue 11 item 8 is open: fails on this commit"]
 fn lock_free_smooth_weighted_round_robin_keeps_nginx_order_across_down_and_up() {
     let _shared = shared();
     let names = ["a", "b", "c"];

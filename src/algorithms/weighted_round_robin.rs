@@ -12,7 +12,7 @@
 //! windows published with `arc-swap`, still exact and still without a lock,
 //! but with an `O(n)` cost per pick amortised over each window.
 
-use crate::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -226,16 +226,32 @@ impl Choose for WeightedRoundRobinState {
     }
 }
 
-/// The lock-free form: the precomputed sequence while every backend is
-/// plainly available, and nginx's loop on atomic current weights over the
-/// available ones otherwise.
+/// The lock-free form: one sequence state, held in one of two places.
+///
+/// While every pick has been one of nginx's steps over all backends at full
+/// weight, the state is the schedule's position (the precomputed period, or
+/// the current window): a pick is a cursor step. The first pick that
+/// leaves that sequence (a backend down, full, tried, ramping or degraded)
+/// replays the schedule up to its position into `current`, once, and from
+/// then on the state is `current`: nginx's loop on atomics, `O(n)` a pick,
+/// exactly as the mutex-backed form continues. Back to plain picks, the
+/// state returns to a schedule: a windowed schedule computes its next
+/// window from `current` at once; a precomputed one records one period of
+/// picks from `current` into its second buffer and, if the state is back
+/// where it began (nginx's sequence is periodic again), replays that period
+/// from then on; otherwise it records the next period.
+///
+/// On one thread the picks are nginx's exactly. Under concurrency every
+/// step adds exactly what it subtracts, so the shares stay nginx's.
 pub(crate) struct Smooth {
     schedule: Schedule,
     weights: Weights,
-    /// Current weights of the slow path (the schedule's are implicit in its
-    /// position). Each pick adds exactly what it subtracts, so under
-    /// concurrency they keep summing to zero and the shares stay nginx's.
+    /// The current weights while `explicit` (in units of `UNIT`).
     current: Box<[AtomicI64]>,
+    /// Whether the state is in `current` rather than in the schedule.
+    explicit: AtomicBool,
+    /// Plain steps recorded since `current` began a period (see above).
+    recorded: AtomicUsize,
 }
 
 impl Smooth {
@@ -248,7 +264,97 @@ impl Smooth {
                 .iter()
                 .map(|_| AtomicI64::new(0))
                 .collect(),
+            explicit: AtomicBool::new(false),
+            recorded: AtomicUsize::new(0),
         }
+    }
+
+    /// One of nginx's steps over every backend at full weight: the
+    /// schedule's next pick, or, while the state is explicit, the loop on
+    /// `current`, recorded towards a new period.
+    #[inline]
+    fn full_step(&self) -> usize {
+        // Relaxed: the flag only says where the state is; a pick racing its
+        // change takes a step from the other place, which keeps the shares.
+        if !self.explicit.load(Ordering::Relaxed) {
+            return self.schedule.next_index();
+        }
+        self.full_explicit_step()
+    }
+
+    #[cold]
+    fn full_explicit_step(&self) -> usize {
+        let w = self.weights.as_slice();
+        match &self.schedule {
+            Schedule::Cyclic { .. } => {
+                // Relaxed: a count of steps, claimed one each.
+                let k = self.recorded.fetch_add(1, Ordering::Relaxed);
+                if k == 0 {
+                    self.schedule.begin_period(&self.current);
+                }
+                let best = self.explicit_step(|_| true, |i| i64::from(w[i]) * UNIT);
+                if self.schedule.record(k, best, &self.current) {
+                    // Relaxed: see `full_step`.
+                    self.explicit.store(false, Ordering::Relaxed);
+                }
+                if k + 1 >= self.schedule.period() {
+                    self.recorded.store(0, Ordering::Relaxed);
+                }
+                best.unwrap_or(0)
+            }
+            Schedule::Windowed { .. } => {
+                if self.schedule.rebase(&self.current) {
+                    // Relaxed: see `full_step`.
+                    self.explicit.store(false, Ordering::Relaxed);
+                    return self.schedule.next_index();
+                }
+                self.explicit_step(|_| true, |i| i64::from(w[i]) * UNIT)
+                    .unwrap_or(0)
+            }
+        }
+    }
+
+    /// nginx's loop on `current` over the backends `eligible`, each adding
+    /// `used(i)`: `None` when none is eligible.
+    fn explicit_step(
+        &self,
+        eligible: impl Fn(usize) -> bool,
+        used: impl Fn(usize) -> i64,
+    ) -> Option<usize> {
+        let mut best = None;
+        let mut best_weight = i64::MIN;
+        let mut total = 0i64;
+        for (i, current) in self.current.iter().enumerate() {
+            if !eligible(i) {
+                continue;
+            }
+            let used = used(i);
+            // Relaxed: current weights only steer the choice.
+            let raised = current.fetch_add(used, Ordering::Relaxed) + used;
+            total += used;
+            if raised > best_weight {
+                (best, best_weight) = (Some(i), raised);
+            }
+        }
+        if let Some(best) = best {
+            // Relaxed: see above.
+            self.current[best].fetch_sub(total, Ordering::Relaxed);
+        }
+        best
+    }
+
+    /// Moves the state from the schedule into `current`, unless it is there.
+    fn leave_schedule(&self) {
+        // Relaxed: see `full_step`. The exchange elects one pick to replay.
+        if self
+            .explicit
+            .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.schedule.replay_into(&self.current, &self.weights);
+        }
+        // Relaxed: a recording in progress no longer describes the state.
+        self.recorded.store(0, Ordering::Relaxed);
     }
 }
 
@@ -262,10 +368,11 @@ impl Pick for Smooth {
 impl Choose for &Smooth {
     #[inline]
     fn plain<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
-        Ok(self.schedule.next_index())
+        Ok(self.full_step())
     }
 
-    /// nginx's loop over the available backends, on atomics: `O(n)` a pick.
+    /// nginx's loop over the available backends: a full step when every
+    /// backend is in at full weight, else on `current`.
     fn choose<T>(
         &mut self,
         _: &Context<'_>,
@@ -275,27 +382,14 @@ impl Choose for &Smooth {
         let step = backends.shared().slow_step();
         let w = self.weights.as_slice();
         let selection = slow.selection()?;
-        let mut best = None;
-        let mut best_weight = i64::MIN;
-        let mut total = 0i64;
-        for (i, current) in self.current.iter().enumerate() {
-            if !selection.eligible(i) {
-                continue;
-            }
-            // In thousandths of a unit, as in the sequential form.
-            let used = lazy_take(backends.record(i), w[i], step, selection.ramp(i));
-            // Relaxed: current weights only steer the choice.
-            let raised = current.fetch_add(used, Ordering::Relaxed) + used;
-            total += used;
-            if raised > best_weight {
-                (best, best_weight) = (Some(i), raised);
-            }
+        // In thousandths of a unit, as in the sequential form.
+        let used = |i: usize| lazy_take(backends.record(i), w[i], step, selection.ramp(i));
+        let full = (0..w.len()).all(|i| selection.eligible(i) && used(i) == i64::from(w[i]) * UNIT);
+        if full {
+            return Ok(Some(self.full_step()));
         }
-        if let Some(best) = best {
-            // Relaxed: see above.
-            self.current[best].fetch_sub(total, Ordering::Relaxed);
-        }
-        Ok(best)
+        self.leave_schedule();
+        Ok(self.explicit_step(|i| selection.eligible(i), used))
     }
 }
 
@@ -324,12 +418,15 @@ impl<T: Send + Sync> Assemble for LockedWeightedRoundRobin<T> {
     }
 }
 
-/// The lock-free form's view of the sequence.
+/// The lock-free form's view of the sequence while its state is a position
+/// (see `Smooth`).
 pub(crate) enum Schedule {
-    /// One whole period, replayed by a shared cursor.
+    /// One whole period, replayed by a shared cursor. Two buffers: the one
+    /// in use, and the one a new period is recorded into.
     Cyclic {
-        picks: Box<[u16]>,
-        cursor: OwnLine<AtomicUsize>,
+        periods: [Period; 2],
+        /// Bit 63: the buffer in use; the rest: steps taken in it.
+        cursor: OwnLine<AtomicU64>,
     },
     /// The sequence in consecutive windows, each computed from the end state
     /// of the one before.
@@ -343,6 +440,15 @@ pub(crate) enum Schedule {
     },
 }
 
+/// One period of picks and the current weights it starts from.
+pub(crate) struct Period {
+    picks: Box<[AtomicU16]>,
+    start: Box<[AtomicI64]>,
+}
+
+/// The cursor's bit that says which period buffer is in use.
+const BUFFER: u64 = 1 << 63;
+
 /// What a window turn reuses (see `Schedule::Windowed`).
 pub(crate) struct Recycle {
     spare: Arc<Window>,
@@ -353,20 +459,33 @@ impl Schedule {
     fn new(weights: &Weights, limit: usize, work_limit: u64) -> Self {
         let period = period(weights);
         let work = period.saturating_mul(weights.as_slice().len() as u64);
+        let n = weights.as_slice().len();
         if period <= limit as u64 && work <= work_limit {
             let mut state = WeightedRoundRobinState::new(weights);
             // Indices fit u16: there are at most MAX_BACKENDS backends.
-            let picks = (0..period).map(|_| state.step() as u16).collect();
+            let first = (0..period)
+                .map(|_| AtomicU16::new(state.step() as u16))
+                .collect();
+            let empty = || Period {
+                picks: (0..period).map(|_| AtomicU16::new(0)).collect(),
+                start: (0..n).map(|_| AtomicI64::new(0)).collect(),
+            };
             Self::Cyclic {
-                picks,
-                cursor: OwnLine(AtomicUsize::new(0)),
+                periods: [
+                    Period {
+                        picks: first,
+                        ..empty()
+                    },
+                    empty(),
+                ],
+                cursor: OwnLine(AtomicU64::new(0)),
             }
         } else {
-            let len = (WINDOW_WORK / weights.as_slice().len()).clamp(64, limit.max(64));
+            let len = (WINDOW_WORK / n).clamp(64, limit.max(64));
             let mut state = WeightedRoundRobinState::new(weights);
-            let mut first = Window::empty(len, weights.as_slice().len());
+            let mut first = Window::empty(len, n);
             first.compute(&mut state);
-            let spare = Arc::new(Window::empty(len, weights.as_slice().len()));
+            let spare = Arc::new(Window::empty(len, n));
             Self::Windowed {
                 window: ArcSwap::from_pointee(first),
                 recycle: Mutex::new(Recycle { spare, state }),
@@ -378,10 +497,15 @@ impl Schedule {
     #[inline]
     fn next_index(&self) -> usize {
         match self {
-            Self::Cyclic { picks, cursor } => {
-                // Relaxed: the cursor only hands out steps; the table is immutable.
+            Self::Cyclic {
+                periods, cursor, ..
+            } => {
+                // Relaxed: the cursor only hands out steps; a period buffer
+                // is rewritten only while not in use.
                 let step = cursor.fetch_add(1, Ordering::Relaxed);
-                usize::from(picks[step % picks.len()])
+                let period = &periods[usize::from(step & BUFFER != 0)];
+                let at = (step & !BUFFER) as usize % period.picks.len();
+                usize::from(period.picks[at].load(Ordering::Relaxed))
             }
             Self::Windowed {
                 window,
@@ -398,6 +522,122 @@ impl Schedule {
                 Self::turn(window, recycle, weights, &current);
             },
         }
+    }
+
+    /// Picks in a precomputed period (`usize::MAX` for windows).
+    fn period(&self) -> usize {
+        match self {
+            Self::Cyclic { periods, .. } => periods[0].picks.len(),
+            Self::Windowed { .. } => usize::MAX,
+        }
+    }
+
+    /// Writes the current weights at the schedule's position into
+    /// `current`: the start of the period (or window) in use plus what the
+    /// steps taken in it added and subtracted. Up to one period of steps.
+    #[cold]
+    fn replay_into(&self, current: &[AtomicI64], weights: &Weights) {
+        let w = weights.as_slice();
+        let total = i64::from(weights.total()) * UNIT;
+        // Relaxed throughout: the state steers picks only.
+        let replay =
+            |start: &dyn Fn(usize) -> i64, steps: usize, picks: &dyn Fn(usize) -> usize| {
+                for (i, current) in current.iter().enumerate() {
+                    current.store(
+                        start(i) + steps as i64 * i64::from(w[i]) * UNIT,
+                        Ordering::Relaxed,
+                    );
+                }
+                for step in 0..steps {
+                    current[picks(step)].fetch_sub(total, Ordering::Relaxed);
+                }
+            };
+        match self {
+            Self::Cyclic {
+                periods, cursor, ..
+            } => {
+                let step = cursor.load(Ordering::Relaxed);
+                let period = &periods[usize::from(step & BUFFER != 0)];
+                let steps = (step & !BUFFER) as usize % period.picks.len();
+                replay(&|i| period.start[i].load(Ordering::Relaxed), steps, &|k| {
+                    usize::from(period.picks[k].load(Ordering::Relaxed))
+                });
+            }
+            Self::Windowed { window, .. } => {
+                let window = window.load();
+                let steps = window.taken.load(Ordering::Relaxed).min(window.picks.len());
+                replay(&|i| window.start[i], steps, &|k| {
+                    usize::from(window.picks[k])
+                });
+            }
+        }
+    }
+
+    /// Starts recording a period from the state `current` into the buffer
+    /// not in use.
+    fn begin_period(&self, current: &[AtomicI64]) {
+        if let Self::Cyclic {
+            periods, cursor, ..
+        } = self
+        {
+            // Relaxed throughout: see `replay_into`.
+            let spare = &periods[usize::from(cursor.load(Ordering::Relaxed) & BUFFER == 0)];
+            for (start, current) in spare.start.iter().zip(current) {
+                start.store(current.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records step `k` of a period (its pick `best`); after the last, puts
+    /// the recorded period in use if the state `current` is back at its
+    /// start, and says so.
+    fn record(&self, k: usize, best: Option<usize>, current: &[AtomicI64]) -> bool {
+        let Self::Cyclic {
+            periods, cursor, ..
+        } = self
+        else {
+            return false;
+        };
+        // Relaxed throughout: see `replay_into`.
+        let in_use = cursor.load(Ordering::Relaxed) & BUFFER;
+        let spare = &periods[usize::from(in_use == 0)];
+        let (Some(best), Some(slot)) = (best, spare.picks.get(k)) else {
+            return false;
+        };
+        slot.store(best as u16, Ordering::Relaxed);
+        let periodic = k + 1 == spare.picks.len()
+            && spare.start.iter().zip(current).all(|(start, current)| {
+                start.load(Ordering::Relaxed) == current.load(Ordering::Relaxed)
+            });
+        if periodic {
+            cursor.store(in_use ^ BUFFER, Ordering::Relaxed);
+        }
+        periodic
+    }
+
+    /// Makes the next window start from the state `current`; `false` when
+    /// another pick holds the recycle lock or the spare is still read.
+    fn rebase(&self, current: &[AtomicI64]) -> bool {
+        let Self::Windowed {
+            window, recycle, ..
+        } = self
+        else {
+            return false;
+        };
+        let Some(mut recycle) = recycle.try_lock() else {
+            return false;
+        };
+        let Recycle { spare, state } = &mut *recycle;
+        let Some(next) = Arc::get_mut(spare) else {
+            return false;
+        };
+        for (state, current) in state.current.iter_mut().zip(current) {
+            // Relaxed: see `replay_into`.
+            *state = current.load(Ordering::Relaxed);
+        }
+        next.compute(state);
+        *spare = window.swap(Arc::clone(spare));
+        true
     }
 
     /// Replaces the used-up window `used` by the next one, unless another
@@ -443,9 +683,10 @@ impl Schedule {
     }
 }
 
-/// A run of consecutive picks and the current weights after it.
+/// A run of consecutive picks and the current weights before and after it.
 pub(crate) struct Window {
     picks: Box<[u16]>,
+    start: Box<[i64]>,
     end: Box<[i64]>,
     taken: OwnLine<AtomicUsize>,
 }
@@ -455,6 +696,7 @@ impl Window {
     fn empty(len: usize, backends: usize) -> Self {
         Self {
             picks: vec![0; len].into_boxed_slice(),
+            start: vec![0; backends].into_boxed_slice(),
             end: vec![0; backends].into_boxed_slice(),
             taken: OwnLine(AtomicUsize::new(0)),
         }
@@ -462,6 +704,7 @@ impl Window {
 
     /// Fills the window with the picks that follow `state`, in place.
     fn compute(&mut self, state: &mut WeightedRoundRobinState) {
+        self.start.copy_from_slice(&state.current);
         for pick in self.picks.iter_mut() {
             *pick = state.step() as u16;
         }
@@ -501,6 +744,33 @@ mod tests {
     fn reference(w: &[u32], picks: usize) -> Vec<usize> {
         let mut state = WeightedRoundRobinState::new(&weights(w));
         (0..picks).map(|_| state.step()).collect()
+    }
+
+    /// After a pick leaves the schedule's sequence, plain picks find their
+    /// way back to a precomputed period (the fast path) within two periods,
+    /// for a state that is periodic again at once and for one that is not.
+    #[test]
+    fn plain_picks_return_to_a_precomputed_period() {
+        use crate::{Balancer, Context, Tried};
+        for w in [[2u32, 1, 1], [5, 3, 2]] {
+            let lb = WeightedRoundRobin::new((0u32..).zip(w)).expect("valid");
+            let smooth = &lb.0.algorithm;
+            let first = lb.pick(&Context::new()).expect("pick");
+            let mut tried = Tried::new();
+            tried.insert(&first);
+            drop(first);
+            // A retry skips a backend: nginx's state leaves the period.
+            drop(lb.pick(&Context::new().with_tried(&tried)).expect("pick"));
+            assert!(smooth.explicit.load(Ordering::Relaxed), "{w:?}");
+            let period = w.iter().sum::<u32>() as usize;
+            for _ in 0..2 * period + 1 {
+                drop(lb.pick(&Context::new()).expect("pick"));
+            }
+            assert!(
+                !smooth.explicit.load(Ordering::Relaxed),
+                "{w:?}: still explicit"
+            );
+        }
     }
 
     #[test]
