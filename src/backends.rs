@@ -4,9 +4,9 @@
 use std::fmt;
 use std::sync::{Arc, Weak};
 
+use crate::clock_and_policy::Shared;
 use crate::guard::Holds;
 use crate::record::Record;
-use crate::shared::Shared;
 use crate::sync::atomic::{AtomicU32, Ordering};
 pub(crate) use crate::weights::Weights;
 use crate::{BuildError, Guard};

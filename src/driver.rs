@@ -9,8 +9,8 @@
 //! pick takes the last slot or the trial first, the guard, and the error
 //! that says why no backend could take the pick.
 
-use crate::availability::Slow;
 use crate::backends::Backends;
+use crate::selection::Slow;
 use crate::{Context, Guard, PickError};
 
 /// How an algorithm chooses a backend. Implemented by `&A` for a lock-free

@@ -27,11 +27,12 @@
 #![forbid(unsafe_code)]
 
 mod algorithms;
-mod availability;
+mod assemble;
 mod backends;
-mod balanced;
 mod balancer;
+mod balancer_type;
 mod clock;
+mod clock_and_policy;
 mod context;
 pub mod docs;
 mod driver;
@@ -39,10 +40,10 @@ mod error;
 mod guard;
 mod health;
 mod live;
-mod own_line;
+mod mutex_form;
 mod record;
 mod retire;
-mod shared;
+mod selection;
 mod stats;
 mod sync;
 mod tried;
@@ -52,8 +53,8 @@ mod weights;
 mod loom_models;
 
 pub use algorithms::ip_hash::HashOptions;
+pub use assemble::Assemble;
 pub use backends::MAX_BACKENDS;
-pub use balanced::Assemble;
 pub use balancer::Balancer;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::Context;

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::assemble::{Assemble, Parts};
 use crate::backends::{Entry, Weights};
-use crate::balanced::{Assemble, Parts};
 use crate::clock::{Clock, SystemClock};
+use crate::clock_and_policy::Shared;
 use crate::record::{flag, Record};
 use crate::retire::{self, Retirement};
-use crate::shared::Shared;
 use crate::sync::Mutex;
 use crate::{
     BackendStats, Balancer, BuildError, Context, Guard, HealthPolicy, PickError, UpdateError,

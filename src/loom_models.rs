@@ -22,9 +22,9 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::thread;
 
 use crate::clock::ManualClock;
+use crate::clock_and_policy::Shared;
 use crate::record::{flag, Record};
 use crate::retire::{wait_for, Retirement};
-use crate::shared::Shared;
 use crate::sync::Mutex;
 use crate::{HealthPolicy, Outcome};
 

@@ -41,8 +41,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock_and_policy::Shared;
 use crate::health::{Outcome, FULL};
-use crate::shared::Shared;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::sync::Mutex;
 

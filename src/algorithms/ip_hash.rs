@@ -16,11 +16,13 @@ use std::net::IpAddr;
 use siphasher::sip::SipHasher13;
 
 use super::slot_table::{ln, mix, SlotTable};
-use crate::availability::Slow;
+use crate::assemble::{Assemble, Parts};
 use crate::backends::{Backends, Weights};
-use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick};
+use crate::balancer_type::{balancer_type, Balanced, Pick};
 use crate::driver::{self, Choose};
 use crate::health::FULL;
+use crate::mutex_form::Locked;
+use crate::selection::Slow;
 use crate::{BuildError, Context, Guard, PickError};
 
 /// Options of the hashing balancers.
@@ -59,6 +61,7 @@ impl HashOptions {
     pub const DEFAULT_KEY: [u8; 16] = *b"loadbalance-v1\0\0";
 
     /// The SipHash key. Changing it moves almost every client.
+    #[must_use]
     pub fn key(mut self, key: [u8; 16]) -> Self {
         self.key = key;
         self
@@ -77,6 +80,7 @@ impl HashOptions {
     /// [`Live`](crate::Live) hashing balancer builds it again on every
     /// `add`, `remove` and `set_weight` (19 to 23 ms at the default size),
     /// never on a change of state, limit or role.
+    #[must_use]
     pub fn table_bits(mut self, bits: u8) -> Self {
         self.table_bits = bits;
         self
@@ -84,6 +88,7 @@ impl HashOptions {
 
     /// Hash only the first three octets of an IPv4 address, as nginx's
     /// `ip_hash` does, so a /24 of clients shares a backend.
+    #[must_use]
     pub fn ipv4_prefix_24(mut self, on: bool) -> Self {
         self.ipv4_prefix_24 = on;
         self

@@ -2,12 +2,14 @@
 
 use crate::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::availability::Slow;
+use crate::assemble::{Assemble, Parts};
 use crate::backends::Backends;
-use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick};
+use crate::balancer_type::{balancer_type, Balanced, Pick};
 use crate::driver::{self, Choose};
-use crate::own_line::OwnLine;
+use crate::mutex_form::Locked;
+use crate::selection::Slow;
 use crate::{BuildError, Context, Guard, PickError};
+use crossbeam_utils::CachePadded;
 
 balancer_type! {
     /// Lock-free round-robin: one relaxed `fetch_add` on a shared cursor a
@@ -59,11 +61,12 @@ impl<T> RoundRobin<T> {
         let backends = Backends::new(backends)?;
         Ok(Self(Balanced {
             backends,
-            algorithm: Cursor(OwnLine(AtomicUsize::new(0))),
+            algorithm: Cursor(CachePadded::new(AtomicUsize::new(0))),
         }))
     }
 
     /// Starts the sequence at backend `offset % len` instead of 0.
+    #[must_use]
     pub fn with_start(self, offset: usize) -> Self {
         let start = offset % self.0.backends.len();
         self.0.algorithm.0.store(start, Ordering::Relaxed);
@@ -72,6 +75,7 @@ impl<T> RoundRobin<T> {
 
     /// Starts at a random backend, so that many instances started together
     /// do not all send their first requests to backend 0.
+    #[must_use]
     pub fn with_random_start(self) -> Self {
         self.with_start(rand::random::<u32>() as usize)
     }
@@ -93,6 +97,7 @@ impl<T> LockedRoundRobin<T> {
     }
 
     /// Starts the sequence at backend `offset % len` instead of 0.
+    #[must_use]
     pub fn with_start(self, offset: usize) -> Self {
         {
             let mut state = self.0.algorithm.lock();
@@ -102,6 +107,7 @@ impl<T> LockedRoundRobin<T> {
     }
 
     /// Starts at a random backend (see [`RoundRobin::with_random_start`]).
+    #[must_use]
     pub fn with_random_start(self) -> Self {
         self.with_start(rand::random::<u32>() as usize)
     }
@@ -109,7 +115,7 @@ impl<T> LockedRoundRobin<T> {
 
 /// The lock-free cursor: the number of picks made so far plus the start.
 #[derive(Debug)]
-pub(crate) struct Cursor(OwnLine<AtomicUsize>);
+pub(crate) struct Cursor(CachePadded<AtomicUsize>);
 
 impl Pick for Cursor {
     #[inline]
@@ -206,7 +212,7 @@ where
         });
         Ok(Self(Balanced {
             backends: Backends::from_entries(parts.entries)?,
-            algorithm: Cursor(OwnLine(AtomicUsize::new(start))),
+            algorithm: Cursor(CachePadded::new(AtomicUsize::new(start))),
         }))
     }
 }

@@ -18,14 +18,16 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::effective::{lazy_take, EffectiveWeights};
-use crate::availability::Slow;
+use crate::assemble::{Assemble, Parts};
 use crate::backends::{Backends, Weights};
-use crate::balanced::{balancer_type, Assemble, Balanced, Locked, Parts, Pick};
+use crate::balancer_type::{balancer_type, Balanced, Pick};
 use crate::driver::{self, Choose};
 use crate::health::FULL;
-use crate::own_line::OwnLine;
+use crate::mutex_form::Locked;
+use crate::selection::Slow;
 use crate::sync::Mutex;
 use crate::{BuildError, Context, Guard, PickError};
+use crossbeam_utils::CachePadded;
 
 /// See [`WeightedRoundRobin::SCHEDULE_LIMIT`].
 const SCHEDULE_LIMIT: usize = 1 << 19;
@@ -426,7 +428,7 @@ pub(crate) enum Schedule {
     Cyclic {
         periods: [Period; 2],
         /// Bit 63: the buffer in use; the rest: steps taken in it.
-        cursor: OwnLine<AtomicU64>,
+        cursor: CachePadded<AtomicU64>,
     },
     /// The sequence in consecutive windows, each computed from the end state
     /// of the one before.
@@ -478,7 +480,7 @@ impl Schedule {
                     },
                     empty(),
                 ],
-                cursor: OwnLine(AtomicU64::new(0)),
+                cursor: CachePadded::new(AtomicU64::new(0)),
             }
         } else {
             let len = (WINDOW_WORK / n).clamp(64, limit.max(64));
@@ -688,7 +690,7 @@ pub(crate) struct Window {
     picks: Box<[u16]>,
     start: Box<[i64]>,
     end: Box<[i64]>,
-    taken: OwnLine<AtomicUsize>,
+    taken: CachePadded<AtomicUsize>,
 }
 
 impl Window {
@@ -698,7 +700,7 @@ impl Window {
             picks: vec![0; len].into_boxed_slice(),
             start: vec![0; backends].into_boxed_slice(),
             end: vec![0; backends].into_boxed_slice(),
-            taken: OwnLine(AtomicUsize::new(0)),
+            taken: CachePadded::new(AtomicUsize::new(0)),
         }
     }
 

@@ -1,5 +1,6 @@
-//! What every backend of one balancer shares: the clock, the health policy,
-//! and a count of backends that need more than the plain pick path.
+//! What every backend of one balancer shares (`Shared`): the clock, the
+//! health policy (changeable at run time), a count of backends that need
+//! more than the plain pick path, and the slow-path step counter.
 
 use std::fmt;
 use std::sync::Arc;
