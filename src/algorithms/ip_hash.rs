@@ -332,7 +332,7 @@ impl Hashing {
 
     /// The client's hash: its slot is in the top bits, its place in slow
     /// start in the bottom 16.
-    #[inline]
+    #[inline(always)]
     fn client(&self, ctx: &Context<'_>) -> Result<u64, PickError> {
         let mut hasher = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
         if let Some(addr) = ctx.addr() {
@@ -444,8 +444,8 @@ impl Choose for &Hashing {
 /// The mutex-backed form runs the same choice under the lock.
 impl Choose for Hashing {
     #[inline]
-    fn plain<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
-        (&*self).plain(ctx, backends)
+    fn plain<T>(&mut self, ctx: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
+        Ok(self.table.owner(self.client(ctx)?))
     }
 
     fn choose<T>(
