@@ -12,7 +12,7 @@
 //! windows published with `arc-swap`, still exact and still without a lock,
 //! but with an `O(n)` cost per pick amortised over each window.
 
-use crate::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicI64, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -248,10 +248,13 @@ impl Choose for WeightedRoundRobinState {
 pub(crate) struct Smooth {
     schedule: Schedule,
     weights: Weights,
-    /// The current weights while `explicit` (in units of `UNIT`).
+    /// The current weights while the state is explicit (in units of `UNIT`).
     current: Box<[AtomicI64]>,
-    /// Whether the state is in `current` rather than in the schedule.
-    explicit: AtomicBool,
+    /// Where the state is: `EXPLICIT` set, in `current`; the low bit, the
+    /// period buffer in use (or last in use). Read by every plain pick and
+    /// written only when the state moves, so it stays in every core's cache;
+    /// read before the cursor step, it leaves that step's latency alone.
+    mode: AtomicUsize,
     /// Plain steps recorded since `current` began a period (see above).
     recorded: AtomicUsize,
 }
@@ -266,7 +269,7 @@ impl Smooth {
                 .iter()
                 .map(|_| AtomicI64::new(0))
                 .collect(),
-            explicit: AtomicBool::new(false),
+            mode: AtomicUsize::new(0),
             recorded: AtomicUsize::new(0),
         }
     }
@@ -276,30 +279,34 @@ impl Smooth {
     /// `current`, recorded towards a new period.
     #[inline]
     fn full_step(&self) -> usize {
-        // Relaxed: the flag only says where the state is; a pick racing its
+        // Relaxed: the mode only says where the state is; a pick racing its
         // change takes a step from the other place, which keeps the shares.
-        if !self.explicit.load(Ordering::Relaxed) {
-            return self.schedule.next_index();
+        let mode = self.mode.load(Ordering::Relaxed);
+        if mode & EXPLICIT == 0 {
+            return self.schedule.next_index(mode);
         }
-        self.full_explicit_step()
+        self.full_explicit_step(mode & 1)
     }
 
+    /// A full step while the state is explicit; `buffer`: the period buffer
+    /// last in use.
     #[cold]
-    fn full_explicit_step(&self) -> usize {
+    fn full_explicit_step(&self, buffer: usize) -> usize {
         let w = self.weights.as_slice();
+        let spare = buffer ^ 1;
         match &self.schedule {
-            Schedule::Cyclic { .. } => {
+            Schedule::Cyclic { period, .. } => {
                 // Relaxed: a count of steps, claimed one each.
                 let k = self.recorded.fetch_add(1, Ordering::Relaxed);
                 if k == 0 {
-                    self.schedule.begin_period(&self.current);
+                    self.schedule.begin_period(spare, &self.current);
                 }
                 let best = self.explicit_step(|_| true, |i| i64::from(w[i]) * UNIT);
-                if self.schedule.record(k, best, &self.current) {
+                if self.schedule.record(spare, k, best, &self.current) {
                     // Relaxed: see `full_step`.
-                    self.explicit.store(false, Ordering::Relaxed);
+                    self.mode.store(spare, Ordering::Relaxed);
                 }
-                if k + 1 >= self.schedule.period() {
+                if k + 1 >= *period {
                     self.recorded.store(0, Ordering::Relaxed);
                 }
                 best.unwrap_or(0)
@@ -307,8 +314,8 @@ impl Smooth {
             Schedule::Windowed { .. } => {
                 if self.schedule.rebase(&self.current) {
                     // Relaxed: see `full_step`.
-                    self.explicit.store(false, Ordering::Relaxed);
-                    return self.schedule.next_index();
+                    self.mode.store(0, Ordering::Relaxed);
+                    return self.schedule.next_index(0);
                 }
                 self.explicit_step(|_| true, |i| i64::from(w[i]) * UNIT)
                     .unwrap_or(0)
@@ -348,12 +355,15 @@ impl Smooth {
     /// Moves the state from the schedule into `current`, unless it is there.
     fn leave_schedule(&self) {
         // Relaxed: see `full_step`. The exchange elects one pick to replay.
-        if self
-            .explicit
-            .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+        let mode = self.mode.load(Ordering::Relaxed);
+        if mode & EXPLICIT == 0
+            && self
+                .mode
+                .compare_exchange(mode, mode | EXPLICIT, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
-            self.schedule.replay_into(&self.current, &self.weights);
+            self.schedule
+                .replay_into(mode, &self.current, &self.weights);
         }
         // Relaxed: a recording in progress no longer describes the state.
         self.recorded.store(0, Ordering::Relaxed);
@@ -427,8 +437,10 @@ pub(crate) enum Schedule {
     /// in use, and the one a new period is recorded into.
     Cyclic {
         periods: [Period; 2],
-        /// Bit 63: the buffer in use; the rest: steps taken in it.
-        cursor: CachePadded<AtomicU64>,
+        /// Steps taken in the buffer in use.
+        cursor: CachePadded<AtomicUsize>,
+        /// Picks in a period (both buffers).
+        period: usize,
     },
     /// The sequence in consecutive windows, each computed from the end state
     /// of the one before.
@@ -448,8 +460,8 @@ pub(crate) struct Period {
     start: Box<[AtomicI64]>,
 }
 
-/// The cursor's bit that says which period buffer is in use.
-const BUFFER: u64 = 1 << 63;
+/// `Smooth::mode`'s bit for a state held in explicit current weights.
+const EXPLICIT: usize = 2;
 
 /// What a window turn reuses (see `Schedule::Windowed`).
 pub(crate) struct Recycle {
@@ -480,7 +492,8 @@ impl Schedule {
                     },
                     empty(),
                 ],
-                cursor: CachePadded::new(AtomicU64::new(0)),
+                cursor: CachePadded::new(AtomicUsize::new(0)),
+                period: period as usize,
             }
         } else {
             let len = (WINDOW_WORK / n).clamp(64, limit.max(64));
@@ -496,18 +509,20 @@ impl Schedule {
         }
     }
 
+    /// The next pick of the sequence; `buffer`: the period buffer in use.
     #[inline]
-    fn next_index(&self) -> usize {
+    fn next_index(&self, buffer: usize) -> usize {
         match self {
             Self::Cyclic {
-                periods, cursor, ..
+                periods,
+                cursor,
+                period,
             } => {
+                let picks = &periods[buffer].picks;
                 // Relaxed: the cursor only hands out steps; a period buffer
                 // is rewritten only while not in use.
                 let step = cursor.fetch_add(1, Ordering::Relaxed);
-                let period = &periods[usize::from(step & BUFFER != 0)];
-                let at = (step & !BUFFER) as usize % period.picks.len();
-                usize::from(period.picks[at].load(Ordering::Relaxed))
+                usize::from(picks[step % period].load(Ordering::Relaxed))
             }
             Self::Windowed {
                 window,
@@ -526,19 +541,11 @@ impl Schedule {
         }
     }
 
-    /// Picks in a precomputed period (`usize::MAX` for windows).
-    fn period(&self) -> usize {
-        match self {
-            Self::Cyclic { periods, .. } => periods[0].picks.len(),
-            Self::Windowed { .. } => usize::MAX,
-        }
-    }
-
     /// Writes the current weights at the schedule's position into
     /// `current`: the start of the period (or window) in use plus what the
     /// steps taken in it added and subtracted. Up to one period of steps.
     #[cold]
-    fn replay_into(&self, current: &[AtomicI64], weights: &Weights) {
+    fn replay_into(&self, buffer: usize, current: &[AtomicI64], weights: &Weights) {
         let w = weights.as_slice();
         let total = i64::from(weights.total()) * UNIT;
         // Relaxed throughout: the state steers picks only.
@@ -556,11 +563,12 @@ impl Schedule {
             };
         match self {
             Self::Cyclic {
-                periods, cursor, ..
+                periods,
+                cursor,
+                period: len,
             } => {
-                let step = cursor.load(Ordering::Relaxed);
-                let period = &periods[usize::from(step & BUFFER != 0)];
-                let steps = (step & !BUFFER) as usize % period.picks.len();
+                let period = &periods[buffer];
+                let steps = cursor.load(Ordering::Relaxed) % len;
                 replay(&|i| period.start[i].load(Ordering::Relaxed), steps, &|k| {
                     usize::from(period.picks[k].load(Ordering::Relaxed))
                 });
@@ -575,15 +583,12 @@ impl Schedule {
         }
     }
 
-    /// Starts recording a period from the state `current` into the buffer
-    /// not in use.
-    fn begin_period(&self, current: &[AtomicI64]) {
-        if let Self::Cyclic {
-            periods, cursor, ..
-        } = self
-        {
+    /// Starts recording a period from the state `current` into buffer
+    /// `spare` (the one not in use).
+    fn begin_period(&self, spare: usize, current: &[AtomicI64]) {
+        if let Self::Cyclic { periods, .. } = self {
+            let spare = &periods[spare];
             // Relaxed throughout: see `replay_into`.
-            let spare = &periods[usize::from(cursor.load(Ordering::Relaxed) & BUFFER == 0)];
             for (start, current) in spare.start.iter().zip(current) {
                 start.store(current.load(Ordering::Relaxed), Ordering::Relaxed);
             }
@@ -593,7 +598,7 @@ impl Schedule {
     /// Records step `k` of a period (its pick `best`); after the last, puts
     /// the recorded period in use if the state `current` is back at its
     /// start, and says so.
-    fn record(&self, k: usize, best: Option<usize>, current: &[AtomicI64]) -> bool {
+    fn record(&self, spare: usize, k: usize, best: Option<usize>, current: &[AtomicI64]) -> bool {
         let Self::Cyclic {
             periods, cursor, ..
         } = self
@@ -601,8 +606,7 @@ impl Schedule {
             return false;
         };
         // Relaxed throughout: see `replay_into`.
-        let in_use = cursor.load(Ordering::Relaxed) & BUFFER;
-        let spare = &periods[usize::from(in_use == 0)];
+        let spare = &periods[spare];
         let (Some(best), Some(slot)) = (best, spare.picks.get(k)) else {
             return false;
         };
@@ -612,7 +616,7 @@ impl Schedule {
                 start.load(Ordering::Relaxed) == current.load(Ordering::Relaxed)
             });
         if periodic {
-            cursor.store(in_use ^ BUFFER, Ordering::Relaxed);
+            cursor.store(0, Ordering::Relaxed);
         }
         periodic
     }
@@ -740,7 +744,7 @@ mod tests {
     }
 
     fn sequence(schedule: &Schedule, picks: usize) -> Vec<usize> {
-        (0..picks).map(|_| schedule.next_index()).collect()
+        (0..picks).map(|_| schedule.next_index(0)).collect()
     }
 
     fn reference(w: &[u32], picks: usize) -> Vec<usize> {
@@ -763,13 +767,13 @@ mod tests {
             drop(first);
             // A retry skips a backend: nginx's state leaves the period.
             drop(lb.pick(&Context::new().with_tried(&tried)).expect("pick"));
-            assert!(smooth.explicit.load(Ordering::Relaxed), "{w:?}");
+            assert_ne!(smooth.mode.load(Ordering::Relaxed) & EXPLICIT, 0, "{w:?}");
             let period = w.iter().sum::<u32>() as usize;
             for _ in 0..2 * period + 1 {
                 drop(lb.pick(&Context::new()).expect("pick"));
             }
             assert!(
-                !smooth.explicit.load(Ordering::Relaxed),
+                smooth.mode.load(Ordering::Relaxed) & EXPLICIT == 0,
                 "{w:?}: still explicit"
             );
         }
@@ -825,7 +829,7 @@ mod tests {
                     s.spawn(|| {
                         let mut counts = [0; 3];
                         for _ in 0..per_thread {
-                            counts[schedule.next_index()] += 1;
+                            counts[schedule.next_index(0)] += 1;
                         }
                         counts
                     })
