@@ -78,8 +78,8 @@ fn main() -> Result<(), BuildError> {
         let gcd = w.iter().fold(0u32, |g, &x| gcd(g, x));
         let period = w.iter().map(|&x| u64::from(x)).sum::<u64>() / u64::from(gcd);
         println!(
-            "\nweighted_round_robin/lockfree at n = {n}: period {period} picks, schedule {} bytes{}",
-            2 * period,
+            "\nweighted_round_robin/lockfree at n = {n}: period {period} picks, schedule {} bytes in two buffers{}",
+            2 * 2 * period,
             if period as usize <= loadbalance::lockfree::WeightedRoundRobin::<u32>::SCHEDULE_LIMIT { "" } else { " (past the bound: windowed)" }
         );
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use loadbalance::{
     locked, lockfree, AdminState, Assemble, Backend, BackendState, BackendStats, Balancer, Clock,
     Context, Guard, HashOptions, HealthPolicy, Live, ManualClock, Outcome, PickError, Tried,
+    UpdateError,
 };
 
 type V = &'static str;
@@ -1238,4 +1239,40 @@ fn debug_output_never_prints_the_hash_key() {
         "Debug prints the key:\n{}",
         leaking.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------
+// Item 2's variant with a deadline.
+
+/// Issue 11 item 2: `remove_within` gives up at its deadline while a pick
+/// that began before it is stalled, and says so; the backend is out of the
+/// set for every later pick, and nothing is lost once the pick ends.
+#[test]
+fn remove_within_gives_up_at_its_deadline_and_says_so() {
+    let clock = StallClock::new();
+    let lb = a_capped_and_b::<lockfree::RoundRobin<V>>(&clock);
+    thread::scope(|s| {
+        let _release = ReleaseOnDrop(&clock);
+        let picker = s.spawn(|| stalled_pick(&lb, &clock, 1, b"k"));
+        assert!(
+            clock.wait_stalled(),
+            "setup: the pick stalls on the slow path"
+        );
+        let started = Instant::now();
+        assert_eq!(
+            lb.remove_within("a", Duration::from_millis(50)),
+            Err(UpdateError::InFlight)
+        );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(stats_of(&lb, "a").is_none(), "a is out of the set");
+        clock.release();
+        picker
+            .join()
+            .expect("picker")
+            .expect("the stalled pick ends well");
+    });
+    for i in 0..10 {
+        assert_eq!(*pick(&lb, i).expect("b serves"), "b");
+    }
+    assert!(lb.stats().iter().all(|s| s.active == 0));
 }
