@@ -4,6 +4,8 @@
 
 use crate::backends::{Backends, Weights};
 use crate::record::{flag, Record};
+use crate::selection::{Selection, Slow};
+use crate::PickError;
 
 /// The mutex-backed forms' effective weights: nginx's `effective_weight`
 /// per backend, kept exactly as nginx keeps it.
@@ -34,8 +36,21 @@ impl EffectiveWeights {
         state
     }
 
+    /// The start of a mutex-backed slow pick: one slow-path step, the
+    /// failures reported since the last pick applied, and the backends that
+    /// may take this one.
+    pub(crate) fn begin<'b, T>(
+        &mut self,
+        slow: &mut Slow<'b, '_, T>,
+    ) -> Result<Selection<'b, T>, PickError> {
+        let backends = slow.backends();
+        backends.shared().slow_step();
+        self.catch_up(backends);
+        slow.selection()
+    }
+
     /// Applies the failures reported since the last pick.
-    pub(crate) fn catch_up<T>(&mut self, backends: &Backends<T>) {
+    fn catch_up<T>(&mut self, backends: &Backends<T>) {
         for (i, record) in backends.records().enumerate() {
             let lowered = record.lowered();
             let by = i64::try_from(lowered - self.seen[i]).unwrap_or(i64::MAX);

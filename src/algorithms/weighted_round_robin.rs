@@ -169,9 +169,7 @@ impl WeightedRoundRobinState {
         slow: &mut Slow<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
         let backends = slow.backends();
-        backends.shared().slow_step();
-        self.effective.catch_up(backends);
-        let selection = slow.selection()?;
+        let selection = self.effective.begin(slow)?;
         let mut best: Option<usize> = None;
         let mut total = 0i64;
         for i in 0..self.weights.len() {

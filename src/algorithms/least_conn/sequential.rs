@@ -108,9 +108,7 @@ impl LeastConnState {
         slow: &mut Slow<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
         let backends = slow.backends();
-        backends.shared().slow_step();
-        self.effective.catch_up(backends);
-        let selection = slow.selection()?;
+        let selection = self.effective.begin(slow)?;
         let w = self.weights.as_slice();
         let ramped = |i: usize| ramped(w[i], selection.ramp(i));
         let mut best: Option<usize> = None;
