@@ -12,6 +12,7 @@
 //! | [`LeastConn::new`](crate::lockfree::LeastConn::new) | round-robin order | a backend with the fewest active guards |
 //! | [`LeastConn::weighted`](crate::lockfree::LeastConn::weighted) | the smooth weighted round-robin sequence | a backend with the fewest active per unit of weight (`a_i * w_j < a_j * w_i` in `u64`) |
 //! | [`IpHash`](crate::lockfree::IpHash) | the same client always reaches the same backend | same |
+//! | [`Random`](crate::lockfree::Random) | drawn by weight with exact shares (an alias table), `O(1)`; seedable | same |
 //!
 //! The mutex-backed forms are nginx's algorithms exactly, ties included:
 //! least-connections breaks a tie by running smooth weighted round-robin

@@ -53,6 +53,7 @@ mod weights;
 mod loom_models;
 
 pub use algorithms::ip_hash::HashOptions;
+pub use algorithms::random::RandomOptions;
 pub use assemble::Assemble;
 pub use backends::MAX_BACKENDS;
 pub use balancer::Balancer;
@@ -70,6 +71,7 @@ pub use tried::Tried;
 pub mod lockfree {
     pub use crate::algorithms::ip_hash::IpHash;
     pub use crate::algorithms::least_conn::LeastConn;
+    pub use crate::algorithms::random::Random;
     pub use crate::algorithms::round_robin::RoundRobin;
     pub use crate::algorithms::weighted_round_robin::WeightedRoundRobin;
 }
@@ -81,6 +83,7 @@ pub mod lockfree {
 pub mod locked {
     pub use crate::algorithms::ip_hash::LockedIpHash as IpHash;
     pub use crate::algorithms::least_conn::LockedLeastConn as LeastConn;
+    pub use crate::algorithms::random::LockedRandom as Random;
     pub use crate::algorithms::round_robin::LockedRoundRobin as RoundRobin;
     pub use crate::algorithms::weighted_round_robin::LockedWeightedRoundRobin as WeightedRoundRobin;
 }

@@ -81,7 +81,11 @@ fn lock_free_picks_do_not_allocate() {
         ),
         (
             "ip_hash",
-            Box::new(lockfree::IpHash::weighted(weights).expect("valid")),
+            Box::new(lockfree::IpHash::weighted(weights.clone()).expect("valid")),
+        ),
+        (
+            "weighted_random",
+            Box::new(lockfree::Random::weighted(weights).expect("valid")),
         ),
     ];
     for (name, lb) in &balancers {

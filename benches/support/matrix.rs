@@ -25,7 +25,7 @@ pub(crate) type Boxed<T> = Box<dyn Balancer<T>>;
 pub(crate) type Build<T> = fn(Vec<T>, Vec<u32>) -> Result<Boxed<T>, BuildError>;
 
 /// Every balancer, named `algorithm/form`.
-pub(crate) fn builders<T: Hash + Send + Sync + 'static>() -> [(&'static str, Build<T>); 10] {
+pub(crate) fn builders<T: Hash + Send + Sync + 'static>() -> [(&'static str, Build<T>); 12] {
     [
         ("round_robin/lockfree", |b, _| {
             Ok(Box::new(lockfree::RoundRobin::new(b)?))
@@ -62,6 +62,12 @@ pub(crate) fn builders<T: Hash + Send + Sync + 'static>() -> [(&'static str, Bui
         }),
         ("ip_hash/locked", |b, w| {
             Ok(Box::new(locked::IpHash::weighted(b.into_iter().zip(w))?))
+        }),
+        ("weighted_random/lockfree", |b, w| {
+            Ok(Box::new(lockfree::Random::weighted(b.into_iter().zip(w))?))
+        }),
+        ("weighted_random/locked", |b, w| {
+            Ok(Box::new(locked::Random::weighted(b.into_iter().zip(w))?))
         }),
     ]
 }
