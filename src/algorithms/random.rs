@@ -4,10 +4,9 @@
 //! sum of the weights), column `c` owned by backend `c` up to its threshold
 //! and by its alias above. Thresholds are integers (`w_i * n` split into
 //! columns of `W`), so backend i's share of the `n * W` cells is exactly
-//! `w_i / W`. A draw takes two 64-bit random words: one picks the column,
-//! one the height, each by a 128-bit multiply (the bias is below `n / 2^64`
-//! and `W / 2^64`). Equal weights skip the table: one word picks the
-//! backend.
+//! `w_i / W`. A draw takes one 64-bit random word: the high half of
+//! `word * n` picks the column, the low half, times `W`, the height (the
+//! bias is below `n * W / 2^64`). Equal weights skip the table.
 //!
 //! Randomness: without a seed, each thread draws from a generator of its
 //! own (wyrand, seeded once per thread from the standard library's random
@@ -201,16 +200,18 @@ impl Alias {
         }
     }
 
-    /// A backend drawn by weight from two random words.
+    /// A backend drawn by weight from one random word: the high half of
+    /// `word * n` picks the column, the low half (uniform over the column's
+    /// share of words) the height.
     #[inline]
-    fn draw(&self, column: u64, height: u64) -> usize {
-        let n = self.weights.len() as u64;
-        let c = below(column, n) as usize;
+    fn draw(&self, word: u64) -> usize {
+        let product = u128::from(word) * self.weights.len() as u128;
+        let c = (product >> 64) as usize;
         match &self.columns {
             None => c,
             Some(columns) => {
                 let cell = columns[c];
-                if below(height, self.total) < cell.threshold {
+                if below(product as u64, self.total) < cell.threshold {
                     c
                 } else {
                     usize::from(cell.alias)
@@ -310,7 +311,7 @@ fn draw_available<T>(
 ) -> Result<Option<usize>, PickError> {
     let selection = slow.selection()?;
     for _ in 0..REJECTIONS {
-        let index = alias.draw(word(), word());
+        let index = alias.draw(word());
         if selection.eligible(index) {
             let ramp = selection.ramp(index);
             if ramp >= FULL || below(word(), FULL) < ramp {
@@ -388,13 +389,7 @@ impl Pick for Draw {
 impl Choose for &Draw {
     #[inline]
     fn plain<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
-        let column = self.word();
-        let height = if self.alias.columns.is_some() {
-            self.word()
-        } else {
-            0
-        };
-        Ok(self.alias.draw(column, height))
+        Ok(self.alias.draw(self.word()))
     }
 
     fn choose<T>(
@@ -435,13 +430,8 @@ impl RandomState {
 impl Choose for RandomState {
     #[inline]
     fn plain<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
-        let column = self.word();
-        let height = if self.alias.columns.is_some() {
-            self.word()
-        } else {
-            0
-        };
-        Ok(self.alias.draw(column, height))
+        let word = self.word();
+        Ok(self.alias.draw(word))
     }
 
     fn choose<T>(
@@ -537,12 +527,11 @@ mod tests {
     #[test]
     fn two_equal_backends_are_both_drawn() {
         let alias = Alias::new(&weights(&[1, 1]));
-        assert_eq!(alias.draw(0, 0), 0);
-        assert_eq!(alias.draw(u64::MAX, u64::MAX), 1);
+        assert_eq!(alias.draw(0), 0);
+        assert_eq!(alias.draw(u64::MAX), 1);
         let alias = Alias::new(&weights(&[2, 1, 1]));
-        let drawn: std::collections::HashSet<usize> = (0..64u64)
-            .map(|k| alias.draw(splitmix(k), splitmix(k + 1000)))
-            .collect();
+        let drawn: std::collections::HashSet<usize> =
+            (0..64u64).map(|k| alias.draw(splitmix(k))).collect();
         assert_eq!(drawn.len(), 3);
     }
 }
