@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::error::Error;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use loadbalance::{lockfree, Balancer, Context, Guard};
+use loadbalance::{lockfree, Balancer, Context, Guard, RandomOptions};
 
 const PICKS: usize = 6_000;
 
@@ -93,6 +93,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         "source-IP hash, 3000 clients",
         &lockfree::IpHash::new(upstreams())?,
         true,
+    )?;
+    run(
+        "weighted random 5:1:1",
+        &lockfree::Random::with_options(weighted(), RandomOptions::default().seed(1))?,
+        false,
     )?;
     println!("\nLeast-connections sends less to the slow upstream; the others ignore load.");
     println!("The locked:: forms make the same picks; see `cargo bench` for their cost.");
