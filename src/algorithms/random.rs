@@ -406,19 +406,18 @@ impl Choose for &Draw {
 #[derive(Debug)]
 pub(crate) struct RandomState {
     alias: Alias,
+    stream: Stream,
+}
+
+/// The seeded stream `splitmix64(seed + k)`: its seed and how many words
+/// it has given.
+#[derive(Debug)]
+struct Stream {
     seed: u64,
     drawn: u64,
 }
 
-impl RandomState {
-    fn new(weights: &Weights, options: &RandomOptions, drawn: u64) -> Self {
-        Self {
-            alias: Alias::new(weights),
-            seed: options.seed.unwrap_or_else(rand::random),
-            drawn,
-        }
-    }
-
+impl Stream {
     #[inline]
     fn word(&mut self) -> u64 {
         let word = splitmix(self.seed.wrapping_add(self.drawn));
@@ -427,11 +426,22 @@ impl RandomState {
     }
 }
 
+impl RandomState {
+    fn new(weights: &Weights, options: &RandomOptions, drawn: u64) -> Self {
+        Self {
+            alias: Alias::new(weights),
+            stream: Stream {
+                seed: options.seed.unwrap_or_else(rand::random),
+                drawn,
+            },
+        }
+    }
+}
+
 impl Choose for RandomState {
     #[inline]
     fn plain<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
-        let word = self.word();
-        Ok(self.alias.draw(word))
+        Ok(self.alias.draw(self.stream.word()))
     }
 
     fn choose<T>(
@@ -439,14 +449,8 @@ impl Choose for RandomState {
         _: &Context<'_>,
         slow: &mut Slow<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
-        let Self {
-            alias, seed, drawn, ..
-        } = self;
-        draw_available(alias, slow, || {
-            let word = splitmix(seed.wrapping_add(*drawn));
-            *drawn = drawn.wrapping_add(1);
-            word
-        })
+        let Self { alias, stream } = self;
+        draw_available(alias, slow, || stream.word())
     }
 }
 
@@ -478,7 +482,7 @@ impl<T: Send + Sync> Assemble for LockedRandom<T> {
         options: &RandomOptions,
         previous: Option<&Self>,
     ) -> Result<Self, BuildError> {
-        let drawn = previous.map_or(0, |previous| previous.0.algorithm.lock().drawn);
+        let drawn = previous.map_or(0, |previous| previous.0.algorithm.lock().stream.drawn);
         let backends = Backends::from_entries(parts.entries)?;
         let state = RandomState::new(&parts.weights, options, drawn);
         Ok(Self(Balanced::locked(backends, state)))
