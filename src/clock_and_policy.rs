@@ -25,6 +25,10 @@ pub(crate) struct Shared {
     /// Picks taken on the slow path: the step counter that restores lowered
     /// effective weights, one unit a pick, as nginx.
     slow_picks: AtomicU64,
+    /// The peak-EWMA decay time in nanoseconds, set by a latency-aware
+    /// balancer; 0 while none uses these records (reports then skip the
+    /// estimate).
+    peak_decay: AtomicU64,
 }
 
 impl Shared {
@@ -35,6 +39,7 @@ impl Shared {
             weighted,
             irregular: AtomicUsize::new(0),
             slow_picks: AtomicU64::new(0),
+            peak_decay: AtomicU64::new(0),
         })
     }
 
@@ -115,6 +120,22 @@ impl Shared {
     pub(crate) fn slow_step(&self) -> u64 {
         // Relaxed: a step counter; it orders nothing.
         self.slow_picks.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Reports keep the peak-EWMA estimate, decaying over `nanos`.
+    pub(crate) fn set_peak_decay(&self, nanos: u64) {
+        // Relaxed: a report that misses it skips one sample.
+        self.peak_decay.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The peak-EWMA decay time, if a latency-aware balancer set one.
+    #[inline]
+    pub(crate) fn peak_decay(&self) -> Option<f64> {
+        // Relaxed: see `set_peak_decay`.
+        match self.peak_decay.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(nanos as f64),
+        }
     }
 
     /// The slow-path step count now.

@@ -42,6 +42,20 @@ pub enum BuildError {
         /// The largest accepted value.
         max: u8,
     },
+    /// The number of candidates a pick draws is outside the supported range.
+    Choices {
+        /// The requested number.
+        choices: u8,
+        /// The smallest accepted value.
+        min: u8,
+        /// The largest accepted value.
+        max: u8,
+    },
+    /// A duration option is zero or too long to count in nanoseconds.
+    Duration {
+        /// Which option.
+        option: &'static str,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -61,6 +75,12 @@ impl fmt::Display for BuildError {
             }
             Self::TableBits { bits, min, max } => {
                 write!(f, "hash table bits {bits} is outside {min}..={max}")
+            }
+            Self::Choices { choices, min, max } => {
+                write!(f, "{choices} candidates a pick is outside {min}..={max}")
+            }
+            Self::Duration { option } => {
+                write!(f, "{option} must be above zero and below 584 years")
             }
         }
     }

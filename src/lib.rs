@@ -41,6 +41,7 @@ mod guard;
 mod health;
 mod live;
 mod mutex_form;
+mod peak_estimate;
 mod record;
 mod retire;
 mod selection;
@@ -53,6 +54,8 @@ mod weights;
 mod loom_models;
 
 pub use algorithms::ip_hash::HashOptions;
+pub use algorithms::random::least_conn::ChoiceOptions;
+pub use algorithms::random::peak_ewma::PeakEwmaOptions;
 pub use algorithms::random::RandomOptions;
 pub use assemble::Assemble;
 pub use backends::MAX_BACKENDS;
@@ -71,6 +74,8 @@ pub use tried::Tried;
 pub mod lockfree {
     pub use crate::algorithms::ip_hash::IpHash;
     pub use crate::algorithms::least_conn::LeastConn;
+    pub use crate::algorithms::random::least_conn::RandomLeastConn;
+    pub use crate::algorithms::random::peak_ewma::PeakEwma;
     pub use crate::algorithms::random::Random;
     pub use crate::algorithms::round_robin::RoundRobin;
     pub use crate::algorithms::weighted_round_robin::WeightedRoundRobin;
@@ -83,6 +88,8 @@ pub mod lockfree {
 pub mod locked {
     pub use crate::algorithms::ip_hash::LockedIpHash as IpHash;
     pub use crate::algorithms::least_conn::LockedLeastConn as LeastConn;
+    pub use crate::algorithms::random::least_conn::LockedRandomLeastConn as RandomLeastConn;
+    pub use crate::algorithms::random::peak_ewma::LockedPeakEwma as PeakEwma;
     pub use crate::algorithms::random::LockedRandom as Random;
     pub use crate::algorithms::round_robin::LockedRoundRobin as RoundRobin;
     pub use crate::algorithms::weighted_round_robin::LockedWeightedRoundRobin as WeightedRoundRobin;

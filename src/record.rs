@@ -32,7 +32,8 @@
 //!   weight itself lets a re-weighted backend take its new weight from the
 //!   next pick.
 //! - Statistics (`picks`, `failures`, `latency`) are Relaxed: nothing is
-//!   published through them.
+//!   published through them. The peak-EWMA estimate is one word of its own
+//!   (see `peak_estimate.rs`).
 //!
 //! The loom models in `loom_models` check the limit with its flag, the
 //! deadline with its flag, the ramp start against a clean-up, and the slot
@@ -43,6 +44,7 @@ use std::time::Duration;
 
 use crate::clock_and_policy::Shared;
 use crate::health::{Outcome, FULL};
+use crate::peak_estimate::PeakEstimate;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::sync::Mutex;
 
@@ -125,6 +127,9 @@ pub(crate) struct Record {
     failures: AtomicU64,
     /// Exponentially weighted mean latency in nanoseconds (0: none yet).
     latency: AtomicU64,
+    /// The peak-EWMA estimate a latency-aware balancer picks by (see
+    /// `peak_estimate.rs`), kept only while one uses this record.
+    pub(crate) peak: PeakEstimate,
     window: Mutex<Window>,
     /// Unique for the process: how a tried set names this backend.
     pub(crate) id: u64,
@@ -146,6 +151,7 @@ impl Record {
             lowered: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             latency: AtomicU64::new(0),
+            peak: PeakEstimate::default(),
             window: Mutex::new(Window::default()),
             // Relaxed: ids need only be distinct.
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -333,6 +339,9 @@ impl Record {
         let timeout = self.shared.fail_timeout_nanos();
         let now = self.shared.now();
         self.record_latency(nanos(outcome.latency()));
+        if let Some(tau) = self.shared.peak_decay() {
+            self.peak.observe(nanos(outcome.latency()), now, tau);
+        }
         let mut window = self.window.lock();
         match outcome {
             Outcome::Success { .. } => {

@@ -325,7 +325,7 @@ fn check_ejection_cooldown_trial_and_rejoin<B: Algo>(form: &str) {
 
 #[test]
 fn ejection_cooldown_trial_and_rejoin() {
-    for_every_form!(check_ejection_cooldown_trial_and_rejoin);
+    for_every_form!(check_ejection_cooldown_trial_and_rejoin, latency_blind);
 }
 
 fn check_when_all_are_ejected_the_policy_decides<B: Algo>(form: &str) {

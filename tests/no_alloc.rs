@@ -85,7 +85,15 @@ fn lock_free_picks_do_not_allocate() {
         ),
         (
             "weighted_random",
-            Box::new(lockfree::Random::weighted(weights).expect("valid")),
+            Box::new(lockfree::Random::weighted(weights.clone()).expect("valid")),
+        ),
+        (
+            "random_least_conn",
+            Box::new(lockfree::RandomLeastConn::weighted(weights.clone()).expect("valid")),
+        ),
+        (
+            "peak_ewma",
+            Box::new(lockfree::PeakEwma::weighted(weights).expect("valid")),
         ),
     ];
     for (name, lb) in &balancers {

@@ -7,6 +7,9 @@ use loadbalance::{
 };
 use proptest::prelude::*;
 
+#[path = "common/seeded_script.rs"]
+mod seeded_script;
+
 /// The chi-square statistic of `counts` against shares proportional to
 /// `weights`, and its critical value at upper-tail probability `p` (z the
 /// matching normal quantile; Wilson-Hilferty's approximation).
@@ -131,25 +134,6 @@ fn the_same_seed_gives_the_same_sequence() {
     assert_ne!(picks(&build(1)), picks(&build(2)));
 }
 
-#[derive(Clone, Debug)]
-enum Op {
-    Pick { retry: bool },
-    Drop(usize),
-    Down(usize),
-    Up(usize),
-    Cap(usize, u32),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        8 => prop::bool::weighted(0.2).prop_map(|retry| Op::Pick { retry }),
-        3 => any::<usize>().prop_map(Op::Drop),
-        1 => any::<usize>().prop_map(Op::Down),
-        2 => any::<usize>().prop_map(Op::Up),
-        1 => (any::<usize>(), 0..3u32).prop_map(|(i, m)| Op::Cap(i, m)),
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -159,53 +143,14 @@ proptest! {
     fn seeded_forms_make_the_same_picks(
         weights in prop::collection::vec(1..50u32, 1..8),
         seed in any::<u64>(),
-        ops in prop::collection::vec(op(), 1..100),
+        ops in prop::collection::vec(seeded_script::op(), 1..100),
     ) {
-        let n = weights.len();
         let options = RandomOptions::default().seed(seed);
-        let backends = || (0..n).map(|i| Backend::new(i).weight(weights[i]));
-        let a = Live::<lockfree::Random<usize>>::builder().options(options.clone()).build(backends()).expect("valid");
-        let b = Live::<locked::Random<usize>>::builder().options(options).build(backends()).expect("valid");
-        let (mut held_a, mut held_b) = (Vec::new(), Vec::new());
-        let (mut tried_a, mut tried_b) = (Tried::new(), Tried::new());
-        for op in &ops {
-            match *op {
-                Op::Pick { retry } => {
-                    if !retry {
-                        tried_a.clear();
-                        tried_b.clear();
-                    }
-                    let x = a.pick(&Context::new().with_tried(&tried_a));
-                    let y = b.pick(&Context::new().with_tried(&tried_b));
-                    prop_assert_eq!(x.as_deref().ok(), y.as_deref().ok(), "{:?}", op);
-                    prop_assert_eq!(x.as_ref().err(), y.as_ref().err());
-                    if let (Ok(x), Ok(y)) = (x, y) {
-                        tried_a.insert(&x);
-                        tried_b.insert(&y);
-                        held_a.push(x);
-                        held_b.push(y);
-                    }
-                }
-                Op::Drop(i) => {
-                    if !held_a.is_empty() {
-                        held_a.swap_remove(i % held_a.len());
-                        held_b.swap_remove(i % held_b.len());
-                    }
-                }
-                Op::Down(i) => {
-                    a.set_state(&(i % n), AdminState::Down).expect("present");
-                    b.set_state(&(i % n), AdminState::Down).expect("present");
-                }
-                Op::Up(i) => {
-                    a.set_state(&(i % n), AdminState::Up).expect("present");
-                    b.set_state(&(i % n), AdminState::Up).expect("present");
-                }
-                Op::Cap(i, m) => {
-                    a.set_max_conns(&(i % n), m).expect("present");
-                    b.set_max_conns(&(i % n), m).expect("present");
-                }
-            }
-        }
+        seeded_script::same_picks::<lockfree::Random<usize>, locked::Random<usize>>(
+            &weights,
+            (options.clone(), options),
+            &ops,
+        )?;
     }
 }
 

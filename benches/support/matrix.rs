@@ -25,7 +25,7 @@ pub(crate) type Boxed<T> = Box<dyn Balancer<T>>;
 pub(crate) type Build<T> = fn(Vec<T>, Vec<u32>) -> Result<Boxed<T>, BuildError>;
 
 /// Every balancer, named `algorithm/form`.
-pub(crate) fn builders<T: Hash + Send + Sync + 'static>() -> [(&'static str, Build<T>); 12] {
+pub(crate) fn builders<T: Hash + Send + Sync + 'static>() -> [(&'static str, Build<T>); 16] {
     [
         ("round_robin/lockfree", |b, _| {
             Ok(Box::new(lockfree::RoundRobin::new(b)?))
@@ -68,6 +68,24 @@ pub(crate) fn builders<T: Hash + Send + Sync + 'static>() -> [(&'static str, Bui
         }),
         ("weighted_random/locked", |b, w| {
             Ok(Box::new(locked::Random::weighted(b.into_iter().zip(w))?))
+        }),
+        ("random_least_conn/lockfree", |b, w| {
+            Ok(Box::new(lockfree::RandomLeastConn::weighted(
+                b.into_iter().zip(w),
+            )?))
+        }),
+        ("random_least_conn/locked", |b, w| {
+            Ok(Box::new(locked::RandomLeastConn::weighted(
+                b.into_iter().zip(w),
+            )?))
+        }),
+        ("peak_ewma/lockfree", |b, w| {
+            Ok(Box::new(lockfree::PeakEwma::weighted(
+                b.into_iter().zip(w),
+            )?))
+        }),
+        ("peak_ewma/locked", |b, w| {
+            Ok(Box::new(locked::PeakEwma::weighted(b.into_iter().zip(w))?))
         }),
     ]
 }

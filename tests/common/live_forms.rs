@@ -4,6 +4,14 @@
 /// type `V` (the including test's own).
 macro_rules! for_every_form {
     ($check:ident) => {
+        for_every_form!($check, latency_blind);
+        $check::<lockfree::PeakEwma<V>>("lockfree peak EWMA");
+        $check::<locked::PeakEwma<V>>("locked peak EWMA");
+    };
+    // A check that needs every backend to take picks whatever the latency
+    // reported on it: peak EWMA rightly shuns a backend that reported
+    // slower than the rest (`tests/choices.rs` checks it probes it again).
+    ($check:ident, latency_blind) => {
         $check::<lockfree::RoundRobin<V>>("lockfree round-robin");
         $check::<locked::RoundRobin<V>>("locked round-robin");
         $check::<lockfree::WeightedRoundRobin<V>>("lockfree weighted round-robin");
@@ -12,5 +20,9 @@ macro_rules! for_every_form {
         $check::<locked::LeastConn<V>>("locked least-conn");
         $check::<lockfree::IpHash<V>>("lockfree hash");
         $check::<locked::IpHash<V>>("locked hash");
+        $check::<lockfree::Random<V>>("lockfree random");
+        $check::<locked::Random<V>>("locked random");
+        $check::<lockfree::RandomLeastConn<V>>("lockfree random least-conn");
+        $check::<locked::RandomLeastConn<V>>("locked random least-conn");
     };
 }

@@ -1,0 +1,268 @@
+//! The best of `d` distinct candidates drawn by weight: the core of
+//! power-of-two-choices least-connections and of peak EWMA.
+//!
+//! The plain path draws a candidate from the alias table and draws again
+//! while it repeats one already drawn (at most 16 times: with one backend
+//! holding nearly all the weight, the pick may go ahead with fewer
+//! candidates). The slow path draws each candidate among the backends that
+//! may take the pick and were not drawn yet (`draw_available`). Either way
+//! the first candidate drawn wins ties, so ties fall at random by weight.
+
+use super::alias::{draw_available, Alias};
+use super::words::{Stream, Words};
+use crate::backends::{Backends, Weights};
+use crate::balancer_type::Pick;
+use crate::driver::{self, Choose};
+use crate::peak_estimate::Estimate;
+use crate::selection::Slow;
+use crate::{BuildError, Context, Guard, PickError};
+
+/// The fewest candidates a pick draws.
+pub(super) const MIN_CHOICES: u8 = 2;
+/// The most candidates a pick draws: past a handful, more candidates only
+/// make the pick a scan.
+pub(super) const MAX_CHOICES: u8 = 8;
+
+/// How many redraws the plain path makes for a candidate that repeats one
+/// already drawn.
+const REDRAWS: usize = 16;
+
+/// Checks a requested number of candidates.
+pub(super) fn check_choices(choices: u8) -> Result<usize, BuildError> {
+    if (MIN_CHOICES..=MAX_CHOICES).contains(&choices) {
+        Ok(usize::from(choices))
+    } else {
+        Err(BuildError::Choices {
+            choices,
+            min: MIN_CHOICES,
+            max: MAX_CHOICES,
+        })
+    }
+}
+
+/// The plain path: the best of `choices` distinct candidates (every
+/// backend, the first drawn at random, when there are no more than that).
+#[inline]
+pub(super) fn plain_best(
+    alias: &Alias,
+    choices: usize,
+    mut word: impl FnMut() -> u64,
+    mut better: impl FnMut(usize, usize) -> bool,
+) -> usize {
+    let n = alias.weights.len();
+    let mut best = alias.draw(word());
+    if n <= choices {
+        // Every backend is a candidate; the one drawn first wins ties.
+        let first = best;
+        for i in (first + 1..n).chain(0..first) {
+            if better(i, best) {
+                best = i;
+            }
+        }
+        return best;
+    }
+    let mut drawn = [0usize; MAX_CHOICES as usize];
+    drawn[0] = best;
+    for k in 1..choices {
+        let Some(candidate) = (0..REDRAWS)
+            .map(|_| alias.draw(word()))
+            .find(|candidate| !drawn[..k].contains(candidate))
+        else {
+            break;
+        };
+        drawn[k] = candidate;
+        if better(candidate, best) {
+            best = candidate;
+        }
+    }
+    best
+}
+
+/// The slow path: the best of `choices` distinct candidates among the
+/// backends that may take the pick; `None` when none may.
+pub(super) fn slow_best<T>(
+    alias: &Alias,
+    choices: usize,
+    slow: &mut Slow<'_, '_, T>,
+    mut word: impl FnMut() -> u64,
+    mut better: impl FnMut(usize, usize) -> bool,
+) -> Result<Option<usize>, PickError> {
+    let mut drawn = [0usize; MAX_CHOICES as usize];
+    let mut best = None;
+    for k in 0..choices {
+        let Some(candidate) = draw_available(alias, slow, &drawn[..k], &mut word)? else {
+            break;
+        };
+        drawn[k] = candidate;
+        best = match best {
+            Some(best) if !better(candidate, best) => Some(best),
+            _ => Some(candidate),
+        };
+    }
+    Ok(best)
+}
+
+/// What makes one candidate better than another.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Cost {
+    /// Fewer active guards per unit of weight (`a_i * w_j < a_j * w_i`).
+    Load,
+    /// Lower peak-EWMA latency times (active + 1), per unit of weight;
+    /// `decay` and `default_rtt` in nanoseconds.
+    Latency { decay: f64, default_rtt: f64 },
+}
+
+impl Cost {
+    /// Whether candidate `a` is better than `b`.
+    #[inline]
+    fn better<T>(self, backends: &Backends<T>, weights: &[u32], a: usize, b: usize) -> bool {
+        match self {
+            Self::Load => {
+                let load = |i: usize| backends.active(i) as u128;
+                load(a) * u128::from(weights[b]) < load(b) * u128::from(weights[a])
+            }
+            Self::Latency { decay, default_rtt } => {
+                // Every record is seeded before a snapshot holding it is
+                // published; the default here only covers the impossible.
+                let estimate = |i: usize| {
+                    backends.record(i).peak.get().unwrap_or(Estimate {
+                        nanos: default_rtt,
+                        at: 0,
+                    })
+                };
+                // (active + 1) / weight, cross-multiplied.
+                let load = |i: usize, other: usize| {
+                    (backends.active(i) + 1) as f64 * f64::from(weights[other])
+                };
+                estimate(a).cheaper(load(a, b), estimate(b), load(b, a), decay)
+            }
+        }
+    }
+}
+
+/// The lock-free form of the algorithms that keep the best of `d`
+/// candidates.
+pub(crate) struct Choices {
+    alias: Alias,
+    choices: usize,
+    cost: Cost,
+    pub(super) words: Words,
+}
+
+impl Choices {
+    pub(super) fn new(
+        weights: &Weights,
+        choices: usize,
+        cost: Cost,
+        seed: Option<u64>,
+        drawn: u64,
+    ) -> Self {
+        Self {
+            alias: Alias::new(weights),
+            choices,
+            cost,
+            words: Words::new(seed, drawn),
+        }
+    }
+}
+
+impl Pick for Choices {
+    #[inline]
+    fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
+        driver::pick(&mut &*self, ctx, backends)
+    }
+}
+
+impl Choose for &Choices {
+    #[inline]
+    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+        let (cost, weights) = (self.cost, &self.alias.weights);
+        Ok(plain_best(
+            &self.alias,
+            self.choices,
+            || self.words.word(),
+            |a, b| cost.better(backends, weights, a, b),
+        ))
+    }
+
+    fn choose<T>(
+        &mut self,
+        _: &Context<'_>,
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        let (cost, weights) = (self.cost, &self.alias.weights);
+        let backends = slow.backends();
+        slow_best(
+            &self.alias,
+            self.choices,
+            slow,
+            || self.words.word(),
+            |a, b| cost.better(backends, weights, a, b),
+        )
+    }
+}
+
+/// The sequential form: the same draws from a stream the lock guards.
+#[derive(Debug)]
+pub(crate) struct ChoicesState {
+    alias: Alias,
+    choices: usize,
+    cost: Cost,
+    pub(super) stream: Stream,
+}
+
+impl ChoicesState {
+    pub(super) fn new(
+        weights: &Weights,
+        choices: usize,
+        cost: Cost,
+        seed: Option<u64>,
+        drawn: u64,
+    ) -> Self {
+        Self {
+            alias: Alias::new(weights),
+            choices,
+            cost,
+            stream: Stream::new(seed, drawn),
+        }
+    }
+}
+
+impl Choose for ChoicesState {
+    #[inline]
+    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+        let Self {
+            alias,
+            choices,
+            cost,
+            stream,
+        } = self;
+        Ok(plain_best(
+            alias,
+            *choices,
+            || stream.word(),
+            |a, b| cost.better(backends, &alias.weights, a, b),
+        ))
+    }
+
+    fn choose<T>(
+        &mut self,
+        _: &Context<'_>,
+        slow: &mut Slow<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        let Self {
+            alias,
+            choices,
+            cost,
+            stream,
+        } = self;
+        let backends = slow.backends();
+        slow_best(
+            alias,
+            *choices,
+            slow,
+            || stream.word(),
+            |a, b| cost.better(backends, &alias.weights, a, b),
+        )
+    }
+}

@@ -1,0 +1,277 @@
+//! Latency-aware selection by peak EWMA (Finagle's `P2CPeakEwma`, tower's
+//! `PeakEwma`, linkerd): the cost of a backend is its latency estimate
+//! times (active guards + 1), per unit of weight, and a pick takes the
+//! cheapest of `d` candidates drawn by weight (every backend when there
+//! are no more than `d`). The estimate is fed by the latency each guard
+//! reports ([`Guard::report`](crate::Guard::report)), jumps up at once on a
+//! slower sample, follows faster ones with the decay time, and decays
+//! toward zero while no sample comes, so an idle backend is probed again
+//! (`peak_estimate.rs` has the arithmetic). Time comes from the balancer's
+//! [`Clock`](crate::Clock).
+
+use std::time::Duration;
+
+use super::choices::{check_choices, Choices, ChoicesState, Cost};
+use crate::assemble::{Assemble, Parts};
+use crate::backends::Backends;
+use crate::balancer_type::{balancer_type, Balanced};
+use crate::mutex_form::Locked;
+use crate::record::nanos;
+use crate::BuildError;
+
+/// Options of the latency-aware balancers.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{lockfree::PeakEwma, PeakEwmaOptions};
+/// use std::time::Duration;
+///
+/// let options = PeakEwmaOptions::default()
+///     .decay(Duration::from_secs(5))
+///     .default_rtt(Duration::from_millis(10));
+/// let lb = PeakEwma::with_options([("a", 1), ("b", 1), ("c", 1)], options)?;
+/// # drop(lb);
+/// # Ok::<(), loadbalance::BuildError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeakEwmaOptions {
+    choices: u8,
+    seed: Option<u64>,
+    decay: Duration,
+    default_rtt: Duration,
+}
+
+impl Default for PeakEwmaOptions {
+    /// Two candidates, a 10 s decay (tower's) and a 30 ms estimate for a
+    /// backend with no sample yet (linkerd's).
+    fn default() -> Self {
+        Self {
+            choices: 2,
+            seed: None,
+            decay: Duration::from_secs(10),
+            default_rtt: Duration::from_millis(30),
+        }
+    }
+}
+
+impl PeakEwmaOptions {
+    /// Candidates drawn a pick, 2 to 8 (default 2).
+    #[must_use]
+    pub fn choices(mut self, choices: u8) -> Self {
+        self.choices = choices;
+        self
+    }
+
+    /// The same draws on every run (and in both forms), for tests.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The time constant `tau` (default 10 s): a faster sample moves the
+    /// estimate by `1 - e^(-t/tau)` of the way for `t` since the last
+    /// sample, and an idle estimate falls to `e^(-t/tau)` of itself.
+    #[must_use]
+    pub fn decay(mut self, decay: Duration) -> Self {
+        self.decay = decay;
+        self
+    }
+
+    /// The estimate of a backend that has reported nothing yet (default
+    /// 30 ms). Lower than the real latencies, a new backend is favoured
+    /// until its first samples; higher, it is probed once the estimate
+    /// decays.
+    #[must_use]
+    pub fn default_rtt(mut self, rtt: Duration) -> Self {
+        self.default_rtt = rtt;
+        self
+    }
+
+    /// Validates and gives the algorithm's choices and cost.
+    fn check(&self) -> Result<(usize, Cost), BuildError> {
+        let choices = check_choices(self.choices)?;
+        let decay = u64::try_from(self.decay.as_nanos())
+            .ok()
+            .filter(|&nanos| nanos > 0)
+            .ok_or(BuildError::Duration { option: "decay" })?;
+        let cost = Cost::Latency {
+            decay: decay as f64,
+            default_rtt: nanos(self.default_rtt) as f64,
+        };
+        Ok((choices, cost))
+    }
+}
+
+/// Makes reports keep the estimate and gives every backend without one the
+/// default as of now.
+fn start_estimates<T>(backends: &Backends<T>, cost: Cost) {
+    let Cost::Latency { decay, default_rtt } = cost else {
+        return;
+    };
+    let shared = backends.shared();
+    shared.set_peak_decay(decay as u64);
+    let now = shared.now();
+    for record in backends.records() {
+        record.peak.seed(default_rtt, now);
+    }
+}
+
+balancer_type! {
+    /// Lock-free latency-aware selection: the lowest peak-EWMA latency
+    /// times (active + 1) per unit of weight among `d` candidates.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{lockfree::PeakEwma, Balancer, Context, Outcome};
+    /// use std::time::Duration;
+    ///
+    /// let lb = PeakEwma::new(["fast", "slow"])?;
+    /// for (backend, ms) in [(0, 2), (1, 40)] {
+    ///     // Report one request on each backend.
+    ///     let guard = loop {
+    ///         let guard = lb.pick(&Context::new())?;
+    ///         if guard.index() == backend { break guard; }
+    ///     };
+    ///     guard.report(Outcome::Success { latency: Duration::from_millis(ms) });
+    /// }
+    /// assert_eq!(*lb.pick(&Context::new())?, "fast");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    PeakEwma, Choices
+}
+
+balancer_type! {
+    /// Mutex-backed latency-aware selection: the same draws under a lock,
+    /// so two picks never read the same counts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{locked::PeakEwma, Balancer, Context};
+    ///
+    /// let lb = PeakEwma::new(["a", "b", "c"])?;
+    /// let guard = lb.pick(&Context::new())?;
+    /// assert_eq!(lb.active(guard.index()), Some(1));
+    /// # Ok::<(), loadbalance::BuildError>(())
+    /// ```
+    LockedPeakEwma, Locked<ChoicesState>
+}
+
+impl<T> PeakEwma<T> {
+    /// Equally weighted backends, default options.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoBackends`] or [`BuildError::TooManyBackends`].
+    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
+        Self::weighted(backends.into_iter().map(|backend| (backend, 1)))
+    }
+
+    /// `(backend, weight)` pairs, default options.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
+    /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
+    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
+        Self::with_options(backends, PeakEwmaOptions::default())
+    }
+
+    /// `(backend, weight)` pairs with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`weighted`](Self::weighted), [`BuildError::Choices`], and
+    /// [`BuildError::Duration`] for a zero decay.
+    pub fn with_options(
+        backends: impl IntoIterator<Item = (T, u32)>,
+        options: PeakEwmaOptions,
+    ) -> Result<Self, BuildError> {
+        let (choices, cost) = options.check()?;
+        let (backends, weights) = Backends::weighted(backends, false)?;
+        start_estimates(&backends, cost);
+        Ok(Self(Balanced {
+            backends,
+            algorithm: Choices::new(&weights, choices, cost, options.seed, 0),
+        }))
+    }
+}
+
+impl<T> LockedPeakEwma<T> {
+    /// Equally weighted backends, default options.
+    ///
+    /// # Errors
+    ///
+    /// As [`PeakEwma::new`].
+    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
+        Self::weighted(backends.into_iter().map(|backend| (backend, 1)))
+    }
+
+    /// `(backend, weight)` pairs, default options.
+    ///
+    /// # Errors
+    ///
+    /// As [`PeakEwma::weighted`].
+    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
+        Self::with_options(backends, PeakEwmaOptions::default())
+    }
+
+    /// `(backend, weight)` pairs with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`PeakEwma::with_options`].
+    pub fn with_options(
+        backends: impl IntoIterator<Item = (T, u32)>,
+        options: PeakEwmaOptions,
+    ) -> Result<Self, BuildError> {
+        let (choices, cost) = options.check()?;
+        let (backends, weights) = Backends::weighted(backends, false)?;
+        start_estimates(&backends, cost);
+        let state = ChoicesState::new(&weights, choices, cost, options.seed, 0);
+        Ok(Self(Balanced::locked(backends, state)))
+    }
+}
+
+impl<T: Send + Sync> Assemble for PeakEwma<T> {
+    type Value = T;
+    type Options = PeakEwmaOptions;
+    const EFFECTIVE_WEIGHTS: bool = false;
+
+    fn assemble(
+        parts: Parts<'_, T>,
+        options: &PeakEwmaOptions,
+        previous: Option<&Self>,
+    ) -> Result<Self, BuildError> {
+        let (choices, cost) = options.check()?;
+        let drawn = previous.map_or(0, |previous| previous.0.algorithm.words.drawn());
+        let backends = Backends::from_entries(parts.entries)?;
+        start_estimates(&backends, cost);
+        Ok(Self(Balanced {
+            backends,
+            algorithm: Choices::new(&parts.weights, choices, cost, options.seed, drawn),
+        }))
+    }
+}
+
+impl<T: Send + Sync> Assemble for LockedPeakEwma<T> {
+    type Value = T;
+    type Options = PeakEwmaOptions;
+    const EFFECTIVE_WEIGHTS: bool = false;
+
+    fn assemble(
+        parts: Parts<'_, T>,
+        options: &PeakEwmaOptions,
+        previous: Option<&Self>,
+    ) -> Result<Self, BuildError> {
+        let (choices, cost) = options.check()?;
+        let drawn = previous.map_or(0, |previous| previous.0.algorithm.lock().stream.drawn);
+        let backends = Backends::from_entries(parts.entries)?;
+        start_estimates(&backends, cost);
+        let state = ChoicesState::new(&parts.weights, choices, cost, options.seed, drawn);
+        Ok(Self(Balanced::locked(backends, state)))
+    }
+}
