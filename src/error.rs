@@ -42,6 +42,15 @@ pub enum BuildError {
         /// The largest accepted value.
         max: u8,
     },
+    /// The total weight of an nginx consistent hash ring is past
+    /// [`NginxHashOptions::MAX_CONSISTENT_TOTAL_WEIGHT`](crate::NginxHashOptions::MAX_CONSISTENT_TOTAL_WEIGHT)
+    /// (160 points a unit of weight).
+    RingTooLarge {
+        /// The total weight given.
+        total_weight: u32,
+        /// The largest accepted.
+        max: u32,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -62,6 +71,10 @@ impl fmt::Display for BuildError {
             Self::TableBits { bits, min, max } => {
                 write!(f, "hash table bits {bits} is outside {min}..={max}")
             }
+            Self::RingTooLarge { total_weight, max } => write!(
+                f,
+                "a consistent hash ring of total weight {total_weight} is past the limit of {max}"
+            ),
         }
     }
 }

@@ -53,6 +53,7 @@ mod weights;
 mod loom_models;
 
 pub use algorithms::ip_hash::HashOptions;
+pub use algorithms::nginx::hash::NginxHashOptions;
 pub use algorithms::random::RandomOptions;
 pub use assemble::Assemble;
 pub use backends::MAX_BACKENDS;
@@ -71,6 +72,8 @@ pub use tried::Tried;
 pub mod lockfree {
     pub use crate::algorithms::ip_hash::IpHash;
     pub use crate::algorithms::least_conn::LeastConn;
+    pub use crate::algorithms::nginx::hash::NginxHash;
+    pub use crate::algorithms::nginx::ip_hash::NginxIpHash;
     pub use crate::algorithms::random::Random;
     pub use crate::algorithms::round_robin::RoundRobin;
     pub use crate::algorithms::weighted_round_robin::WeightedRoundRobin;
@@ -83,6 +86,8 @@ pub mod lockfree {
 pub mod locked {
     pub use crate::algorithms::ip_hash::LockedIpHash as IpHash;
     pub use crate::algorithms::least_conn::LockedLeastConn as LeastConn;
+    pub use crate::algorithms::nginx::hash::LockedNginxHash as NginxHash;
+    pub use crate::algorithms::nginx::ip_hash::LockedNginxIpHash as NginxIpHash;
     pub use crate::algorithms::random::LockedRandom as Random;
     pub use crate::algorithms::round_robin::LockedRoundRobin as RoundRobin;
     pub use crate::algorithms::weighted_round_robin::LockedWeightedRoundRobin as WeightedRoundRobin;
