@@ -28,7 +28,7 @@ use std::fmt::{self, Display};
 
 use super::addr_text::AddrText;
 use super::crc32::{crc32, Crc32};
-use super::{normalise, walk, ByWeight};
+use super::{normalise, walk, ByWeight, Retry};
 use crate::assemble::{Assemble, Parts};
 use crate::backends::{Backends, Weights};
 use crate::balancer_type::{balancer_type, Balanced, Pick};
@@ -256,13 +256,6 @@ impl KeyTable {
             Self::Plain(by_weight) => Candidates::Key(KeyWalk::new(by_weight, key)),
         }
     }
-
-    fn len(&self) -> usize {
-        match self {
-            Self::Ring(ring) => ring.len,
-            Self::Plain(by_weight) => by_weight.len(),
-        }
-    }
 }
 
 /// nginx's ketama ring: point hashes in ascending order, and each point's
@@ -427,6 +420,7 @@ fn decimal(mut value: u32, buffer: &mut [u8; 10]) -> &[u8] {
 }
 
 /// A key's candidates, whichever the hash.
+#[derive(Clone, Debug)]
 pub(crate) enum Candidates<'a> {
     Ring(RingWalk<'a>),
     Key(KeyWalk<'a>),
@@ -475,8 +469,11 @@ impl Choose for &KeyTable {
         ctx: &Context<'_>,
         slow: &mut Slow<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
-        let len = self.len();
-        with_key(ctx, |key| walk(self.candidates(key), len, slow))?
+        let (len, retry) = match self {
+            KeyTable::Ring(ring) => (ring.len, Retry::Revisits),
+            KeyTable::Plain(by_weight) => (by_weight.len(), Retry::Continues),
+        };
+        with_key(ctx, |key| walk(self.candidates(key), len, retry, slow))?
     }
 }
 

@@ -18,7 +18,7 @@
 
 use std::net::IpAddr;
 
-use super::{normalise, walk, ByWeight};
+use super::{normalise, walk, ByWeight, Retry};
 use crate::assemble::{Assemble, Parts};
 use crate::backends::Backends;
 use crate::balancer_type::{balancer_type, Balanced, Pick};
@@ -190,7 +190,12 @@ impl Choose for &IpTable {
         ctx: &Context<'_>,
         slow: &mut Slow<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
-        walk(IpWalk::new(&self.0, ctx)?, self.0.len(), slow)
+        walk(
+            IpWalk::new(&self.0, ctx)?,
+            self.0.len(),
+            Retry::Continues,
+            slow,
+        )
     }
 }
 

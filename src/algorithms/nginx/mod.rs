@@ -29,21 +29,55 @@ use crate::PickError;
 /// its loops give up when `++tries > 20`, after the 21st.
 pub(crate) const CANDIDATES: usize = 21;
 
-/// The first of a client's `candidates` that may take the pick, among the
-/// first [`CANDIDATES`]; past them, the first backend that may at or after
-/// the last candidate, in index order, wrapping (nginx would go
-/// round-robin). `None` when no backend may.
-pub(crate) fn walk<T>(
-    candidates: impl Iterator<Item = usize>,
+/// What nginx counts as a try when a retry walks again (see [`walk`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// `ip_hash` and `hash`: a retry continues the hash past the step an
+    /// earlier attempt picked, so that step is not a try.
+    Continues,
+    /// `hash ... consistent`: a retry starts again at the point an earlier
+    /// attempt picked, now tried, and counts it as a try.
+    Revisits,
+}
+
+/// The first of a client's `candidates` that may take the pick, trying at
+/// most [`CANDIDATES`] as nginx does; past them, the first backend that
+/// may at or after the last candidate, in index order, wrapping (nginx
+/// would go round-robin). `None` when no backend may.
+///
+/// A retry walks from the start again, where nginx continues the walk it
+/// kept for the request: the two agree step for step (so in the limit
+/// too) if a tried backend, at its first step in the walk, is taken as an
+/// earlier attempt's pick, which [`Retry::Continues`] does not count as a
+/// try. That is nginx's model, where the tried set holds only the
+/// request's picks; the check re-runs the walk's prefix (`O(steps^2)`,
+/// retries only, no allocation).
+pub(crate) fn walk<T, I>(
+    candidates: I,
     len: usize,
+    retry: Retry,
     slow: &mut Slow<'_, '_, T>,
-) -> Result<Option<usize>, PickError> {
-    let mut last = 0;
-    for candidate in candidates.take(CANDIDATES) {
+) -> Result<Option<usize>, PickError>
+where
+    I: Iterator<Item = usize> + Clone,
+{
+    let (mut last, mut tries) = (0, 0);
+    // Ends: every step is a try but the first step of each tried backend,
+    // so the walk takes at most CANDIDATES + len steps.
+    for (step, candidate) in candidates.clone().enumerate() {
         if slow.eligible(candidate)? {
             return Ok(Some(candidate));
         }
         last = candidate;
+        let earlier_pick = retry == Retry::Continues
+            && slow.tried(candidate)
+            && !candidates.clone().take(step).any(|seen| seen == candidate);
+        if !earlier_pick {
+            tries += 1;
+            if tries == CANDIDATES {
+                break;
+            }
+        }
     }
     let selection = slow.selection()?;
     Ok((0..len)
