@@ -13,6 +13,8 @@
 //! | [`LeastConn::weighted`](crate::lockfree::LeastConn::weighted) | the smooth weighted round-robin sequence | a backend with the fewest active per unit of weight (`a_i * w_j < a_j * w_i` in `u64`) |
 //! | [`IpHash`](crate::lockfree::IpHash) | the same client always reaches the same backend | same |
 //! | [`Random`](crate::lockfree::Random) | drawn by weight with exact shares (an alias table), `O(1)`; seedable | same |
+//! | [`NginxIpHash`](crate::lockfree::NginxIpHash) | nginx's `ip_hash` map bit for bit (3 IPv4 octets or 16 IPv6 bytes, `(hash * 113 + byte) % 6271`, by weight; rehash on an unavailable backend) | same |
+//! | [`NginxHash`](crate::lockfree::NginxHash) | nginx's `hash $key consistent` (ketama ring, `weight * 160` CRC-32 points a server) or `hash $key` map bit for bit | same |
 //!
 //! The mutex-backed forms are nginx's algorithms exactly, ties included:
 //! least-connections breaks a tie by running smooth weighted round-robin
@@ -64,6 +66,39 @@
 //! published without a lock and computed in place into the window before
 //! (no allocation); a pick then costs `O(n)` amortised, like the
 //! mutex-backed form, without its lock.
+//!
+//! nginx's consistent ring holds `160 * total weight` points of 6 bytes
+//! (at most [`MAX_CONSISTENT_TOTAL_WEIGHT`](crate::NginxHashOptions::MAX_CONSISTENT_TOTAL_WEIGHT),
+//! 63 MiB); its `ip_hash` and plain `hash` keep one `u32` a backend.
+//!
+//! # nginx's hashes
+//!
+//! [`NginxIpHash`](crate::lockfree::NginxIpHash) and
+//! [`NginxHash`](crate::lockfree::NginxHash) give a client the sequence of
+//! candidates nginx's loop would try, and take the first that may take the
+//! pick, within nginx's 21 tries; a retry walks again and counts tries as
+//! nginx's continued walk does. Where they differ from nginx, and why:
+//!
+//! - past 21 tries nginx goes round-robin, which depends on every other
+//!   request; here the first backend that may take the pick at or after
+//!   the last candidate, in order, wrapping: deterministic per client;
+//! - an IPv4-mapped IPv6 client counts as its IPv4 address, as nginx sees
+//!   it behind its default IPv6-only `listen [::]` (behind `ipv6only=off`
+//!   nginx hashes the 16 mapped bytes, or the `::ffff:` text);
+//! - nginx makes one peer per address a name resolves to, which share the
+//!   name's ring points; here a backend is one name, and two backends with
+//!   the same name are rejected;
+//! - nginx refuses `backup` and slow start with these methods; here a
+//!   backup keeps its share of the hash and takes picks only while no
+//!   primary can, and slow start does not hold a backend back;
+//! - an empty key sends nginx to round-robin; here it is hashed like any
+//!   other (`crc32("") = 0`);
+//! - equal ring points of two servers (a CRC-32 collision) keep the
+//!   earlier server's, as glibc's merge-sort `qsort` does.
+//!
+//! `ip_hash` and plain `hash` are not consistent: removing one of four
+//! servers moved 56 % of the other servers' clients in
+//! `tests/nginx_hash.rs`; `down` moves only the server's own.
 //!
 //! The hash table holds `2^bits` `u16` owners (128 KiB by default), whatever
 //! the number of backends.

@@ -56,6 +56,15 @@ pub enum BuildError {
         /// Which option.
         option: &'static str,
     },
+    /// The total weight of an nginx consistent hash ring is past
+    /// [`NginxHashOptions::MAX_CONSISTENT_TOTAL_WEIGHT`](crate::NginxHashOptions::MAX_CONSISTENT_TOTAL_WEIGHT)
+    /// (160 points a unit of weight).
+    RingTooLarge {
+        /// The total weight given.
+        total_weight: u32,
+        /// The largest accepted.
+        max: u32,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -82,6 +91,10 @@ impl fmt::Display for BuildError {
             Self::Duration { option } => {
                 write!(f, "{option} must be above zero and below 584 years")
             }
+            Self::RingTooLarge { total_weight, max } => write!(
+                f,
+                "a consistent hash ring of total weight {total_weight} is past the limit of {max}"
+            ),
         }
     }
 }

@@ -54,6 +54,7 @@ mod weights;
 mod loom_models;
 
 pub use algorithms::ip_hash::HashOptions;
+pub use algorithms::nginx::hash::NginxHashOptions;
 pub use algorithms::random::least_conn::ChoiceOptions;
 pub use algorithms::random::peak_ewma::PeakEwmaOptions;
 pub use algorithms::random::RandomOptions;
@@ -74,6 +75,8 @@ pub use tried::Tried;
 pub mod lockfree {
     pub use crate::algorithms::ip_hash::IpHash;
     pub use crate::algorithms::least_conn::LeastConn;
+    pub use crate::algorithms::nginx::hash::NginxHash;
+    pub use crate::algorithms::nginx::ip_hash::NginxIpHash;
     pub use crate::algorithms::random::least_conn::RandomLeastConn;
     pub use crate::algorithms::random::peak_ewma::PeakEwma;
     pub use crate::algorithms::random::Random;
@@ -88,6 +91,8 @@ pub mod lockfree {
 pub mod locked {
     pub use crate::algorithms::ip_hash::LockedIpHash as IpHash;
     pub use crate::algorithms::least_conn::LockedLeastConn as LeastConn;
+    pub use crate::algorithms::nginx::hash::LockedNginxHash as NginxHash;
+    pub use crate::algorithms::nginx::ip_hash::LockedNginxIpHash as NginxIpHash;
     pub use crate::algorithms::random::least_conn::LockedRandomLeastConn as RandomLeastConn;
     pub use crate::algorithms::random::peak_ewma::LockedPeakEwma as PeakEwma;
     pub use crate::algorithms::random::LockedRandom as Random;

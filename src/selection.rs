@@ -186,6 +186,13 @@ impl<'b, 'c: 'b, T> Slow<'b, 'c, T> {
         Ok(self.selection()?.eligible(index))
     }
 
+    /// Whether this pick's request already tried backend `index` (the
+    /// nginx hashes tell an earlier attempt's pick from a failed try).
+    pub(crate) fn tried(&self, index: usize) -> bool {
+        let record = self.backends.record(index);
+        self.ctx.tried().is_some_and(|tried| tried.has(record.id))
+    }
+
     fn open_primary(&self, index: usize) -> bool {
         let record = self.backends.record(index);
         let state = record.state();

@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
 
-use loadbalance::{lockfree, Balancer, Context};
+use loadbalance::{lockfree, Balancer, Context, NginxHashOptions};
 
 thread_local! {
     /// Allocations made by this thread while `COUNTING` is set.
@@ -84,6 +84,25 @@ fn lock_free_picks_do_not_allocate() {
             Box::new(lockfree::IpHash::weighted(weights.clone()).expect("valid")),
         ),
         (
+            "nginx_ip_hash",
+            Box::new(lockfree::NginxIpHash::weighted(weights.clone()).expect("valid")),
+        ),
+        (
+            // Address-only contexts: the key is the address's text.
+            "nginx_hash_consistent",
+            Box::new(lockfree::NginxHash::weighted(weights.clone()).expect("valid")),
+        ),
+        (
+            "nginx_hash",
+            Box::new(
+                lockfree::NginxHash::with_options(
+                    weights.clone(),
+                    NginxHashOptions::default().consistent(false),
+                )
+                .expect("valid"),
+            ),
+        ),
+        (
             "weighted_random",
             Box::new(lockfree::Random::weighted(weights.clone()).expect("valid")),
         ),
@@ -152,4 +171,64 @@ fn windowed_smooth_weighted_round_robin_picks_do_not_allocate() {
         }
     }
     assert!(allocating.is_empty(), "{}", allocating.join("; "));
+}
+
+/// The nginx hashes off the plain path: with backends down, a pick walks
+/// the client's candidates (up to nginx's 21, then the fallback) and
+/// retries skip what they tried, allocating nothing. The tried set is
+/// filled before counting (its first insert may allocate).
+#[test]
+fn nginx_hash_walks_do_not_allocate() {
+    use loadbalance::{AdminState, Backend, Live, Tried};
+    let backends = || (0..8u32).map(|i| Backend::new(i).weight(1 + i % 3));
+    let balancers: Vec<(&str, Box<dyn Balancer<u32>>)> = vec![
+        (
+            "nginx_ip_hash",
+            Box::new(Live::<lockfree::NginxIpHash<u32>>::new(backends()).expect("valid")),
+        ),
+        (
+            "nginx_hash_consistent",
+            Box::new(Live::<lockfree::NginxHash<u32>>::new(backends()).expect("valid")),
+        ),
+        (
+            "nginx_hash",
+            Box::new(
+                Live::<lockfree::NginxHash<u32>>::builder()
+                    .options(NginxHashOptions::default().consistent(false))
+                    .build(backends())
+                    .expect("valid"),
+            ),
+        ),
+    ];
+    for (name, lb) in &balancers {
+        let mut tried = Tried::new();
+        let warm_up = Context::from_addr(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+        let first = lb.pick(&warm_up).expect("pick");
+        tried.insert(&first);
+        drop(first);
+        let made = allocations(|| {
+            for i in 0..10_000u32 {
+                let addr = IpAddr::V4(Ipv4Addr::from(i.wrapping_mul(2_654_435_761)));
+                let ctx = Context::from_addr(addr);
+                drop(lb.pick(&ctx).expect("pick"));
+                drop(lb.pick(&ctx.with_tried(&tried)).expect("pick"));
+            }
+        });
+        assert_eq!(made, 0, "{name} allocated {made} times");
+    }
+    // Now with most backends down: long walks and the fallback.
+    let live = Live::<lockfree::NginxHash<u32>>::new(backends()).expect("valid");
+    for i in 0..7u32 {
+        live.set_state(&i, AdminState::Down).expect("present");
+    }
+    let made = allocations(|| {
+        for i in 0..10_000u32 {
+            let ctx = Context::from_addr(IpAddr::V4(Ipv4Addr::from(i)));
+            assert_eq!(*live.pick(&ctx).expect("pick"), 7);
+        }
+    });
+    assert_eq!(
+        made, 0,
+        "nginx_hash_consistent with 7 of 8 down allocated {made} times"
+    );
 }

@@ -3,6 +3,7 @@
 mod effective;
 pub(crate) mod ip_hash;
 pub(crate) mod least_conn;
+pub(crate) mod nginx;
 pub(crate) mod random;
 pub(crate) mod round_robin;
 mod slot_table;
