@@ -83,6 +83,9 @@ pub(crate) struct Backends<T> {
     /// A dense copy of the active counts that every guard of this table
     /// raises and lowers (static least-connections tables of many backends).
     dense: Option<DenseCounts>,
+    /// Every guard also counts in the balancer's total of active guards
+    /// (bounded-load hashing, which compares a backend with the mean).
+    counted: bool,
 }
 
 impl<T> Backends<T> {
@@ -154,6 +157,7 @@ impl<T> Backends<T> {
             shared: Arc::clone(&entries[0].record.shared),
             owned: None,
             dense: None,
+            counted: false,
         }
     }
 
@@ -210,8 +214,24 @@ impl<T> Backends<T> {
             // A static table: its backends have no `max_conns` slots.
             holds = Holds::Dense;
         }
+        if self.counted {
+            self.shared.total_active_changed(true);
+            // A counted table is a hashing one: no dense counts.
+            holds = if holds == Holds::Slot {
+                Holds::SlotCounted
+            } else {
+                Holds::Counted
+            };
+        }
         self.records[index].count_pick();
         Some(Guard::new(entry, index, holds))
+    }
+
+    /// Counts every guard in the balancer's total of active guards from now
+    /// on; set before the table takes its first pick.
+    pub(crate) fn count_total(mut self, on: bool) -> Self {
+        self.counted = on;
+        self
     }
 
     /// Active guards of backend `index`, which must be in range.

@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
+
 use crate::clock::{self, Clock, SystemClock};
 use crate::record::nanos;
 use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -29,6 +31,9 @@ pub(crate) struct Shared {
     /// balancer; 0 while none uses these records (reports then skip the
     /// estimate).
     peak_decay: AtomicU64,
+    /// Guards alive over every backend, counted only by tables that ask
+    /// (bounded-load hashing).
+    total_active: CachePadded<AtomicUsize>,
 }
 
 impl Shared {
@@ -40,6 +45,7 @@ impl Shared {
             irregular: AtomicUsize::new(0),
             slow_picks: AtomicU64::new(0),
             peak_decay: AtomicU64::new(0),
+            total_active: CachePadded::new(AtomicUsize::new(0)),
         })
     }
 
@@ -136,6 +142,24 @@ impl Shared {
             0 => None,
             nanos => Some(nanos as f64),
         }
+    }
+
+    /// A counted guard was made (`true`) or dropped.
+    #[inline]
+    pub(crate) fn total_active_changed(&self, made: bool) {
+        // Relaxed: a count that steers picks; it publishes nothing.
+        if made {
+            self.total_active.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.total_active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counted guards alive now.
+    #[inline]
+    pub(crate) fn total_active(&self) -> usize {
+        // Relaxed: see `total_active_changed`.
+        self.total_active.load(Ordering::Relaxed)
     }
 
     /// The slow-path step count now.

@@ -13,6 +13,8 @@
 //! | [`LeastConn::weighted`](crate::lockfree::LeastConn::weighted) | the smooth weighted round-robin sequence | a backend with the fewest active per unit of weight (`a_i * w_j < a_j * w_i` in `u64`) |
 //! | [`IpHash`](crate::lockfree::IpHash) | the same client always reaches the same backend | same |
 //! | [`Random`](crate::lockfree::Random) | drawn by weight with exact shares (an alias table), `O(1)`; seedable | same |
+//! | [`RandomLeastConn`](crate::lockfree::RandomLeastConn) | the first of d distinct candidates drawn by weight | the candidate with the fewest active per weight (`a_i * w_j < a_j * w_i`), `O(d)` |
+//! | [`PeakEwma`](crate::lockfree::PeakEwma) | the candidate with the lowest peak-EWMA latency per weight | the lowest latency × (active + 1) per weight, `O(d)` |
 //! | [`NginxIpHash`](crate::lockfree::NginxIpHash) | nginx's `ip_hash` map bit for bit (3 IPv4 octets or 16 IPv6 bytes, `(hash * 113 + byte) % 6271`, by weight; rehash on an unavailable backend) | same |
 //! | [`NginxHash`](crate::lockfree::NginxHash) | nginx's `hash $key consistent` (ketama ring, `weight * 160` CRC-32 points a server) or `hash $key` map bit for bit | same |
 //!
@@ -35,7 +37,16 @@
 //!   Ties keep rotating: every tie-break adds exactly what it subtracts, so
 //!   the current weights sum to zero and a backend passed over gains
 //!   priority until it wins;
-//! - hashing has no shared state but the guard's count.
+//! - hashing has no shared state but the guard's count; with bounded
+//!   loads, one total of active guards that every guard raises and lowers,
+//!   and lock-free picks racing each other may each see a backend just
+//!   under its capacity (each adds at most one guard past it), where the
+//!   mutex-backed form holds the bound exactly;
+//! - random, power-of-two-choices and peak EWMA draw from a generator per
+//!   thread (no shared write); seeded, they number their draws with one
+//!   shared counter, so one thread's picks equal the mutex-backed form's.
+//!   Two racing power-of-two-choices picks may read the same counts, as
+//!   least-connections' may.
 //!
 //! The mutex-backed forms serialise every pick on one lock, so a pick that
 //! costs `O(n)` (smooth weighted round-robin, least-connections) holds every

@@ -56,6 +56,12 @@ pub enum BuildError {
         /// Which option.
         option: &'static str,
     },
+    /// A bounded-load factor of 100% or less: backends could not hold the
+    /// guards between them.
+    BoundedLoad {
+        /// The factor given, in percent.
+        percent: u32,
+    },
     /// The total weight of an nginx consistent hash ring is past
     /// [`NginxHashOptions::MAX_CONSISTENT_TOTAL_WEIGHT`](crate::NginxHashOptions::MAX_CONSISTENT_TOTAL_WEIGHT)
     /// (160 points a unit of weight).
@@ -90,6 +96,9 @@ impl fmt::Display for BuildError {
             }
             Self::Duration { option } => {
                 write!(f, "{option} must be above zero and below 584 years")
+            }
+            Self::BoundedLoad { percent } => {
+                write!(f, "a bounded-load factor of {percent}% is not above 100%")
             }
             Self::RingTooLarge { total_weight, max } => write!(
                 f,

@@ -50,6 +50,11 @@ pub(crate) enum Holds {
     /// static tables keep dense counts, and only live backends have slots,
     /// so a guard never holds both.
     Dense,
+    /// A unit of the balancer's total of active guards (bounded-load
+    /// hashing, which keeps no dense counts).
+    Counted,
+    /// A slot and a unit of the total.
+    SlotCounted,
 }
 
 impl<T> Guard<T> {
@@ -105,6 +110,11 @@ impl<T> Drop for Guard<T> {
             Holds::Nothing => {}
             Holds::Slot => self.entry.record.free_slot(),
             Holds::Dense => self.entry.release_dense(),
+            Holds::Counted => self.entry.record.shared.total_active_changed(false),
+            Holds::SlotCounted => {
+                self.entry.record.free_slot();
+                self.entry.record.shared.total_active_changed(false);
+            }
         }
     }
 }

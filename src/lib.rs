@@ -55,6 +55,7 @@ mod loom_models;
 
 pub use algorithms::ip_hash::HashOptions;
 pub use algorithms::nginx::hash::NginxHashOptions;
+pub use algorithms::nginx::ip_hash::NginxIpHashOptions;
 pub use algorithms::random::least_conn::ChoiceOptions;
 pub use algorithms::random::peak_ewma::PeakEwmaOptions;
 pub use algorithms::random::RandomOptions;

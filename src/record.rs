@@ -31,7 +31,7 @@
 //!   back per slow-path step since. Storing the deficit rather than the
 //!   weight itself lets a re-weighted backend take its new weight from the
 //!   next pick.
-//! - Statistics (`picks`, `failures`, `latency`) are Relaxed: nothing is
+//! - Statistics (`picks`, `failures`, `overflows`, `latency`) are Relaxed: nothing is
 //!   published through them. The peak-EWMA estimate is one word of its own
 //!   (see `peak_estimate.rs`).
 //!
@@ -125,6 +125,9 @@ pub(crate) struct Record {
     /// forms, which keep nginx's effective weights themselves.
     lowered: AtomicU64,
     failures: AtomicU64,
+    /// Picks whose key's bounded-load home this was, sent elsewhere
+    /// because it was over capacity.
+    overflows: AtomicU64,
     /// Exponentially weighted mean latency in nanoseconds (0: none yet).
     latency: AtomicU64,
     /// The peak-EWMA estimate a latency-aware balancer picks by (see
@@ -150,6 +153,7 @@ impl Record {
             deficit: AtomicU64::new(0),
             lowered: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            overflows: AtomicU64::new(0),
             latency: AtomicU64::new(0),
             peak: PeakEstimate::default(),
             window: Mutex::new(Window::default()),
@@ -301,6 +305,17 @@ impl Record {
     pub(crate) fn failures(&self) -> u64 {
         // Relaxed: a statistic.
         self.failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn overflows(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.overflows.load(Ordering::Relaxed)
+    }
+
+    /// A pick found this backend over its bounded-load capacity and went on.
+    pub(crate) fn count_overflow(&self) {
+        // Relaxed: a statistic.
+        self.overflows.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn latency(&self) -> Option<Duration> {

@@ -55,6 +55,10 @@ pub struct BackendStats<T> {
     pub effective_weight: u32,
     /// Mean reported latency (exponentially weighted, 1/8 for the newest).
     pub latency: Option<Duration>,
+    /// Picks whose key hashed to this backend but went to another because
+    /// this one was over its bounded-load capacity (always 0 without
+    /// [`HashOptions::bounded_load`](crate::HashOptions::bounded_load)).
+    pub overflows: u64,
 }
 
 impl<T: Clone> Backends<T> {
@@ -102,6 +106,7 @@ impl<T: Clone> Backends<T> {
                     weight: record.weight(),
                     effective_weight: effective as u32,
                     latency: record.latency(),
+                    overflows: record.overflows(),
                 })
             })
             .collect()

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use loadbalance::{
     locked, lockfree, AdminState, Assemble, Backend, Balancer, BuildError, Context, Live,
-    NginxHashOptions, PickError, Tried,
+    NginxHashOptions, NginxIpHashOptions, PickError, Tried,
 };
 
 const REFERENCE: &str = include_str!("data/nginx_reference.txt");
@@ -196,8 +196,16 @@ where
 
 #[test]
 fn live_maps_equal_nginx_through_down_remove_and_add() {
-    live_follows_nginx::<lockfree::NginxIpHash<&str>>("ip_hash", "lockfree", ());
-    live_follows_nginx::<locked::NginxIpHash<&str>>("ip_hash", "locked", ());
+    live_follows_nginx::<lockfree::NginxIpHash<&str>>(
+        "ip_hash",
+        "lockfree",
+        NginxIpHashOptions::default(),
+    );
+    live_follows_nginx::<locked::NginxIpHash<&str>>(
+        "ip_hash",
+        "locked",
+        NginxIpHashOptions::default(),
+    );
     for (algorithm, consistent) in [("chash", true), ("hash", false)] {
         let options = NginxHashOptions::default().consistent(consistent);
         live_follows_nginx::<lockfree::NginxHash<&str>>(algorithm, "lockfree", options.clone());

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 
 use siphasher::sip::SipHasher13;
 
+use super::bounded_load::{from_home, Bound};
 use super::slot_table::{ln, mix, SlotTable};
 use crate::assemble::{Assemble, Parts};
 use crate::backends::{Backends, Weights};
@@ -48,6 +49,7 @@ pub struct HashOptions {
     key: [u8; 16],
     table_bits: u8,
     ipv4_prefix_24: bool,
+    bounded_load: Option<u32>,
 }
 
 impl HashOptions {
@@ -93,6 +95,37 @@ impl HashOptions {
         self.ipv4_prefix_24 = on;
         self
     }
+
+    /// Bounded loads with a factor of `percent` (above 100; HAProxy's
+    /// `hash-balance-factor`, where 125 is a fair choice): a client goes to
+    /// its own backend unless that one holds its weight's share of
+    /// `percent`% of the mean, then to the next backend in the client's own
+    /// fixed order (the slots its hash probes next), and back as soon as
+    /// its own is under that again. Each overflow counts in the home
+    /// backend's [`BackendStats::overflows`](crate::BackendStats::overflows).
+    /// Without it (the default) a pick is the plain hash.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{lockfree::IpHash, Balancer, Context, HashOptions};
+    ///
+    /// let options = HashOptions::default().bounded_load(125);
+    /// let lb = IpHash::with_options([("a", 1), ("b", 1), ("c", 1), ("d", 1)], options)?;
+    /// // One very busy client: its backend fills to its cap, then it spills.
+    /// let ctx = Context::from_key(b"hot-client");
+    /// let held: Vec<_> = (0..40).map(|_| lb.pick(&ctx)).collect::<Result<_, _>>()?;
+    /// let home = held[0].index();
+    /// // Each backend holds at most ceil(1.25 * 40 / 4) = 13.
+    /// assert!((0..4).all(|i| lb.active(i).unwrap() <= 13));
+    /// assert!(lb.stats()[home].overflows > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn bounded_load(mut self, percent: u32) -> Self {
+        self.bounded_load = Some(percent);
+        self
+    }
 }
 
 /// The key is secret material: `Debug` says only whether it is the public
@@ -108,6 +141,7 @@ impl fmt::Debug for HashOptions {
             .field("key", &key)
             .field("table_bits", &self.table_bits)
             .field("ipv4_prefix_24", &self.ipv4_prefix_24)
+            .field("bounded_load", &self.bounded_load)
             .finish()
     }
 }
@@ -118,6 +152,7 @@ impl Default for HashOptions {
             key: Self::DEFAULT_KEY,
             table_bits: 16,
             ipv4_prefix_24: false,
+            bounded_load: None,
         }
     }
 }
@@ -192,7 +227,8 @@ impl<T: Hash> IpHash<T> {
     ///
     /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
     /// [`BuildError::ZeroWeight`], [`BuildError::WeightOverflow`],
-    /// [`BuildError::DuplicateBackend`] or [`BuildError::TableBits`].
+    /// [`BuildError::DuplicateBackend`], [`BuildError::TableBits`] or
+    /// [`BuildError::BoundedLoad`].
     pub fn with_options(
         backends: impl IntoIterator<Item = (T, u32)>,
         options: HashOptions,
@@ -249,6 +285,8 @@ pub(crate) struct Hashing {
     /// The SipHash key as the two words SipHash works with.
     keys: (u64, u64),
     ipv4_prefix_24: bool,
+    /// The capacity rule, with bounded loads.
+    bound: Option<Bound>,
 }
 
 /// Never shows the key words (see `HashOptions`'s `Debug`).
@@ -260,6 +298,12 @@ impl fmt::Debug for Hashing {
             .finish_non_exhaustive()
     }
 }
+
+/// How many other slots a client over capacity probes before walking every
+/// backend in order.
+const PROBES: u64 = 16;
+/// An odd constant that spreads the probes over the table.
+const PROBE_STEP: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Domain tags, so that a key never hashes like an address of the same bytes.
 const TAG_V4: u8 = 4;
@@ -276,7 +320,7 @@ impl Hashing {
         let weights = Weights::unit(backends.len());
         let values = (0..backends.len()).filter_map(|i| backends.get(i));
         let hashing = Self::new(values, &weights, HashOptions::default())?;
-        Ok((backends, hashing))
+        Ok((backends.count_total(hashing.bound.is_some()), hashing))
     }
 
     /// Validates weighted backends and options and builds their table.
@@ -287,7 +331,7 @@ impl Hashing {
         let (backends, weights) = Backends::weighted(backends, false)?;
         let values = (0..backends.len()).filter_map(|i| backends.get(i));
         let hashing = Self::new(values, &weights, options)?;
-        Ok((backends, hashing))
+        Ok((backends.count_total(hashing.bound.is_some()), hashing))
     }
 
     fn new<'v, T: Hash + 'v>(
@@ -321,7 +365,9 @@ impl Hashing {
                 second: a.max(b),
             });
         }
+        let bound = Bound::new(options.bounded_load, weights)?;
         Ok(Self {
+            bound,
             table: SlotTable::build(&ids, weights.as_slice(), bits),
             ids: ids.into_boxed_slice(),
             weights: weights.as_slice().into(),
@@ -374,15 +420,58 @@ impl Hashing {
         let owner = self.table.owner(client);
         let place = (client & 0xffff) * FULL / 0x1_0000;
         let admits = |slow: &Slow<'_, '_, T>, index: usize| place < slow.ramp(index);
-        if slow.eligible(owner)? && admits(slow, owner) {
-            return Ok(Some(owner));
-        }
+        let home = if slow.eligible(owner)? && admits(slow, owner) {
+            owner
+        } else {
+            let selection = slow.selection()?;
+            let eligible = |index: usize| selection.eligible(index);
+            let ramped = |index: usize| eligible(index) && place < selection.ramp(index);
+            let fallback = self
+                .rendezvous(client, |index| index != owner && ramped(index))
+                .or_else(|| self.rendezvous(client, eligible));
+            match fallback {
+                Some(index) => index,
+                None => return Ok(None),
+            }
+        };
+        let Some(bound) = &self.bound else {
+            return Ok(Some(home));
+        };
         let selection = slow.selection()?;
-        let eligible = |index: usize| selection.eligible(index);
-        let ramped = |index: usize| eligible(index) && place < selection.ramp(index);
-        Ok(self
-            .rendezvous(client, |index| index != owner && ramped(index))
-            .or_else(|| self.rendezvous(client, eligible)))
+        let open = |index: usize| selection.eligible(index) && place < selection.ramp(index);
+        Ok(Some(bound.place(
+            slow.backends(),
+            home,
+            self.preference(client, owner),
+            open,
+        )))
+    }
+
+    /// The plain path: the client's slot owner, or with bounded loads the
+    /// first backend in the client's preference order under capacity.
+    #[inline(always)]
+    fn plain_index<T>(
+        &self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<usize, PickError> {
+        let client = self.client(ctx)?;
+        let owner = self.table.owner(client);
+        Ok(match &self.bound {
+            None => owner,
+            Some(bound) => bound.place(backends, owner, self.preference(client, owner), |_| true),
+        })
+    }
+
+    /// The client's own order of backends for bounded loads: its slot's
+    /// owner, the owners of the slots it probes next (drawn by weight, as
+    /// the slots are), then every backend from the owner on.
+    fn preference(&self, client: u64, owner: usize) -> impl Iterator<Item = usize> + '_ {
+        let probes =
+            (1..=PROBES).map(move |k| self.table.owner(mix(client ^ k.wrapping_mul(PROBE_STEP))));
+        std::iter::once(owner)
+            .chain(probes)
+            .chain(from_home(owner, self.ids.len()))
     }
 
     /// Weighted rendezvous: among the backends `allowed`, the one whose
@@ -428,8 +517,8 @@ impl Pick for Hashing {
 
 impl Choose for &Hashing {
     #[inline]
-    fn plain<T>(&mut self, ctx: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
-        Ok(self.table.owner(self.client(ctx)?))
+    fn plain<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+        self.plain_index(ctx, backends)
     }
 
     fn choose<T>(
@@ -442,13 +531,13 @@ impl Choose for &Hashing {
 }
 
 /// The mutex-backed form runs the same choice under the lock. The plain
-/// choice is written out rather than delegated to `&Hashing`'s impl: that
-/// change and `client` always inlined took the locked pick from 34.6 to
-/// 29.1 ns (`pick/n=4/ip_hash/locked`).
+/// choice calls the always-inlined `plain_index` rather than `&Hashing`'s
+/// impl: that change and `client` always inlined took the locked pick from
+/// 34.6 to 29.1 ns (`pick/n=4/ip_hash/locked`).
 impl Choose for Hashing {
     #[inline]
-    fn plain<T>(&mut self, ctx: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
-        Ok(self.table.owner(self.client(ctx)?))
+    fn plain<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+        self.plain_index(ctx, backends)
     }
 
     fn choose<T>(
@@ -498,9 +587,9 @@ fn assemble_parts<T: Hash>(
     parts: Parts<'_, T>,
     options: &HashOptions,
 ) -> Result<(Backends<T>, Hashing), BuildError> {
-    let backends = Backends::from_entries(parts.entries)?;
     let values = parts.entries.iter().map(|entry| &entry.value);
     let hashing = Hashing::new(values, &parts.weights, options.clone())?;
+    let backends = Backends::from_entries(parts.entries)?.count_total(hashing.bound.is_some());
     Ok((backends, hashing))
 }
 

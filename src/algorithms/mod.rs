@@ -1,5 +1,6 @@
 //! One file an algorithm, each holding its lock-free and its sequential form.
 
+mod bounded_load;
 mod effective;
 pub(crate) mod ip_hash;
 pub(crate) mod least_conn;

@@ -28,7 +28,8 @@ use std::fmt::{self, Display};
 
 use super::addr_text::AddrText;
 use super::crc32::{crc32, Crc32};
-use super::{normalise, walk, ByWeight, Retry};
+use super::{first, normalise, walk_bounded, ByWeight, Retry};
+use crate::algorithms::bounded_load::Bound;
 use crate::assemble::{Assemble, Parts};
 use crate::backends::{Backends, Weights};
 use crate::balancer_type::{balancer_type, Balanced, Pick};
@@ -55,6 +56,7 @@ use crate::{BuildError, Context, Guard, PickError};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NginxHashOptions {
     consistent: bool,
+    bounded_load: Option<u32>,
 }
 
 impl NginxHashOptions {
@@ -69,11 +71,25 @@ impl NginxHashOptions {
         self.consistent = consistent;
         self
     }
+
+    /// Bounded loads with a factor of `percent` (above 100), as
+    /// [`HashOptions::bounded_load`](crate::HashOptions::bounded_load): a
+    /// key over capacity goes to the next backend of nginx's own walk for
+    /// it (the next points of the ring). nginx has no such option: while
+    /// nothing overflows the map is nginx's.
+    #[must_use]
+    pub fn bounded_load(mut self, percent: u32) -> Self {
+        self.bounded_load = Some(percent);
+        self
+    }
 }
 
 impl Default for NginxHashOptions {
     fn default() -> Self {
-        Self { consistent: true }
+        Self {
+            consistent: true,
+            bounded_load: None,
+        }
     }
 }
 
@@ -167,7 +183,7 @@ impl<T: Display> NginxHash<T> {
         let (backends, weights) = Backends::weighted(backends, false)?;
         let table = KeyTable::new(values(&backends), &weights, &options)?;
         Ok(Self(Balanced {
-            backends,
+            backends: backends.count_total(table.bound.is_some()),
             algorithm: table,
         }))
     }
@@ -203,6 +219,7 @@ impl<T: Display> LockedNginxHash<T> {
     ) -> Result<Self, BuildError> {
         let (backends, weights) = Backends::weighted(backends, false)?;
         let table = KeyTable::new(values(&backends), &weights, &options)?;
+        let backends = backends.count_total(table.bound.is_some());
         Ok(Self(Balanced::locked(backends, table)))
     }
 }
@@ -211,14 +228,51 @@ fn values<T>(backends: &Backends<T>) -> impl Iterator<Item = &T> {
     (0..backends.len()).filter_map(|i| backends.get(i))
 }
 
-/// What a key is hashed against: the ring, or the weights.
+/// What a key is hashed against, and the capacity rule.
 #[derive(Debug)]
-pub(crate) enum KeyTable {
+pub(crate) struct KeyTable {
+    hash: KeyHash,
+    bound: Option<Bound>,
+}
+
+/// The ring, or the weights.
+#[derive(Debug)]
+enum KeyHash {
     Ring(Ring),
     Plain(ByWeight),
 }
 
 impl KeyTable {
+    fn new<'v, T: Display + 'v>(
+        values: impl Iterator<Item = &'v T>,
+        weights: &Weights,
+        options: &NginxHashOptions,
+    ) -> Result<Self, BuildError> {
+        Ok(Self {
+            hash: KeyHash::new(values, weights, options)?,
+            bound: Bound::new(options.bounded_load, weights)?,
+        })
+    }
+
+    /// The candidates for `key`, in nginx's order.
+    #[inline]
+    fn candidates<'a>(&'a self, key: &'a [u8]) -> Candidates<'a> {
+        match &self.hash {
+            KeyHash::Ring(ring) => Candidates::Ring(RingWalk::new(ring, key)),
+            KeyHash::Plain(by_weight) => Candidates::Key(KeyWalk::new(by_weight, key)),
+        }
+    }
+
+    /// The number of backends, and how a retry counts its tries.
+    fn shape(&self) -> (usize, Retry) {
+        match &self.hash {
+            KeyHash::Ring(ring) => (ring.len, Retry::Revisits),
+            KeyHash::Plain(by_weight) => (by_weight.len(), Retry::Continues),
+        }
+    }
+}
+
+impl KeyHash {
     fn new<'v, T: Display + 'v>(
         values: impl Iterator<Item = &'v T>,
         weights: &Weights,
@@ -245,15 +299,6 @@ impl KeyTable {
             });
         }
         Ok(Self::Ring(Ring::new(&names, weights.as_slice())))
-    }
-
-    /// The candidates for `key`, in nginx's order.
-    #[inline]
-    fn candidates<'a>(&'a self, key: &'a [u8]) -> Candidates<'a> {
-        match self {
-            Self::Ring(ring) => Candidates::Ring(RingWalk::new(ring, key)),
-            Self::Plain(by_weight) => Candidates::Key(KeyWalk::new(by_weight, key)),
-        }
     }
 }
 
@@ -459,8 +504,11 @@ impl Pick for KeyTable {
 
 impl Choose for &KeyTable {
     #[inline]
-    fn plain<T>(&mut self, ctx: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
-        with_key(ctx, |key| self.candidates(key).next().unwrap_or(0))
+    fn plain<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+        let (len, _) = self.shape();
+        with_key(ctx, |key| {
+            first(self.bound.as_ref(), self.candidates(key), len, backends)
+        })
     }
 
     fn choose<T>(
@@ -468,11 +516,10 @@ impl Choose for &KeyTable {
         ctx: &Context<'_>,
         slow: &mut Slow<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
-        let (len, retry) = match self {
-            KeyTable::Ring(ring) => (ring.len, Retry::Revisits),
-            KeyTable::Plain(by_weight) => (by_weight.len(), Retry::Continues),
-        };
-        with_key(ctx, |key| walk(self.candidates(key), len, retry, slow))?
+        let (len, retry) = self.shape();
+        with_key(ctx, |key| {
+            walk_bounded(self.bound.as_ref(), self.candidates(key), len, retry, slow)
+        })?
     }
 }
 
@@ -505,7 +552,7 @@ impl<T: Display + Send + Sync> Assemble for NginxHash<T> {
         let values = parts.entries.iter().map(|entry| &entry.value);
         let table = KeyTable::new(values, &parts.weights, options)?;
         Ok(Self(Balanced {
-            backends,
+            backends: backends.count_total(table.bound.is_some()),
             algorithm: table,
         }))
     }
@@ -524,6 +571,7 @@ impl<T: Display + Send + Sync> Assemble for LockedNginxHash<T> {
         let backends = Backends::from_entries(parts.entries)?;
         let values = parts.entries.iter().map(|entry| &entry.value);
         let table = KeyTable::new(values, &parts.weights, options)?;
+        let backends = backends.count_total(table.bound.is_some());
         Ok(Self(Balanced::locked(backends, table)))
     }
 }

@@ -18,14 +18,45 @@
 
 use std::net::IpAddr;
 
-use super::{normalise, walk, ByWeight, Retry};
+use super::{first, normalise, walk_bounded, ByWeight, Retry};
+use crate::algorithms::bounded_load::Bound;
 use crate::assemble::{Assemble, Parts};
-use crate::backends::Backends;
+use crate::backends::{Backends, Weights};
 use crate::balancer_type::{balancer_type, Balanced, Pick};
 use crate::driver::{self, Choose};
 use crate::mutex_form::Locked;
 use crate::selection::Slow;
 use crate::{BuildError, Context, Guard, PickError};
+
+/// Options of the nginx `ip_hash` balancers.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{lockfree::NginxIpHash, NginxIpHashOptions};
+///
+/// let options = NginxIpHashOptions::default().bounded_load(125);
+/// let lb = NginxIpHash::with_options([("10.0.0.1:80", 1), ("10.0.0.2:80", 1)], options)?;
+/// # drop(lb);
+/// # Ok::<(), loadbalance::BuildError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NginxIpHashOptions {
+    bounded_load: Option<u32>,
+}
+
+impl NginxIpHashOptions {
+    /// Bounded loads with a factor of `percent` (above 100), as
+    /// [`HashOptions::bounded_load`](crate::HashOptions::bounded_load): a
+    /// client over capacity goes to the next backend of nginx's own walk
+    /// for it. nginx has no such option: while nothing overflows the map is
+    /// nginx's.
+    #[must_use]
+    pub fn bounded_load(mut self, percent: u32) -> Self {
+        self.bounded_load = Some(percent);
+        self
+    }
+}
 
 balancer_type! {
     /// Lock-free nginx `ip_hash`: the same backend for a client as nginx
@@ -87,10 +118,22 @@ impl<T> NginxIpHash<T> {
     /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
     /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
     pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted(backends, false)?;
+        Self::with_options(backends, NginxIpHashOptions::default())
+    }
+
+    /// Over `(backend, weight)` pairs with options (bounded loads).
+    ///
+    /// # Errors
+    ///
+    /// As [`weighted`](Self::weighted), and [`BuildError::BoundedLoad`].
+    pub fn with_options(
+        backends: impl IntoIterator<Item = (T, u32)>,
+        options: NginxIpHashOptions,
+    ) -> Result<Self, BuildError> {
+        let (backends, table) = IpTable::build(backends, &options)?;
         Ok(Self(Balanced {
             backends,
-            algorithm: IpTable(ByWeight::new(&weights)),
+            algorithm: table,
         }))
     }
 }
@@ -111,17 +154,56 @@ impl<T> LockedNginxIpHash<T> {
     ///
     /// As [`NginxIpHash::weighted`].
     pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted(backends, false)?;
-        Ok(Self(Balanced::locked(
-            backends,
-            IpTable(ByWeight::new(&weights)),
-        )))
+        Self::with_options(backends, NginxIpHashOptions::default())
+    }
+
+    /// Over `(backend, weight)` pairs with options (bounded loads).
+    ///
+    /// # Errors
+    ///
+    /// As [`NginxIpHash::with_options`].
+    pub fn with_options(
+        backends: impl IntoIterator<Item = (T, u32)>,
+        options: NginxIpHashOptions,
+    ) -> Result<Self, BuildError> {
+        let (backends, table) = IpTable::build(backends, &options)?;
+        Ok(Self(Balanced::locked(backends, table)))
     }
 }
 
-/// The weights, as nginx's `ip_hash` reads them.
+/// The weights, as nginx's `ip_hash` reads them, and the capacity rule.
 #[derive(Debug)]
-pub(crate) struct IpTable(ByWeight);
+pub(crate) struct IpTable {
+    by_weight: ByWeight,
+    bound: Option<Bound>,
+}
+
+impl IpTable {
+    fn new(weights: &Weights, options: &NginxIpHashOptions) -> Result<Self, BuildError> {
+        Ok(Self {
+            by_weight: ByWeight::new(weights),
+            bound: Bound::new(options.bounded_load, weights)?,
+        })
+    }
+
+    fn build<T>(
+        backends: impl IntoIterator<Item = (T, u32)>,
+        options: &NginxIpHashOptions,
+    ) -> Result<(Backends<T>, Self), BuildError> {
+        let (backends, weights) = Backends::weighted(backends, false)?;
+        let table = Self::new(&weights, options)?;
+        Ok((backends.count_total(table.bound.is_some()), table))
+    }
+
+    fn assemble<T>(
+        parts: Parts<'_, T>,
+        options: &NginxIpHashOptions,
+    ) -> Result<(Backends<T>, Self), BuildError> {
+        let table = Self::new(&parts.weights, options)?;
+        let backends = Backends::from_entries(parts.entries)?.count_total(table.bound.is_some());
+        Ok((backends, table))
+    }
+}
 
 /// One client's candidates in nginx's order: each step runs the hash over
 /// the address bytes once more, from where the last step left it.
@@ -180,9 +262,14 @@ impl Pick for IpTable {
 
 impl Choose for &IpTable {
     #[inline]
-    fn plain<T>(&mut self, ctx: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
-        let mut candidates = IpWalk::new(&self.0, ctx)?;
-        Ok(candidates.next().unwrap_or(0))
+    fn plain<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+        let candidates = IpWalk::new(&self.by_weight, ctx)?;
+        Ok(first(
+            self.bound.as_ref(),
+            candidates,
+            self.by_weight.len(),
+            backends,
+        ))
     }
 
     fn choose<T>(
@@ -190,9 +277,10 @@ impl Choose for &IpTable {
         ctx: &Context<'_>,
         slow: &mut Slow<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
-        walk(
-            IpWalk::new(&self.0, ctx)?,
-            self.0.len(),
+        walk_bounded(
+            self.bound.as_ref(),
+            IpWalk::new(&self.by_weight, ctx)?,
+            self.by_weight.len(),
             Retry::Continues,
             slow,
         )
@@ -216,27 +304,34 @@ impl Choose for IpTable {
 
 impl<T: Send + Sync> Assemble for NginxIpHash<T> {
     type Value = T;
-    type Options = ();
+    type Options = NginxIpHashOptions;
     const EFFECTIVE_WEIGHTS: bool = false;
 
-    fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
+    fn assemble(
+        parts: Parts<'_, T>,
+        options: &NginxIpHashOptions,
+        _: Option<&Self>,
+    ) -> Result<Self, BuildError> {
+        let (backends, algorithm) = IpTable::assemble(parts, options)?;
         Ok(Self(Balanced {
-            backends: Backends::from_entries(parts.entries)?,
-            algorithm: IpTable(ByWeight::new(&parts.weights)),
+            backends,
+            algorithm,
         }))
     }
 }
 
 impl<T: Send + Sync> Assemble for LockedNginxIpHash<T> {
     type Value = T;
-    type Options = ();
+    type Options = NginxIpHashOptions;
     const EFFECTIVE_WEIGHTS: bool = false;
 
-    fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
-        Ok(Self(Balanced::locked(
-            Backends::from_entries(parts.entries)?,
-            IpTable(ByWeight::new(&parts.weights)),
-        )))
+    fn assemble(
+        parts: Parts<'_, T>,
+        options: &NginxIpHashOptions,
+        _: Option<&Self>,
+    ) -> Result<Self, BuildError> {
+        let (backends, table) = IpTable::assemble(parts, options)?;
+        Ok(Self(Balanced::locked(backends, table)))
     }
 }
 

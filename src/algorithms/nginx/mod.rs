@@ -21,7 +21,8 @@ pub(crate) mod ip_hash;
 
 use std::net::IpAddr;
 
-use crate::backends::Weights;
+use super::bounded_load::{from_home, Bound};
+use crate::backends::{Backends, Weights};
 use crate::selection::Slow;
 use crate::PickError;
 
@@ -83,6 +84,50 @@ where
     Ok((0..len)
         .map(|step| (last + step) % len)
         .find(|&index| selection.eligible(index)))
+}
+
+/// The plain path: the first candidate, or with bounded loads the first
+/// under capacity of the key's preference order (its first [`CANDIDATES`]
+/// candidates in nginx's order, then every backend from the first on).
+#[inline]
+pub(crate) fn first<T, I>(
+    bound: Option<&Bound>,
+    mut candidates: I,
+    len: usize,
+    backends: &Backends<T>,
+) -> usize
+where
+    I: Iterator<Item = usize> + Clone,
+{
+    let order = candidates.clone().take(CANDIDATES);
+    let home = candidates.next().unwrap_or(0);
+    match bound {
+        None => home,
+        Some(bound) => bound.place(backends, home, order.chain(from_home(home, len)), |_| true),
+    }
+}
+
+/// The slow path: [`walk`], then with bounded loads the first backend under
+/// capacity that may take the pick, in the order [`first`] uses.
+pub(crate) fn walk_bounded<T, I>(
+    bound: Option<&Bound>,
+    candidates: I,
+    len: usize,
+    retry: Retry,
+    slow: &mut Slow<'_, '_, T>,
+) -> Result<Option<usize>, PickError>
+where
+    I: Iterator<Item = usize> + Clone,
+{
+    let home = walk(candidates.clone(), len, retry, slow)?;
+    let (Some(bound), Some(home)) = (bound, home) else {
+        return Ok(home);
+    };
+    let selection = slow.selection()?;
+    let order = candidates.take(CANDIDATES).chain(from_home(home, len));
+    Ok(Some(bound.place(slow.backends(), home, order, |index| {
+        selection.eligible(index)
+    })))
 }
 
 /// nginx's pick by weight: `w` in `0..total` falls to the backend whose

@@ -74,7 +74,7 @@ balancer_type! {
     /// // Two backends, two candidates: the idle one wins.
     /// let second = lb.pick(&Context::new())?;
     /// assert_ne!(first.index(), second.index());
-    /// # Ok::<(), loadbalance::BuildError>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     RandomLeastConn, Choices
 }
@@ -98,7 +98,7 @@ balancer_type! {
     ///     held_b.push(b.pick(&Context::new())?);
     ///     assert_eq!(held_a.last().map(|g| g.index()), held_b.last().map(|g| g.index()));
     /// }
-    /// # Ok::<(), loadbalance::BuildError>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     LockedRandomLeastConn, Locked<ChoicesState>
 }
