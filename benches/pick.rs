@@ -99,7 +99,7 @@ fn single_thread(c: &mut Criterion) {
             b.iter(|| black_box(counter.fetch_add(1, Ordering::Relaxed)))
         });
         for (name, lb) in balancers(n) {
-            let hashing = name.starts_with("ip_hash");
+            let hashing = name.contains("hash");
             let mut client = 0u32;
             group.bench_function(BenchmarkId::from_parameter(name), |b| {
                 b.iter(|| black_box(pick_once(&*lb, hashing, &mut client)))
@@ -138,7 +138,7 @@ fn two_thread(c: &mut Criterion) {
             })
         });
         for (name, lb) in balancers(n) {
-            let hashing = name.starts_with("ip_hash");
+            let hashing = name.contains("hash");
             group.bench_function(BenchmarkId::from_parameter(name), |b| {
                 b.iter_custom(|iters| {
                     two_threads(iters, |k| {
@@ -271,7 +271,7 @@ fn live(c: &mut Criterion) {
         });
         let balancers = live_balancers(n).expect("benchmark backends are valid");
         for (name, lb) in balancers {
-            let hashing = name.starts_with("ip_hash");
+            let hashing = name.contains("hash");
             let mut client = 0u32;
             group.bench_function(BenchmarkId::from_parameter(&name), |b| {
                 b.iter(|| black_box(pick_once(&*lb, hashing, &mut client)))

@@ -17,8 +17,11 @@
 //! value), so they are one `AtomicU64`: the estimate's `f32` bits without
 //! the low 8 (sign 0, exponent, 15 mantissa bits: a relative precision of
 //! 3e-5) in the high 24 bits, and the update time in units of 2^20 ns
-//! (about 1.05 ms, ample against a `tau` of seconds) in the low 40 bits
-//! (36,000 years). Reports update it by compare-and-swap; no other value is
+//! (about 1.05 ms, ample against a `tau` of seconds) modulo 2^40 in the
+//! low 40 bits. Times are compared by their difference modulo 2^40 units
+//! (36.5 years), read as signed: exact for any clock, one counting from
+//! the Unix epoch included, as long as two times compared are within 18
+//! years of each other (beyond a few `tau` every decay is 0 anyway). Reports update it by compare-and-swap; no other value is
 //! published through it, so every access is Relaxed. The loom model
 //! `peak_estimate_is_one_value` checks that a reader racing two reports
 //! sees one of the three whole values.
@@ -36,7 +39,8 @@ const STAMP_SHIFT: u32 = 20;
 #[derive(Debug, Default)]
 pub(crate) struct PeakEstimate(AtomicU64);
 
-/// An estimate (ns) and its update time (ns, rounded down to the unit).
+/// An estimate (ns) and its update time (in units of 2^20 ns, modulo
+/// 2^40).
 ///
 /// Two estimates compare at any common time without the time itself: at
 /// `now`, `e_a * d_a < e_b * d_b` is `e_a * e^((at_a - at_b)/tau) < e_b`,
@@ -44,34 +48,62 @@ pub(crate) struct PeakEstimate(AtomicU64);
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Estimate {
     pub(crate) nanos: f64,
-    pub(crate) at: u64,
+    stamp: u64,
+}
+
+/// `a - b` in units, modulo 2^40, read as signed.
+#[inline(always)]
+fn units_between(a: u64, b: u64) -> i64 {
+    let d = a.wrapping_sub(b) & STAMP_MASK;
+    if d >= 1 << (STAMP_BITS - 1) {
+        d as i64 - (1 << STAMP_BITS)
+    } else {
+        d as i64
+    }
+}
+
+/// A time in nanoseconds as a stamp.
+#[inline(always)]
+fn stamp(nanos: u64) -> u64 {
+    (nanos >> STAMP_SHIFT) & STAMP_MASK
 }
 
 impl Estimate {
+    /// An estimate of `nanos` made at `now`.
+    pub(crate) fn new(nanos: f64, now: u64) -> Self {
+        Self {
+            nanos,
+            stamp: stamp(now),
+        }
+    }
+
     fn unpack(word: u64) -> Option<Self> {
         (word != 0).then(|| Self {
             nanos: f64::from(f32::from_bits(((word >> STAMP_BITS) as u32) << 8)),
-            at: (word & STAMP_MASK) << STAMP_SHIFT,
+            stamp: word & STAMP_MASK,
         })
     }
 
     /// Never 0 (at least 1 ns), so a packed estimate is never the empty word.
-    fn pack(nanos: f64, now: u64) -> u64 {
+    fn pack(nanos: f64, stamp: u64) -> u64 {
         let bits = (nanos.max(1.0) as f32).to_bits() >> 8;
-        (u64::from(bits) << STAMP_BITS) | ((now >> STAMP_SHIFT) & STAMP_MASK)
+        (u64::from(bits) << STAMP_BITS) | stamp
     }
 
     /// Whether `self` scaled by `load_self` is below `other` scaled by
     /// `load_other`, both decayed to any common time.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn cheaper(self, load_self: f64, other: Self, load_other: f64, tau: f64) -> bool {
-        let shift = ((self.at as f64 - other.at as f64) / tau).exp();
+        let apart = units_between(self.stamp, other.stamp) as f64 * (1u64 << STAMP_SHIFT) as f64;
+        let shift = (apart / tau).exp();
         self.nanos * load_self * shift < other.nanos * load_other
     }
 
-    /// `e^(-t/tau)` for the time since the update.
+    /// `e^(-t/tau)` for the time `t` from the update to `now` (none if
+    /// `now` is earlier: a report that raced a later one).
     fn decay(self, now: u64, tau: f64) -> f64 {
-        (-(now.saturating_sub(self.at) as f64) / tau).exp()
+        let since = units_between(stamp(now), self.stamp).max(0);
+        (-((since as f64) * (1u64 << STAMP_SHIFT) as f64) / tau).exp()
     }
 }
 
@@ -83,7 +115,7 @@ impl PeakEstimate {
         // earlier seed came first.
         let _ = self.0.compare_exchange(
             0,
-            Estimate::pack(nanos, now),
+            Estimate::pack(nanos, stamp(now)),
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
@@ -110,19 +142,28 @@ impl PeakEstimate {
         let _ = self
             .0
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
-                let next = match Estimate::unpack(word) {
-                    None => sample,
+                let now_stamp = stamp(now);
+                let (next, at) = match Estimate::unpack(word) {
+                    None => (sample, now_stamp),
                     Some(estimate) => {
                         let decay = estimate.decay(now, tau);
                         let current = estimate.nanos * decay;
-                        if sample > current {
+                        let next = if sample > current {
                             sample
                         } else {
                             current + sample * (1.0 - decay)
-                        }
+                        };
+                        // A report that raced a later one keeps the later
+                        // time: stamps never move back.
+                        let later = if units_between(now_stamp, estimate.stamp) >= 0 {
+                            now_stamp
+                        } else {
+                            estimate.stamp
+                        };
+                        (next, later)
                     }
                 };
-                Some(Estimate::pack(next, now))
+                Some(Estimate::pack(next, at))
             });
     }
 }
@@ -175,14 +216,8 @@ mod tests {
     /// The clock-free comparison agrees with comparing the decayed values.
     #[test]
     fn comparing_without_the_clock_is_comparing_at_any_time() {
-        let a = Estimate {
-            nanos: 30.0 * MS as f64,
-            at: 0,
-        };
-        let b = Estimate {
-            nanos: 2.0 * MS as f64,
-            at: 20_000 * MS,
-        };
+        let a = Estimate::new(30.0 * MS as f64, 0);
+        let b = Estimate::new(2.0 * MS as f64, 20_000 * MS);
         for now in [20_000 * MS, 25_000 * MS, 90_000 * MS] {
             let value = |e: Estimate| e.nanos * e.decay(now, TAU);
             for (la, lb) in [(1.0, 1.0), (3.0, 1.0), (1.0, 40.0)] {
@@ -195,11 +230,38 @@ mod tests {
 
     #[test]
     fn the_word_round_trips_at_any_time() {
-        for now in [0, 1 << 20, 3 << 40, u64::MAX >> 4] {
-            let word = Estimate::pack(123_456.0, now);
+        for now in [0, 1 << 20, 3 << 40, u64::MAX >> 4, u64::MAX] {
+            let word = Estimate::pack(123_456.0, stamp(now));
             let e = Estimate::unpack(word).expect("non-zero");
             assert!((e.nanos / 123_456.0 - 1.0).abs() < 1e-4);
-            assert_eq!(e.at, now & !((1 << STAMP_SHIFT) - 1));
+            assert_eq!(e.stamp, stamp(now));
         }
+    }
+
+    /// A clock counting from the Unix epoch (past 2^60 ns), and one that
+    /// crosses a multiple of 2^60 ns between two samples: the decay is the
+    /// elapsed time's, not the time since the clock's start.
+    #[test]
+    fn works_on_any_clock_start() {
+        for start in [1_700_000_000 * 1_000_000_000, (1 << 60) - MS] {
+            let e = PeakEstimate::default();
+            e.observe(100 * MS, start, TAU);
+            e.observe(MS, start + 2 * MS, TAU);
+            let at = e.at(start + 2 * MS, TAU).expect("sampled");
+            // 2 ms of a 10 s tau: the faster sample moves it by 2e-4.
+            assert!(at > 99.0 * MS as f64, "{start}: {at}");
+        }
+    }
+
+    /// A report that raced a later one neither moves the time back nor
+    /// decays by a negative time.
+    #[test]
+    fn a_late_report_keeps_the_later_time() {
+        let e = PeakEstimate::default();
+        e.observe(10 * MS, 5_000 * MS, TAU);
+        e.observe(MS, 4_000 * MS, TAU);
+        let after = e.get().expect("sampled");
+        assert_eq!(after.stamp, stamp(5_000 * MS));
+        assert!(after.nanos > 9.9 * MS as f64, "{after:?}");
     }
 }

@@ -90,41 +90,85 @@ fn actives(lb: &dyn Balancer<String>) -> Vec<usize> {
         .collect()
 }
 
-/// Under random holds from a skewed set of clients, after every pick no
-/// backend holds more than `ceil(c * mean)`, and the overflow counts add up
-/// to the picks that left their hash choice.
+/// Under random hold times (uniform in 1..2*64 picks) from a skewed set of
+/// clients, in the steady state: no pick takes its backend past
+/// `ceil(c * mean)`, and the overflows counted are the picks that left
+/// their hash choice. A backend can sit above the bound when guards drop
+/// elsewhere (the mean falls under it, and the rule only gates picks): on
+/// this script by at most 2, asserted, where the picks alone would allow
+/// any excess.
 #[test]
-fn no_backend_exceeds_its_capacity_at_any_pick() {
-    for (name, lb) in keyed(Some(PERCENT)) {
+fn no_pick_takes_a_backend_past_its_capacity() {
+    for ((name, lb), (_, plain)) in keyed(Some(PERCENT)).into_iter().zip(keyed(None)) {
         let mut next = xorshift(0x9E37_79B9);
-        let mut held: Vec<Guard<String>> = Vec::new();
-        for _ in 0..20_000 {
+        let mut held: Vec<(Guard<String>, u64)> = Vec::new();
+        let mut moved = 0u64;
+        for step in 0..40_000u64 {
+            held.retain(|&(_, until)| until > step);
             // Hot clients: 0..4 half the time, else one of 10,000.
-            let k = if next() % 2 == 0 {
-                next() % 4
-            } else {
-                next() % 10_000
-            };
+            let k = if next() % 2 == 0 { next() % 4 } else { next() % 10_000 };
             let guard = lb.pick(&client(k)).expect("pick");
-            held.push(guard);
+            moved += u64::from(guard.index() != plain.pick(&client(k)).expect("pick").index());
             let actives = actives(&*lb);
             let total: usize = actives.iter().sum();
+            let picked = actives[guard.index()];
+            assert!(picked <= cap(total), "{name}: picked {picked} > {}", cap(total));
             let max = *actives.iter().max().expect("backends");
-            assert!(
-                max <= cap(total),
-                "{name}: {max} > ceil(1.25 * {total} / {N}) = {}",
-                cap(total)
-            );
-            if next() % 100 < 45 && !held.is_empty() {
-                let at = (next() % held.len() as u64) as usize;
-                held.swap_remove(at);
-            }
+            assert!(max <= cap(total) + 2, "{name}: {max} > {} + 2", cap(total));
+            held.push((guard, step + 1 + next() % 128));
         }
         let overflows: u64 = lb.stats().iter().map(|s| s.overflows).sum();
         assert!(overflows > 0, "{name}: hot clients overflow");
+        assert_eq!(overflows, moved, "{name}");
         drop(held);
         assert!(actives(&*lb).iter().all(|&a| a == 0), "{name}");
     }
+}
+
+/// The capacity is a share of what the backends that may take picks hold:
+/// with three of eight backends down, or four backups idle behind four
+/// primaries, or two of four ejected, a hot key spreads over the rest
+/// within `ceil(c * mean)` of them.
+#[test]
+fn capacity_is_shared_among_the_backends_that_may_take_picks() {
+    use loadbalance::{AdminState, HealthPolicy, Outcome};
+    let build = |backups: usize| {
+        Live::<lockfree::IpHash<String>>::builder()
+            .options(HashOptions::default().bounded_load(PERCENT))
+            .health(HealthPolicy::default().max_fails(1))
+            .build(names().into_iter().enumerate().map(|(i, (name, w))| {
+                Backend::new(name).weight(w).backup(i >= N - backups)
+            }))
+            .expect("valid")
+    };
+    let hot = |lb: &dyn Balancer<String>, usable: &[usize]| {
+        let held: Vec<_> = (0..100).map(|_| lb.pick(&client(7)).expect("pick")).collect();
+        let bound = (PERCENT as usize * 100).div_ceil(100 * usable.len());
+        let actives = actives(lb);
+        assert!(actives.iter().all(|&a| a <= bound), "{actives:?} over {bound}");
+        let on_usable: usize = usable.iter().map(|&i| actives[i]).sum();
+        assert_eq!(on_usable, 100, "{actives:?}");
+        drop(held);
+    };
+    let down = build(0);
+    for i in 5..N {
+        down.set_state(&format!("10.0.0.{i}:80"), AdminState::Down).expect("present");
+    }
+    hot(&down, &[0, 1, 2, 3, 4]);
+    hot(&build(4), &[0, 1, 2, 3]);
+    let ejected = build(0);
+    for i in 0..3 {
+        let guard = loop {
+            let guard = ejected.pick(&client(1_000 + i)).expect("pick");
+            if guard.index() >= 2 && ejected.stats()[guard.index()].failures == 0 {
+                break guard;
+            }
+        };
+        guard.report(Outcome::Failure { latency: std::time::Duration::from_millis(1) });
+    }
+    let usable: Vec<usize> = (0..N).filter(|&i| ejected.stats()[i].failures == 0).collect();
+    assert_eq!(usable.len(), N - 3);
+    hot(&ejected, &usable);
 }
 
 /// While nothing overflows (every guard dropped at once), a bounded

@@ -25,7 +25,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn context(algorithm: Algorithm, client: u128) -> Context<'static> {
-    if algorithm == Algorithm::IpHash {
+    if algorithm.keyed() {
         Context::from_addr(IpAddr::V6(Ipv6Addr::from(client)))
     } else {
         Context::new()
@@ -127,6 +127,20 @@ proptest! {
     fn weighted_least_conn_matches_model(weights in least_conn_weights(), script in prop::collection::vec(step(), 1..300)) {
         run_script(Algorithm::WeightedLeastConn, &weights, &script)?;
     }
+
+    /// Seeded alike, the random forms make the same picks, held or not.
+    #[test]
+    fn random_forms_match_model(weights in least_conn_weights(), script in prop::collection::vec(step(), 1..300)) {
+        run_script(Algorithm::Random, &weights, &script)?;
+        run_script(Algorithm::RandomLeastConn, &weights, &script)?;
+        run_script(Algorithm::PeakEwma, &weights, &script)?;
+    }
+
+    #[test]
+    fn nginx_hashes_match_model(weights in small_weights(), script in prop::collection::vec(step(), 1..200)) {
+        run_script(Algorithm::NginxIpHash, &weights, &script)?;
+        run_script(Algorithm::NginxHash, &weights, &script)?;
+    }
 }
 
 proptest! {
@@ -137,6 +151,7 @@ proptest! {
     #[test]
     fn ip_hash_matches_model(weights in small_weights(), script in prop::collection::vec(step(), 1..200)) {
         run_script(Algorithm::IpHash, &weights, &script)?;
+        run_script(Algorithm::BoundedHash, &weights, &script)?;
     }
 
     #[test]
@@ -164,11 +179,11 @@ proptest! {
         } else {
             None
         };
-        for algorithm in [Algorithm::WeightedRoundRobin, Algorithm::WeightedLeastConn, Algorithm::IpHash] {
+        for algorithm in ALGORITHMS.into_iter().filter(|&a| !matches!(a, Algorithm::RoundRobin | Algorithm::LeastConn)) {
             let result = build(algorithm, &weights);
             prop_assert_eq!(result.as_ref().err(), expected.as_ref(), "{:?} {:?}", algorithm, weights);
             if let Ok((lockfree, locked)) = result {
-                let ctx = Context::from_key(b"k");
+                let ctx = context(algorithm, 7);
                 prop_assert_eq!(
                     lockfree.pick(&ctx).expect("pick").index(),
                     locked.pick(&ctx).expect("pick").index()

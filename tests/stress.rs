@@ -50,7 +50,10 @@ fn stress(algorithm: Algorithm, lb: &dyn Balancer<u32>) {
             .collect();
         let panicker = s.spawn(|| {
             let held: Vec<Guard<u32>> = (0..100)
-                .map(|_| lb.pick(&Context::from_key(b"k")).expect("pick"))
+                .map(|_| {
+                    lb.pick(&Context::from_addr(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+                        .expect("pick")
+                })
                 .collect();
             for guard in &held {
                 panicker_counts[guard.index()].fetch_add(1, Ordering::Relaxed);

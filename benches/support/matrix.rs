@@ -1,9 +1,10 @@
 //! The benchmark matrix shared by `benches/pick.rs` and
 //! `examples/memory.rs`: every balancer by name, and the fixed-seed weights.
 
+use std::fmt::Display;
 use std::hash::Hash;
 
-use loadbalance::{locked, lockfree, Balancer, BuildError};
+use loadbalance::{locked, lockfree, Balancer, BuildError, HashOptions};
 
 /// Weights in 1..=100 from a fixed seed (xorshift64), the same every run.
 pub(crate) fn weights(n: usize) -> Vec<u32> {
@@ -25,7 +26,8 @@ pub(crate) type Boxed<T> = Box<dyn Balancer<T>>;
 pub(crate) type Build<T> = fn(Vec<T>, Vec<u32>) -> Result<Boxed<T>, BuildError>;
 
 /// Every balancer, named `algorithm/form`.
-pub(crate) fn builders<T: Hash + Send + Sync + 'static>() -> [(&'static str, Build<T>); 16] {
+pub(crate) fn builders<T: Hash + Display + Send + Sync + 'static>() -> [(&'static str, Build<T>); 21]
+{
     [
         ("round_robin/lockfree", |b, _| {
             Ok(Box::new(lockfree::RoundRobin::new(b)?))
@@ -62,6 +64,35 @@ pub(crate) fn builders<T: Hash + Send + Sync + 'static>() -> [(&'static str, Bui
         }),
         ("ip_hash/locked", |b, w| {
             Ok(Box::new(locked::IpHash::weighted(b.into_iter().zip(w))?))
+        }),
+        ("bounded_hash/lockfree", |b, w| {
+            let options = HashOptions::default().bounded_load(125);
+            Ok(Box::new(lockfree::IpHash::with_options(
+                b.into_iter().zip(w),
+                options,
+            )?))
+        }),
+        ("bounded_hash/locked", |b, w| {
+            let options = HashOptions::default().bounded_load(125);
+            Ok(Box::new(locked::IpHash::with_options(
+                b.into_iter().zip(w),
+                options,
+            )?))
+        }),
+        ("nginx_ip_hash/lockfree", |b, w| {
+            Ok(Box::new(lockfree::NginxIpHash::weighted(
+                b.into_iter().zip(w),
+            )?))
+        }),
+        ("nginx_ip_hash/locked", |b, w| {
+            Ok(Box::new(locked::NginxIpHash::weighted(
+                b.into_iter().zip(w),
+            )?))
+        }),
+        // Unit weights: 4,096 backends of weights up to 100 are past the
+        // ring's limit of 65,536 units.
+        ("nginx_hash_consistent/lockfree", |b, _| {
+            Ok(Box::new(lockfree::NginxHash::new(b)?))
         }),
         ("weighted_random/lockfree", |b, w| {
             Ok(Box::new(lockfree::Random::weighted(b.into_iter().zip(w))?))

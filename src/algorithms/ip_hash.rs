@@ -437,10 +437,12 @@ impl Hashing {
         let Some(bound) = &self.bound else {
             return Ok(Some(home));
         };
-        let selection = slow.selection()?;
+        let (selection, backends) = (slow.selection()?, slow.backends());
+        let load = bound.load_among(backends, |index| selection.eligible(index));
         let open = |index: usize| selection.eligible(index) && place < selection.ramp(index);
         Ok(Some(bound.place(
-            slow.backends(),
+            backends,
+            load,
             home,
             self.preference(client, owner),
             open,
@@ -459,7 +461,13 @@ impl Hashing {
         let owner = self.table.owner(client);
         Ok(match &self.bound {
             None => owner,
-            Some(bound) => bound.place(backends, owner, self.preference(client, owner), |_| true),
+            Some(bound) => bound.place(
+                backends,
+                bound.load_of_all(backends),
+                owner,
+                self.preference(client, owner),
+                |_| true,
+            ),
         })
     }
 

@@ -1,9 +1,13 @@
 //! Builds every balancer of the crate the same way, for tests that cover
 //! them all.
 
-use loadbalance::{locked, lockfree, Balancer, BuildError};
+use loadbalance::{
+    locked, lockfree, Balancer, BuildError, ChoiceOptions, HashOptions, NginxHashOptions,
+    PeakEwmaOptions, RandomOptions,
+};
 
-/// The five algorithms.
+/// Every algorithm; the random ones seeded alike in both forms, so that
+/// one thread's picks are the same in both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Algorithm {
     RoundRobin,
@@ -11,15 +15,40 @@ pub(crate) enum Algorithm {
     LeastConn,
     WeightedLeastConn,
     IpHash,
+    BoundedHash,
+    Random,
+    RandomLeastConn,
+    PeakEwma,
+    NginxIpHash,
+    NginxHash,
 }
 
-pub(crate) const ALGORITHMS: [Algorithm; 5] = [
+pub(crate) const ALGORITHMS: [Algorithm; 11] = [
     Algorithm::RoundRobin,
     Algorithm::WeightedRoundRobin,
     Algorithm::LeastConn,
     Algorithm::WeightedLeastConn,
     Algorithm::IpHash,
+    Algorithm::BoundedHash,
+    Algorithm::Random,
+    Algorithm::RandomLeastConn,
+    Algorithm::PeakEwma,
+    Algorithm::NginxIpHash,
+    Algorithm::NginxHash,
 ];
+
+impl Algorithm {
+    /// Whether a pick needs a client address or key.
+    #[allow(dead_code)]
+    pub(crate) fn keyed(self) -> bool {
+        matches!(
+            self,
+            Self::IpHash | Self::BoundedHash | Self::NginxIpHash | Self::NginxHash
+        )
+    }
+}
+
+const SEED: u64 = 0x5EED;
 
 pub(crate) type Boxed = Box<dyn Balancer<u32>>;
 
@@ -49,5 +78,55 @@ pub(crate) fn build(algorithm: Algorithm, weights: &[u32]) -> Result<(Boxed, Box
             Box::new(lockfree::IpHash::weighted(weighted())?),
             Box::new(locked::IpHash::weighted(weighted())?),
         ),
+        Algorithm::BoundedHash => {
+            let options = HashOptions::default().bounded_load(125);
+            (
+                Box::new(lockfree::IpHash::with_options(weighted(), options.clone())?),
+                Box::new(locked::IpHash::with_options(weighted(), options)?),
+            )
+        }
+        Algorithm::Random => {
+            let options = RandomOptions::default().seed(SEED);
+            (
+                Box::new(lockfree::Random::with_options(weighted(), options.clone())?),
+                Box::new(locked::Random::with_options(weighted(), options)?),
+            )
+        }
+        Algorithm::RandomLeastConn => {
+            let options = ChoiceOptions::default().seed(SEED);
+            (
+                Box::new(lockfree::RandomLeastConn::with_options(
+                    weighted(),
+                    options.clone(),
+                )?),
+                Box::new(locked::RandomLeastConn::with_options(weighted(), options)?),
+            )
+        }
+        Algorithm::PeakEwma => {
+            let options = PeakEwmaOptions::default().seed(SEED);
+            (
+                Box::new(lockfree::PeakEwma::with_options(
+                    weighted(),
+                    options.clone(),
+                )?),
+                Box::new(locked::PeakEwma::with_options(weighted(), options)?),
+            )
+        }
+        Algorithm::NginxIpHash => (
+            Box::new(lockfree::NginxIpHash::weighted(weighted())?),
+            Box::new(locked::NginxIpHash::weighted(weighted())?),
+        ),
+        Algorithm::NginxHash => {
+            // The ring would reject weights past its limit: plain `hash`
+            // takes any weights.
+            let options = NginxHashOptions::default().consistent(false);
+            (
+                Box::new(lockfree::NginxHash::with_options(
+                    weighted(),
+                    options.clone(),
+                )?),
+                Box::new(locked::NginxHash::with_options(weighted(), options)?),
+            )
+        }
     })
 }

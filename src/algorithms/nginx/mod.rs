@@ -103,7 +103,13 @@ where
     let home = candidates.next().unwrap_or(0);
     match bound {
         None => home,
-        Some(bound) => bound.place(backends, home, order.chain(from_home(home, len)), |_| true),
+        Some(bound) => bound.place(
+            backends,
+            bound.load_of_all(backends),
+            home,
+            order.chain(from_home(home, len)),
+            |_| true,
+        ),
     }
 }
 
@@ -123,11 +129,11 @@ where
     let (Some(bound), Some(home)) = (bound, home) else {
         return Ok(home);
     };
-    let selection = slow.selection()?;
+    let (selection, backends) = (slow.selection()?, slow.backends());
+    let eligible = |index: usize| selection.eligible(index);
+    let load = bound.load_among(backends, eligible);
     let order = candidates.take(CANDIDATES).chain(from_home(home, len));
-    Ok(Some(bound.place(slow.backends(), home, order, |index| {
-        selection.eligible(index)
-    })))
+    Ok(Some(bound.place(backends, load, home, order, eligible)))
 }
 
 /// nginx's pick by weight: `w` in `0..total` falls to the backend whose

@@ -53,11 +53,12 @@ impl Alias {
             None => c,
             Some(columns) => {
                 let cell = columns[c];
-                if below(product as u64, self.total) < cell.threshold {
-                    c
-                } else {
-                    usize::from(cell.alias)
-                }
+                let keep = below(product as u64, self.total) < cell.threshold;
+                // Without a branch: which way a draw goes is a coin flip
+                // no predictor can learn, and a missed branch costs more
+                // than the whole select.
+                let alias = usize::from(cell.alias);
+                alias ^ ((c ^ alias) & usize::from(keep).wrapping_neg())
             }
         }
     }

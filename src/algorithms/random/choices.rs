@@ -114,7 +114,7 @@ pub(super) enum Cost {
 
 impl Cost {
     /// Whether candidate `a` is better than `b`.
-    #[inline]
+    #[inline(always)]
     fn better<T>(self, backends: &Backends<T>, weights: &[u32], a: usize, b: usize) -> bool {
         match self {
             Self::Load => {
@@ -125,10 +125,11 @@ impl Cost {
                 // Every record is seeded before a snapshot holding it is
                 // published; the default here only covers the impossible.
                 let estimate = |i: usize| {
-                    backends.record(i).peak.get().unwrap_or(Estimate {
-                        nanos: default_rtt,
-                        at: 0,
-                    })
+                    backends
+                        .record(i)
+                        .peak
+                        .get()
+                        .unwrap_or(Estimate::new(default_rtt, 0))
                 };
                 // (active + 1) / weight, cross-multiplied.
                 let load = |i: usize, other: usize| {
