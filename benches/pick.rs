@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use loadbalance::{lockfree, Backend, Balancer, BuildError, Context, Live};
+use loadbalance::{lockfree, Algorithm, Backend, Balancer, BuildError, Context, Live, Pool};
 use parking_lot::Mutex;
 use siphasher::sip::SipHasher13;
 
@@ -281,6 +281,89 @@ fn live(c: &mut Criterion) {
     }
 }
 
+/// One pick and drop through a static call (no `dyn`): what the pool's
+/// dispatch adds is measured against the live type's own pick.
+fn direct<L: Balancer<usize>>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    lb: &L,
+    hashing: bool,
+) {
+    let mut client = 0u32;
+    group.bench_function(BenchmarkId::from_parameter(name), |b| {
+        b.iter(|| {
+            client = client.wrapping_add(0x9E37_79B9);
+            let ctx = if hashing {
+                Context::from_addr(IpAddr::V4(Ipv4Addr::from(client)))
+            } else {
+                Context::new()
+            };
+            black_box(lb.pick(&ctx).ok().map(|guard| guard.index()))
+        })
+    });
+}
+
+/// The pool against the live type it runs, both called directly: its
+/// bare pick (`Pool::pick_guard`, one `match` more), and its timed pick
+/// (`Pool::pick`, which also reads the clock).
+fn pool(c: &mut Criterion) {
+    fn one<B>(
+        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        algorithm: Algorithm,
+        n: usize,
+    ) where
+        B: loadbalance::Assemble<Value = usize> + Balancer<usize> + 'static,
+        B::Options: Default,
+    {
+        let hashing = algorithm.keyed();
+        let backends = || (0..n).map(|i| Backend::new(i).weight(matrix::weights(n)[i]));
+        let live = Live::<B>::new(backends()).expect("valid");
+        direct(group, &format!("{name}/live"), &live, hashing);
+        let pool = Pool::builder(algorithm).build(backends()).expect("valid");
+        direct(group, &format!("{name}/pool"), &pool, hashing);
+        let mut client = 0u32;
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("{name}/pool_timed")),
+            |b| {
+                b.iter(|| {
+                    client = client.wrapping_add(0x9E37_79B9);
+                    let ctx = if hashing {
+                        Context::from_addr(IpAddr::V4(Ipv4Addr::from(client)))
+                    } else {
+                        Context::new()
+                    };
+                    black_box(pool.pick(&ctx).ok().map(|picked| picked.guard().index()))
+                })
+            },
+        );
+    }
+    for n in [4, 1024] {
+        let mut group = c.benchmark_group(format!("pool/n={n}"));
+        group.throughput(Throughput::Elements(1));
+        one::<lockfree::WeightedRoundRobin<usize>>(
+            &mut group,
+            "round_robin",
+            Algorithm::RoundRobin,
+            n,
+        );
+        one::<lockfree::LeastConn<usize>>(&mut group, "least_conn", Algorithm::LeastConn, n);
+        one::<lockfree::Random<usize>>(
+            &mut group,
+            "random",
+            Algorithm::Random(Default::default()),
+            n,
+        );
+        one::<lockfree::IpHash<usize>>(
+            &mut group,
+            "consistent_hash",
+            Algorithm::ConsistentHash(Default::default()),
+            n,
+        );
+        group.finish();
+    }
+}
+
 /// What building costs: the hash slot table at its default and a large
 /// size, and one structural update of a live set (a re-weight, which
 /// rebuilds the snapshot: for hashing, its table).
@@ -325,6 +408,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = baselines, single_thread, two_thread, least_conn_one_idle, live, builds
+    targets = baselines, single_thread, two_thread, least_conn_one_idle, live, pool, builds
 }
 criterion_main!(benches);

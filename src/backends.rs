@@ -234,6 +234,19 @@ impl<T> Backends<T> {
         self
     }
 
+    /// Active guards of backend `index` as an algorithm that reads a few
+    /// counts at random sees them: from the dense copy when the table keeps
+    /// one (a 4-byte slot, where the entry's count is a cache line of its
+    /// own), else as [`active`](Self::active).
+    #[inline]
+    pub(crate) fn steering_active(&self, index: usize) -> usize {
+        match &self.dense {
+            // Relaxed: see `Entry::release_dense`.
+            Some(counts) => counts[index].load(Ordering::Relaxed) as usize,
+            None => self.active(index),
+        }
+    }
+
     /// Active guards of backend `index`, which must be in range.
     #[inline]
     pub(crate) fn active(&self, index: usize) -> usize {

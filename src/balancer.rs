@@ -80,4 +80,12 @@ pub trait Balancer<T>: Send + Sync {
     fn stats(&self) -> Vec<BackendStats<T>>
     where
         T: Clone;
+
+    /// Backend `index`'s counters and state, or `None` past the end.
+    fn stats_at(&self, index: usize) -> Option<BackendStats<T>>
+    where
+        T: Clone,
+    {
+        self.stats().into_iter().nth(index)
+    }
 }

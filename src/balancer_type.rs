@@ -57,6 +57,13 @@ macro_rules! balancer_type {
             {
                 self.0.backends.stats()
             }
+
+            fn stats_at(&self, index: usize) -> Option<crate::BackendStats<T>>
+            where
+                T: Clone,
+            {
+                self.0.backends.stats_at(index)
+            }
         }
 
         impl<T> crate::assemble::sealed::Sealed for $name<T> {}

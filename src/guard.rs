@@ -95,6 +95,11 @@ impl<T> Guard<T> {
         self.entry.record.report(outcome);
     }
 
+    /// Now, by the clock of the balancer that made the guard.
+    pub(crate) fn now(&self) -> u64 {
+        self.entry.record.shared.now()
+    }
+
     pub(crate) fn id(&self) -> u64 {
         self.entry.record.id
     }

@@ -42,6 +42,7 @@ mod health;
 mod live;
 mod mutex_form;
 mod peak_estimate;
+mod pool;
 mod record;
 mod retire;
 mod selection;
@@ -68,6 +69,9 @@ pub use error::{BuildError, PickError, UpdateError};
 pub use guard::Guard;
 pub use health::{HealthPolicy, Outcome, WhenAllEjected};
 pub use live::{AdminState, Backend, Live, LiveBuilder};
+pub use pool::{
+    Algorithm, Form, ParseAlgorithmError, ParseFormError, Picked, Pool, PoolBackend, PoolBuilder,
+};
 pub use stats::{BackendState, BackendStats};
 pub use tried::Tried;
 

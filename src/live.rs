@@ -569,6 +569,46 @@ where
         self.with_record(id, |record| record.set_flags(flag::BACKUP, backup))
     }
 
+    /// Active guards of the backend equal to `id`, or `None` if it is not
+    /// in the set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{lockfree::LeastConn, Backend, Balancer, Context, Live};
+    ///
+    /// let lb = Live::<LeastConn<&str>>::new([Backend::new("a"), Backend::new("b")])?;
+    /// let guard = lb.pick(&Context::new())?;
+    /// assert_eq!(lb.active_of(*guard), Some(1));
+    /// assert_eq!(lb.active_of("c"), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn active_of<Q>(&self, id: &Q) -> Option<usize>
+    where
+        B::Value: Borrow<Q>,
+        Q: PartialEq + ?Sized,
+    {
+        let members = self.members.lock();
+        let entry = &members.entries[members.position(id).ok()?];
+        // The member list holds the one strong reference that is not a guard.
+        Some(Arc::strong_count(entry) - 1)
+    }
+
+    /// The counters and state of the backend equal to `id`, or `None` if it
+    /// is not in the set.
+    pub fn stats_of<Q>(&self, id: &Q) -> Option<BackendStats<B::Value>>
+    where
+        B: Balancer<B::Value>,
+        B::Value: Borrow<Q> + Clone,
+        Q: PartialEq + ?Sized,
+    {
+        let members = self.members.lock();
+        // Under the update lock the current snapshot is the members' own,
+        // in their order.
+        let index = members.position(id).ok()?;
+        self.current.load().balancer.stats_at(index)
+    }
+
     /// Replaces the health policy; reports and picks use it from now on.
     pub fn set_health(&self, policy: HealthPolicy) {
         let _members = self.members.lock();
@@ -677,6 +717,13 @@ where
         B::Value: Clone,
     {
         self.current.load().balancer.stats()
+    }
+
+    fn stats_at(&self, index: usize) -> Option<BackendStats<B::Value>>
+    where
+        B::Value: Clone,
+    {
+        self.current.load().balancer.stats_at(index)
     }
 }
 

@@ -65,50 +65,60 @@ impl<T: Clone> Backends<T> {
     /// Every backend's stats, in order.
     pub(crate) fn stats(&self) -> Vec<BackendStats<T>> {
         let shared = self.shared();
-        let now = shared.now();
-        let step = shared.slow_steps();
+        let (now, step) = (shared.now(), shared.slow_steps());
         (0..self.len())
-            .filter_map(|index| {
-                let active = self.active(index);
-                // Held for an instant to clone the value; read the count first.
-                let backend = self.upgrade(index)?.value.clone();
-                let record = self.record(index);
-                let flags = record.flags();
-                let ramp = record.ramp(flags, now);
-                let state = if flags & flag::DOWN != 0 {
-                    BackendState::Down
-                } else if flags & flag::DRAINING != 0 {
-                    BackendState::Draining
-                } else if flags & flag::EJECTED != 0 {
-                    if record.cooling(now) {
-                        BackendState::Ejected
-                    } else {
-                        BackendState::Trial
-                    }
-                } else if ramp < FULL {
-                    BackendState::SlowStart
-                } else {
-                    BackendState::Up
-                };
-                let effective = match state {
-                    BackendState::Down | BackendState::Draining | BackendState::Ejected => 0,
-                    _ => u64::from(record.lazy_effective(step)) * ramp / FULL,
-                };
-                Some(BackendStats {
-                    backend,
-                    index,
-                    active,
-                    picks: record.picks(),
-                    failures: record.failures(),
-                    state,
-                    backup: flags & flag::BACKUP != 0,
-                    max_conns: record.max_conns(),
-                    weight: record.weight(),
-                    effective_weight: effective as u32,
-                    latency: record.latency(),
-                    overflows: record.overflows(),
-                })
-            })
+            .filter_map(|index| self.stat(index, now, step))
             .collect()
+    }
+
+    /// Backend `index`'s stats (`None` past the end, or for a live
+    /// backend gone since this table was current).
+    pub(crate) fn stats_at(&self, index: usize) -> Option<BackendStats<T>> {
+        let shared = self.shared();
+        (index < self.len())
+            .then(|| self.stat(index, shared.now(), shared.slow_steps()))
+            .flatten()
+    }
+
+    fn stat(&self, index: usize, now: u64, step: u64) -> Option<BackendStats<T>> {
+        let active = self.active(index);
+        // Held for an instant to clone the value; read the count first.
+        let backend = self.upgrade(index)?.value.clone();
+        let record = self.record(index);
+        let flags = record.flags();
+        let ramp = record.ramp(flags, now);
+        let state = if flags & flag::DOWN != 0 {
+            BackendState::Down
+        } else if flags & flag::DRAINING != 0 {
+            BackendState::Draining
+        } else if flags & flag::EJECTED != 0 {
+            if record.cooling(now) {
+                BackendState::Ejected
+            } else {
+                BackendState::Trial
+            }
+        } else if ramp < FULL {
+            BackendState::SlowStart
+        } else {
+            BackendState::Up
+        };
+        let effective = match state {
+            BackendState::Down | BackendState::Draining | BackendState::Ejected => 0,
+            _ => u64::from(record.lazy_effective(step)) * ramp / FULL,
+        };
+        Some(BackendStats {
+            backend,
+            index,
+            active,
+            picks: record.picks(),
+            failures: record.failures(),
+            state,
+            backup: flags & flag::BACKUP != 0,
+            max_conns: record.max_conns(),
+            weight: record.weight(),
+            effective_weight: effective as u32,
+            latency: record.latency(),
+            overflows: record.overflows(),
+        })
     }
 }

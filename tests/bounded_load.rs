@@ -106,13 +106,21 @@ fn no_pick_takes_a_backend_past_its_capacity() {
         for step in 0..40_000u64 {
             held.retain(|&(_, until)| until > step);
             // Hot clients: 0..4 half the time, else one of 10,000.
-            let k = if next() % 2 == 0 { next() % 4 } else { next() % 10_000 };
+            let k = if next() % 2 == 0 {
+                next() % 4
+            } else {
+                next() % 10_000
+            };
             let guard = lb.pick(&client(k)).expect("pick");
             moved += u64::from(guard.index() != plain.pick(&client(k)).expect("pick").index());
             let actives = actives(&*lb);
             let total: usize = actives.iter().sum();
             let picked = actives[guard.index()];
-            assert!(picked <= cap(total), "{name}: picked {picked} > {}", cap(total));
+            assert!(
+                picked <= cap(total),
+                "{name}: picked {picked} > {}",
+                cap(total)
+            );
             let max = *actives.iter().max().expect("backends");
             assert!(max <= cap(total) + 2, "{name}: {max} > {} + 2", cap(total));
             held.push((guard, step + 1 + next() % 128));
@@ -136,23 +144,32 @@ fn capacity_is_shared_among_the_backends_that_may_take_picks() {
         Live::<lockfree::IpHash<String>>::builder()
             .options(HashOptions::default().bounded_load(PERCENT))
             .health(HealthPolicy::default().max_fails(1))
-            .build(names().into_iter().enumerate().map(|(i, (name, w))| {
-                Backend::new(name).weight(w).backup(i >= N - backups)
-            }))
+            .build(
+                names()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (name, w))| Backend::new(name).weight(w).backup(i >= N - backups)),
+            )
             .expect("valid")
     };
     let hot = |lb: &dyn Balancer<String>, usable: &[usize]| {
-        let held: Vec<_> = (0..100).map(|_| lb.pick(&client(7)).expect("pick")).collect();
+        let held: Vec<_> = (0..100)
+            .map(|_| lb.pick(&client(7)).expect("pick"))
+            .collect();
         let bound = (PERCENT as usize * 100).div_ceil(100 * usable.len());
         let actives = actives(lb);
-        assert!(actives.iter().all(|&a| a <= bound), "{actives:?} over {bound}");
+        assert!(
+            actives.iter().all(|&a| a <= bound),
+            "{actives:?} over {bound}"
+        );
         let on_usable: usize = usable.iter().map(|&i| actives[i]).sum();
         assert_eq!(on_usable, 100, "{actives:?}");
         drop(held);
     };
     let down = build(0);
     for i in 5..N {
-        down.set_state(&format!("10.0.0.{i}:80"), AdminState::Down).expect("present");
+        down.set_state(&format!("10.0.0.{i}:80"), AdminState::Down)
+            .expect("present");
     }
     hot(&down, &[0, 1, 2, 3, 4]);
     hot(&build(4), &[0, 1, 2, 3]);
@@ -164,9 +181,13 @@ fn capacity_is_shared_among_the_backends_that_may_take_picks() {
                 break guard;
             }
         };
-        guard.report(Outcome::Failure { latency: std::time::Duration::from_millis(1) });
+        guard.report(Outcome::Failure {
+            latency: std::time::Duration::from_millis(1),
+        });
     }
-    let usable: Vec<usize> = (0..N).filter(|&i| ejected.stats()[i].failures == 0).collect();
+    let usable: Vec<usize> = (0..N)
+        .filter(|&i| ejected.stats()[i].failures == 0)
+        .collect();
     assert_eq!(usable.len(), N - 3);
     hot(&ejected, &usable);
 }

@@ -72,6 +72,11 @@ impl NginxHashOptions {
         self
     }
 
+    /// Whether these options build the consistent ring.
+    pub fn is_consistent(&self) -> bool {
+        self.consistent
+    }
+
     /// Bounded loads with a factor of `percent` (above 100), as
     /// [`HashOptions::bounded_load`](crate::HashOptions::bounded_load): a
     /// key over capacity goes to the next backend of nginx's own walk for

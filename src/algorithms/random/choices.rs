@@ -17,6 +17,11 @@ use crate::peak_estimate::Estimate;
 use crate::selection::Slow;
 use crate::{BuildError, Context, Guard, PickError};
 
+/// Static tables of more backends than this keep a dense copy of the
+/// active counts: a pick reads its candidates' counts from a few kilobytes
+/// rather than from a cache line per backend (`Backends::weighted_dense`).
+pub(super) const DENSE_ABOVE: usize = 64;
+
 /// The fewest candidates a pick draws.
 pub(super) const MIN_CHOICES: u8 = 2;
 /// The most candidates a pick draws: past a handful, more candidates only
@@ -118,7 +123,7 @@ impl Cost {
     fn better<T>(self, backends: &Backends<T>, weights: &[u32], a: usize, b: usize) -> bool {
         match self {
             Self::Load => {
-                let load = |i: usize| backends.active(i) as u128;
+                let load = |i: usize| backends.steering_active(i) as u128;
                 load(a) * u128::from(weights[b]) < load(b) * u128::from(weights[a])
             }
             Self::Latency { decay, default_rtt } => {
@@ -133,7 +138,7 @@ impl Cost {
                 };
                 // (active + 1) / weight, cross-multiplied.
                 let load = |i: usize, other: usize| {
-                    (backends.active(i) + 1) as f64 * f64::from(weights[other])
+                    (backends.steering_active(i) + 1) as f64 * f64::from(weights[other])
                 };
                 estimate(a).cheaper(load(a, b), estimate(b), load(b, a), decay)
             }

@@ -6,7 +6,7 @@
 //! the maximum load stays within a small margin of the full scan's
 //! (`tests/choices.rs` measures it).
 
-use super::choices::{check_choices, Choices, ChoicesState, Cost};
+use super::choices::{check_choices, Choices, ChoicesState, Cost, DENSE_ABOVE};
 use crate::assemble::{Assemble, Parts};
 use crate::backends::Backends;
 use crate::balancer_type::{balancer_type, Balanced};
@@ -133,7 +133,7 @@ impl<T> RandomLeastConn<T> {
         options: ChoiceOptions,
     ) -> Result<Self, BuildError> {
         let choices = check_choices(options.choices)?;
-        let (backends, weights) = Backends::weighted(backends, false)?;
+        let (backends, weights) = Backends::weighted_dense(backends, false, DENSE_ABOVE)?;
         Ok(Self(Balanced {
             backends,
             algorithm: Choices::new(&weights, choices, Cost::Load, options.seed, 0),
@@ -170,7 +170,7 @@ impl<T> LockedRandomLeastConn<T> {
         options: ChoiceOptions,
     ) -> Result<Self, BuildError> {
         let choices = check_choices(options.choices)?;
-        let (backends, weights) = Backends::weighted(backends, false)?;
+        let (backends, weights) = Backends::weighted_dense(backends, false, DENSE_ABOVE)?;
         let state = ChoicesState::new(&weights, choices, Cost::Load, options.seed, 0);
         Ok(Self(Balanced::locked(backends, state)))
     }

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::choices::{check_choices, Choices, ChoicesState, Cost};
+use super::choices::{check_choices, Choices, ChoicesState, Cost, DENSE_ABOVE};
 use crate::assemble::{Assemble, Parts};
 use crate::backends::Backends;
 use crate::balancer_type::{balancer_type, Balanced};
@@ -191,7 +191,7 @@ impl<T> PeakEwma<T> {
         options: PeakEwmaOptions,
     ) -> Result<Self, BuildError> {
         let (choices, cost) = options.check()?;
-        let (backends, weights) = Backends::weighted(backends, false)?;
+        let (backends, weights) = Backends::weighted_dense(backends, false, DENSE_ABOVE)?;
         start_estimates(&backends, cost);
         Ok(Self(Balanced {
             backends,
@@ -229,7 +229,7 @@ impl<T> LockedPeakEwma<T> {
         options: PeakEwmaOptions,
     ) -> Result<Self, BuildError> {
         let (choices, cost) = options.check()?;
-        let (backends, weights) = Backends::weighted(backends, false)?;
+        let (backends, weights) = Backends::weighted_dense(backends, false, DENSE_ABOVE)?;
         start_estimates(&backends, cost);
         let state = ChoicesState::new(&weights, choices, cost, options.seed, 0);
         Ok(Self(Balanced::locked(backends, state)))
