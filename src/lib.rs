@@ -72,6 +72,8 @@ pub use live::{AdminState, Backend, Live, LiveBuilder};
 pub use pool::{
     Algorithm, Form, ParseAlgorithmError, ParseFormError, Picked, Pool, PoolBackend, PoolBuilder,
 };
+#[cfg(feature = "serde")]
+pub use pool::{BackendConfig, ConfigError, HealthConfig, OptionsConfig, PoolConfig};
 pub use stats::{BackendState, BackendStats};
 pub use tried::Tried;
 

@@ -44,6 +44,7 @@ pub struct Backend<T> {
     weight: u32,
     max_conns: u32,
     backup: bool,
+    state: AdminState,
 }
 
 /// What a backend is configured with besides its value.
@@ -51,6 +52,7 @@ struct Settings {
     weight: u32,
     max_conns: u32,
     backup: bool,
+    state: AdminState,
 }
 
 impl<T> Backend<T> {
@@ -59,6 +61,7 @@ impl<T> Backend<T> {
             weight: self.weight,
             max_conns: self.max_conns,
             backup: self.backup,
+            state: self.state,
         }
     }
 
@@ -69,6 +72,7 @@ impl<T> Backend<T> {
             weight: 1,
             max_conns: 0,
             backup: false,
+            state: AdminState::Up,
         }
     }
 
@@ -93,6 +97,19 @@ impl<T> Backend<T> {
     pub fn backup(mut self, backup: bool) -> Self {
         self.backup = backup;
         self
+    }
+
+    /// Its operator state (default: up): a backend can join the set down
+    /// or draining.
+    #[must_use]
+    pub fn state(mut self, state: AdminState) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// The backend's value, its identity.
+    pub fn value(&self) -> &T {
+        &self.value
     }
 }
 
@@ -307,13 +324,17 @@ fn entry<T>(backend: Backend<T>, shared: &Arc<Shared>) -> Arc<Entry<T>> {
     Arc::new(entry)
 }
 
-/// Sets a record's weight, limit and role as `settings` say, and clears any
-/// operator state (an added backend is up).
+/// Sets a record's weight, limit, role and operator state as `settings`
+/// say.
 fn configure(record: &Record, settings: &Settings) {
     record.set_weight(settings.weight);
     record.set_flags(flag::BACKUP, settings.backup);
     record.set_max_conns((settings.max_conns > 0).then_some(settings.max_conns));
-    record.set_admin(0);
+    record.set_admin(match settings.state {
+        AdminState::Up => 0,
+        AdminState::Down => flag::DOWN,
+        AdminState::Draining => flag::DRAINING,
+    });
 }
 
 fn assemble<B: Assemble>(
@@ -613,6 +634,132 @@ where
     pub fn set_health(&self, policy: HealthPolicy) {
         let _members = self.members.lock();
         self.shared.set_policy(policy);
+    }
+
+    /// Makes the set exactly `backends`, in this order, in one step: every
+    /// pick sees the old set or the new one. A backend equal to one in the
+    /// set keeps its entry (active count, `max_conns` slots, health,
+    /// statistics, [`Tried`](crate::Tried) identity) and takes the weight,
+    /// limit, role and state given here; a backend removed earlier whose
+    /// guards are alive comes back as itself; the others are new. Backends
+    /// not in the list are removed. New backends, and backends that come
+    /// back up from down or draining, ramp up if the policy has slow start.
+    /// Returns once no pick can hand out a removed, down or draining
+    /// backend (picks in flight are waited for, as by
+    /// [`remove`](Self::remove)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{lockfree::LeastConn, AdminState, Backend, Balancer, Context, Live};
+    ///
+    /// let lb = Live::<LeastConn<&str>>::new([Backend::new("a"), Backend::new("b")])?;
+    /// let held = lb.pick(&Context::new())?;
+    /// lb.replace([
+    ///     Backend::new("c").weight(2),
+    ///     Backend::new(*held).state(AdminState::Draining),
+    /// ])?;
+    /// assert_eq!(lb.len(), 2);
+    /// assert_eq!(lb.active_of(*held), Some(1)); // its count carried over
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`UpdateError::Build`]: no backends, two equal ones, a zero weight,
+    /// too many backends or weights that overflow. The set is unchanged,
+    /// also when a backend's `Eq` or `Hash` panics.
+    pub fn replace(
+        &self,
+        backends: impl IntoIterator<Item = Backend<B::Value>>,
+    ) -> Result<(), UpdateError> {
+        let backends: Vec<Backend<B::Value>> = backends.into_iter().collect();
+        if backends.is_empty() {
+            return Err(BuildError::NoBackends.into());
+        }
+        for (second, backend) in backends.iter().enumerate() {
+            if let Some(first) = backends[..second]
+                .iter()
+                .position(|other| other.value == backend.value)
+            {
+                return Err(BuildError::DuplicateBackend { first, second }.into());
+            }
+        }
+        let in_use = {
+            let mut members = self.members.lock();
+            let mut entries = Vec::with_capacity(backends.len());
+            let mut weights = Vec::with_capacity(backends.len());
+            // Each record's weight and state before, to undo; and whether it
+            // starts a ramp when the new set is published.
+            let mut before = Vec::with_capacity(backends.len());
+            let mut ramps = Vec::new();
+            let mut brought_back = Vec::new();
+            for backend in backends {
+                let settings = backend.settings();
+                let existing = members
+                    .entries
+                    .iter()
+                    .find(|entry| entry.value == backend.value)
+                    .cloned();
+                let (entry, joins) = match existing {
+                    Some(entry) => (entry, false),
+                    None => match members.bring_back(&backend.value) {
+                        Some(entry) => {
+                            brought_back.push(Arc::clone(&entry));
+                            (entry, true)
+                        }
+                        None => (entry(backend, &self.shared), true),
+                    },
+                };
+                let record = &entry.record;
+                let was_out = record.flags() & (flag::DOWN | flag::DRAINING) != 0;
+                before.push((Arc::clone(record), record.weight(), record.state()));
+                configure(record, &settings);
+                if settings.state == AdminState::Up && (joins || was_out) {
+                    ramps.push(Arc::clone(record));
+                }
+                weights.push(settings.weight);
+                entries.push(entry);
+            }
+            let removed: Vec<Arc<Entry<B::Value>>> = members
+                .entries
+                .iter()
+                .filter(|old| !entries.iter().any(|new| Arc::ptr_eq(old, new)))
+                .cloned()
+                .collect();
+            // The new lists, swapped in; swapped back to undo.
+            let swap = std::cell::RefCell::new((entries, weights));
+            let exchange = |members: &mut Members<B>| {
+                let mut lists = swap.borrow_mut();
+                std::mem::swap(&mut members.entries, &mut lists.0);
+                std::mem::swap(&mut members.weights, &mut lists.1);
+            };
+            let result = self.rebuild(
+                &mut members,
+                exchange,
+                |members| {
+                    exchange(members);
+                    for (record, weight, state) in &before {
+                        record.set_weight(*weight);
+                        record.restore(*state);
+                    }
+                    for entry in &brought_back {
+                        members.departed.push(Arc::downgrade(entry));
+                    }
+                },
+                removed.clone(),
+            );
+            let in_use = result?;
+            for entry in &removed {
+                members.departed.push(Arc::downgrade(entry));
+            }
+            let now = self.shared.now();
+            for record in ramps {
+                record.start_ramp(now);
+            }
+            in_use
+        };
+        self.wait_for(in_use, None)
     }
 
     /// Runs `change` on the record of the backend equal to `id`, under the

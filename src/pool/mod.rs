@@ -9,6 +9,8 @@
 //! `BENCHMARKS.md` has its cost against the static type.
 
 mod algorithm;
+#[cfg(feature = "serde")]
+mod config;
 mod picked;
 
 use std::borrow::Borrow;
@@ -19,6 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use algorithm::{Algorithm, Form, ParseAlgorithmError, ParseFormError};
+#[cfg(feature = "serde")]
+pub use config::{BackendConfig, ConfigError, HealthConfig, OptionsConfig, PoolConfig};
 pub use picked::Picked;
 
 use crate::clock::{Clock, SystemClock};
@@ -388,6 +392,19 @@ impl<T: PoolBackend> Pool<T> {
         Q: PartialEq + ?Sized,
     {
         dispatch!(&self.inner, lb => lb.set_backup(id, backup))
+    }
+
+    /// Makes the set exactly `backends`, in this order, in one step,
+    /// counts and health kept (see [`Live::replace`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Live::replace`].
+    pub fn replace(
+        &self,
+        backends: impl IntoIterator<Item = Backend<T>>,
+    ) -> Result<(), UpdateError> {
+        dispatch!(&self.inner, lb => lb.replace(backends))
     }
 
     /// Replaces the health policy.
