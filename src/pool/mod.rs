@@ -11,6 +11,8 @@
 mod algorithm;
 #[cfg(feature = "serde")]
 mod config;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod picked;
 
 use std::borrow::Borrow;
@@ -23,6 +25,8 @@ use std::time::Duration;
 pub use algorithm::{Algorithm, Form, ParseAlgorithmError, ParseFormError};
 #[cfg(feature = "serde")]
 pub use config::{BackendConfig, ConfigError, HealthConfig, OptionsConfig, PoolConfig};
+#[cfg(feature = "metrics")]
+pub use metrics::PrometheusText;
 pub use picked::Picked;
 
 use crate::clock::{Clock, SystemClock};
