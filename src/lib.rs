@@ -73,6 +73,7 @@ pub use live::{AdminState, Backend, Live, LiveBuilder};
 pub use pool::PrometheusText;
 pub use pool::{
     Algorithm, Form, ParseAlgorithmError, ParseFormError, Picked, Pool, PoolBackend, PoolBuilder,
+    RetryBudget, RetryError, RetryPolicy, Verdict,
 };
 #[cfg(feature = "serde")]
 pub use pool::{BackendConfig, ConfigError, HealthConfig, OptionsConfig, PoolConfig};

@@ -14,6 +14,7 @@ mod config;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod picked;
+mod retry;
 
 use std::borrow::Borrow;
 use std::fmt::{self, Display};
@@ -28,6 +29,7 @@ pub use config::{BackendConfig, ConfigError, HealthConfig, OptionsConfig, PoolCo
 #[cfg(feature = "metrics")]
 pub use metrics::PrometheusText;
 pub use picked::Picked;
+pub use retry::{RetryBudget, RetryError, RetryPolicy, Verdict};
 
 use crate::clock::{Clock, SystemClock};
 use crate::{
