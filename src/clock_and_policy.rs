@@ -34,6 +34,10 @@ pub(crate) struct Shared {
     /// Guards alive over every backend, counted only by tables that ask
     /// (bounded-load hashing).
     total_active: CachePadded<AtomicUsize>,
+    /// Picks waiting for a connection slot (`Pool::pick_wait`), woken one
+    /// a freed slot.
+    #[cfg(feature = "wait")]
+    slots: event_listener::Event,
 }
 
 impl Shared {
@@ -46,6 +50,8 @@ impl Shared {
             slow_picks: AtomicU64::new(0),
             peak_decay: AtomicU64::new(0),
             total_active: CachePadded::new(AtomicUsize::new(0)),
+            #[cfg(feature = "wait")]
+            slots: event_listener::Event::new(),
         })
     }
 
@@ -153,6 +159,31 @@ impl Shared {
         } else {
             self.total_active.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// A connection slot was given back: one more waiting pick may go. (A
+    /// waiter woken for a slot that another pick took waits again; one
+    /// dropped after its wake-up passes the wake-up on.)
+    #[inline]
+    pub(crate) fn slot_freed(&self) {
+        #[cfg(feature = "wait")]
+        {
+            use event_listener::IntoNotification;
+            self.slots.notify(1.additional());
+        }
+    }
+
+    /// Backends, limits or states changed: every waiting pick looks again.
+    pub(crate) fn capacity_changed(&self) {
+        #[cfg(feature = "wait")]
+        self.slots.notify(usize::MAX);
+    }
+
+    /// A listener for the next freed slot, registered before the caller
+    /// looks for one so that no slot freed in between is missed.
+    #[cfg(feature = "wait")]
+    pub(crate) fn listen_for_slot(&self) -> event_listener::EventListener {
+        self.slots.listen()
     }
 
     /// Counted guards alive now.

@@ -547,6 +547,7 @@ where
                         record.start_ramp(self.shared.now());
                     }
                     record.set_admin(0);
+                    self.shared.capacity_changed();
                     return Ok(());
                 }
                 AdminState::Down => record.set_admin(flag::DOWN),
@@ -628,6 +629,12 @@ where
         // in their order.
         let index = members.position(id).ok()?;
         self.current.load().balancer.stats_at(index)
+    }
+
+    /// What every backend of this balancer shares (clock, policy, waiters).
+    #[cfg(feature = "wait")]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// Replaces the health policy; reports and picks use it from now on.
@@ -771,6 +778,7 @@ where
     {
         let members = self.members.lock();
         change(&members.entries[members.position(id)?].record);
+        self.shared.capacity_changed();
         Ok(())
     }
 
@@ -822,6 +830,7 @@ where
         // sees the new snapshot. It also turns the loads still reading the
         // old one into counted references, which is what `wait_for` watches.
         let old = self.current.swap(Arc::new(Snapshot { balancer }));
+        self.shared.capacity_changed();
         let in_use = members.retired.retire(old, keep);
         members.departed.retain(|entry| entry.strong_count() > 0);
         in_use

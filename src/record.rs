@@ -266,8 +266,10 @@ impl Record {
 
     /// Gives back a slot taken by `try_take_slot`.
     pub(crate) fn free_slot(&self) {
-        // Relaxed: see `try_take_slot`.
+        // Relaxed: see `try_take_slot`. A waiting pick is woken after the
+        // slot is free: the notification's fence orders the two.
         self.conns.fetch_sub(1, Ordering::Relaxed);
+        self.shared.slot_freed();
     }
 
     /// Slots taken (guards counted against `max_conns`).

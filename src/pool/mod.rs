@@ -15,6 +15,8 @@ mod config;
 mod metrics;
 mod picked;
 mod retry;
+#[cfg(feature = "wait")]
+mod wait;
 
 use std::borrow::Borrow;
 use std::fmt::{self, Display};
@@ -416,6 +418,11 @@ impl<T: PoolBackend> Pool<T> {
     /// Replaces the health policy.
     pub fn set_health(&self, policy: HealthPolicy) {
         dispatch!(&self.inner, lb => lb.set_health(policy))
+    }
+
+    #[cfg(feature = "wait")]
+    fn shared(&self) -> &crate::clock_and_policy::Shared {
+        dispatch!(&self.inner, lb => lb.shared())
     }
 }
 
