@@ -89,6 +89,7 @@ mod driver;
 mod error;
 mod guard;
 mod health;
+pub mod limit;
 mod live;
 mod mutex_form;
 mod peak_estimate;

@@ -232,3 +232,30 @@ fn peak_estimate_is_one_value() {
         );
     });
 }
+
+/// Two checks racing for the last request of a quota: exactly one passes,
+/// and the schedule moves by exactly one interval.
+#[test]
+fn rate_limiter_spends_capacity_once() {
+    use crate::limit::{Quota, RateLimiter};
+    loom::model(|| {
+        let quota = Quota::per_second(1)
+            .expect("valid")
+            .burst(2)
+            .expect("valid");
+        let limiter = Arc::new(RateLimiter::with_clock(quota, ManualClock::new()));
+        assert!(limiter.check_at(1, 0).is_ok());
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let limiter = Arc::clone(&limiter);
+                thread::spawn(move || limiter.check_at(1, 0).is_ok())
+            })
+            .collect();
+        let passed = racers
+            .into_iter()
+            .map(|racer| racer.join().expect("racer"))
+            .filter(|&passed| passed)
+            .count();
+        assert_eq!(passed, 1);
+    });
+}

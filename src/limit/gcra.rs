@@ -1,0 +1,170 @@
+//! A rate limiter on one atomic word: the generic cell rate algorithm
+//! (GCRA, as governor, redis-cell and Stripe's limiter), in integer
+//! nanoseconds.
+//!
+//! The limiter keeps the theoretical arrival time (TAT): when the next
+//! request would be due if requests had come at exactly the sustained rate.
+//! A request of weight `n` at `now` is allowed when
+//! `max(TAT, now) + n * T <= now + tau` (`T` the emission interval, `tau`
+//! the burst times `T`), and then moves TAT there. Equivalent to a token
+//! bucket of `burst` tokens refilled one per `T`, without a refill step.
+//!
+//! # Synchronization
+//!
+//! The TAT is the whole state: one `AtomicU64`, moved forward by
+//! compare-and-swap, so two checks can never both spend the same capacity.
+//! It publishes nothing else, so every access is Relaxed. A check that
+//! loses the race reads the new TAT and decides again. The loom model
+//! `rate_limiter_spends_capacity_once` races two checks for the last
+//! request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Quota;
+use crate::clock::{self, Clock, SystemClock};
+use crate::sync::atomic::{AtomicU64, Ordering};
+
+/// A request let in, and how many more could come in at once now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowed {
+    /// Requests that could still pass right now (the burst left).
+    pub remaining: u32,
+}
+
+/// A request turned away, and when one would pass: the `Retry-After`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Denied {
+    /// Time until a request of the same weight would be allowed.
+    pub retry_after: Duration,
+}
+
+/// Why [`RateLimiter::check_n`] refused `n` requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckNError {
+    /// Not now: wait for the retry-after.
+    Denied(Denied),
+    /// Never: `n` is more than the burst, which is all that ever passes at
+    /// once.
+    ExceedsBurst {
+        /// The burst of the quota.
+        burst: u32,
+    },
+}
+
+/// A rate limiter shared by every thread that checks it (`Send + Sync`,
+/// lock-free, one atomic word).
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::limit::{Quota, RateLimiter};
+/// use loadbalance::ManualClock;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let clock = Arc::new(ManualClock::new());
+/// let limiter = RateLimiter::with_clock(Quota::per_second(10)?.burst(2)?, Arc::clone(&clock));
+/// assert_eq!(limiter.check()?.remaining, 1);
+/// assert_eq!(limiter.check()?.remaining, 0);
+/// let denied = limiter.check().unwrap_err();
+/// assert_eq!(denied.retry_after, Duration::from_millis(100));
+/// clock.advance(Duration::from_millis(100));
+/// assert!(limiter.check().is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RateLimiter {
+    /// The theoretical arrival time, in nanoseconds of `clock`.
+    tat: AtomicU64,
+    interval: u64,
+    tolerance: u64,
+    burst: u32,
+    clock: Arc<dyn Clock>,
+}
+
+impl RateLimiter {
+    /// A limiter for `quota` on the system clock, starting with its whole
+    /// burst.
+    pub fn new(quota: Quota) -> Self {
+        Self::with_clock(quota, SystemClock::new())
+    }
+
+    /// A limiter for `quota` reading `clock`.
+    pub fn with_clock(quota: Quota, clock: impl Clock + 'static) -> Self {
+        Self {
+            tat: AtomicU64::new(0),
+            interval: quota.interval_nanos(),
+            tolerance: quota.tolerance_nanos(),
+            burst: quota.burst_size(),
+            clock: Arc::new(clock),
+        }
+    }
+
+    /// Lets one request in, or says when one would pass.
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`] with the retry-after.
+    #[inline]
+    pub fn check(&self) -> Result<Allowed, Denied> {
+        self.check_at(1, clock::nanos(&*self.clock))
+            .map_err(|error| match error {
+                CheckNError::Denied(denied) => denied,
+                // A burst is at least 1.
+                CheckNError::ExceedsBurst { .. } => Denied {
+                    retry_after: Duration::MAX,
+                },
+            })
+    }
+
+    /// Lets `n` requests in together (a request of weight `n`), or none.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckNError::Denied`] with the retry-after, or
+    /// [`CheckNError::ExceedsBurst`] when `n` could never pass.
+    pub fn check_n(&self, n: u32) -> Result<Allowed, CheckNError> {
+        self.check_at(n, clock::nanos(&*self.clock))
+    }
+
+    /// The decision at `now` nanoseconds.
+    #[inline]
+    pub(crate) fn check_at(&self, n: u32, now: u64) -> Result<Allowed, CheckNError> {
+        if n > self.burst {
+            return Err(CheckNError::ExceedsBurst { burst: self.burst });
+        }
+        let cost = self.interval * u64::from(n);
+        let limit = now.saturating_add(self.tolerance);
+        // Relaxed: see the module docs.
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let next = tat.max(now).saturating_add(cost);
+            if next > limit {
+                return Err(CheckNError::Denied(Denied {
+                    retry_after: Duration::from_nanos(next - limit),
+                }));
+            }
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    let remaining = (limit - next) / self.interval;
+                    return Ok(Allowed {
+                        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+                    });
+                }
+                Err(current) => tat = current,
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("interval", &Duration::from_nanos(self.interval))
+            .field("burst", &self.burst)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,133 @@
+//! How much traffic a rate limit lets in: a rate (requests per period)
+//! and a burst, validated once so that a limiter can never hold a quota
+//! that divides by zero or overflows.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// A rate of `count` requests per `period`, with bursts of up to `burst`
+/// requests at once (nginx's `rate` and `burst`, governor's `Quota`).
+///
+/// Requests are spaced by the emission interval `period / count`, rounded
+/// up to a whole nanosecond: a limiter never lets in more than the rate
+/// (at most one nanosecond a request less, where the period does not
+/// divide).
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::limit::Quota;
+/// use std::time::Duration;
+///
+/// let quota = Quota::per_second(100)?.burst(20)?;
+/// assert_eq!(quota.interval(), Duration::from_millis(10));
+/// assert!(Quota::new(0, Duration::from_secs(1)).is_err());
+/// # Ok::<(), loadbalance::limit::QuotaError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Quota {
+    /// The emission interval in nanoseconds, at least 1.
+    interval: u64,
+    burst: NonZeroU32,
+}
+
+impl Quota {
+    /// `count` requests per `period`, burst 1 (requests evenly spaced).
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroRate`] for a count of 0, [`QuotaError::ZeroPeriod`]
+    /// for a zero period, [`QuotaError::PeriodTooLong`] past about 584
+    /// years.
+    pub fn new(count: u32, period: Duration) -> Result<Self, QuotaError> {
+        let count = NonZeroU32::new(count).ok_or(QuotaError::ZeroRate)?;
+        let period = u64::try_from(period.as_nanos()).map_err(|_| QuotaError::PeriodTooLong)?;
+        if period == 0 {
+            return Err(QuotaError::ZeroPeriod);
+        }
+        Ok(Self {
+            interval: period.div_ceil(u64::from(count.get())),
+            burst: NonZeroU32::MIN,
+        })
+    }
+
+    /// `count` requests a second, burst 1.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn per_second(count: u32) -> Result<Self, QuotaError> {
+        Self::new(count, Duration::from_secs(1))
+    }
+
+    /// `count` requests a minute, burst 1.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn per_minute(count: u32) -> Result<Self, QuotaError> {
+        Self::new(count, Duration::from_secs(60))
+    }
+
+    /// Lets up to `burst` requests in at once after a quiet spell.
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::ZeroBurst`] for 0; [`QuotaError::PeriodTooLong`] when
+    /// `burst` intervals do not fit in 584 years.
+    pub fn burst(mut self, burst: u32) -> Result<Self, QuotaError> {
+        self.burst = NonZeroU32::new(burst).ok_or(QuotaError::ZeroBurst)?;
+        self.interval
+            .checked_mul(u64::from(burst))
+            .ok_or(QuotaError::PeriodTooLong)?;
+        Ok(self)
+    }
+
+    /// The time between two requests at the sustained rate.
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval)
+    }
+
+    /// The most requests let in at once.
+    pub fn burst_size(&self) -> u32 {
+        self.burst.get()
+    }
+
+    pub(crate) fn interval_nanos(&self) -> u64 {
+        self.interval
+    }
+
+    /// `burst * interval`: how far ahead of now the schedule may run.
+    pub(crate) fn tolerance_nanos(&self) -> u64 {
+        // Checked when the burst was set.
+        self.interval * u64::from(self.burst.get())
+    }
+}
+
+/// Why a quota could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QuotaError {
+    /// A rate of 0 requests.
+    ZeroRate,
+    /// A period of 0.
+    ZeroPeriod,
+    /// A burst of 0 requests.
+    ZeroBurst,
+    /// The period, or `burst` intervals, do not fit in 2^64 nanoseconds.
+    PeriodTooLong,
+}
+
+impl fmt::Display for QuotaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ZeroRate => "a rate limit needs a rate above 0 requests",
+            Self::ZeroPeriod => "a rate limit needs a period above 0",
+            Self::ZeroBurst => "a rate limit needs a burst of at least 1 request",
+            Self::PeriodTooLong => "the period, or burst times the interval, is past 584 years",
+        })
+    }
+}
+
+impl std::error::Error for QuotaError {}
