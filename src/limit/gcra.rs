@@ -52,6 +52,27 @@ pub enum CheckNError {
     },
 }
 
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rate limited: retry after {:?}", self.retry_after)
+    }
+}
+
+impl std::error::Error for Denied {}
+
+impl std::fmt::Display for CheckNError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Denied(denied) => denied.fmt(f),
+            Self::ExceedsBurst { burst } => {
+                write!(f, "more requests at once than the burst of {burst} lets in")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CheckNError {}
+
 /// A rate limiter shared by every thread that checks it (`Send + Sync`,
 /// lock-free, one atomic word).
 ///
