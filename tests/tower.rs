@@ -389,3 +389,68 @@ fn futures_are_send_for_requests_that_are_not_sync() {
     // An empty body has ended: the backend is back at once.
     assert!(!answer.expect("answered").body().holds_backend());
 }
+
+type AxumProxy = loadbalance::tower::Balance<
+    Client<HttpConnector, axum::body::Body>,
+    String,
+    loadbalance::tower::Http,
+    loadbalance::tower::UntilBodyEnd,
+>;
+
+/// A reverse proxy as an axum handler: the request, body streaming
+/// (axum's body is `Send` but not `Sync`), through the tower service.
+async fn axum_proxy(
+    axum::extract::State(mut balanced): axum::extract::State<AxumProxy>,
+    req: Request<axum::body::Body>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match balanced.call(req).await {
+        Ok(res) => res.map(axum::body::Body::new).into_response(),
+        Err(BalanceError::Pick(_)) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_axum_proxy_balances_over_the_pool() {
+    bounded(async {
+        let (servers, pool) = setup(Algorithm::RoundRobin, 0).await;
+        let balanced: AxumProxy = BalanceLayer::new(Arc::clone(&pool))
+            .hold_body()
+            .layer(Client::builder(TokioExecutor::new()).build_http());
+        let app = axum::Router::new()
+            .fallback(axum_proxy)
+            .with_state(balanced);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("loopback");
+        let proxy = listener.local_addr().expect("bound");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let client = client();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for _ in 0..30 {
+            let uri = format!("http://{proxy}/via-axum");
+            let res = client.request(get(&uri)).await.expect("proxied");
+            assert_eq!(res.status(), StatusCode::OK);
+            let body = res.into_body().collect().await.expect("whole body");
+            let name = String::from_utf8(body.to_bytes().to_vec()).expect("utf-8 name");
+            *names.entry(name).or_default() += 1;
+        }
+        for server in &servers {
+            assert_eq!(names.get(server.name), Some(&10), "{names:?}");
+            assert_eq!(server.seen.count("/via-axum"), 10);
+        }
+        for server in &servers {
+            pool.set_state(&server.addr, AdminState::Down)
+                .expect("present");
+        }
+        let res = client
+            .request(get(&format!("http://{proxy}/via-axum")))
+            .await
+            .expect("answered");
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        task.abort();
+        stop(servers);
+    })
+    .await;
+}

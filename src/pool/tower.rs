@@ -20,6 +20,48 @@
 //! woken by freed slots, cancellation-safe. Bound the wait with a timeout
 //! around the call (tower's `Timeout`, `tokio::time::timeout`). The inner
 //! service's own readiness is awaited before each attempt.
+//!
+//! # Examples
+//!
+//! hyper-util's client as the one inner service for every backend,
+//! retrying replayable requests once elsewhere within a budget, holding
+//! each backend until its response body ends:
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use loadbalance::tower::{BalanceLayer, HttpReplay};
+//! use loadbalance::{Backend, Pool, RetryBudget, RetryPolicy};
+//! use std::sync::Arc;
+//! use tower_layer::Layer;
+//! use tower_service::Service;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = Arc::new(Pool::builder("least_conn".parse()?).build([
+//!     Backend::new("10.0.0.1:8080".to_owned()).max_conns(64),
+//!     Backend::new("10.0.0.2:8080".to_owned()).max_conns(64),
+//! ])?);
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let budget = Arc::new(RetryBudget::new(20, 10, 100));
+//! let mut upstream = BalanceLayer::new(pool)
+//!     .policy(HttpReplay)
+//!     .retry(RetryPolicy::attempts(2).budget(budget))
+//!     .hold_body()
+//!     .layer(client);
+//! let req = http::Request::get("/health").body(Full::new(Bytes::new()))?;
+//! let res = upstream.call(req).await?;
+//! println!("{}", res.status());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! In axum, call it from a handler with the request as it came (its body
+//! streams; [`Http`] does not replay it), answer [`BalanceError::Pick`]
+//! with a 503 and the other errors with a 502, and turn the body into
+//! axum's with `Body::new`. `tests/tower.rs` has such a proxy.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -280,11 +322,37 @@ impl<E: StdError + 'static> StdError for BalanceError<E> {
 
 /// Marks a [`Balance`] that gives its backend back when the response
 /// future resolves (the default).
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::tower::{BalanceLayer, Http, UntilResponse};
+/// use loadbalance::{Algorithm, Backend, Pool};
+/// use std::sync::Arc;
+///
+/// let pool = Arc::new(Pool::builder(Algorithm::RoundRobin).build([Backend::new("10.0.0.1:80")])?);
+/// let layer: BalanceLayer<&str, Http, UntilResponse> = BalanceLayer::new(pool);
+/// # drop(layer);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UntilResponse;
 
 /// Marks a [`Balance`] that gives its backend back when the HTTP response
 /// body ends ([`BalanceLayer::hold_body`]).
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::tower::{BalanceLayer, Http, UntilBodyEnd};
+/// use loadbalance::{Algorithm, Backend, Pool};
+/// use std::sync::Arc;
+///
+/// let pool = Arc::new(Pool::builder(Algorithm::RoundRobin).build([Backend::new("10.0.0.1:80")])?);
+/// let layer: BalanceLayer<&str, Http, UntilBodyEnd> = BalanceLayer::new(pool).hold_body();
+/// # drop(layer);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UntilBodyEnd;
 
@@ -564,7 +632,7 @@ where
                 return match result {
                     Ok(res) => Ok((res, Some((picked, verdict)))),
                     Err(error) => {
-                        picked.failure();
+                        picked.finish(verdict == Verdict::Success);
                         Err(BalanceError::Service(error))
                     }
                 }
