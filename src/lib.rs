@@ -120,6 +120,8 @@ pub use error::{BuildError, PickError, UpdateError};
 pub use guard::Guard;
 pub use health::{HealthPolicy, Outcome, WhenAllEjected};
 pub use live::{AdminState, Backend, Live, LiveBuilder};
+#[cfg(feature = "tower")]
+pub use pool::tower;
 #[cfg(feature = "metrics")]
 pub use pool::PrometheusText;
 pub use pool::{

@@ -15,6 +15,8 @@ mod config;
 mod metrics;
 mod picked;
 mod retry;
+#[cfg(feature = "tower")]
+pub mod tower;
 #[cfg(feature = "wait")]
 mod wait;
 

@@ -186,6 +186,28 @@ impl RetryPolicy {
     }
 }
 
+// The one rule every retrying caller (`Pool::run`, the tower service)
+// follows.
+impl RetryPolicy {
+    /// A request starts: it earns its share of the budget.
+    pub(crate) fn start(&self) {
+        if let Some(budget) = &self.budget {
+            budget.deposit();
+        }
+    }
+
+    /// Whether a request that has tried `tried` of `backends` backends may
+    /// make another attempt, budget aside.
+    pub(crate) fn may_retry(&self, tried: usize, backends: usize) -> bool {
+        tried < self.attempts as usize && tried < backends
+    }
+
+    /// Takes the token a retry needs (always there without a budget).
+    pub(crate) fn withdraw(&self) -> bool {
+        self.budget.as_ref().is_none_or(|b| b.try_withdraw())
+    }
+}
+
 /// How an attempt went, as the caller's classifier says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -268,9 +290,7 @@ impl<T: PoolBackend + Clone> Pool<T> {
         F: FnMut(T) -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
-        if let Some(budget) = &policy.budget {
-            budget.deposit();
-        }
+        policy.start();
         let mut tried = Tried::new();
         let mut last: Option<Result<R, E>> = None;
         loop {
@@ -290,9 +310,8 @@ impl<T: PoolBackend + Clone> Pool<T> {
             let verdict = classify(&result);
             picked.finish(verdict == Verdict::Success);
             let retry = verdict == Verdict::Retry
-                && tried.len() < policy.attempts as usize
-                && tried.len() < self.len()
-                && policy.budget.as_ref().is_none_or(|b| b.try_withdraw());
+                && policy.may_retry(tried.len(), self.len())
+                && policy.withdraw();
             if !retry {
                 return result.map_err(RetryError::Attempt);
             }
