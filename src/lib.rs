@@ -38,6 +38,7 @@
 //! | waiting for a connection slot when every backend is at `max_conns` | `Pool::pick_wait` | `wait` |
 //! | per-backend figures for Prometheus | `PrometheusText` | `metrics` |
 //! | lookups by backend | [`Pool::active_of`], [`Pool::stats_of`] | |
+//! | a tower `Service`/`Layer` for hyper 1 clients and axum | `tower::BalanceLayer` | `tower` |
 //!
 //! # The layers below
 //!
