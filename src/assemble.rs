@@ -23,7 +23,13 @@ impl<T> std::fmt::Debug for Parts<'_, T> {
 /// Keeps [`Assemble`] to this crate's types: the module is private, so
 /// nothing outside can name the trait to implement it.
 pub(crate) mod sealed {
-    pub trait Sealed {}
+    use crate::PickError;
+
+    pub trait Sealed {
+        /// Whether a pick without a key or a tried set would find a
+        /// backend now, without taking one (see `selection::capacity`).
+        fn capacity(&self) -> Result<(), PickError>;
+    }
 }
 
 /// A balancer type that a [`Live`](crate::Live) balancer can rebuild over a

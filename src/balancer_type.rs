@@ -66,7 +66,11 @@ macro_rules! balancer_type {
             }
         }
 
-        impl<T> crate::assemble::sealed::Sealed for $name<T> {}
+        impl<T> crate::assemble::sealed::Sealed for $name<T> {
+            fn capacity(&self) -> Result<(), crate::PickError> {
+                crate::selection::capacity(&self.0.backends)
+            }
+        }
 
         impl<T> $name<T> {
             /// The backend at `index`, or `None` past the end.

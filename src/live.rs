@@ -631,6 +631,17 @@ where
         self.current.load().balancer.stats_at(index)
     }
 
+    /// Whether a pick without a key or a tried set would find a backend
+    /// now ([`PickError::AllFull`] while every backend that could take it
+    /// is at its `max_conns`), without taking one.
+    ///
+    /// # Errors
+    ///
+    /// The error such a pick would return.
+    pub fn capacity(&self) -> Result<(), PickError> {
+        self.current.load().balancer.capacity()
+    }
+
     /// What every backend of this balancer shares (clock, policy, waiters).
     #[cfg(feature = "wait")]
     pub(crate) fn shared(&self) -> &Shared {

@@ -223,6 +223,16 @@ impl<'b, 'c: 'b, T> Slow<'b, 'c, T> {
     }
 }
 
+/// Whether a pick with no key and no tried set would find a backend now:
+/// some backend may take it and has a free slot. Takes nothing.
+pub(crate) fn capacity<T>(backends: &Backends<T>) -> Result<(), PickError> {
+    let shared = backends.shared();
+    if shared.regular() {
+        return Ok(());
+    }
+    Selection::new(backends, &Context::new(), shared.now()).map(drop)
+}
+
 /// See [`Slow::claim`].
 fn claim<T>(backends: &Backends<T>, index: usize, now: u64, panic: bool) -> Option<Guard<T>> {
     let record = backends.record(index);

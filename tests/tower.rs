@@ -454,3 +454,63 @@ async fn an_axum_proxy_balances_over_the_pool() {
     })
     .await;
 }
+
+/// An inner service that answers at once, for readiness alone.
+#[derive(Clone)]
+struct Answer;
+
+impl Service<Request<()>> for Answer {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        std::future::ready(Ok(Response::new(())))
+    }
+}
+
+/// Readiness comes from capacity: with the one backend at its
+/// `max_conns`, `poll_ready` is pending, and the guard that frees the slot
+/// wakes it ready; a pool with every backend down is ready (the call says
+/// why).
+#[test]
+fn readiness_follows_capacity() {
+    use futures_lite::future::{block_on, poll_fn, poll_once};
+    let pool = Arc::new(
+        Pool::builder(Algorithm::LeastConn)
+            .build([Backend::new("10.0.0.1:80".to_owned()).max_conns(1)])
+            .expect("valid"),
+    );
+    let mut service = BalanceLayer::new(Arc::clone(&pool)).layer(Answer);
+    assert!(block_on(poll_once(poll_fn(|cx| service.poll_ready(cx)))).is_some());
+    let busy = pool.pick(&loadbalance::Context::new()).expect("the slot");
+    assert_eq!(pool.capacity(), Err(PickError::AllFull));
+    let mut ready = Box::pin(poll_fn(|cx| service.poll_ready(cx)));
+    assert!(block_on(poll_once(&mut ready)).is_none(), "full: pending");
+    let freer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(10));
+        drop(busy);
+    });
+    // Woken by the freed slot (a lost wake-up would hang; bounded below).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    assert!(block_on(futures_lite::future::or(
+        async { ready.await.map(|()| true).unwrap_or(false) },
+        async {
+            while Instant::now() < deadline {
+                futures_lite::future::yield_now().await;
+            }
+            false
+        },
+    )));
+    freer.join().expect("no panic");
+    pool.set_state("10.0.0.1:80", AdminState::Down)
+        .expect("present");
+    assert!(block_on(poll_once(poll_fn(|cx| service.poll_ready(cx)))).is_some());
+}

@@ -422,8 +422,19 @@ impl<T: PoolBackend> Pool<T> {
         dispatch!(&self.inner, lb => lb.set_health(policy))
     }
 
+    /// Whether a pick without a key or a tried set would find a backend
+    /// now, without taking one: [`PickError::AllFull`] while every backend
+    /// that could take it is at its `max_conns` (a server's readiness).
+    ///
+    /// # Errors
+    ///
+    /// The error such a pick would return.
+    pub fn capacity(&self) -> Result<(), PickError> {
+        dispatch!(&self.inner, lb => lb.capacity())
+    }
+
     #[cfg(feature = "wait")]
-    fn shared(&self) -> &crate::clock_and_policy::Shared {
+    pub(crate) fn shared(&self) -> &crate::clock_and_policy::Shared {
         dispatch!(&self.inner, lb => lb.shared())
     }
 }

@@ -12,14 +12,18 @@
 //!
 //! # Readiness
 //!
-//! [`Balance`] is always ready: which backend has room depends on the
-//! request (its hash key, the backends it already tried), which
-//! `poll_ready` does not see, and a slot reserved there would be held by a
-//! service that may never be called. The response future waits for
-//! capacity instead, with [`Pool::pick_wait`]: first come first served,
-//! woken by freed slots, cancellation-safe. Bound the wait with a timeout
-//! around the call (tower's `Timeout`, `tokio::time::timeout`). The inner
-//! service's own readiness is awaited before each attempt.
+//! [`Balance`] reports readiness from capacity: `poll_ready` is pending
+//! while every backend that could take a pick is at its `max_conns`, and
+//! a guard that frees a slot wakes it (tower's `LoadShed` and
+//! `ConcurrencyLimit` see a full pool). It reserves nothing: which backend
+//! has room can depend on the request (its hash key, the backends it
+//! already tried), which `poll_ready` does not see, and a slot reserved
+//! there would be held by a service that may never be called. So the
+//! response future may still wait, with [`Pool::pick_wait`] (first come
+//! first served, woken by freed slots, cancellation-safe), when another
+//! request took the slot first. Bound the wait with a timeout around the
+//! call (tower's `Timeout`, `tokio::time::timeout`). The inner service's
+//! own readiness is awaited before each attempt.
 //!
 //! # Examples
 //!
@@ -464,6 +468,7 @@ impl<S, T: PoolBackend, P, H> Layer<S> for BalanceLayer<T, P, H> {
         Balance {
             inner,
             layer: self.clone(),
+            waiting: None,
         }
     }
 }
@@ -517,6 +522,8 @@ impl<S, T: PoolBackend, P, H> Layer<S> for BalanceLayer<T, P, H> {
 pub struct Balance<S, T: PoolBackend, P = Http, H = UntilResponse> {
     inner: S,
     layer: BalanceLayer<T, P, H>,
+    /// Registered for the next freed slot while the pool is full.
+    waiting: Option<Pin<Box<event_listener::EventListener>>>,
 }
 
 impl<S, T: PoolBackend> Balance<S, T> {
@@ -543,6 +550,30 @@ impl<S: Clone, T: PoolBackend, P, H> Clone for Balance<S, T, P, H> {
         Self {
             inner: self.inner.clone(),
             layer: self.layer.clone(),
+            waiting: None,
+        }
+    }
+}
+
+impl<S, T: PoolBackend, P, H> Balance<S, T, P, H> {
+    /// Ready while a pick without a key could find a backend; while every
+    /// backend is full, pending until a guard frees a slot. Any other state
+    /// (all down, ...) is ready: the call says why.
+    fn poll_capacity(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        loop {
+            if self.layer.pool().capacity() != Err(PickError::AllFull) {
+                self.waiting = None;
+                return Poll::Ready(());
+            }
+            match &mut self.waiting {
+                // Registered before the next look: a slot freed in between
+                // wakes it.
+                None => self.waiting = Some(Box::pin(self.layer.pool().shared().listen_for_slot())),
+                Some(listener) => {
+                    std::task::ready!(listener.as_mut().poll(cx));
+                    self.waiting = None;
+                }
+            }
         }
     }
 }
@@ -655,10 +686,10 @@ where
     type Error = BalanceError<S::Error>;
     type Future = BoxFuture<S::Response, BalanceError<S::Error>>;
 
-    /// Always ready: the response future waits for capacity (see the
-    /// [module docs](self)).
-    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    /// Pending while every backend is at its `max_conns`, until a slot
+    /// frees (see the [module docs](self)).
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_capacity(cx).map(Ok)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -687,10 +718,10 @@ where
     type Error = BalanceError<S::Error>;
     type Future = BoxFuture<Self::Response, BalanceError<S::Error>>;
 
-    /// Always ready: the response future waits for capacity (see the
-    /// [module docs](self)).
-    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    /// Pending while every backend is at its `max_conns`, until a slot
+    /// frees (see the [module docs](self)).
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_capacity(cx).map(Ok)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
