@@ -509,7 +509,7 @@ fn key_words(key: &[u8; 16]) -> (u64, u64) {
 
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 client it maps.
 #[inline]
-fn normalise(addr: IpAddr) -> IpAddr {
+pub(crate) fn normalise(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
         v4 => v4,

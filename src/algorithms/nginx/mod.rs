@@ -19,9 +19,10 @@ mod crc32;
 pub(crate) mod hash;
 pub(crate) mod ip_hash;
 
-use std::net::IpAddr;
-
 use super::bounded_load::{from_home, Bound};
+/// An IPv4-mapped IPv6 address counts as its IPv4 address (the crate's
+/// convention; see the module docs of each hash for how nginx differs).
+pub(crate) use super::ip_hash::normalise;
 use crate::backends::{Backends, Weights};
 use crate::selection::Slow;
 use crate::PickError;
@@ -175,17 +176,6 @@ impl ByWeight {
 
     pub(crate) fn len(&self) -> usize {
         self.ends.len()
-    }
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 client it
-/// maps (the crate's convention; see the module docs of each hash for how
-/// nginx differs).
-#[inline]
-pub(crate) fn normalise(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        v4 => v4,
     }
 }
 
