@@ -18,11 +18,11 @@
 //! `rate_limiter_spends_capacity_once` races two checks for the last
 //! request.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use super::time::Time;
 use super::Quota;
-use crate::clock::{self, Clock, SystemClock};
+use crate::clock::Clock;
 use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// A request let in, and how many more could come in at once now.
@@ -95,29 +95,29 @@ impl std::error::Error for CheckNError {}
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RateLimiter {
-    /// The theoretical arrival time, in nanoseconds of `clock`.
+    /// The theoretical arrival time, in nanoseconds of `time`.
     tat: AtomicU64,
-    interval: u64,
-    tolerance: u64,
-    burst: u32,
-    clock: Arc<dyn Clock>,
+    rule: Gcra,
+    time: Time,
 }
 
 impl RateLimiter {
-    /// A limiter for `quota` on the system clock, starting with its whole
-    /// burst.
+    /// A limiter for `quota` on the CPU's time-stamp counter, starting
+    /// with its whole burst.
     pub fn new(quota: Quota) -> Self {
-        Self::with_clock(quota, SystemClock::new())
+        Self::with_time(quota, Time::counter())
     }
 
     /// A limiter for `quota` reading `clock`.
     pub fn with_clock(quota: Quota, clock: impl Clock + 'static) -> Self {
+        Self::with_time(quota, Time::custom(clock))
+    }
+
+    fn with_time(quota: Quota, time: Time) -> Self {
         Self {
             tat: AtomicU64::new(0),
-            interval: quota.interval_nanos(),
-            tolerance: quota.tolerance_nanos(),
-            burst: quota.burst_size(),
-            clock: Arc::new(clock),
+            rule: Gcra::new(quota),
+            time,
         }
     }
 
@@ -128,14 +128,7 @@ impl RateLimiter {
     /// [`Denied`] with the retry-after.
     #[inline]
     pub fn check(&self) -> Result<Allowed, Denied> {
-        self.check_at(1, clock::nanos(&*self.clock))
-            .map_err(|error| match error {
-                CheckNError::Denied(denied) => denied,
-                // A burst is at least 1.
-                CheckNError::ExceedsBurst { .. } => Denied {
-                    retry_after: Duration::MAX,
-                },
-            })
+        self.check_at(1, self.time.nanos()).map_err(one)
     }
 
     /// Lets `n` requests in together (a request of weight `n`), or none.
@@ -145,47 +138,92 @@ impl RateLimiter {
     /// [`CheckNError::Denied`] with the retry-after, or
     /// [`CheckNError::ExceedsBurst`] when `n` could never pass.
     pub fn check_n(&self, n: u32) -> Result<Allowed, CheckNError> {
-        self.check_at(n, clock::nanos(&*self.clock))
+        self.check_at(n, self.time.nanos())
     }
 
     /// The decision at `now` nanoseconds.
     #[inline]
     pub(crate) fn check_at(&self, n: u32, now: u64) -> Result<Allowed, CheckNError> {
-        if n > self.burst {
-            return Err(CheckNError::ExceedsBurst { burst: self.burst });
-        }
-        let cost = self.interval * u64::from(n);
-        let limit = now.saturating_add(self.tolerance);
         // Relaxed: see the module docs.
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
-            let next = tat.max(now).saturating_add(cost);
-            if next > limit {
-                return Err(CheckNError::Denied(Denied {
-                    retry_after: Duration::from_nanos(next - limit),
-                }));
-            }
+            let (next, allowed) = self.rule.step(tat, n, now)?;
             match self
                 .tat
                 .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => {
-                    let remaining = (limit - next) / self.interval;
-                    return Ok(Allowed {
-                        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-                    });
-                }
+                Ok(_) => return Ok(allowed),
                 Err(current) => tat = current,
             }
         }
     }
 }
 
+/// The GCRA's arithmetic for one quota, apart from where the TAT is kept
+/// (one atomic word here, a slot of the keyed table there).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gcra {
+    interval: u64,
+    tolerance: u64,
+    burst: u32,
+}
+
+impl Gcra {
+    pub(crate) fn new(quota: Quota) -> Self {
+        Self {
+            interval: quota.interval_nanos(),
+            tolerance: quota.tolerance_nanos(),
+            burst: quota.burst_size(),
+        }
+    }
+
+    /// The TAT after letting `n` requests in at `now`, or why not.
+    #[inline]
+    pub(crate) fn step(&self, tat: u64, n: u32, now: u64) -> Result<(u64, Allowed), CheckNError> {
+        if n > self.burst {
+            return Err(CheckNError::ExceedsBurst { burst: self.burst });
+        }
+        let cost = self.interval * u64::from(n);
+        let limit = now.saturating_add(self.tolerance);
+        let next = tat.max(now).saturating_add(cost);
+        if next > limit {
+            return Err(CheckNError::Denied(Denied {
+                retry_after: Duration::from_nanos(next - limit),
+            }));
+        }
+        let remaining = (limit - next) / self.interval;
+        Ok((
+            next,
+            Allowed {
+                remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            },
+        ))
+    }
+
+    /// A key whose TAT is at or before `now` has its whole burst back: its
+    /// state says nothing a fresh key's does not.
+    #[inline]
+    pub(crate) fn refilled(tat: u64, now: u64) -> bool {
+        tat <= now
+    }
+}
+
+/// [`CheckNError`] for a single request, which can only be denied.
+pub(crate) fn one(error: CheckNError) -> Denied {
+    match error {
+        CheckNError::Denied(denied) => denied,
+        // A burst is at least 1.
+        CheckNError::ExceedsBurst { .. } => Denied {
+            retry_after: Duration::MAX,
+        },
+    }
+}
+
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiter")
-            .field("interval", &Duration::from_nanos(self.interval))
-            .field("burst", &self.burst)
+            .field("interval", &Duration::from_nanos(self.rule.interval))
+            .field("burst", &self.rule.burst)
             .finish_non_exhaustive()
     }
 }

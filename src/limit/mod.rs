@@ -1,10 +1,24 @@
 //! Flow control: how much traffic gets in (tower's `limit/` is the
 //! model). A [`RateLimiter`] holds one [`Quota`] on one atomic word
 //! (GCRA), exact in integer nanoseconds, and answers each check with what
-//! remains or the `Retry-After`.
+//! remains or the `Retry-After`. A [`KeyedRateLimiter`] holds one per key
+//! (per [`ClientKey`], grouped by [`ClientGrouping`]) in memory bounded by
+//! a [`Capacity`].
 
+mod capacity;
+mod client;
 mod gcra;
+mod keyed;
+mod keyed_concurrency;
 mod quota;
+mod table;
+mod time;
 
+pub use capacity::{Capacity, CapacityError};
+pub use client::{ClientGrouping, ClientKey, GroupingError};
 pub use gcra::{Allowed, CheckNError, Denied, RateLimiter};
+pub use keyed::{KeyedRateLimiter, KeyedStats};
+pub use keyed_concurrency::{
+    KeyedConcurrencyError, KeyedConcurrencyLimit, KeyedConcurrencyStats, KeyedPermit,
+};
 pub use quota::{Quota, QuotaError};
