@@ -3,8 +3,10 @@
 //! (GCRA), exact in integer nanoseconds, and answers each check with what
 //! remains or the `Retry-After`.
 
+mod cidr;
 mod gcra;
 mod quota;
 
+pub use cidr::{CidrError, IpList, IpNet};
 pub use gcra::{Allowed, CheckNError, Denied, RateLimiter};
 pub use quota::{Quota, QuotaError};
