@@ -6,6 +6,7 @@
 //! a [`Capacity`].
 
 mod capacity;
+mod cidr;
 mod client;
 mod gcra;
 mod keyed;
@@ -15,6 +16,7 @@ mod table;
 mod time;
 
 pub use capacity::{Capacity, CapacityError};
+pub use cidr::{CidrError, IpList, IpNet};
 pub use client::{ClientGrouping, ClientKey, GroupingError};
 pub use gcra::{Allowed, CheckNError, Denied, RateLimiter};
 pub use keyed::{KeyedRateLimiter, KeyedStats};
