@@ -3,8 +3,10 @@
 //! (GCRA), exact in integer nanoseconds, and answers each check with what
 //! remains or the `Retry-After`.
 
+mod concurrency;
 mod gcra;
 mod quota;
 
+pub use concurrency::{AtCapacity, ConcurrencyLimit, Permit};
 pub use gcra::{Allowed, CheckNError, Denied, RateLimiter};
 pub use quota::{Quota, QuotaError};
