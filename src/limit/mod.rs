@@ -8,6 +8,7 @@
 mod capacity;
 mod cidr;
 mod client;
+mod concurrency;
 mod gcra;
 mod keyed;
 mod keyed_concurrency;
@@ -18,6 +19,7 @@ mod time;
 pub use capacity::{Capacity, CapacityError};
 pub use cidr::{CidrError, IpList, IpNet};
 pub use client::{ClientGrouping, ClientKey, GroupingError};
+pub use concurrency::{AtCapacity, ConcurrencyLimit, Permit};
 pub use gcra::{Allowed, CheckNError, Denied, RateLimiter};
 pub use keyed::{KeyedRateLimiter, KeyedStats};
 pub use keyed_concurrency::{
