@@ -304,6 +304,8 @@ fn keyed_limiter_keeps_racing_keys_apart() {
         assert!(limiter.check_hashed(1, 7, 0).is_err());
         assert!(limiter.check_hashed(1, 9, 0).is_err());
         assert_eq!(limiter.stats().keys, 2);
+    });
+}
 
 /// Two requests racing for the last slot of a concurrency limit: exactly
 /// one gets a permit, and every slot comes back when the permits drop.

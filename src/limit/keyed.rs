@@ -110,7 +110,7 @@ impl<K: Hash + ?Sized> KeyedRateLimiter<K> {
     /// [`CapacityError`] when not even 8 keys fit, or the table cannot be
     /// allocated.
     pub fn new(quota: Quota, capacity: Capacity) -> Result<Self, CapacityError> {
-        Self::with_time(quota, capacity, Time::counter())
+        Self::with_parts(quota, capacity, Time::counter(), KeyHasher::random())
     }
 
     /// As [`new`](Self::new), reading `clock`.
@@ -123,19 +123,7 @@ impl<K: Hash + ?Sized> KeyedRateLimiter<K> {
         capacity: Capacity,
         clock: impl Clock + 'static,
     ) -> Result<Self, CapacityError> {
-        Self::with_time(quota, capacity, Time::custom(clock))
-    }
-
-    fn with_time(quota: Quota, capacity: Capacity, time: Time) -> Result<Self, CapacityError> {
-        let own = std::mem::size_of::<Self>() + time.heap_bytes();
-        let sets = capacity.sets(Table::<1>::SET_BYTES, WAYS, own)?;
-        Ok(Self {
-            table: Table::with_sets(sets).ok_or(CapacityError::OutOfMemory)?,
-            rule: Gcra::new(quota),
-            hasher: KeyHasher::random(),
-            time,
-            _key: PhantomData,
-        })
+        Self::with_parts(quota, capacity, Time::custom(clock), KeyHasher::random())
     }
 
     /// Lets one request of `key` in, or says when one would pass.
@@ -173,6 +161,23 @@ impl<K: Hash + ?Sized> KeyedRateLimiter<K> {
 }
 
 impl<K: ?Sized> KeyedRateLimiter<K> {
+    pub(crate) fn with_parts(
+        quota: Quota,
+        capacity: Capacity,
+        time: Time,
+        hasher: KeyHasher,
+    ) -> Result<Self, CapacityError> {
+        let own = std::mem::size_of::<Self>() + time.heap_bytes();
+        let sets = capacity.sets(Table::<1>::SET_BYTES, WAYS, own)?;
+        Ok(Self {
+            table: Table::with_sets(sets).ok_or(CapacityError::OutOfMemory)?,
+            rule: Gcra::new(quota),
+            hasher,
+            time,
+            _key: PhantomData,
+        })
+    }
+
     /// The decision for the key hashed to `hash` at `now`.
     #[inline]
     pub(crate) fn check_hashed(&self, n: u32, hash: u64, now: u64) -> Result<Allowed, CheckNError> {

@@ -122,18 +122,7 @@ impl<K: Hash + ?Sized> KeyedConcurrencyLimit<K> {
     /// [`CapacityError`] when not even 8 keys fit, or the table cannot be
     /// allocated.
     pub fn new(max: NonZeroU32, capacity: Capacity) -> Result<Self, CapacityError> {
-        let own = std::mem::size_of::<Self>()
-            + std::mem::size_of::<Shared>()
-            + 2 * std::mem::size_of::<usize>();
-        let sets = capacity.sets(Table::<1>::SET_BYTES, WAYS, own)?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                table: Table::with_sets(sets).ok_or(CapacityError::OutOfMemory)?,
-                max: max.get(),
-                hasher: KeyHasher::random(),
-            }),
-            _key: PhantomData,
-        })
+        Self::with_hasher(max, capacity, KeyHasher::random())
     }
 
     /// One more request in flight for `key`, or why not.
@@ -178,6 +167,25 @@ impl<K: Hash + ?Sized> KeyedConcurrencyLimit<K> {
 }
 
 impl<K: ?Sized> KeyedConcurrencyLimit<K> {
+    pub(crate) fn with_hasher(
+        max: NonZeroU32,
+        capacity: Capacity,
+        hasher: KeyHasher,
+    ) -> Result<Self, CapacityError> {
+        let own = std::mem::size_of::<Self>()
+            + std::mem::size_of::<Shared>()
+            + 2 * std::mem::size_of::<usize>();
+        let sets = capacity.sets(Table::<1>::SET_BYTES, WAYS, own)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                table: Table::with_sets(sets).ok_or(CapacityError::OutOfMemory)?,
+                max: max.get(),
+                hasher,
+            }),
+            _key: PhantomData,
+        })
+    }
+
     /// As [`try_acquire`](Self::try_acquire), for a key already hashed
     /// with this limit's hasher (a flow control's components share one).
     pub(crate) fn acquire_hashed(&self, hash: u64) -> Result<KeyedPermit, KeyedConcurrencyError> {

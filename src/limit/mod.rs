@@ -5,10 +5,12 @@
 //! (per [`ClientKey`], grouped by [`ClientGrouping`]) in memory bounded by
 //! a [`Capacity`].
 
+mod ban;
 mod capacity;
 mod cidr;
 mod client;
 mod concurrency;
+mod flow;
 mod gcra;
 mod keyed;
 mod keyed_concurrency;
@@ -16,10 +18,12 @@ mod quota;
 mod table;
 mod time;
 
+pub use ban::{BanRule, BanRuleError, BanStats, Bans, Strike};
 pub use capacity::{Capacity, CapacityError};
 pub use cidr::{CidrError, IpList, IpNet};
 pub use client::{ClientGrouping, ClientKey, GroupingError};
 pub use concurrency::{AtCapacity, ConcurrencyLimit, Permit};
+pub use flow::{Admission, FlowControl, FlowControlBuilder, Reason, Rejection, DEFAULT_CAPACITY};
 pub use gcra::{Allowed, CheckNError, Denied, RateLimiter};
 pub use keyed::{KeyedRateLimiter, KeyedStats};
 pub use keyed_concurrency::{

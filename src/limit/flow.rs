@@ -1,0 +1,443 @@
+//! One decision per request: the allow and deny lists, bans, the client's
+//! rate, its requests in flight and the server's, checked in that order
+//! with one clock read and one hash, answered as a typed [`Admission`] or
+//! [`Rejection`] that a server maps to its response in one line.
+//!
+//! Order and why:
+//! 1. the deny list (403): a listed network gets nothing else;
+//! 2. the allow list: a listed network skips every per-client limit (the
+//!    server-wide in-flight limit still holds);
+//! 3. bans (403 with the ban's end): a banned client costs one lookup;
+//! 4. the client's rate (429 with the `Retry-After`): every request that
+//!    gets this far counts against the rate, even one refused below;
+//! 5. the client's requests in flight (429);
+//! 6. the server's requests in flight (503).
+//!
+//! Refusals at 4 and 5 are strikes towards a ban.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use super::ban::{BanRule, Bans, Strike};
+use super::capacity::{Capacity, CapacityError};
+use super::client::{ClientGrouping, ClientKey};
+use super::concurrency::{ConcurrencyLimit, Permit};
+use super::gcra::one;
+use super::keyed::KeyedRateLimiter;
+use super::keyed_concurrency::{KeyedConcurrencyError, KeyedConcurrencyLimit, KeyedPermit};
+use super::table::KeyHasher;
+use super::time::Time;
+use super::{IpList, Quota};
+use crate::clock::Clock;
+
+/// The flow control of one server: who gets in, how fast, how many at
+/// once (`Send + Sync`; share it by reference or `Arc`).
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::limit::{FlowControl, IpList, Quota, Reason};
+/// use std::net::IpAddr;
+///
+/// let flow = FlowControl::builder()
+///     .deny(IpList::parse(["203.0.113.0/24"])?)
+///     .rate(Quota::per_second(10)?.burst(2)?)
+///     .build()?;
+/// let client: IpAddr = "192.0.2.1".parse()?;
+/// let admitted = flow.check(client)?; // hold it for the request's life
+/// assert_eq!(admitted.remaining(), Some(1));
+/// let _second = flow.check(client)?;
+/// let refused = flow.check(client).unwrap_err();
+/// assert_eq!((refused.reason(), refused.status()), (Reason::RateLimited, 429));
+/// assert_eq!(refused.retry_after_secs(), Some(1));
+/// let denied = flow.check("203.0.113.9".parse()?).unwrap_err();
+/// assert_eq!((denied.reason(), denied.status()), (Reason::DenyListed, 403));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct FlowControl {
+    deny: IpList,
+    allow: IpList,
+    grouping: ClientGrouping,
+    hasher: KeyHasher,
+    time: Time,
+    bans: Option<Bans<ClientKey>>,
+    rate: Option<KeyedRateLimiter<ClientKey>>,
+    per_client: Option<KeyedConcurrencyLimit<ClientKey>>,
+    global: Option<ConcurrencyLimit>,
+}
+
+/// Builds a [`FlowControl`]; every part is optional.
+#[derive(Debug)]
+#[must_use]
+pub struct FlowControlBuilder {
+    deny: IpList,
+    allow: IpList,
+    grouping: ClientGrouping,
+    time: Option<Time>,
+    bans: Option<(BanRule, Capacity)>,
+    rate: Option<(Quota, Capacity)>,
+    per_client: Option<(NonZeroU32, Capacity)>,
+    global: Option<ConcurrencyLimit>,
+}
+
+/// The memory each keyed part takes unless told otherwise: 4 MiB, room
+/// for 262,144 clients' rates or in-flight counts, or 174,762 clients'
+/// strikes. (nginx's `limit_req` holds about 16,000 clients a MiB.)
+pub const DEFAULT_CAPACITY: Capacity = Capacity::Bytes(4 << 20);
+
+impl FlowControl {
+    /// A builder with nothing configured: it admits every request.
+    pub fn builder() -> FlowControlBuilder {
+        FlowControlBuilder {
+            deny: IpList::default(),
+            allow: IpList::default(),
+            grouping: ClientGrouping::default(),
+            time: None,
+            bans: None,
+            rate: None,
+            per_client: None,
+            global: None,
+        }
+    }
+
+    /// Decides on one request from `client`. Keep the [`Admission`] until
+    /// the request is done: it holds the in-flight permits.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejection`] with the reason, the status to answer with and the
+    /// retry-after where one applies.
+    pub fn check(&self, client: IpAddr) -> Result<Admission, Rejection> {
+        let key = self.grouping.key(client);
+        let reject = |reason, retry_after| Rejection {
+            reason,
+            retry_after,
+            client: key,
+        };
+        if self.deny.contains(client) {
+            return Err(reject(Reason::DenyListed, None));
+        }
+        if self.allow.contains(client) {
+            return Ok(Admission {
+                remaining: None,
+                client: key,
+                _global: self.global_permit(key)?,
+                _per_client: None,
+            });
+        }
+        let hash = self.hasher.hash(&key);
+        let now = if self.bans.is_some() || self.rate.is_some() {
+            self.time.nanos()
+        } else {
+            0
+        };
+        if let Some(left) = self
+            .bans
+            .as_ref()
+            .and_then(|bans| bans.banned_hashed(hash, now))
+        {
+            return Err(reject(Reason::Banned, Some(left)));
+        }
+        let strike = |reason, retry_after| match self
+            .bans
+            .as_ref()
+            .map(|bans| bans.strike_hashed(hash, now))
+        {
+            Some(Strike::Banned(left)) => reject(Reason::Banned, Some(left)),
+            _ => reject(reason, retry_after),
+        };
+        let remaining = match &self.rate {
+            Some(rate) => match rate.check_hashed(1, hash, now) {
+                Ok(allowed) => Some(allowed.remaining),
+                Err(error) => {
+                    return Err(strike(Reason::RateLimited, Some(one(error).retry_after)))
+                }
+            },
+            None => None,
+        };
+        let per_client = match &self.per_client {
+            Some(limit) => match limit.acquire_hashed(hash) {
+                Ok(permit) => Some(permit),
+                Err(KeyedConcurrencyError::AtLimit { .. }) => {
+                    return Err(strike(Reason::ClientInFlight, None))
+                }
+                Err(_) => return Err(reject(Reason::ServerInFlight, None)),
+            },
+            None => None,
+        };
+        Ok(Admission {
+            remaining,
+            client: key,
+            _global: self.global_permit(key)?,
+            _per_client: per_client,
+        })
+    }
+
+    fn global_permit(&self, client: ClientKey) -> Result<Option<Permit>, Rejection> {
+        self.global
+            .as_ref()
+            .map(|limit| {
+                limit.try_acquire().map_err(|_| Rejection {
+                    reason: Reason::ServerInFlight,
+                    retry_after: None,
+                    client,
+                })
+            })
+            .transpose()
+    }
+
+    /// The group `client` counts in.
+    pub fn client_key(&self, client: IpAddr) -> ClientKey {
+        self.grouping.key(client)
+    }
+
+    /// The per-client rate limiter, if one is configured (for its
+    /// figures).
+    pub fn rate(&self) -> Option<&KeyedRateLimiter<ClientKey>> {
+        self.rate.as_ref()
+    }
+
+    /// The bans, if configured (to strike clients for other reasons, such
+    /// as failed logins, or for their figures).
+    pub fn bans(&self) -> Option<&Bans<ClientKey>> {
+        self.bans.as_ref()
+    }
+
+    /// The per-client in-flight limit, if configured.
+    pub fn per_client(&self) -> Option<&KeyedConcurrencyLimit<ClientKey>> {
+        self.per_client.as_ref()
+    }
+
+    /// The server-wide in-flight limit, if configured.
+    pub fn global(&self) -> Option<&ConcurrencyLimit> {
+        self.global.as_ref()
+    }
+}
+
+impl FlowControlBuilder {
+    /// Networks refused outright (403), checked first.
+    pub fn deny(mut self, networks: IpList) -> Self {
+        self.deny = networks;
+        self
+    }
+
+    /// Networks exempt from every per-client limit.
+    pub fn allow(mut self, networks: IpList) -> Self {
+        self.allow = networks;
+        self
+    }
+
+    /// How client addresses group (IPv6 by /64 by default).
+    pub fn grouping(mut self, grouping: ClientGrouping) -> Self {
+        self.grouping = grouping;
+        self
+    }
+
+    /// Each client's rate, in [`DEFAULT_CAPACITY`].
+    pub fn rate(self, quota: Quota) -> Self {
+        self.rate_in(quota, DEFAULT_CAPACITY)
+    }
+
+    /// Each client's rate, holding as many clients as `capacity`.
+    pub fn rate_in(mut self, quota: Quota, capacity: Capacity) -> Self {
+        self.rate = Some((quota, capacity));
+        self
+    }
+
+    /// Bans by `rule`, struck by rate and in-flight refusals, in
+    /// [`DEFAULT_CAPACITY`].
+    pub fn ban(self, rule: BanRule) -> Self {
+        self.ban_in(rule, DEFAULT_CAPACITY)
+    }
+
+    /// Bans by `rule`, holding as many clients as `capacity`.
+    pub fn ban_in(mut self, rule: BanRule, capacity: Capacity) -> Self {
+        self.bans = Some((rule, capacity));
+        self
+    }
+
+    /// At most `max` requests in flight per client, in
+    /// [`DEFAULT_CAPACITY`].
+    pub fn in_flight_per_client(self, max: NonZeroU32) -> Self {
+        self.in_flight_per_client_in(max, DEFAULT_CAPACITY)
+    }
+
+    /// At most `max` requests in flight per client, for as many clients in
+    /// flight at once as `capacity` holds.
+    pub fn in_flight_per_client_in(mut self, max: NonZeroU32, capacity: Capacity) -> Self {
+        self.per_client = Some((max, capacity));
+        self
+    }
+
+    /// At most `limit`'s requests in flight on the server (a clone shares
+    /// the limit, so other code can wait on it).
+    pub fn in_flight(mut self, limit: ConcurrencyLimit) -> Self {
+        self.global = Some(limit);
+        self
+    }
+
+    /// Reads `clock` instead of the CPU's time-stamp counter.
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.time = Some(Time::custom(clock));
+        self
+    }
+
+    /// The flow control.
+    ///
+    /// # Errors
+    ///
+    /// [`CapacityError`] when a keyed part's capacity holds not even 8
+    /// clients or cannot be allocated.
+    pub fn build(self) -> Result<FlowControl, CapacityError> {
+        let time = self.time.unwrap_or_else(Time::counter);
+        let hasher = KeyHasher::random();
+        Ok(FlowControl {
+            bans: self
+                .bans
+                .map(|(rule, capacity)| Bans::with_parts(rule, capacity, time.clone(), hasher))
+                .transpose()?,
+            rate: self
+                .rate
+                .map(|(quota, capacity)| {
+                    KeyedRateLimiter::with_parts(quota, capacity, time.clone(), hasher)
+                })
+                .transpose()?,
+            per_client: self
+                .per_client
+                .map(|(max, capacity)| KeyedConcurrencyLimit::with_hasher(max, capacity, hasher))
+                .transpose()?,
+            deny: self.deny,
+            allow: self.allow,
+            grouping: self.grouping,
+            hasher,
+            time,
+            global: self.global,
+        })
+    }
+}
+
+/// A request let in. Hold it until the request is done: dropping it gives
+/// back its in-flight permits.
+#[must_use = "the request counts as in flight until the admission is dropped"]
+#[derive(Debug)]
+pub struct Admission {
+    remaining: Option<u32>,
+    client: ClientKey,
+    /// Held for their `Drop`, which gives the slots back.
+    _global: Option<Permit>,
+    _per_client: Option<KeyedPermit>,
+}
+
+impl Admission {
+    /// Requests the client may still send at once (for a
+    /// `RateLimit-Remaining` header); `None` without a rate limit or for an
+    /// allow-listed client.
+    pub fn remaining(&self) -> Option<u32> {
+        self.remaining
+    }
+
+    /// The group the client counted in.
+    pub fn client(&self) -> ClientKey {
+        self.client
+    }
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The client's network is on the deny list (403).
+    DenyListed,
+    /// The client is banned (403, with the ban's end as retry-after).
+    Banned,
+    /// The client is over its rate (429, with the retry-after).
+    RateLimited,
+    /// The client has its most requests in flight (429).
+    ClientInFlight,
+    /// The server has its most requests in flight, or its table of clients
+    /// in flight is full (503).
+    ServerInFlight,
+}
+
+impl Reason {
+    /// The HTTP status for it.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::DenyListed | Self::Banned => 403,
+            Self::RateLimited | Self::ClientInFlight => 429,
+            Self::ServerInFlight => 503,
+        }
+    }
+}
+
+/// A request refused: why, and when to try again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    reason: Reason,
+    retry_after: Option<Duration>,
+    client: ClientKey,
+}
+
+impl Rejection {
+    /// Why.
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// The HTTP status to answer with (403, 429 or 503).
+    pub fn status(&self) -> u16 {
+        self.reason.status()
+    }
+
+    /// How long until a request would pass, where that is known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The retry-after in whole seconds, rounded up, for a `Retry-After`
+    /// header (which takes seconds).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
+            .map(|after| after.as_secs() + u64::from(after.subsec_nanos() > 0))
+    }
+
+    /// The group the client counted in.
+    pub fn client(&self) -> ClientKey {
+        self.client
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.reason {
+            Reason::DenyListed => "is on the deny list",
+            Reason::Banned => "is banned",
+            Reason::RateLimited => "is over its rate",
+            Reason::ClientInFlight => "has its most requests in flight",
+            Reason::ServerInFlight => "was refused: the server has its most requests in flight",
+        };
+        write!(f, "client {} {what}", self.client)?;
+        match self.retry_after {
+            Some(after) => write!(f, " (retry after {after:?})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl fmt::Debug for FlowControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowControl")
+            .field("deny", &self.deny)
+            .field("allow", &self.allow)
+            .field("grouping", &self.grouping)
+            .field("bans", &self.bans)
+            .field("rate", &self.rate)
+            .field("per_client", &self.per_client)
+            .field("global", &self.global)
+            .finish_non_exhaustive()
+    }
+}
