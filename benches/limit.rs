@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use loadbalance::limit::{Capacity, ClientGrouping, KeyedRateLimiter, Quota, RateLimiter};
+use loadbalance::limit::{
+    BanRule, Capacity, ClientGrouping, ConcurrencyLimit, FlowControl, IpList, IpNet,
+    KeyedRateLimiter, Quota, RateLimiter,
+};
 
 fn quota() -> Quota {
     Quota::per_second(100)
@@ -128,5 +131,54 @@ fn keyed(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, direct, keyed);
+/// The whole decision per request (`FlowControl::check`) beside
+/// governor's keyed check: with the rate alone, and with every part (a
+/// 100-network deny list, a 100-network allow list that no client is on,
+/// bans, the rate, in-flight limits per client and per server).
+fn decision(c: &mut Criterion) {
+    let keys = 1_000u64;
+    let mut group = c.benchmark_group(format!("limit_decision/keys={keys}"));
+    group.throughput(Throughput::Elements(1));
+    let rate_only = FlowControl::builder().rate(quota()).build().expect("valid");
+    let networks =
+        |first: u8| {
+            IpList::new((0..100u8).map(|i| {
+                IpNet::new(IpAddr::V4(Ipv4Addr::new(first, i, 0, 0)), 16).expect("a network")
+            }))
+        };
+    let everything = FlowControl::builder()
+        .deny(networks(10))
+        .allow(networks(172))
+        .ban(BanRule::new(100, Duration::from_secs(10), Duration::from_secs(60)).expect("valid"))
+        .rate(quota())
+        .in_flight_per_client(NonZeroU32::new(100).expect("non-zero"))
+        .in_flight(ConcurrencyLimit::new(
+            NonZeroU32::new(10_000).expect("non-zero"),
+        ))
+        .build()
+        .expect("valid");
+    let theirs = governor::RateLimiter::keyed(governor_quota());
+    let mut i = 0u64;
+    group.bench_function("governor_keyed", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(theirs.check_key(&address(i, keys)).is_ok())
+        })
+    });
+    group.bench_function("flow_control_rate", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(rate_only.check(address(i, keys)).is_ok())
+        })
+    });
+    group.bench_function("flow_control_everything", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(everything.check(address(i, keys)).is_ok())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, direct, keyed, decision);
 criterion_main!(benches);

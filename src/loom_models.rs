@@ -401,3 +401,25 @@ fn concurrency_limit_hands_over_work() {
         assert_eq!(limit.in_flight(), 0);
     });
 }
+
+/// A per-key permit dropped on one thread while another key of the same
+/// set takes a permit: the first key's slot is freed, the second's held,
+/// and neither count is lost.
+#[test]
+fn keyed_permit_drop_races_another_keys_acquire() {
+    use crate::limit::{Capacity, KeyedConcurrencyLimit};
+    use std::num::NonZeroU32;
+    loom::model(|| {
+        let limit = KeyedConcurrencyLimit::<u32>::new(NonZeroU32::MIN, Capacity::Entries(8))
+            .expect("one set");
+        let held = limit.acquire_hashed(7).expect("a free slot");
+        let dropper = thread::spawn(move || drop(held));
+        let other = limit.acquire_hashed(9).expect("another key");
+        dropper.join().expect("dropper");
+        assert_eq!(limit.stats().keys, 1);
+        assert!(limit.acquire_hashed(9).is_err(), "key 9 at its limit");
+        let again = limit.acquire_hashed(7).expect("key 7 freed");
+        drop((other, again));
+        assert_eq!(limit.stats().keys, 0);
+    });
+}

@@ -230,3 +230,62 @@ fn in_flight_limits_hold_permits_until_the_admission_drops() {
     assert_eq!(global.in_flight(), 0);
     assert_eq!(flow.per_client().map(|l| l.stats().keys), Some(0));
 }
+
+#[test]
+fn default_capacities_hold_what_the_docs_say() {
+    let flow = FlowControl::builder()
+        .rate(Quota::per_second(10).expect("valid"))
+        .ban(BanRule::new(3, Duration::from_secs(10), Duration::from_secs(60)).expect("valid"))
+        .in_flight_per_client(NonZeroU32::new(2).expect("non-zero"))
+        .build()
+        .expect("valid");
+    let rates = flow.rate().map(|r| r.stats().capacity);
+    let in_flight = flow.per_client().map(|l| l.stats().capacity);
+    let strikes = flow.bans().map(|b| b.stats().capacity);
+    assert_eq!(
+        (rates, in_flight, strikes),
+        (Some(262_136), Some(262_136), Some(174_752))
+    );
+    for memory in [
+        flow.rate().map(|r| r.stats().memory),
+        flow.per_client().map(|l| l.stats().memory),
+        flow.bans().map(|b| b.stats().memory),
+    ] {
+        assert!(memory.is_some_and(|bytes| bytes <= 4 << 20));
+    }
+}
+
+#[test]
+fn refusals_read_as_sentences() {
+    use loadbalance::limit::KeyedConcurrencyError;
+    assert_eq!(
+        KeyedConcurrencyError::AtLimit { max: 1 }.to_string(),
+        "the key has 1 request in flight already"
+    );
+    assert_eq!(
+        KeyedConcurrencyError::AtLimit { max: 3 }.to_string(),
+        "the key has 3 requests in flight already"
+    );
+}
+
+/// At an eighth of the capacity in flight, almost no new client finds its
+/// set of 8 full of clients in flight (Poisson with mean 1: about 1 in
+/// 100,000); the bound allows 4 in 1,024.
+#[test]
+fn an_eighth_full_in_flight_table_refuses_almost_no_one() {
+    use loadbalance::limit::{KeyedConcurrencyError, KeyedConcurrencyLimit};
+    for _ in 0..8 {
+        let limit = KeyedConcurrencyLimit::<u32>::new(NonZeroU32::MIN, Capacity::Entries(8192))
+            .expect("8192 keys");
+        let mut permits = Vec::new();
+        let mut full = 0;
+        for key in 0..1024u32 {
+            match limit.try_acquire(&key) {
+                Ok(permit) => permits.push(permit),
+                Err(KeyedConcurrencyError::TableFull) => full += 1,
+                Err(error) => panic!("{error}"),
+            }
+        }
+        assert!(full <= 4, "{full} of 1024 refused");
+    }
+}

@@ -228,3 +228,45 @@ fn two_threads_share_keys_and_never_overspend() {
     let stats = limiter.stats();
     assert_eq!((stats.keys, stats.evicted_live), (64, 0));
 }
+
+/// A check of weight 0 on a key the table does not hold stores nothing:
+/// its entry would be refilled at once, and taking a slot for it evicted a
+/// live key (a fresh burst for nothing).
+#[test]
+fn a_zero_weight_check_of_a_new_key_evicts_no_live_key() {
+    let clock = Arc::new(ManualClock::new());
+    let quota = Quota::per_second(1)
+        .and_then(|q| q.burst(1))
+        .expect("valid");
+    let limiter =
+        KeyedRateLimiter::<u32>::with_clock(quota, Capacity::Entries(8), Arc::clone(&clock))
+            .expect("8 keys");
+    for key in 0..8u32 {
+        assert!(limiter.check(&key).is_ok());
+        assert!(limiter.check(&key).is_err());
+    }
+    assert_eq!(limiter.check_n(&1000, 0).map(|a| a.remaining), Ok(1));
+    assert_eq!(limiter.stats().evicted_live, 0, "{:?}", limiter.stats());
+    for key in 0..8u32 {
+        assert!(limiter.check(&key).is_err(), "key {key} got a fresh burst");
+    }
+}
+
+/// Sets fill by chance before the table does. At an eighth of the
+/// capacity in live keys, a new key almost never finds its set of 8 full
+/// (Poisson with mean 1: about 1 in 100,000); the bound allows 4 in 1,024.
+#[test]
+fn an_eighth_full_table_evicts_almost_no_live_key() {
+    let clock = Arc::new(ManualClock::new());
+    let quota = Quota::per_second(1).expect("valid");
+    for _ in 0..8 {
+        // A fresh random hash key each round.
+        let limiter =
+            KeyedRateLimiter::<u32>::with_clock(quota, Capacity::Entries(8192), Arc::clone(&clock))
+                .expect("8192 keys");
+        for key in 0..1024u32 {
+            assert!(limiter.check(&key).is_ok());
+        }
+        assert!(limiter.stats().evicted_live <= 4, "{:?}", limiter.stats());
+    }
+}

@@ -13,11 +13,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loadbalance::limit::{Capacity, ClientGrouping, KeyedRateLimiter, Quota};
-use loadbalance::ManualClock;
+use loadbalance::{Clock, ManualClock};
 
-/// Bytes live, and the most live since the last reset.
+/// Bytes live, and the most live since the last reset, allocated by
+/// threads that measure (the test harness allocates on its own threads
+/// meanwhile).
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static MEASURED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn measured() -> bool {
+    // `try_with`: the thread-local may be gone while the thread exits.
+    MEASURED.try_with(std::cell::Cell::get).unwrap_or(false)
+}
 
 struct Counting;
 
@@ -25,15 +36,19 @@ struct Counting;
 // only addition is two counters, which do not allocate.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // Relaxed: statistics; one test thread allocates here.
-        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(live, Ordering::Relaxed);
+        if measured() {
+            // Relaxed: statistics; one test thread measures at a time.
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
         // SAFETY: the caller upholds `alloc`'s contract, passed on as is.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        if measured() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
         // SAFETY: `ptr` came from `System.alloc` with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -41,6 +56,9 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
+
+/// The counters are global: one measuring test at a time.
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const CAP: usize = 16 << 20;
 const CLIENTS: u32 = 1_000_000;
@@ -51,6 +69,10 @@ fn client(i: u32) -> IpAddr {
 
 #[test]
 fn a_million_clients_stay_under_sixteen_mebibytes() {
+    let _one = MEASURING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    MEASURED.with(|on| on.set(true));
     let clients = ClientGrouping::default();
     let quota = Quota::per_second(10)
         .and_then(|q| q.burst(2))
@@ -114,4 +136,36 @@ fn a_million_clients_stay_under_sixteen_mebibytes() {
         "peak {peak} bytes for {CLIENTS} clients; {:?}",
         limiter.stats()
     );
+}
+
+/// A clock aligned past the two counts of its `Arc` is counted with the
+/// padding: the limiter stays under a cap of exactly its own bytes plus
+/// 1,000 sets.
+#[test]
+fn an_over_aligned_clock_counts_its_padding() {
+    let _one = MEASURING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    MEASURED.with(|on| on.set(true));
+    #[derive(Debug, Default)]
+    #[repr(align(256))]
+    struct PaddedClock(ManualClock);
+    impl Clock for PaddedClock {
+        fn now(&self) -> Duration {
+            self.0.now()
+        }
+    }
+    let quota = Quota::per_second(10).expect("valid");
+    drop(KeyedRateLimiter::<u32>::new(quota, Capacity::Entries(8)).expect("8 keys"));
+    let own = std::mem::size_of::<KeyedRateLimiter<u32>>() + 16 + 256;
+    let cap = own + 128 * 1000;
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let limiter = Box::new(
+        KeyedRateLimiter::<u32>::with_clock(quota, Capacity::Bytes(cap), PaddedClock::default())
+            .expect("fits"),
+    );
+    let peak = PEAK.load(Ordering::Relaxed) - before;
+    assert!(limiter.stats().memory <= cap);
+    assert!(peak <= cap, "peak {peak} bytes over the {cap}-byte cap");
 }

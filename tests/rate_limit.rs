@@ -82,7 +82,7 @@ fn quotas_that_cannot_hold_are_typed_errors() {
         Err(QuotaError::ZeroBurst)
     );
     assert_eq!(Quota::new(1, Duration::MAX), Err(QuotaError::PeriodTooLong));
-    let long = Quota::new(1, Duration::from_secs(500 * 365 * 86_400)).expect("fits");
+    let long = Quota::new(1, Duration::from_secs(100 * 365 * 86_400)).expect("fits");
     assert_eq!(long.burst(2), Err(QuotaError::PeriodTooLong));
     // The interval rounds up: 3 a second never lets in a fourth.
     assert_eq!(
@@ -125,4 +125,30 @@ fn two_threads_get_the_quota_and_no_more() {
     let elapsed = 1_000_000 * 100u64;
     let quota_total = 10 + elapsed / 10_000;
     assert_eq!(admitted, quota_total);
+}
+
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Quotas whose burst spans more than 2^62 ns (146 years) are refused; up
+/// to there a limiter answers exactly, with no saturated arithmetic: one
+/// request per 100 years waits 100 years (less the nanosecond passed), and
+/// a second request halfway is still denied.
+#[test]
+fn the_longest_quotas_answer_exactly() {
+    assert_eq!(Quota::new(1, YEAR * 400), Err(QuotaError::PeriodTooLong));
+    assert_eq!(
+        Quota::new(1, YEAR * 100).and_then(|q| q.burst(2)),
+        Err(QuotaError::PeriodTooLong)
+    );
+    let quota = Quota::new(1, YEAR * 100).expect("under 146 years");
+    let clock = Arc::new(ManualClock::new());
+    let limiter = RateLimiter::with_clock(quota, Arc::clone(&clock));
+    assert!(limiter.check().is_ok());
+    clock.advance(Duration::from_nanos(1));
+    let denied = limiter.check().expect_err("one per 100 years");
+    assert_eq!(denied.retry_after, YEAR * 100 - Duration::from_nanos(1));
+    clock.advance(YEAR * 50);
+    assert!(limiter.check().is_err(), "a second request halfway passed");
+    clock.advance(YEAR * 50);
+    assert!(limiter.check().is_ok());
 }

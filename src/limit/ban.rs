@@ -1,6 +1,12 @@
 //! Bans: a key that collects `denials` strikes within a `window` of its
-//! first is shut out for a `cooldown` (fail2ban's `maxretry`, `findtime`
-//! and `bantime`; HAProxy's deny on a stick-table counter).
+//! first is shut out for a `cooldown` (after fail2ban's `maxretry`,
+//! `findtime` and `bantime`; HAProxy's deny on a stick-table counter).
+//!
+//! The window is fixed: it opens at a key's first strike and closes
+//! `window` later, and the next strike opens a new one. fail2ban counts
+//! over a sliding window instead; a fixed one keeps a key to two words,
+//! and lets a client that paces its strikes across a window's end reach
+//! up to `2 × denials − 2` strikes within one window's length unbanned.
 //!
 //! A strike is whatever the caller counts: the flow control's decision
 //! strikes a client at each rate or concurrency denial; a server may strike

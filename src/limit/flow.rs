@@ -83,8 +83,10 @@ pub struct FlowControlBuilder {
 }
 
 /// The memory each keyed part takes unless told otherwise: 4 MiB, room
-/// for 262,144 clients' rates or in-flight counts, or 174,762 clients'
-/// strikes. (nginx's `limit_req` holds about 16,000 clients a MiB.)
+/// for 262,136 clients' rates or in-flight counts, or 174,752 clients'
+/// strikes (nginx's `limit_req` holds about 16,000 clients a MiB). Keep
+/// the clients active at once under a quarter of that (see
+/// [`KeyedRateLimiter`]).
 pub const DEFAULT_CAPACITY: Capacity = Capacity::Bytes(4 << 20);
 
 impl FlowControl {
@@ -109,6 +111,7 @@ impl FlowControl {
     ///
     /// [`Rejection`] with the reason, the status to answer with and the
     /// retry-after where one applies.
+    #[inline]
     pub fn check(&self, client: IpAddr) -> Result<Admission, Rejection> {
         let key = self.grouping.key(client);
         let reject = |reason, retry_after| Rejection {

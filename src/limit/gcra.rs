@@ -183,17 +183,20 @@ impl Gcra {
         if n > self.burst {
             return Err(CheckNError::ExceedsBurst { burst: self.burst });
         }
+        // At most the tolerance, at most 2^62 ns (the quota checked it).
         let cost = self.interval * u64::from(n);
-        let limit = now.saturating_add(self.tolerance);
-        let next = tat.max(now).saturating_add(cost);
-        if next > limit {
+        // How far the schedule runs ahead of now: at most the tolerance,
+        // unless `now` went back (another core's counter), so the sum
+        // cannot overflow and nothing saturates into a wrong answer.
+        let ahead = tat.saturating_sub(now).saturating_add(cost);
+        if ahead > self.tolerance {
             return Err(CheckNError::Denied(Denied {
-                retry_after: Duration::from_nanos(next - limit),
+                retry_after: Duration::from_nanos(ahead - self.tolerance),
             }));
         }
-        let remaining = (limit - next) / self.interval;
+        let remaining = (self.tolerance - ahead) / self.interval;
         Ok((
-            next,
+            now.saturating_add(ahead),
             Allowed {
                 remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
             },

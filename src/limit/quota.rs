@@ -7,7 +7,8 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// A rate of `count` requests per `period`, with bursts of up to `burst`
-/// requests at once (nginx's `rate` and `burst`, governor's `Quota`).
+/// requests at once (governor's `Quota`; nginx's `burst=N` admits N + 1
+/// at once, this burst N).
 ///
 /// Requests are spaced by the emission interval `period / count`, rounded
 /// up to a whole nanosecond: a limiter never lets in more than the rate
@@ -38,11 +39,14 @@ impl Quota {
     /// # Errors
     ///
     /// [`QuotaError::ZeroRate`] for a count of 0, [`QuotaError::ZeroPeriod`]
-    /// for a zero period, [`QuotaError::PeriodTooLong`] past about 584
-    /// years.
+    /// for a zero period, [`QuotaError::PeriodTooLong`] past 2^62 ns
+    /// (about 146 years).
     pub fn new(count: u32, period: Duration) -> Result<Self, QuotaError> {
         let count = NonZeroU32::new(count).ok_or(QuotaError::ZeroRate)?;
-        let period = u64::try_from(period.as_nanos()).map_err(|_| QuotaError::PeriodTooLong)?;
+        let period = u64::try_from(period.as_nanos())
+            .ok()
+            .filter(|&nanos| nanos <= MAX_SPAN)
+            .ok_or(QuotaError::PeriodTooLong)?;
         if period == 0 {
             return Err(QuotaError::ZeroPeriod);
         }
@@ -75,11 +79,12 @@ impl Quota {
     /// # Errors
     ///
     /// [`QuotaError::ZeroBurst`] for 0; [`QuotaError::PeriodTooLong`] when
-    /// `burst` intervals do not fit in 584 years.
+    /// `burst` intervals span more than 2^62 ns (about 146 years).
     pub fn burst(mut self, burst: u32) -> Result<Self, QuotaError> {
         self.burst = NonZeroU32::new(burst).ok_or(QuotaError::ZeroBurst)?;
         self.interval
             .checked_mul(u64::from(burst))
+            .filter(|&span| span <= MAX_SPAN)
             .ok_or(QuotaError::PeriodTooLong)?;
         Ok(self)
     }
@@ -105,6 +110,11 @@ impl Quota {
     }
 }
 
+/// The longest period or burst span: 2^62 ns, about 146 years. A limiter
+/// adds it to a time since its start, which leaves 2^63 ns (292 years) of
+/// uptime before any sum could overflow.
+const MAX_SPAN: u64 = 1 << 62;
+
 /// Why a quota could not be built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -115,7 +125,7 @@ pub enum QuotaError {
     ZeroPeriod,
     /// A burst of 0 requests.
     ZeroBurst,
-    /// The period, or `burst` intervals, do not fit in 2^64 nanoseconds.
+    /// The period, or `burst` intervals, span more than 2^62 nanoseconds.
     PeriodTooLong,
 }
 
@@ -125,7 +135,9 @@ impl fmt::Display for QuotaError {
             Self::ZeroRate => "a rate limit needs a rate above 0 requests",
             Self::ZeroPeriod => "a rate limit needs a period above 0",
             Self::ZeroBurst => "a rate limit needs a burst of at least 1 request",
-            Self::PeriodTooLong => "the period, or burst times the interval, is past 584 years",
+            Self::PeriodTooLong => {
+                "the period, or burst times the interval, is past 2^62 ns (146 years)"
+            }
         })
     }
 }

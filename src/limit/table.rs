@@ -19,9 +19,10 @@
 //! values are read and written only by the lock's holder, so those accesses
 //! are Relaxed; the lock is taken with an Acquire `fetch_or` that pairs
 //! with the Release `fetch_and` freeing it, so each holder sees every write
-//! of the holders before. Waiters' failed `fetch_or`s write the lock word
-//! too, so every write of it is a read-modify-write (a plain store could be
-//! ordered before one of them and lost). No user code runs under a lock (keys are hashed
+//! of the holders before. Every write of the lock word is a
+//! read-modify-write (the holder's `swap` of the first tag too), so the
+//! release sequence of each unlock reaches the next `fetch_or` unbroken
+//! (loom's model checker rejects a plain store mixed in). No user code runs under a lock (keys are hashed
 //! before), so no panic can leave a set locked. A holder that is
 //! descheduled holds up only its own set's keys; waiters spin briefly, then
 //! yield and sleep. The loom model `keyed_limiter_spends_capacity_once`
@@ -278,8 +279,7 @@ impl<const V: usize> SetGuard<'_, V> {
     #[inline]
     fn set_tag(&self, way: usize, tag: u64) {
         if way == 0 {
-            // The lock word is only ever read-modify-written (waiters'
-            // failed `fetch_or`s write it too), so no write is lost.
+            // The lock word is only ever read-modify-written (module docs).
             self.set.tags[0].swap(tag | LOCK, Ordering::Relaxed);
         } else {
             self.set.tags[way].store(tag, Ordering::Relaxed);

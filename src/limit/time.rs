@@ -37,9 +37,11 @@ impl Time {
     pub(crate) fn heap_bytes(&self) -> usize {
         match self {
             Self::Counter { .. } => 0,
-            Self::Custom(clock) => {
-                2 * std::mem::size_of::<usize>() + std::mem::size_of_val(&**clock)
-            }
+            // An `Arc`'s allocation: its two counts, then the clock at its
+            // alignment, padded to that alignment.
+            Self::Custom(clock) => std::alloc::Layout::new::<[usize; 2]>()
+                .extend(std::alloc::Layout::for_value(&**clock))
+                .map_or(usize::MAX, |(layout, _)| layout.pad_to_align().size()),
         }
     }
 
