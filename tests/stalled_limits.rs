@@ -13,12 +13,16 @@ use std::time::Duration;
 use loadbalance::limit::{Capacity, FlowControl, KeyedRateLimiter, Quota, RateLimiter, Reason};
 use loadbalance::{Clock, ManualClock};
 
+/// The thread to stall, the channel saying it read the time, and the one
+/// that lets it go.
+type Stall = (thread::ThreadId, Sender<()>, Receiver<()>);
+
 /// A manual clock whose next reading, in the thread that arms it, waits
 /// for a release after the time was read.
 #[derive(Debug)]
 struct StallingClock {
     time: ManualClock,
-    stall: Mutex<Option<(thread::ThreadId, Sender<()>, Receiver<()>)>>,
+    stall: Mutex<Option<Stall>>,
 }
 
 impl StallingClock {
