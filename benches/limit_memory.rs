@@ -45,8 +45,8 @@ fn address(i: u32) -> IpAddr {
 }
 
 /// Bytes live after `build` and `KEYS` checks of distinct addresses, with
-/// the limiter still alive.
-fn measure<L>(build: impl FnOnce() -> L, check: impl Fn(&L, IpAddr) -> bool) -> (usize, u32) {
+/// the limiter still alive, and the limiter.
+fn measure<L>(build: impl FnOnce() -> L, check: impl Fn(&L, IpAddr) -> bool) -> (usize, u32, L) {
     let before = LIVE.load(Ordering::Relaxed);
     let limiter = build();
     let mut allowed = 0;
@@ -54,8 +54,7 @@ fn measure<L>(build: impl FnOnce() -> L, check: impl Fn(&L, IpAddr) -> bool) -> 
         allowed += u32::from(check(&limiter, address(i)));
     }
     let bytes = LIVE.load(Ordering::Relaxed) - before;
-    black_box(&limiter);
-    (bytes, allowed)
+    (bytes, allowed, black_box(limiter))
 }
 
 fn main() {
@@ -69,11 +68,11 @@ fn main() {
     black_box(warm.check(&1).is_ok());
     let theirs_quota = governor::Quota::per_second(NonZeroU32::new(100).expect("non-zero"))
         .allow_burst(NonZeroU32::new(20).expect("non-zero"));
-    let (ours, ours_allowed) = measure(
+    let (ours, ours_allowed, limiter) = measure(
         || KeyedRateLimiter::new(quota, Capacity::Bytes(16 << 20)).expect("16 MiB"),
         |limiter, ip| limiter.check(&clients.key(ip)).is_ok(),
     );
-    let (theirs, theirs_allowed) = measure(
+    let (theirs, theirs_allowed, _governor) = measure(
         || governor::RateLimiter::keyed(theirs_quota),
         |limiter, ip| limiter.check_key(&ip).is_ok(),
     );
@@ -90,4 +89,9 @@ fn main() {
         mib(theirs)
     );
     println!("ratio: {:.3}", ours as f64 / theirs as f64);
+    let stats = limiter.stats();
+    println!(
+        "loadbalance held {} keys at the end ({} slots); {} refilled keys made room (exact), {} live keys were evicted",
+        stats.keys, stats.capacity, stats.evicted_idle, stats.evicted_live
+    );
 }

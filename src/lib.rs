@@ -40,6 +40,15 @@
 //! | lookups by backend | [`Pool::active_of`], [`Pool::stats_of`] | |
 //! | a tower `Service`/`Layer` for hyper 1 clients and axum | `tower::BalanceLayer` | `tower` |
 //!
+//! # Flow control
+//!
+//! [`limit`] decides who gets in before any pick: allow and deny lists by
+//! CIDR, bans after repeated refusals, a GCRA rate per client in memory
+//! bounded by a cap you state, and requests in flight per client and per
+//! server, all in one call ([`limit::FlowControl::check`]) that answers an
+//! admission holding its permits or a rejection with its reason, status
+//! (403, 429, 503) and retry-after. Each part also stands alone.
+//!
 //! # The layers below
 //!
 //! A pool is a [`Live`] balancer (a backend set that changes while threads

@@ -1,9 +1,21 @@
-//! Flow control: how much traffic gets in (tower's `limit/` is the
-//! model). A [`RateLimiter`] holds one [`Quota`] on one atomic word
-//! (GCRA), exact in integer nanoseconds, and answers each check with what
-//! remains or the `Retry-After`. A [`KeyedRateLimiter`] holds one per key
-//! (per [`ClientKey`], grouped by [`ClientGrouping`]) in memory bounded by
-//! a [`Capacity`].
+//! Flow control: who gets in, how fast, how many at once (tower's
+//! `limit/` is the model).
+//!
+//! - [`FlowControl`]: one decision per request, in this order: the deny
+//!   list, the allow list ([`IpList`] of [`IpNet`]s), [`Bans`], the
+//!   client's rate ([`KeyedRateLimiter`]), its requests in flight
+//!   ([`KeyedConcurrencyLimit`]) and the server's ([`ConcurrencyLimit`]);
+//!   an [`Admission`] holds the permits, a [`Rejection`] carries the
+//!   [`Reason`], the HTTP status and the retry-after.
+//! - [`RateLimiter`]: one [`Quota`] on one atomic word (GCRA), exact in
+//!   integer nanoseconds.
+//! - Per-key parts keep their state in a table allocated once under a
+//!   [`Capacity`], never exceeded; clients are keyed by [`ClientKey`],
+//!   grouped by [`ClientGrouping`] (IPv6 by /64).
+//!
+//! Time is the CPU's time-stamp counter (quanta) unless a
+//! [`Clock`](crate::Clock) is given: a `ManualClock` makes every decision
+//! exact and repeatable in tests.
 
 mod ban;
 mod capacity;
@@ -15,6 +27,8 @@ mod gcra;
 mod keyed;
 mod keyed_concurrency;
 mod quota;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod table;
 mod time;
 

@@ -1,0 +1,66 @@
+//! One connection to Redis or to a Redis Cluster, shared by every check:
+//! redis-rs multiplexes concurrent commands on one socket per node, so
+//! checks from many tasks pipeline, and reconnects in the background after
+//! a connection error.
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, RedisResult, Script};
+
+/// A server's connection manager, or a cluster's connection.
+#[derive(Clone)]
+pub(super) enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// A single server's connection, made on the first check (so a server
+    /// down at start-up is answered by the failure policy, not an error).
+    /// Each command and each connection attempt time out after `timeout`;
+    /// reconnection retries for ever, at most a second apart.
+    pub(super) fn single(url: &str, timeout: std::time::Duration) -> RedisResult<Self> {
+        let client = Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout))
+            .set_number_of_retries(usize::MAX)
+            .set_max_delay(std::time::Duration::from_secs(1));
+        Ok(Self::Single(ConnectionManager::new_lazy_with_config(
+            client, config,
+        )?))
+    }
+
+    /// A cluster's connection, from any of its nodes: it learns the slot map
+    /// at once, and follows `MOVED` and reconnects on its own afterwards.
+    pub(super) async fn cluster(
+        urls: &[String],
+        timeout: std::time::Duration,
+    ) -> RedisResult<Self> {
+        let client = ClusterClient::builder(urls.iter().map(String::as_str))
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(1)
+            .build()?;
+        Ok(Self::Cluster(client.get_async_connection().await?))
+    }
+
+    /// Runs `script` on `key` with `args`, loading it first if the server
+    /// does not have it (EVALSHA, then SCRIPT LOAD on NOSCRIPT).
+    pub(super) async fn run(
+        &self,
+        script: &Script,
+        key: &str,
+        args: [u64; 4],
+    ) -> RedisResult<(i64, i64)> {
+        let mut invocation = script.key(key);
+        for arg in args {
+            invocation.arg(arg);
+        }
+        match self {
+            Self::Single(connection) => invocation.invoke_async(&mut connection.clone()).await,
+            Self::Cluster(connection) => invocation.invoke_async(&mut connection.clone()).await,
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The GCRA as one Lua script, run with EVALSHA: Redis's own `TIME` (no
+//! instance's clock matters), one round trip a check, and the key written
+//! with its expiry in the same `SET ... PX` (no key ever exists without a
+//! TTL: it expires when its bucket has refilled, when it carries nothing).
+//!
+//! Times are whole microseconds, Redis's `TIME` resolution; Lua's numbers
+//! are doubles, exact to 2^53, and a microsecond clock since 1970 plus the
+//! longest tolerance a quota allows (2^62 ns, 4.6 × 10^15 µs) stays under
+//! it (6.4 × 10^15 µs until the year 2170).
+//!
+//! Arguments: the interval and the tolerance (burst × interval) in µs, the
+//! requests wanted, and whether fewer will do (a lease). Reply: `{granted,
+//! remaining}` when at least one is granted, `{0, retry_after_us}` when
+//! none is.
+
+/// The script's source.
+pub(super) const GCRA: &str = r"
+redis.replicate_commands()
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local partial = ARGV[4] == '1'
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < now then
+  tat = now
+end
+local ahead = tat - now
+local room = math.floor((tolerance - ahead) / interval)
+local grant = want
+if room < want then
+  if partial and room >= 1 then
+    grant = room
+  else
+    local need = want
+    if partial then
+      need = 1
+    end
+    return {0, ahead + need * interval - tolerance}
+  end
+end
+ahead = ahead + grant * interval
+redis.call('SET', KEYS[1], now + ahead, 'PX', math.ceil(ahead / 1000))
+return {grant, math.floor((tolerance - ahead) / interval)}
+";
+
+/// What the script answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reply {
+    /// `granted` requests (at least one), `remaining` more would fit now.
+    Granted { granted: u64, remaining: u64 },
+    /// None: the first would fit in this many µs.
+    Denied { retry_after_us: u64 },
+}
+
+impl Reply {
+    /// The reply from the script's two integers.
+    pub(super) fn from_pair(pair: (i64, i64)) -> Self {
+        let (granted, other) = pair;
+        let other = u64::try_from(other).unwrap_or(0);
+        match u64::try_from(granted) {
+            Ok(granted) if granted > 0 => Self::Granted {
+                granted,
+                remaining: other,
+            },
+            _ => Self::Denied {
+                retry_after_us: other.max(1),
+            },
+        }
+    }
+}
