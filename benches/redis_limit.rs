@@ -5,6 +5,7 @@
 //! - a plain `EVAL` of the GCRA script per check (its source every time);
 //! - exact mode (`EVALSHA`, one round trip, local denials);
 //! - batched mode (leases of up to 64 requests spent locally);
+//!
 //! and the rate at which locally cached denials are answered.
 //!
 //! `cargo bench --bench redis_limit --features redis` (about 30 s). Every
@@ -41,8 +42,16 @@ impl Approach {
             Self::SeedPair(connection) => {
                 let mut connection = connection.clone();
                 let name = format!("seed:{key}");
-                let count: redis::RedisResult<i64> = redis::cmd("INCRBY").arg(&name).arg(1).query_async(&mut connection).await;
-                let _: redis::RedisResult<i64> = redis::cmd("EXPIRE").arg(&name).arg(1).query_async(&mut connection).await;
+                let count: redis::RedisResult<i64> = redis::cmd("INCRBY")
+                    .arg(&name)
+                    .arg(1)
+                    .query_async(&mut connection)
+                    .await;
+                let _: redis::RedisResult<i64> = redis::cmd("EXPIRE")
+                    .arg(&name)
+                    .arg(1)
+                    .query_async(&mut connection)
+                    .await;
                 count.is_ok_and(|count| count <= 10_000)
             }
             Self::Eval(connection) => {
@@ -80,7 +89,8 @@ async fn run(approach: Approach, tasks: usize) -> Figures {
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|task| {
-            let (approach, stop, counter) = (approach.clone(), Arc::clone(&stop), Arc::clone(&counter));
+            let (approach, stop, counter) =
+                (approach.clone(), Arc::clone(&stop), Arc::clone(&counter));
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut key = task as u64;
@@ -115,7 +125,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some(server) = RedisServer::start() else {
         return Ok(());
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let client = redis::Client::open(server.url())?;
         let quota = Quota::per_second(10_000)?.burst(100)?;

@@ -181,6 +181,7 @@ impl Counters {
 /// use loadbalance::limit::redis::{OnFailure, RedisLimiter};
 /// use loadbalance::limit::Quota;
 ///
+/// # #[allow(dead_code)]
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let limiter = RedisLimiter::builder("redis://127.0.0.1:6379/", Quota::per_second(100)?.burst(20)?)
 ///     .prefix("api:")
@@ -306,7 +307,8 @@ impl RedisLimiter {
                     Counters::bump(&inner.counters.lease_hits);
                     return Ok(Allowed { remaining: left });
                 }
-                Err(next) => (u64::from(next), true),
+                Err(LeaseMiss::Fetch(size)) => (u64::from(size), true),
+                Err(LeaseMiss::Single) => (1, false),
             },
         };
         Counters::bump(&inner.counters.round_trips);
@@ -326,13 +328,16 @@ impl RedisLimiter {
             Ok(Ok(pair)) => match Reply::from_pair(pair) {
                 Reply::Granted { granted, remaining } => {
                     if partial {
-                        inner.store_lease(hash, inner.time.nanos(), granted - 1, want);
+                        inner.store_lease(hash, inner.time.nanos(), Some(granted - 1), want);
                     }
                     Ok(Allowed {
                         remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
                     })
                 }
                 Reply::Denied { retry_after_us } => {
+                    if partial {
+                        inner.store_lease(hash, inner.time.nanos(), None, want);
+                    }
                     let retry_after = Duration::from_micros(retry_after_us);
                     inner.deny_until(
                         hash,
@@ -343,11 +348,11 @@ impl RedisLimiter {
             },
             Ok(Err(_)) => {
                 Counters::bump(&inner.counters.errors);
-                inner.by_policy()
+                inner.failed(hash, partial, want)
             }
             Err(_) => {
                 Counters::bump(&inner.counters.timeouts);
-                inner.by_policy()
+                inner.failed(hash, partial, want)
             }
         }
     }
@@ -376,6 +381,15 @@ impl RedisLimiter {
 }
 
 impl Inner {
+    /// A round trip that failed: its lease fetch ends, and the policy
+    /// answers.
+    fn failed(&self, hash: u64, fetching: bool, size: u64) -> Result<Allowed, SharedDenied> {
+        if fetching {
+            self.store_lease(hash, self.time.nanos(), None, size);
+        }
+        self.by_policy()
+    }
+
     fn by_policy(&self) -> Result<Allowed, SharedDenied> {
         Counters::bump(&self.counters.by_policy);
         match self.on_failure {
@@ -401,16 +415,33 @@ impl Inner {
         let _ = self.denials.update(hash, until, &Until, write);
     }
 
-    /// One request from the key's lease, with what is left; or the size of
-    /// the lease to ask for: double the last if it ran out before it
-    /// expired, half if it expired unspent, 1 at first.
-    fn take_from_lease(&self, hash: u64, now: u64, most: u32) -> Result<u32, u32> {
+    /// One request from the key's lease, with what is left; or what to ask
+    /// Redis for instead. One check at a time fetches a key's lease (the
+    /// others meanwhile check one request each), so concurrent misses do
+    /// not each reserve a lease and lose all but one; a fetch that never
+    /// ends (its check dropped) is taken over after the deadline.
+    fn take_from_lease(&self, hash: u64, now: u64, most: u32) -> Result<u32, LeaseMiss> {
+        let fetch_until =
+            now.saturating_add(u64::try_from(self.deadline.as_nanos()).unwrap_or(u64::MAX));
         let take = |lease: &mut [u64; 2], fresh: bool| {
+            let fetch = |size: u32, lease: &mut [u64; 2]| {
+                *lease = [fetch_until, FETCHING | (u64::from(size) << 32)];
+                (Err(LeaseMiss::Fetch(size)), Write::Store)
+            };
             if fresh {
-                return (Err(1), Write::Keep);
+                return fetch(1, lease);
             }
-            let (expires, left, size) = (lease[0], lease[1] & u64::from(u32::MAX), lease[1] >> 32);
-            let size = u32::try_from(size).unwrap_or(most).max(1);
+            let (expires, word) = (lease[0], lease[1]);
+            let (left, fetching) = (word & u64::from(u32::MAX), word & FETCHING != 0);
+            let size = u32::try_from((word & !FETCHING) >> 32)
+                .unwrap_or(most)
+                .clamp(1, most);
+            if fetching {
+                if expires > now {
+                    return (Err(LeaseMiss::Single), Write::Keep);
+                }
+                return fetch(size, lease);
+            }
             if expires > now && left > 0 {
                 lease[1] = (left - 1) | (u64::from(size) << 32);
                 return (
@@ -418,29 +449,50 @@ impl Inner {
                     Write::Store,
                 );
             }
+            // Used up before it expired: twice as large; expired unspent:
+            // half.
             let next = if expires > now {
                 size.saturating_mul(2).min(most)
             } else {
                 (size / 2).max(1)
             };
-            (Err(next), Write::Keep)
+            fetch(next, lease)
         };
         self.leases
             .update(hash, now, &Leases, take)
-            .unwrap_or(Err(1))
+            .unwrap_or(Err(LeaseMiss::Single))
     }
 
-    fn store_lease(&self, hash: u64, now: u64, left: u64, size: u64) {
+    /// Ends the key's fetch: a lease of `left` more requests (the fetching
+    /// check took one) of a lease of `size`, spendable for the lease time;
+    /// or, when the fetch failed (`left` is `None`), none, already expired,
+    /// so the next miss asks for less.
+    fn store_lease(&self, hash: u64, now: u64, left: Option<u64>, size: u64) {
         let Mode::Batched { ttl, .. } = self.mode else {
             return;
         };
-        let expires = now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+        let expires = match left {
+            Some(_) => now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
+            None => now,
+        };
+        let left = left.unwrap_or(0).min(u64::from(u32::MAX));
         let store = |lease: &mut [u64; 2], _fresh: bool| {
-            *lease = [expires, left.min(u64::from(u32::MAX)) | (size << 32)];
+            *lease = [expires, left | (size.min(u64::from(u32::MAX)) << 32)];
             ((), Write::Store)
         };
         let _ = self.leases.update(hash, now, &Leases, store);
     }
+}
+
+/// Bit 63 of a lease's second word: a check is fetching its next lease.
+const FETCHING: u64 = 1 << 63;
+
+/// What a check that found no request in its key's lease asks Redis for.
+enum LeaseMiss {
+    /// A lease of this size, for this instance (this check fetches it).
+    Fetch(u32),
+    /// One request (another check is fetching the lease).
+    Single,
 }
 
 impl RedisLimiterBuilder {

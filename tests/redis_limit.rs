@@ -1,0 +1,544 @@
+//! Shared rate limits against real Redis processes started by the tests
+//! (tests/redis_support): exactness across four instances, batched
+//! leases within their bound, local denials, a frozen and a killed server
+//! answered by policy within the deadline, a three-master cluster, bad
+//! configuration, and no key ever left without a TTL.
+#![cfg(feature = "redis")]
+
+mod redis_support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use loadbalance::limit::redis::{Mode, OnFailure, RedisLimitError, RedisLimiter, SharedDenied};
+use loadbalance::limit::Quota;
+use redis_support::{redis_cli, RedisCluster, RedisServer};
+
+/// One test at a time: they load both cores, and the fault tests time
+/// every check.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// Redis's clock, in microseconds.
+fn redis_time(port: u16) -> u64 {
+    let out = redis_cli(port, &["TIME"]);
+    let mut lines = out
+        .lines()
+        .map(|line| line.trim().parse::<u64>().expect("a number"));
+    let (seconds, micros) = (
+        lines.next().expect("seconds"),
+        lines.next().expect("micros"),
+    );
+    seconds * 1_000_000 + micros
+}
+
+/// Every key under `prefix` on the node at `port` has a TTL; returns how
+/// many there were.
+fn every_key_expires(port: u16, prefix: &str) -> usize {
+    let pattern = format!("{prefix}*");
+    let keys = redis_cli(port, &["--scan", "--pattern", &pattern]);
+    let keys: Vec<&str> = keys
+        .lines()
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .collect();
+    for key in &keys {
+        let ttl: i64 = redis_cli(port, &["PTTL", key])
+            .trim()
+            .parse()
+            .expect("a number");
+        assert_ne!(ttl, -1, "{key} has no expiry");
+    }
+    keys.len()
+}
+
+/// `instances` limiters (each its own connection) × `tasks` tasks check one
+/// key until `run` has passed; returns (admitted, Redis µs elapsed from
+/// before the first check to after the last) and the limiters.
+async fn hammer(limiters: &[RedisLimiter], tasks: usize, run: Duration, port: u16) -> (u64, u64) {
+    let admitted = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let before = redis_time(port);
+    let mut handles = Vec::new();
+    for limiter in limiters {
+        for _ in 0..tasks {
+            let (limiter, admitted, stop) =
+                (limiter.clone(), Arc::clone(&admitted), Arc::clone(&stop));
+            handles.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if limiter.check("shared").await.is_ok() {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Local answers never wait: let the other tasks run.
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(run).await;
+    stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        handle.await.expect("no panic");
+    }
+    let after = redis_time(port);
+    (admitted.load(Ordering::Relaxed), after - before)
+}
+
+#[test]
+fn four_instances_share_one_exact_limit() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        // 2,000 a second (500 µs apart), burst 100.
+        let quota = Quota::per_second(2_000)
+            .and_then(|q| q.burst(100))
+            .expect("valid");
+        let mut limiters = Vec::new();
+        for _ in 0..4 {
+            limiters.push(
+                RedisLimiter::builder(server.url(), quota)
+                    .prefix("exact:")
+                    .build()
+                    .await
+                    .expect("builds"),
+            );
+        }
+        let (admitted, elapsed_us) =
+            hammer(&limiters, 64, Duration::from_secs(1), server.port()).await;
+        let most = 100 + elapsed_us / 500;
+        // Saturated: the schedule starts within a few ms of `before`.
+        let least = 100 + elapsed_us.saturating_sub(50_000) / 500;
+        assert!(
+            admitted <= most,
+            "{admitted} admitted, at most {most} ({elapsed_us} µs)"
+        );
+        assert!(
+            admitted >= least,
+            "{admitted} admitted, at least {least} ({elapsed_us} µs)"
+        );
+        let stats: Vec<_> = limiters.iter().map(RedisLimiter::stats).collect();
+        assert!(
+            stats.iter().all(|s| s.errors == 0 && s.timeouts == 0),
+            "{stats:?}"
+        );
+        eprintln!(
+            "exact: {admitted} admitted in {elapsed_us} µs (bounds {least}..={most}); {:?}",
+            stats[0]
+        );
+    });
+    // The key expires once refilled, 50 ms after the last check.
+    assert!(every_key_expires(server.port(), "exact:") <= 1);
+}
+
+#[test]
+fn batched_leases_stay_within_their_bound() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let quota = Quota::per_second(2_000)
+            .and_then(|q| q.burst(100))
+            .expect("valid");
+        let mode = Mode::Batched {
+            most: 64,
+            ttl: Duration::from_millis(100),
+        };
+        let mut limiters = Vec::new();
+        for _ in 0..4 {
+            limiters.push(
+                RedisLimiter::builder(server.url(), quota)
+                    .prefix("batched:")
+                    .mode(mode)
+                    .build()
+                    .await
+                    .expect("builds"),
+            );
+        }
+        // Saturated: the documented bound, the quota plus the leases
+        // outstanding.
+        let (admitted, elapsed_us) =
+            hammer(&limiters, 64, Duration::from_secs(1), server.port()).await;
+        let most = 100 + elapsed_us / 500 + 4 * 64;
+        assert!(admitted <= most, "{admitted} admitted, at most {most}");
+        assert!(
+            admitted >= (100 + elapsed_us / 500) / 2,
+            "{admitted} admitted in {elapsed_us} µs"
+        );
+        eprintln!("batched, saturated: {admitted} admitted in {elapsed_us} µs (at most {most})");
+        // Under the quota: leases grow and most checks make no round trip.
+        let roomy = Quota::per_second(1_000_000)
+            .and_then(|q| q.burst(1_000))
+            .expect("valid");
+        let mut limiters = Vec::new();
+        for _ in 0..4 {
+            limiters.push(
+                RedisLimiter::builder(server.url(), roomy)
+                    .prefix("leased:")
+                    .mode(mode)
+                    .build()
+                    .await
+                    .expect("builds"),
+            );
+        }
+        let (admitted, _) = hammer(&limiters, 16, Duration::from_millis(500), server.port()).await;
+        let checks: u64 = limiters.iter().map(|l| l.stats().checks).sum();
+        let trips: u64 = limiters.iter().map(|l| l.stats().round_trips).sum();
+        let hits: u64 = limiters.iter().map(|l| l.stats().lease_hits).sum();
+        assert_eq!(admitted, checks, "all under the quota");
+        assert!(
+            trips * 4 < checks,
+            "{trips} round trips for {checks} checks, {hits} from leases"
+        );
+        eprintln!(
+            "batched, under the quota: {trips} round trips for {checks} checks, {hits} from leases"
+        );
+    });
+    assert!(every_key_expires(server.port(), "batched:") <= 1);
+    assert!(every_key_expires(server.port(), "leased:") <= 1);
+}
+
+#[test]
+fn a_denied_key_is_answered_locally_until_its_retry_after() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let limiter = RedisLimiter::builder(server.url(), Quota::per_minute(1).expect("valid"))
+            .prefix("local:")
+            .build()
+            .await
+            .expect("builds");
+        assert_eq!(limiter.check("k").await.map(|a| a.remaining), Ok(0));
+        let Err(SharedDenied::Limited(denied)) = limiter.check("k").await else {
+            panic!("the second of one a minute passed");
+        };
+        assert!(
+            denied.retry_after > Duration::from_secs(59)
+                && denied.retry_after <= Duration::from_secs(60)
+        );
+        for _ in 0..100 {
+            assert!(matches!(
+                limiter.check("k").await,
+                Err(SharedDenied::Limited(_))
+            ));
+        }
+        let stats = limiter.stats();
+        assert_eq!(
+            (stats.checks, stats.round_trips, stats.local_denials),
+            (102, 2, 100)
+        );
+        // Another key is its own.
+        assert!(limiter.check("other").await.is_ok());
+        assert_eq!(limiter.redis_key("k"), "local:{k}");
+    });
+    assert_eq!(every_key_expires(server.port(), "local:"), 2);
+}
+
+/// Checks against a frozen server (SIGSTOP) all answer by policy within
+/// the deadline + 10 ms; after SIGCONT the limit is exact again within a
+/// second.
+#[test]
+fn a_frozen_server_costs_each_check_at_most_its_deadline() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let deadline = Duration::from_millis(50);
+        let quota = Quota::per_second(10)
+            .and_then(|q| q.burst(5))
+            .expect("valid");
+        let limiter = RedisLimiter::builder(server.url(), quota)
+            .prefix("frozen:")
+            .deadline(deadline)
+            .on_failure(OnFailure::Closed)
+            .build()
+            .await
+            .expect("builds");
+        assert!(limiter.check("warm").await.is_ok());
+        server.pause();
+        let slowest = Arc::new(Mutex::new(Duration::ZERO));
+        let refused = Arc::new(AtomicU64::new(0));
+        let handles: Vec<_> = (0..16)
+            .map(|task| {
+                let (limiter, slowest, refused) =
+                    (limiter.clone(), Arc::clone(&slowest), Arc::clone(&refused));
+                tokio::spawn(async move {
+                    for round in 0..5 {
+                        let begun = Instant::now();
+                        let answer = limiter.check(&format!("key-{task}-{round}")).await;
+                        let took = begun.elapsed();
+                        let mut slowest = slowest.lock().unwrap_or_else(PoisonError::into_inner);
+                        *slowest = (*slowest).max(took);
+                        if answer == Err(SharedDenied::Unavailable) {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.expect("no panic");
+        }
+        let slowest = *slowest.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            slowest <= deadline + Duration::from_millis(10),
+            "a check took {slowest:?}"
+        );
+        assert_eq!(
+            refused.load(Ordering::Relaxed),
+            80,
+            "every check refused by policy"
+        );
+        let stats = limiter.stats();
+        assert_eq!(
+            (stats.by_policy, stats.timeouts + stats.errors),
+            (80, 80),
+            "{stats:?}"
+        );
+        server.resume();
+        // Exact again within a second: a fresh key gets its burst of 5, no
+        // more, from Redis.
+        let resumed = Instant::now();
+        loop {
+            assert!(
+                resumed.elapsed() < Duration::from_secs(1),
+                "not back within a second: {:?}",
+                limiter.stats()
+            );
+            if limiter.check("probe").await.is_ok() {
+                break;
+            }
+        }
+        for n in 0..5 {
+            assert!(
+                limiter.check("fresh").await.is_ok(),
+                "request {n} of the burst"
+            );
+        }
+        assert!(matches!(
+            limiter.check("fresh").await,
+            Err(SharedDenied::Limited(_))
+        ));
+        eprintln!(
+            "frozen: slowest check {slowest:?}; back in {:?}; {:?}",
+            resumed.elapsed(),
+            limiter.stats()
+        );
+    });
+    every_key_expires(server.port(), "frozen:");
+}
+
+/// SIGKILL and a restart on the same port under load: checks answer by
+/// policy meanwhile, recover after, and every task finishes.
+#[test]
+fn a_killed_server_is_survived_and_reconnected() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let deadline = Duration::from_millis(50);
+        let quota = Quota::per_second(100_000)
+            .and_then(|q| q.burst(100))
+            .expect("valid");
+        let limiter = RedisLimiter::builder(server.url(), quota)
+            .prefix("killed:")
+            .deadline(deadline)
+            .build()
+            .await
+            .expect("builds");
+        let stop = Arc::new(AtomicBool::new(false));
+        let slowest = Arc::new(Mutex::new(Duration::ZERO));
+        let handles: Vec<_> = (0..16)
+            .map(|task| {
+                let (limiter, stop, slowest) =
+                    (limiter.clone(), Arc::clone(&stop), Arc::clone(&slowest));
+                tokio::spawn(async move {
+                    let mut round = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let begun = Instant::now();
+                        // Fail open: every answer is a pass.
+                        assert!(limiter
+                            .check(&format!("k{task}-{}", round % 50))
+                            .await
+                            .is_ok());
+                        let took = begun.elapsed();
+                        {
+                            let mut slowest =
+                                slowest.lock().unwrap_or_else(PoisonError::into_inner);
+                            *slowest = (*slowest).max(took);
+                        }
+                        round += 1;
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let during = limiter.stats();
+        server.restart();
+        // Recovered: round trips succeed again within a few seconds.
+        let restarted = Instant::now();
+        loop {
+            let before = limiter.stats();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let after = limiter.stats();
+            let failed = (after.errors + after.timeouts) - (before.errors + before.timeouts);
+            if after.round_trips > before.round_trips + 10 && failed == 0 {
+                break;
+            }
+            assert!(
+                restarted.elapsed() < Duration::from_secs(5),
+                "no recovery: {after:?}"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        let stopping = Instant::now();
+        for handle in handles {
+            handle.await.expect("no panic");
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(1),
+            "a task was stuck"
+        );
+        let slowest = *slowest.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            slowest <= deadline + Duration::from_millis(10),
+            "a check took {slowest:?}"
+        );
+        assert!(during.by_policy > 0, "{during:?}");
+        eprintln!(
+            "killed: slowest check {slowest:?}; recovered in {:?}; {:?}",
+            restarted.elapsed(),
+            limiter.stats()
+        );
+    });
+    every_key_expires(server.port(), "killed:");
+}
+
+/// Two instances on a three-master cluster share a limit, and keys spread
+/// over the masters, each with its TTL.
+#[test]
+fn a_cluster_shares_limits_and_spreads_keys() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let port = cluster.ports()[0];
+    runtime().block_on(async {
+        let quota = Quota::per_second(2_000)
+            .and_then(|q| q.burst(100))
+            .expect("valid");
+        let mut limiters = Vec::new();
+        for _ in 0..2 {
+            limiters.push(
+                RedisLimiter::cluster_builder(cluster.urls(), quota)
+                    .prefix("cluster:")
+                    .build()
+                    .await
+                    .expect("builds"),
+            );
+        }
+        let (admitted, elapsed_us) = hammer(&limiters, 32, Duration::from_millis(500), port).await;
+        let most = 100 + elapsed_us / 500;
+        assert!(admitted <= most, "{admitted} admitted, at most {most}");
+        assert!(
+            admitted >= 100 + elapsed_us.saturating_sub(50_000) / 500,
+            "{admitted} admitted in {elapsed_us} µs"
+        );
+        // 300 clients of a slow quota (their keys live a minute): spread
+        // over the three masters.
+        let slow =
+            RedisLimiter::cluster_builder(cluster.urls(), Quota::per_minute(1).expect("valid"))
+                .prefix("spread:")
+                .build()
+                .await
+                .expect("builds");
+        for key in 0..300 {
+            assert!(slow.check(&format!("client-{key}")).await.is_ok());
+        }
+        assert_eq!(slow.stats().round_trips, 300);
+    });
+    let per_node = cluster.keys_per_node("spread:*");
+    assert_eq!(per_node.iter().sum::<usize>(), 300, "{per_node:?}");
+    assert!(per_node.iter().all(|&n| n > 30), "{per_node:?}");
+    for port in cluster.ports() {
+        every_key_expires(port, "cluster:");
+        every_key_expires(port, "spread:");
+    }
+}
+
+#[test]
+fn bad_configuration_is_a_typed_error() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    runtime().block_on(async {
+        let quota = Quota::per_second(10).expect("valid");
+        let zero = RedisLimiter::builder("redis://127.0.0.1:6379/", quota)
+            .deadline(Duration::ZERO)
+            .build()
+            .await;
+        assert!(matches!(zero, Err(RedisLimitError::ZeroDeadline)));
+        let lease = RedisLimiter::builder("redis://127.0.0.1:6379/", quota)
+            .mode(Mode::Batched {
+                most: 0,
+                ttl: Duration::from_secs(1),
+            })
+            .build()
+            .await;
+        assert!(matches!(lease, Err(RedisLimitError::ZeroLease)));
+        let url = RedisLimiter::builder("http://example.com/", quota)
+            .build()
+            .await;
+        assert!(
+            matches!(url, Err(RedisLimitError::InvalidUrl(_))),
+            "{url:?}"
+        );
+        // A cluster must answer at build.
+        let begun = Instant::now();
+        let cluster = RedisLimiter::cluster_builder(["redis://127.0.0.1:1/"], quota)
+            .build()
+            .await;
+        assert!(
+            matches!(cluster, Err(RedisLimitError::Connect(_))),
+            "{cluster:?}"
+        );
+        assert!(begun.elapsed() < Duration::from_secs(5));
+        // A single server is reached at the first check: unreachable, the
+        // policy answers within the deadline.
+        for (policy, passes) in [(OnFailure::Closed, false), (OnFailure::Open, true)] {
+            let limiter = RedisLimiter::builder("redis://127.0.0.1:1/", quota)
+                .on_failure(policy)
+                .build()
+                .await
+                .expect("builds without connecting");
+            for _ in 0..3 {
+                let begun = Instant::now();
+                let answer = limiter.check("k").await;
+                assert!(
+                    begun.elapsed() <= Duration::from_millis(60),
+                    "{:?}",
+                    begun.elapsed()
+                );
+                assert_eq!(answer.is_ok(), passes, "{answer:?}");
+            }
+            let stats = limiter.stats();
+            assert_eq!(stats.by_policy, 3, "{stats:?}");
+            assert_eq!(stats.errors + stats.timeouts, 3, "{stats:?}");
+        }
+    });
+}
