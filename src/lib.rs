@@ -47,7 +47,10 @@
 //! bounded by a cap you state, and requests in flight per client and per
 //! server, all in one call ([`limit::FlowControl::check`]) that answers an
 //! admission holding its permits or a rejection with its reason, status
-//! (403, 429, 503) and retry-after. Each part also stands alone.
+//! (403, 429, 503) and retry-after. Each part also stands alone. With
+//! feature `redis`, `limit::redis::RedisLimiter` shares a rate among every
+//! instance of a service through Redis or a Redis Cluster, behind the local
+//! checks (`FlowControl::check_shared`).
 //!
 //! # The layers below
 //!
@@ -173,6 +176,8 @@ pub mod locked {
     pub use crate::algorithms::weighted_round_robin::LockedWeightedRoundRobin as WeightedRoundRobin;
 }
 
-#[cfg(doctest)]
+/// README.md's examples, tested; one needs feature `redis` (the test
+/// command, `cargo test --all-features`, has it).
+#[cfg(all(doctest, feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

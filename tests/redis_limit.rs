@@ -542,3 +542,102 @@ fn bad_configuration_is_a_typed_error() {
         }
     });
 }
+
+/// The local flow control in front of a shared limit: deny-listed and
+/// banned clients cost no round trip, a shared refusal is a strike towards
+/// a local ban, and a Redis that fails closed answers 503.
+#[test]
+fn local_flow_control_sits_in_front_of_the_shared_limit() {
+    use loadbalance::limit::{BanRule, FlowControl, IpList, Reason};
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let flow = FlowControl::builder()
+            .deny(IpList::parse(["203.0.113.0/24"]).expect("valid"))
+            .ban(BanRule::new(2, Duration::from_secs(60), Duration::from_secs(300)).expect("valid"))
+            .build()
+            .expect("valid");
+        let shared = RedisLimiter::builder(
+            server.url(),
+            Quota::per_minute(2)
+                .and_then(|q| q.burst(2))
+                .expect("valid"),
+        )
+        .prefix("layered:")
+        .build()
+        .await
+        .expect("builds");
+        let client = "2001:db8:5::1".parse().expect("an address");
+        assert_eq!(
+            flow.check_shared(client, &shared)
+                .await
+                .map(|a| a.remaining()),
+            Ok(Some(1))
+        );
+        assert!(flow.check_shared(client, &shared).await.is_ok());
+        // Over the shared rate: strike 1 (Redis answered), then strike 2
+        // (answered locally) bans.
+        let refused = flow
+            .check_shared(client, &shared)
+            .await
+            .expect_err("over the shared rate");
+        assert_eq!(
+            (refused.reason(), refused.status()),
+            (Reason::RateLimited, 429)
+        );
+        assert!(refused
+            .retry_after()
+            .is_some_and(|after| after > Duration::from_secs(29)));
+        let banned = flow
+            .check_shared(client, &shared)
+            .await
+            .expect_err("banned");
+        assert_eq!((banned.reason(), banned.status()), (Reason::Banned, 403));
+        let before = shared.stats();
+        for _ in 0..10 {
+            assert_eq!(
+                flow.check_shared(client, &shared)
+                    .await
+                    .expect_err("banned")
+                    .reason(),
+                Reason::Banned
+            );
+            let listed = flow
+                .check_shared("203.0.113.5".parse().expect("an address"), &shared)
+                .await;
+            assert_eq!(
+                listed.expect_err("deny-listed").reason(),
+                Reason::DenyListed
+            );
+        }
+        assert_eq!(
+            shared.stats().checks,
+            before.checks,
+            "no shared check for banned or listed clients"
+        );
+        assert_eq!(before.round_trips, 3);
+        // The client's /64 is its key in Redis.
+        assert_eq!(
+            shared.redis_key("2001:db8:5::/64"),
+            "layered:{2001:db8:5::/64}"
+        );
+        // A shared limit that fails closed, Redis gone: 503.
+        let gone =
+            RedisLimiter::builder("redis://127.0.0.1:1/", Quota::per_minute(2).expect("valid"))
+                .on_failure(OnFailure::Closed)
+                .build()
+                .await
+                .expect("builds");
+        let refused = flow
+            .check_shared("192.0.2.9".parse().expect("an address"), &gone)
+            .await
+            .expect_err("fails closed");
+        assert_eq!(
+            (refused.reason(), refused.status()),
+            (Reason::Unavailable, 503)
+        );
+    });
+    assert_eq!(every_key_expires(server.port(), "layered:"), 1);
+}

@@ -126,6 +126,7 @@ impl FlowControl {
             return Ok(Admission {
                 remaining: None,
                 client: key,
+                allow_listed: true,
                 _global: self.global_permit(key)?,
                 _per_client: None,
             });
@@ -173,9 +174,72 @@ impl FlowControl {
         Ok(Admission {
             remaining,
             client: key,
+            allow_listed: false,
             _global: self.global_permit(key)?,
             _per_client: per_client,
         })
+    }
+
+    /// As [`check`](Self::check), then the client's shared rate in Redis
+    /// (feature `redis`): local checks first, so deny-listed, banned, over
+    /// their local rate or in-flight limit clients cost no round trip; a
+    /// shared refusal is a strike like a local one. Allow-listed clients
+    /// skip the shared limit too. The client's key in Redis is its
+    /// [`ClientKey`] as text (`192.0.2.7`, `2001:db8::/64`).
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](Self::check); [`Reason::RateLimited`] over the shared
+    /// rate; [`Reason::Unavailable`] when Redis failed and the shared limit
+    /// fails closed.
+    #[cfg(feature = "redis")]
+    pub async fn check_shared(
+        &self,
+        client: IpAddr,
+        shared: &super::redis::RedisLimiter,
+    ) -> Result<Admission, Rejection> {
+        use super::redis::SharedDenied;
+        let mut admission = self.check(client)?;
+        if admission.allow_listed {
+            return Ok(admission);
+        }
+        let key = admission.client;
+        let reject = |reason, retry_after| {
+            let banned = self
+                .bans
+                .as_ref()
+                .map(|bans| bans.strike_hashed(self.hasher.hash(&key), self.time.nanos()));
+            match banned {
+                Some(Strike::Banned(left)) => Rejection {
+                    reason: Reason::Banned,
+                    retry_after: Some(left),
+                    client: key,
+                },
+                _ => Rejection {
+                    reason,
+                    retry_after,
+                    client: key,
+                },
+            }
+        };
+        match shared.check(&key.to_string()).await {
+            Ok(allowed) => {
+                admission.remaining = Some(
+                    admission
+                        .remaining
+                        .map_or(allowed.remaining, |local| local.min(allowed.remaining)),
+                );
+                Ok(admission)
+            }
+            Err(SharedDenied::Limited(denied)) => {
+                Err(reject(Reason::RateLimited, Some(denied.retry_after)))
+            }
+            Err(SharedDenied::Unavailable) => Err(Rejection {
+                reason: Reason::Unavailable,
+                retry_after: None,
+                client: key,
+            }),
+        }
     }
 
     fn global_permit(&self, client: ClientKey) -> Result<Option<Permit>, Rejection> {
@@ -328,6 +392,7 @@ impl FlowControlBuilder {
 pub struct Admission {
     remaining: Option<u32>,
     client: ClientKey,
+    allow_listed: bool,
     /// Held for their `Drop`, which gives the slots back.
     _global: Option<Permit>,
     _per_client: Option<KeyedPermit>,
@@ -362,6 +427,8 @@ pub enum Reason {
     /// The server has its most requests in flight, or its table of clients
     /// in flight is full (503).
     ServerInFlight,
+    /// A shared limit could not be reached in time and fails closed (503).
+    Unavailable,
 }
 
 impl Reason {
@@ -370,7 +437,7 @@ impl Reason {
         match self {
             Self::DenyListed | Self::Banned => 403,
             Self::RateLimited | Self::ClientInFlight => 429,
-            Self::ServerInFlight => 503,
+            Self::ServerInFlight | Self::Unavailable => 503,
         }
     }
 }
@@ -420,6 +487,7 @@ impl fmt::Display for Rejection {
             Reason::RateLimited => "is over its rate",
             Reason::ClientInFlight => "has its most requests in flight",
             Reason::ServerInFlight => "was refused: the server has its most requests in flight",
+            Reason::Unavailable => "was refused: the shared rate limit is unavailable",
         };
         write!(f, "client {} {what}", self.client)?;
         match self.retry_after {

@@ -46,17 +46,20 @@ impl Connection {
         Ok(Self::Cluster(client.get_async_connection().await?))
     }
 
-    /// Runs `script` on `key` with `args`, loading it first if the server
-    /// does not have it (EVALSHA, then SCRIPT LOAD on NOSCRIPT).
+    /// Runs `script` on `keys` with `args`, loading it first if the
+    /// server does not have it (EVALSHA, then SCRIPT LOAD on NOSCRIPT).
     pub(super) async fn run(
         &self,
         script: &Script,
-        key: &str,
-        args: [u64; 4],
-    ) -> RedisResult<(i64, i64)> {
-        let mut invocation = script.key(key);
+        keys: &[&str],
+        args: &[u64],
+    ) -> RedisResult<Vec<i64>> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
         for arg in args {
-            invocation.arg(arg);
+            invocation.arg(*arg);
         }
         match self {
             Self::Single(connection) => invocation.invoke_async(&mut connection.clone()).await,

@@ -1,29 +1,42 @@
--- The GCRA on Redis: see script.rs.
+-- The GCRA on Redis for one or more keys (see script.rs): ARGV[1] the
+-- interval, ARGV[2] the tolerance, in microseconds; then for each key its
+-- requests wanted and whether fewer will do ('1'). Replies {granted,
+-- remaining} or {0, retry_after} for each key, in one flat array.
 redis.replicate_commands()
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local partial = ARGV[4] == '1'
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat == nil or tat < now then
-  tat = now
-end
-local ahead = tat - now
-local room = math.floor((tolerance - ahead) / interval)
-local grant = want
-if room < want then
-  if partial and room >= 1 then
-    grant = room
-  else
+local replies = {}
+for i, key in ipairs(KEYS) do
+  local want = tonumber(ARGV[1 + 2 * i])
+  local partial = ARGV[2 + 2 * i] == '1'
+  local tat = tonumber(redis.call('GET', key))
+  if tat == nil or tat < now then
+    tat = now
+  end
+  local ahead = tat - now
+  local room = math.floor((tolerance - ahead) / interval)
+  local grant = want
+  if room < want then
+    if partial and room >= 1 then
+      grant = room
+    else
+      grant = 0
+    end
+  end
+  if grant == 0 then
     local need = want
     if partial then
       need = 1
     end
-    return {0, ahead + need * interval - tolerance}
+    replies[2 * i - 1] = 0
+    replies[2 * i] = ahead + need * interval - tolerance
+  else
+    ahead = ahead + grant * interval
+    redis.call('SET', key, now + ahead, 'PX', math.ceil(ahead / 1000))
+    replies[2 * i - 1] = grant
+    replies[2 * i] = math.floor((tolerance - ahead) / interval)
   end
 end
-ahead = ahead + grant * interval
-redis.call('SET', KEYS[1], now + ahead, 'PX', math.ceil(ahead / 1000))
-return {grant, math.floor((tolerance - ahead) / interval)}
+return replies

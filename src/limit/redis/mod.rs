@@ -4,7 +4,8 @@
 //! - **Exact mode**: each check runs the GCRA as one Lua script (EVALSHA)
 //!   on Redis's own clock, one round trip, the key written with its expiry
 //!   in the same command, so no key ever lacks a TTL. Concurrent checks
-//!   share one multiplexed connection and pipeline.
+//!   share one multiplexed connection and pipeline; on a single server,
+//!   checks that queue together go as one script run over all their keys.
 //! - **Local denials**: a key Redis denied is answered on this instance,
 //!   without a round trip, until its retry-after passes (Lyft's ratelimit
 //!   cache of keys over their limit).
@@ -31,6 +32,7 @@
 //! Local state (denials, leases) lives in keyed tables of bounded memory
 //! with their set locks (see `table.rs`); counters are Relaxed statistics.
 
+mod batch;
 mod connection;
 mod script;
 
@@ -39,6 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::batch::Batcher;
 use self::connection::Connection;
 use self::script::{Reply, GCRA};
 use super::capacity::{Capacity, CapacityError};
@@ -142,6 +145,9 @@ pub struct RedisStats {
     pub checks: u64,
     /// Checks that went to Redis.
     pub round_trips: u64,
+    /// Script runs sent: fewer than round trips where concurrent checks
+    /// went together.
+    pub script_runs: u64,
     /// Checks answered by a local denial.
     pub local_denials: u64,
     /// Checks answered from a lease.
@@ -202,6 +208,8 @@ pub struct RedisLimiter {
 
 struct Inner {
     connection: Connection,
+    /// Batches concurrent checks on a single server (none on a cluster).
+    batcher: Option<Batcher>,
     script: redis::Script,
     interval_us: u64,
     tolerance_us: u64,
@@ -313,19 +321,10 @@ impl RedisLimiter {
         };
         Counters::bump(&inner.counters.round_trips);
         let redis_key = format!("{}{{{key}}}", inner.prefix);
-        let args = [
-            inner.interval_us,
-            inner.tolerance_us,
-            want,
-            u64::from(partial),
-        ];
-        let reply = tokio::time::timeout(
-            inner.deadline,
-            inner.connection.run(&inner.script, &redis_key, args),
-        )
-        .await;
+        let reply =
+            tokio::time::timeout(inner.deadline, inner.round_trip(redis_key, want, partial)).await;
         match reply {
-            Ok(Ok(pair)) => match Reply::from_pair(pair) {
+            Ok(Some(pair)) => match Reply::from_pair(pair) {
                 Reply::Granted { granted, remaining } => {
                     if partial {
                         inner.store_lease(hash, inner.time.nanos(), Some(granted - 1), want);
@@ -346,7 +345,7 @@ impl RedisLimiter {
                     Err(SharedDenied::Limited(Denied { retry_after }))
                 }
             },
-            Ok(Err(_)) => {
+            Ok(None) => {
                 Counters::bump(&inner.counters.errors);
                 inner.failed(hash, partial, want)
             }
@@ -365,6 +364,10 @@ impl RedisLimiter {
         RedisStats {
             checks: read(&c.checks),
             round_trips: read(&c.round_trips),
+            script_runs: match &self.inner.batcher {
+                Some(batcher) => batcher.runs(),
+                None => read(&c.round_trips),
+            },
             local_denials: read(&c.local_denials),
             lease_hits: read(&c.lease_hits),
             timeouts: read(&c.timeouts),
@@ -381,6 +384,26 @@ impl RedisLimiter {
 }
 
 impl Inner {
+    /// The script's reply for one key: through the batcher on a single
+    /// server, on its own on a cluster. `None` when the round trip failed.
+    async fn round_trip(&self, key: String, want: u64, partial: bool) -> Option<(i64, i64)> {
+        if let Some(batcher) = &self.batcher {
+            return batcher.check(key, want, partial).await;
+        }
+        let args = [
+            self.interval_us,
+            self.tolerance_us,
+            want,
+            u64::from(partial),
+        ];
+        let flat = self
+            .connection
+            .run(&self.script, &[key.as_str()], &args)
+            .await
+            .ok()?;
+        Some((*flat.first()?, *flat.get(1)?))
+    }
+
     /// A round trip that failed: its lease fetch ends, and the policy
     /// answers.
     fn failed(&self, hash: u64, fetching: bool, size: u64) -> Result<Allowed, SharedDenied> {
@@ -588,12 +611,24 @@ impl RedisLimiterBuilder {
             Mode::Batched { .. } => table(Table::<2>::SET_BYTES)?,
         };
         let interval_us = self.quota.interval_nanos().div_ceil(1_000).max(1);
+        let tolerance_us = interval_us * u64::from(self.quota.burst_size());
+        let script = redis::Script::new(GCRA);
+        let batcher = match &connection {
+            Connection::Single(_) => Some(Batcher::start(
+                connection.clone(),
+                script.clone(),
+                interval_us,
+                tolerance_us,
+            )),
+            Connection::Cluster(_) => None,
+        };
         Ok(RedisLimiter {
             inner: Arc::new(Inner {
                 connection,
-                script: redis::Script::new(GCRA),
+                batcher,
+                script,
                 interval_us,
-                tolerance_us: interval_us * u64::from(self.quota.burst_size()),
+                tolerance_us,
                 prefix: self.prefix,
                 deadline: self.deadline,
                 on_failure: self.on_failure,

@@ -8,8 +8,10 @@
 //! longest tolerance a quota allows (2^62 ns, 4.6 × 10^15 µs) stays under
 //! it (6.4 × 10^15 µs until the year 2170).
 //!
-//! Arguments: the interval and the tolerance (burst × interval) in µs, the
-//! requests wanted, and whether fewer will do (a lease). Reply: `{granted,
+//! One call decides for one key or for many (a batch of concurrent
+//! checks: one script run instead of one per key). Arguments: the interval
+//! and the tolerance (burst × interval) in µs, then per key the requests
+//! wanted and whether fewer will do (a lease). Reply per key: `{granted,
 //! remaining}` when at least one is granted, `{0, retry_after_us}` when
 //! none is.
 
