@@ -109,6 +109,8 @@ mod peak_estimate;
 mod pool;
 mod record;
 mod retire;
+#[cfg(feature = "route")]
+pub mod route;
 mod selection;
 mod stats;
 mod sync;

@@ -501,6 +501,22 @@ fn bad_configuration_is_a_typed_error() {
             .build()
             .await;
         assert!(matches!(lease, Err(RedisLimitError::ZeroLease)));
+        let huge = RedisLimiter::builder("redis://127.0.0.1:6379/", quota)
+            .mode(Mode::Batched {
+                most: u32::MAX,
+                ttl: Duration::from_secs(1),
+            })
+            .build()
+            .await;
+        assert!(matches!(
+            huge,
+            Err(RedisLimitError::LeaseTooLarge { most: u32::MAX })
+        ));
+        let braces = RedisLimiter::builder("redis://127.0.0.1:6379/", quota)
+            .prefix("api{v1}:")
+            .build()
+            .await;
+        assert!(matches!(braces, Err(RedisLimitError::BracesInPrefix)));
         let url = RedisLimiter::builder("http://example.com/", quota)
             .build()
             .await;
@@ -640,4 +656,225 @@ fn local_flow_control_sits_in_front_of_the_shared_limit() {
         );
     });
     assert_eq!(every_key_expires(server.port(), "layered:"), 1);
+}
+
+// Found by review: each failed before its fix.
+
+fn five_a_minute() -> Quota {
+    Quota::per_minute(1)
+        .and_then(|q| q.burst(5))
+        .expect("valid")
+}
+
+/// Takes the batcher's four in-flight slots with one check each against a
+/// paused server; returns their tasks.
+async fn fill_in_flight(limiter: &RedisLimiter) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut fillers = Vec::new();
+    for i in 0..4 {
+        let limiter = limiter.clone();
+        fillers.push(tokio::spawn(async move {
+            let _ = limiter.check(&format!("filler-{i}")).await;
+        }));
+        // Each its own batch.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fillers
+}
+
+/// A check its caller gave up on while it waited in the batcher's queue
+/// (never sent) must not spend a request in Redis.
+#[test]
+fn a_check_dropped_while_queued_spends_nothing() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let limiter = RedisLimiter::builder(server.url(), five_a_minute())
+            .prefix("queued:")
+            .deadline(Duration::from_millis(500))
+            .on_failure(OnFailure::Closed)
+            .build()
+            .await
+            .expect("builds");
+        assert!(limiter.check("warm").await.is_ok());
+        server.pause();
+        let fillers = fill_in_flight(&limiter).await;
+        // Five checks of `victim`, dropped by their callers after 5 ms
+        // while queued behind the four batches in flight.
+        for _ in 0..5 {
+            let gave_up =
+                tokio::time::timeout(Duration::from_millis(5), limiter.check("victim")).await;
+            assert!(gave_up.is_err(), "answered while paused?");
+        }
+        server.resume();
+        for filler in fillers {
+            filler.await.expect("no panic");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stored = redis_cli(server.port(), &["GET", "queued:{victim}"]);
+        let answer = limiter.check("victim").await;
+        assert!(
+            answer.is_ok(),
+            "no check of `victim` ever got an answer, yet its burst of 5 is gone: {answer:?}; \
+             TAT in Redis {:?}; {:?}",
+            stored.trim(),
+            limiter.stats()
+        );
+    });
+}
+
+/// Checks answered by the failure policy while the server was down must
+/// not be run against it once it is back (fail closed: they were refused).
+#[test]
+fn checks_refused_while_the_server_was_down_are_not_replayed_after_restart() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let limiter = RedisLimiter::builder(server.url(), five_a_minute())
+            .prefix("replay:")
+            .deadline(Duration::from_millis(50))
+            .on_failure(OnFailure::Closed)
+            .build()
+            .await
+            .expect("builds");
+        assert!(limiter.check("warm").await.is_ok());
+        server.kill();
+        let mut took = Vec::new();
+        for _ in 0..20 {
+            let begun = Instant::now();
+            let answer = limiter.check("victim").await;
+            took.push(begun.elapsed().as_millis());
+            assert_eq!(answer, Err(SharedDenied::Unavailable));
+        }
+        eprintln!(
+            "while down: each check took (ms) {took:?}; {:?}",
+            limiter.stats()
+        );
+        server.restart();
+        let restarted = Instant::now();
+        let mut probe = 0;
+        while limiter.check(&format!("probe-{probe}")).await.is_err() {
+            probe += 1;
+            assert!(restarted.elapsed() < Duration::from_secs(5), "no recovery");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stored = redis_cli(server.port(), &["GET", "replay:{victim}"]);
+        let answer = limiter.check("victim").await;
+        assert!(
+            answer.is_ok(),
+            "every check of `victim` was refused, yet after the restart it is over its \
+             limit: {answer:?}; TAT in Redis {:?}; {:?}",
+            stored.trim(),
+            limiter.stats()
+        );
+    });
+}
+
+/// A limiter dropped while its server is down leaves nothing running: once
+/// the server is back, nothing of it connects or writes.
+#[test]
+fn a_limiter_dropped_while_the_server_is_down_leaves_nothing_behind() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let limiter = RedisLimiter::builder(server.url(), five_a_minute())
+            .prefix("dropped:")
+            .deadline(Duration::from_millis(50))
+            .build()
+            .await
+            .expect("builds");
+        assert!(limiter.check("warm").await.is_ok());
+        server.kill();
+        for key in 0..20 {
+            let _ = limiter.check(&format!("k{key}")).await;
+        }
+        drop(limiter);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.restart();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let keys = redis_cli(server.port(), &["--scan", "--pattern", "dropped:*"]);
+        let clients = redis_cli(server.port(), &["CLIENT", "LIST"]);
+        assert!(
+            keys.trim().is_empty(),
+            "a dropped limiter wrote after the restart: {keys:?}; clients:\n{clients}"
+        );
+    });
+}
+
+/// One key holding a value the script cannot use must not fail the other
+/// keys that share its batch.
+#[test]
+fn a_poisoned_key_does_not_fail_its_batch_neighbours() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    redis_cli(server.port(), &["SET", "poison:{bad}", "nan", "EX", "60"]);
+    runtime().block_on(async {
+        let limiter = RedisLimiter::builder(server.url(), five_a_minute())
+            .prefix("poison:")
+            .deadline(Duration::from_millis(500))
+            .on_failure(OnFailure::Closed)
+            .build()
+            .await
+            .expect("builds");
+        assert!(limiter.check("warm").await.is_ok());
+        server.pause();
+        let fillers = fill_in_flight(&limiter).await;
+        // Queued together: one batch.
+        let mut checks = Vec::new();
+        for key in ["bad", "a", "b", "c", "d", "e", "f", "g"] {
+            let limiter = limiter.clone();
+            checks.push((key, tokio::spawn(async move { limiter.check(key).await })));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        server.resume();
+        for filler in fillers {
+            filler.await.expect("no panic");
+        }
+        let mut answers = Vec::new();
+        for (key, check) in checks {
+            answers.push((key, check.await.expect("no panic")));
+        }
+        let failed: Vec<_> = answers
+            .iter()
+            .filter(|(key, answer)| *key != "bad" && answer.is_err())
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "fresh keys refused because `bad` shared their batch: {answers:?}; {:?}",
+            limiter.stats()
+        );
+    });
+}
+
+/// A key holding `inf` (or 1e400) is denied for ever with a 1 µs
+/// retry-after, a round trip each time.
+#[test]
+fn an_infinite_tat_is_not_a_one_microsecond_retry() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    redis_cli(server.port(), &["SET", "inf:{k}", "inf", "EX", "60"]);
+    runtime().block_on(async {
+        let limiter = RedisLimiter::builder(server.url(), five_a_minute())
+            .prefix("inf:")
+            .build()
+            .await
+            .expect("builds");
+        let answer = limiter.check("k").await;
+        let ok = match answer {
+            Ok(_) => true,
+            Err(SharedDenied::Limited(denied)) => denied.retry_after > Duration::from_micros(1),
+            Err(SharedDenied::Unavailable) => false,
+        };
+        assert!(ok, "{answer:?}");
+    });
 }

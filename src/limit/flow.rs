@@ -410,6 +410,12 @@ impl Admission {
     pub fn client(&self) -> ClientKey {
         self.client
     }
+
+    /// Whether the client's network is on the allow list (and skipped
+    /// every per-client limit).
+    pub fn allow_listed(&self) -> bool {
+        self.allow_listed
+    }
 }
 
 /// Why a request was refused.

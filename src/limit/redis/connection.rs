@@ -18,15 +18,19 @@ pub(super) enum Connection {
 impl Connection {
     /// A single server's connection, made on the first check (so a server
     /// down at start-up is answered by the failure policy, not an error).
-    /// Each command and each connection attempt time out after `timeout`;
-    /// reconnection retries for ever, at most a second apart.
+    /// Each command and each connection attempt time out after `timeout`.
+    /// After a connection error, one reconnection is tried in the
+    /// background; if it fails, the next command starts another. So while
+    /// the server is down each check fails at once (no queue of commands
+    /// waiting on a reconnection), and nothing waits once the limiter is
+    /// dropped.
     pub(super) fn single(url: &str, timeout: std::time::Duration) -> RedisResult<Self> {
         let client = Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout))
-            .set_number_of_retries(usize::MAX)
-            .set_max_delay(std::time::Duration::from_secs(1));
+            .set_number_of_retries(1)
+            .set_max_delay(timeout);
         Ok(Self::Single(ConnectionManager::new_lazy_with_config(
             client, config,
         )?))

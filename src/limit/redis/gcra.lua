@@ -11,9 +11,22 @@ local replies = {}
 for i, key in ipairs(KEYS) do
   local want = tonumber(ARGV[1 + 2 * i])
   local partial = ARGV[2 + 2 * i] == '1'
-  local tat = tonumber(redis.call('GET', key))
-  if tat == nil or tat < now then
+  -- Anything but a finite number this script wrote (a key of another
+  -- type, 'nan', 'inf') counts as a fresh key, and is overwritten when a
+  -- request passes; a TAT past the tolerance (a quota made stricter) is
+  -- held to it, and rewritten with a TTL even when denied.
+  local stored = redis.pcall('GET', key)
+  local tat = nil
+  if type(stored) == 'string' then
+    tat = tonumber(stored)
+  end
+  if tat == nil or tat ~= tat or tat == math.huge or tat == -math.huge or tat < now then
     tat = now
+  end
+  local held = false
+  if tat > now + tolerance then
+    tat = now + tolerance
+    held = true
   end
   local ahead = tat - now
   local room = math.floor((tolerance - ahead) / interval)
@@ -29,6 +42,9 @@ for i, key in ipairs(KEYS) do
     local need = want
     if partial then
       need = 1
+    end
+    if held then
+      redis.call('SET', key, tat, 'PX', math.ceil(ahead / 1000))
     end
     replies[2 * i - 1] = 0
     replies[2 * i] = ahead + need * interval - tolerance

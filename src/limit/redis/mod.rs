@@ -111,6 +111,15 @@ pub enum RedisLimitError {
     ZeroDeadline,
     /// A batched mode with leases of 0 requests or a zero lease time.
     ZeroLease,
+    /// Leases above 2^31 - 1 requests (each lease is spent by this instance
+    /// alone, past the shared quota: keep them small).
+    LeaseTooLarge {
+        /// The lease asked for.
+        most: u32,
+    },
+    /// A prefix with `{` or `}` would make it the hash tag, putting every
+    /// key in one cluster slot.
+    BracesInPrefix,
     /// The local tables' capacity.
     Capacity(CapacityError),
 }
@@ -122,6 +131,12 @@ impl fmt::Display for RedisLimitError {
             Self::Connect(error) => write!(f, "the Redis cluster could not be reached: {error}"),
             Self::ZeroDeadline => f.write_str("a shared rate limit needs a deadline above 0"),
             Self::ZeroLease => f.write_str("a batched shared limit needs leases of at least 1 request and a lease time above 0"),
+            Self::LeaseTooLarge { most } => {
+                write!(f, "a lease of {most} requests is past the most, 2^31 - 1")
+            }
+            Self::BracesInPrefix => {
+                f.write_str("a key prefix cannot hold { or }: it would be every key's hash tag")
+            }
             Self::Capacity(error) => error.fmt(f),
         }
     }
@@ -290,7 +305,10 @@ impl RedisLimiter {
     }
 
     /// Lets one request of `key` in, or says why not. Answers within the
-    /// deadline whatever Redis does. Cancellation-safe: a dropped check
+    /// deadline whatever Redis does. [`Allowed::remaining`] is what Redis
+    /// has left for the key after a round trip, and what this instance's
+    /// lease holds after a lease hit (batched mode), 0 when the policy
+    /// answered. Cancellation-safe: a dropped check
     /// leaves nothing behind (a round trip in flight may still spend the
     /// request in Redis, as a request the server never finished would).
     ///
@@ -340,6 +358,7 @@ impl RedisLimiter {
                     let retry_after = Duration::from_micros(retry_after_us);
                     inner.deny_until(
                         hash,
+                        now,
                         now.saturating_add(retry_after_us.saturating_mul(1_000)),
                     );
                     Err(SharedDenied::Limited(Denied { retry_after }))
@@ -429,13 +448,13 @@ impl Inner {
         self.denials.update(hash, now, &Until, read).ok().flatten()
     }
 
-    fn deny_until(&self, hash: u64, until: u64) {
+    fn deny_until(&self, hash: u64, now: u64, until: u64) {
         let write = |value: &mut [u64; 1], _fresh: bool| {
             value[0] = value[0].max(until);
             ((), Write::Store)
         };
         // Never full: every entry ranks.
-        let _ = self.denials.update(hash, until, &Until, write);
+        let _ = self.denials.update(hash, now, &Until, write);
     }
 
     /// One request from the key's lease, with what is left; or what to ask
@@ -509,6 +528,9 @@ impl Inner {
 
 /// Bit 63 of a lease's second word: a check is fetching its next lease.
 const FETCHING: u64 = 1 << 63;
+
+/// The largest lease: its size is kept in bits 32 to 62.
+const MOST_LEASE: u32 = (1 << 31) - 1;
 
 /// What a check that found no request in its key's lease asks Redis for.
 enum LeaseMiss {
@@ -586,6 +608,12 @@ impl RedisLimiterBuilder {
             if most == 0 || ttl.is_zero() {
                 return Err(RedisLimitError::ZeroLease);
             }
+            if most > MOST_LEASE {
+                return Err(RedisLimitError::LeaseTooLarge { most });
+            }
+        }
+        if self.prefix.contains(['{', '}']) {
+            return Err(RedisLimitError::BracesInPrefix);
         }
         let connection = match &self.target {
             Target::Single(url) => {
@@ -617,8 +645,8 @@ impl RedisLimiterBuilder {
             Connection::Single(_) => Some(Batcher::start(
                 connection.clone(),
                 script.clone(),
-                interval_us,
-                tolerance_us,
+                [interval_us, tolerance_us],
+                self.deadline,
             )),
             Connection::Cluster(_) => None,
         };
