@@ -50,6 +50,13 @@ fn route(c: &mut Criterion) {
     assert_eq!(router.len(), 100);
     let mut group = c.benchmark_group("route/100_rules");
     group.throughput(Throughput::Elements(1));
+    // The least a host lookup costs: one std HashMap get of the host.
+    let hosts: std::collections::HashMap<Box<str>, usize> = (0..20)
+        .map(|i| (format!("host{i}.example.com").into(), i))
+        .collect();
+    group.bench_function("baseline/hashmap_get", |b| {
+        b.iter(|| black_box(hosts.get(black_box("host7.example.com"))))
+    });
     let requests = [
         ("exact", "host7.example.com", "/"),
         ("longest_prefix", "host7.example.com", "/api/v1/users/42"),
