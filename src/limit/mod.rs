@@ -27,6 +27,7 @@ mod gcra;
 mod keyed;
 mod keyed_concurrency;
 mod quota;
+mod real_ip;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod table;
@@ -44,3 +45,4 @@ pub use keyed_concurrency::{
     KeyedConcurrencyError, KeyedConcurrencyLimit, KeyedConcurrencyStats, KeyedPermit,
 };
 pub use quota::{Quota, QuotaError};
+pub use real_ip::{ForwardedHeader, TrustedProxies};
