@@ -4,12 +4,6 @@
 //! linear scan of its networks (and `IpNet::contains` against a bit count)
 //! on random lists probed at and beside their boundaries.
 
-// A global allocator cannot be written without `unsafe`; the library itself
-// forbids it.
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use loadbalance::limit::{CidrError, IpList, IpNet};
@@ -558,44 +552,8 @@ fn serde_uses_the_string_form() {
 
 // Lookups allocate nothing: a counting allocator watches this thread.
 
-thread_local! {
-    /// Allocations made by this thread while `COUNTING` is set.
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-struct Counting;
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// only addition is a thread-local counter, which does not allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: the caller upholds `alloc`'s contract, passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: the caller upholds `realloc`'s contract, passed on as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-fn count() {
-    // `try_with`: the thread-locals may be gone while the thread exits.
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 #[test]
 fn lookups_allocate_nothing() {
@@ -616,14 +574,13 @@ fn lookups_allocate_nothing() {
             }
         })
         .collect();
-    ALLOCATIONS.with(|n| n.set(0));
-    COUNTING.with(|c| c.set(true));
     let mut hits = 0;
-    for &client in &clients {
-        hits += usize::from(deny.contains(client)) + usize::from(network.contains(client));
-    }
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(ALLOCATIONS.with(Cell::get), 0);
+    let allocated = counting_alloc::allocations(|| {
+        for &client in &clients {
+            hits += usize::from(deny.contains(client)) + usize::from(network.contains(client));
+        }
+    });
+    assert_eq!(allocated, 0);
     assert!(hits > 0);
 }
 

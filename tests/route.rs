@@ -1,41 +1,11 @@
 //! The router: nginx's precedence on hosts and paths, every bad pattern a
 //! typed error naming its rule, and matching without allocation.
 #![cfg(feature = "route")]
-// A global allocator cannot be written without `unsafe`; the library itself
-// forbids it.
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use loadbalance::route::{RouteError, Router};
 
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-struct Counting;
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// only addition is a thread-local counter, which does not allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.try_with(Cell::get).unwrap_or(false) {
-            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        }
-        // SAFETY: the caller upholds `alloc`'s contract, passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 fn router() -> Router<&'static str> {
     Router::builder()
@@ -188,15 +158,14 @@ fn matching_allocates_nothing() {
     for (host, path) in requests {
         router.route(host, path);
     }
-    ALLOCATIONS.with(|n| n.set(0));
-    COUNTING.with(|c| c.set(true));
     let mut found = 0;
-    for _ in 0..1_000 {
-        for (host, path) in requests {
-            found += usize::from(router.route(host, path).is_some());
+    let allocated = counting_alloc::allocations(|| {
+        for _ in 0..1_000 {
+            for (host, path) in requests {
+                found += usize::from(router.route(host, path).is_some());
+            }
         }
-    }
-    COUNTING.with(|c| c.set(false));
+    });
     assert_eq!(found, 6_000);
-    assert_eq!(ALLOCATIONS.with(Cell::get), 0);
+    assert_eq!(allocated, 0);
 }
