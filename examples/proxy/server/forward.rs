@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{Either, Empty, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, CONTENT_LENGTH, HOST, RETRY_AFTER};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, RETRY_AFTER};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection};
@@ -34,19 +34,25 @@ pub(crate) async fn handle(
     head: Head,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    if !shared.settings.access_log {
+        let response = serve(&shared, peer, head, request).await;
+        shared.counters.response(response.status());
+        return response;
+    }
     let start = tokio::time::Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let line = format!(
+        "{} {} {}",
+        peer.ip(),
+        request.method(),
+        request.uri().path()
+    );
     let response = serve(&shared, peer, head, request).await;
     shared.counters.response(response.status());
-    if shared.settings.access_log {
-        eprintln!(
-            "{} {method} {path} {} {:.1} ms",
-            peer.ip(),
-            response.status().as_u16(),
-            start.elapsed().as_secs_f64() * 1e3
-        );
-    }
+    eprintln!(
+        "{line} {} {:.1} ms",
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
     response
 }
 
@@ -171,22 +177,23 @@ async fn forward(
     admission: Admission,
 ) -> Response<ProxyBody> {
     let settings = &shared.settings;
-    let (mut parts, body) = request.into_parts();
-    let replayable = idempotent(&parts.method) && body.is_end_stream();
+    let (parts, body) = request.into_parts();
+    let Parts {
+        method,
+        uri,
+        mut headers,
+        ..
+    } = parts;
+    let replayable = idempotent(&method) && body.is_end_stream();
     let mut body = Some(Limited::new(body, clamp(settings.max_body_bytes)));
-    let host = parts
-        .headers
+    let host = headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
-    strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, peer, host.as_deref());
-    let uri_key = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
-    let ctx = upstream.context(client, uri_key.as_bytes());
+    strip_hop_by_hop(&mut headers);
+    add_forwarded(&mut headers, peer, host.as_deref());
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let ctx = upstream.context(client, path.as_bytes());
     let pool = &upstream.pool;
 
     shared.budget.deposit();
@@ -211,7 +218,14 @@ async fn forward(
             }
         };
         tried.insert(picked.guard());
-        let outgoing = match outgoing(&parts, &picked, body.take()) {
+        // Only a replayable request makes a second attempt and needs its
+        // headers again.
+        let attempt_headers = if replayable {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
+        let outgoing = match outgoing(&method, path, attempt_headers, &picked, body.take()) {
             Ok(outgoing) => outgoing,
             Err(_) => return error(StatusCode::BAD_REQUEST, "400 bad request target\n"),
         };
@@ -263,11 +277,12 @@ async fn forward(
 /// The request for `picked`: same method, path and headers, to the
 /// backend's address.
 fn outgoing(
-    parts: &Parts,
+    method: &Method,
+    path: &str,
+    headers: HeaderMap,
     picked: &Picked<String>,
     body: Option<Limited<Incoming>>,
 ) -> Result<Request<UpstreamBody>, hyper::http::Error> {
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let uri = Uri::builder()
         .scheme("http")
         .authority(picked.as_str())
@@ -277,9 +292,9 @@ fn outgoing(
         Some(body) => Either::Left(body),
         None => Either::Right(Empty::new()),
     });
-    *request.method_mut() = parts.method.clone();
+    *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
-    *request.headers_mut() = parts.headers.clone();
+    *request.headers_mut() = headers;
     Ok(request)
 }
 

@@ -3,23 +3,23 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-pub struct Framing<IO> {
+pub(crate) struct Framing<IO> {
     io: IO,
 }
 impl<IO> Framing<IO> {
-    pub fn new(io: IO, _max: usize) -> (Self, Heads) {
+    pub(crate) fn new(io: IO, _max: usize) -> (Self, Heads) {
         (Self { io }, Heads)
     }
 }
 #[derive(Clone)]
-pub struct Heads;
+pub(crate) struct Heads;
 impl Heads {
-    pub fn next(&self) -> Head {
+    pub(crate) fn next(&self) -> Head {
         Head::Clean
     }
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Head {
+pub(crate) enum Head {
     Clean,
     Conflicting,
 }
