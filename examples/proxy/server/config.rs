@@ -286,6 +286,13 @@ impl Config {
                 return Err(ConfigError::invalid(field, "must be more than 0"));
             }
         }
+        if server.idle_timeout_ms < server.upstream_timeout_ms {
+            return Err(ConfigError::invalid(
+                "server.idle_timeout_ms",
+                "at least upstream_timeout_ms: a request waiting for its backend is idle on the \
+                 client's side",
+            ));
+        }
         if self.pools.is_empty() {
             return Err(ConfigError::invalid("pools", "at least one pool"));
         }
