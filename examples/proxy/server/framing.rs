@@ -409,7 +409,6 @@ mod tests {
     use super::*;
 
     use std::collections::VecDeque;
-    use std::convert::Infallible;
     use std::future::poll_fn;
     use std::time::Duration;
 
