@@ -1,0 +1,181 @@
+//! The admin listener (loopback unless configured otherwise): `/metrics`
+//! in the Prometheus text format, the pools' figures from the crate and
+//! the proxy's own counters.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use loadbalance::PrometheusText;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::body::ProxyBody;
+use super::forward::error;
+use super::{stopped, Shared};
+
+/// What the proxy counts, beside the pools' own figures. Each counter is
+/// independent (`Relaxed`: read only for display).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Responses by class: 1xx to 5xx.
+    pub(crate) responses: [AtomicU64; 5],
+    pub(crate) denied: AtomicU64,
+    pub(crate) banned: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    pub(crate) no_backend: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) upstream_errors: AtomicU64,
+    pub(crate) upstream_timeouts: AtomicU64,
+    pub(crate) reloads: AtomicU64,
+    pub(crate) reloads_failed: AtomicU64,
+    pub(crate) checks_failed: AtomicU64,
+    pub(crate) marked_down: AtomicU64,
+    pub(crate) marked_up: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn response(&self, status: StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let family = |out: &mut String, name: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        };
+        family(
+            out,
+            "proxy_responses_total",
+            "Responses sent, by status class.",
+        );
+        for (class, count) in self.responses.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "proxy_responses_total{{class=\"{}xx\"}} {}",
+                class + 1,
+                count.load(Relaxed)
+            );
+        }
+        family(
+            out,
+            "proxy_rejected_total",
+            "Requests refused before routing, by reason.",
+        );
+        for (reason, count) in [
+            ("deny_listed", &self.denied),
+            ("banned", &self.banned),
+            ("rate_limited", &self.rate_limited),
+            ("in_flight", &self.in_flight),
+            ("malformed", &self.malformed),
+        ] {
+            let _ = writeln!(
+                out,
+                "proxy_rejected_total{{reason=\"{reason}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
+        for (name, help, count) in [
+            (
+                "proxy_no_backend_total",
+                "Requests no backend could take.",
+                &self.no_backend,
+            ),
+            (
+                "proxy_retries_total",
+                "Attempts on another backend.",
+                &self.retries,
+            ),
+            (
+                "proxy_upstream_errors_total",
+                "Exchanges with a backend that failed.",
+                &self.upstream_errors,
+            ),
+            (
+                "proxy_upstream_timeouts_total",
+                "Backends that did not answer in time.",
+                &self.upstream_timeouts,
+            ),
+            (
+                "proxy_reloads_total",
+                "Configurations applied.",
+                &self.reloads,
+            ),
+            (
+                "proxy_reloads_failed_total",
+                "Configurations rejected (the old one kept).",
+                &self.reloads_failed,
+            ),
+            (
+                "proxy_health_checks_failed_total",
+                "Active health checks that failed.",
+                &self.checks_failed,
+            ),
+            (
+                "proxy_marked_down_total",
+                "Backends marked down by active checks.",
+                &self.marked_down,
+            ),
+            (
+                "proxy_marked_up_total",
+                "Backends marked up by active checks.",
+                &self.marked_up,
+            ),
+        ] {
+            family(out, name, help);
+            let _ = writeln!(out, "{name} {}", count.load(Relaxed));
+        }
+    }
+}
+
+/// The metrics text: every pool of the running configuration, then the
+/// proxy's counters.
+pub(crate) fn metrics(shared: &Shared) -> String {
+    let state = shared.state.load();
+    let mut pools = PrometheusText::new();
+    for upstream in &state.upstreams {
+        pools.pool(&upstream.name, &upstream.pool);
+    }
+    let mut out = pools.render();
+    shared.counters.render(&mut out);
+    out
+}
+
+/// Serves the admin listener until shutdown.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        let shared = Arc::clone(&shared);
+        let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+            let response = if request.uri().path() == "/metrics" {
+                let mut response = Response::new(ProxyBody::owned(metrics(&shared)));
+                response.headers_mut().insert(
+                    "content-type",
+                    hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            } else {
+                error(StatusCode::NOT_FOUND, "404 not found: try /metrics\n")
+            };
+            std::future::ready(Ok::<_, Infallible>(response))
+        });
+        tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+    }
+}

@@ -1,0 +1,333 @@
+//! The proxy's configuration file (TOML): what it listens on, what it
+//! lets in, how requests are routed, and the pools they go to.
+//!
+//! Every section but `[[routes]]` and `[pools]` has defaults, so the
+//! smallest file is one route and one pool. Unknown keys are errors, so a
+//! misspelt setting is reported rather than silently ignored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use loadbalance::PoolConfig;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Listeners, timeouts and sizes.
+    #[serde(default)]
+    pub(crate) server: ServerConfig,
+    /// Who is let in, and how fast.
+    #[serde(default)]
+    pub(crate) clients: ClientsConfig,
+    /// Host and path rules, each naming a pool (nginx's precedence).
+    pub(crate) routes: Vec<RouteConfig>,
+    /// The pools by name: the crate's [`PoolConfig`].
+    pub(crate) pools: BTreeMap<String, PoolConfig<String>>,
+    /// Active health checks, by pool name.
+    #[serde(default)]
+    pub(crate) checks: BTreeMap<String, CheckConfig>,
+}
+
+/// `[server]`: read once at start; a reload that changes it is logged and
+/// only takes effect after a restart.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ServerConfig {
+    /// Where clients connect.
+    pub(crate) listen: SocketAddr,
+    /// Where `/metrics` is served; loopback unless configured otherwise.
+    pub(crate) admin: SocketAddr,
+    /// Worker threads (0: one per core).
+    pub(crate) workers: usize,
+    /// A request's head must arrive within this (slowloris), and an idle
+    /// keep-alive connection is closed after it.
+    pub(crate) header_timeout_ms: u64,
+    /// A connection with no byte read or written for this long is closed.
+    pub(crate) idle_timeout_ms: u64,
+    /// The largest request head, in bytes (at least 8192; larger heads get
+    /// 431).
+    pub(crate) max_header_bytes: usize,
+    /// The largest request body, in bytes (413 beyond it).
+    pub(crate) max_body_bytes: u64,
+    /// How long a request waits for a backend with a free slot (503 after).
+    pub(crate) pick_timeout_ms: u64,
+    /// How long connecting to a backend may take (then another backend).
+    pub(crate) connect_timeout_ms: u64,
+    /// How long a backend may take to answer with its response head (504).
+    pub(crate) upstream_timeout_ms: u64,
+    /// Attempts per request, the first included: retries go to backends
+    /// not tried yet, for requests without a body whose method is
+    /// idempotent.
+    pub(crate) attempts: u32,
+    /// Retries may add this percentage of requests at most (a budget).
+    pub(crate) retry_budget_percent: u32,
+    /// How long shutdown waits for requests in flight.
+    pub(crate) shutdown_grace_ms: u64,
+    /// How often the file is checked for changes (0: on SIGHUP only).
+    pub(crate) watch_ms: u64,
+    /// One line per request on stderr.
+    pub(crate) access_log: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            workers: 0,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            pick_timeout_ms: 1_000,
+            connect_timeout_ms: 1_000,
+            upstream_timeout_ms: 30_000,
+            attempts: 2,
+            retry_budget_percent: 20,
+            shutdown_grace_ms: 10_000,
+            watch_ms: 1_000,
+            access_log: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(crate) fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub(crate) fn pick_timeout(&self) -> Duration {
+        Duration::from_millis(self.pick_timeout_ms)
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub(crate) fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub(crate) fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// `[clients]`: allow and deny lists, limits and bans per client, and
+/// which proxies' forwarded headers are believed.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ClientsConfig {
+    /// Networks (`10.0.0.0/8`) whose forwarded header names the client
+    /// (nginx's `set_real_ip_from`); from anyone else it is ignored.
+    pub(crate) trusted_proxies: Vec<String>,
+    /// `x-forwarded-for` (the default), `forwarded` or `x-real-ip`.
+    pub(crate) real_ip_header: Option<String>,
+    /// Networks refused with 403.
+    pub(crate) deny: Vec<String>,
+    /// Networks never limited or banned.
+    pub(crate) allow: Vec<String>,
+    /// Requests a second per client (IPv6 clients by /64).
+    pub(crate) rate: Option<RateConfig>,
+    /// Requests in flight per client at most (503 beyond).
+    pub(crate) in_flight_per_client: Option<u32>,
+    /// Requests in flight in all at most (503 beyond).
+    pub(crate) in_flight: Option<u32>,
+    /// Clients refused this often are banned (403) for a while.
+    pub(crate) ban: Option<BanConfig>,
+    /// A Redis URL (`redis://127.0.0.1:6379`): the rate is then shared by
+    /// every proxy on that Redis (needs the crate's `redis` feature).
+    pub(crate) redis: Option<String>,
+}
+
+/// A client's rate: `per_second` on average, `burst` at once.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateConfig {
+    pub(crate) per_second: u32,
+    #[serde(default)]
+    pub(crate) burst: Option<u32>,
+}
+
+/// `denials` refusals within `window_ms` ban a client for `ban_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BanConfig {
+    pub(crate) denials: u32,
+    pub(crate) window_ms: u64,
+    pub(crate) ban_ms: u64,
+}
+
+/// One `[[routes]]` rule (see [`loadbalance::route`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteConfig {
+    /// Named in errors and logs.
+    pub(crate) name: String,
+    /// `example.com`, `*.example.com` or `*` (the default).
+    #[serde(default = "any_host")]
+    pub(crate) host: String,
+    /// `/prefix`, `= /exact`, `^~ /prefix`, `~ regex` or `~* regex`.
+    pub(crate) path: String,
+    /// A pool of `[pools]`.
+    pub(crate) pool: String,
+}
+
+fn any_host() -> String {
+    "*".to_owned()
+}
+
+/// `[checks.NAME]`: an HTTP GET to `path` on each backend of pool NAME
+/// every `interval_ms`; `fall` failures in a row mark it down, `rise`
+/// successes in a row mark it up again. A success is a 2xx or 3xx within
+/// `timeout_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CheckConfig {
+    pub(crate) path: String,
+    #[serde(default = "default_interval")]
+    pub(crate) interval_ms: u64,
+    #[serde(default = "default_check_timeout")]
+    pub(crate) timeout_ms: u64,
+    #[serde(default = "default_rise")]
+    pub(crate) rise: u32,
+    #[serde(default = "default_fall")]
+    pub(crate) fall: u32,
+}
+
+fn default_interval() -> u64 {
+    1_000
+}
+
+fn default_check_timeout() -> u64 {
+    500
+}
+
+fn default_rise() -> u32 {
+    2
+}
+
+fn default_fall() -> u32 {
+    3
+}
+
+/// A file that cannot be used, and why.
+#[derive(Debug)]
+pub(crate) enum ConfigError {
+    /// It could not be read.
+    Read(std::io::Error),
+    /// It is not valid TOML of this shape.
+    Parse(String),
+    /// A setting is wrong: where, and why.
+    Invalid { field: String, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl fmt::Display) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read(error) => write!(f, "cannot read the configuration: {error}"),
+            Self::Parse(error) => write!(f, "bad configuration: {error}"),
+            Self::Invalid { field, reason } => write!(f, "bad configuration: {field}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and parses `path` (validation happens when it is built into a
+    /// running state, so that every rule is the library's own).
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(ConfigError::Read)?;
+        Self::parse(&text)
+    }
+
+    /// Parses a configuration from TOML text.
+    pub(crate) fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The checks no library constructor makes.
+    fn check(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        if server.max_header_bytes < 8192 {
+            return Err(ConfigError::invalid(
+                "server.max_header_bytes",
+                "at least 8192 (hyper's smallest read buffer)",
+            ));
+        }
+        for (field, value) in [
+            ("server.header_timeout_ms", server.header_timeout_ms),
+            ("server.idle_timeout_ms", server.idle_timeout_ms),
+            ("server.connect_timeout_ms", server.connect_timeout_ms),
+            ("server.upstream_timeout_ms", server.upstream_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(field, "must be more than 0"));
+            }
+        }
+        if server.idle_timeout_ms < server.upstream_timeout_ms {
+            return Err(ConfigError::invalid(
+                "server.idle_timeout_ms",
+                "at least upstream_timeout_ms: a request waiting for its backend is idle on the \
+                 client's side",
+            ));
+        }
+        if self.pools.is_empty() {
+            return Err(ConfigError::invalid("pools", "at least one pool"));
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            if !self.pools.contains_key(&route.pool) {
+                return Err(ConfigError::invalid(
+                    format!("routes[{index}].pool"),
+                    format!("no pool named {:?}", route.pool),
+                ));
+            }
+        }
+        for (name, check) in &self.checks {
+            let field = |key: &str| format!("checks.{name}.{key}");
+            if !self.pools.contains_key(name) {
+                return Err(ConfigError::invalid(
+                    format!("checks.{name}"),
+                    "no such pool",
+                ));
+            }
+            if !check.path.starts_with('/') {
+                return Err(ConfigError::invalid(field("path"), "must start with /"));
+            }
+            if check.interval_ms == 0 || check.timeout_ms == 0 {
+                return Err(ConfigError::invalid(
+                    field("interval_ms"),
+                    "intervals and timeouts must be more than 0",
+                ));
+            }
+            if check.rise == 0 || check.fall == 0 {
+                return Err(ConfigError::invalid(
+                    field("rise"),
+                    "rise and fall must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

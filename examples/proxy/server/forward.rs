@@ -1,0 +1,357 @@
+//! One request, from the client's connection to a backend and back:
+//! checked (framing, client limits, size), routed, picked, forwarded with
+//! both bodies streaming, retried on another backend when that is safe,
+//! and answered with a short error of the proxy's own when nothing can
+//! serve it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{Either, Empty, LengthLimitError, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, RETRY_AFTER};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection};
+use loadbalance::{PickError, Picked, Tried};
+
+use super::body::{Held, ProxyBody};
+use super::framing::Head;
+use super::headers::{add_forwarded, strip_hop_by_hop};
+use super::state::{State, Upstream};
+use super::Shared;
+
+/// What the proxy sends a backend: the client's body, limited in size,
+/// or nothing (a retry, or a request without one).
+pub(crate) type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
+
+/// Handles one request; never fails (every error is a response).
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    head: Head,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if !shared.settings.access_log {
+        let response = serve(&shared, peer, head, request).await;
+        shared.counters.response(response.status());
+        return response;
+    }
+    let start = tokio::time::Instant::now();
+    let line = format!(
+        "{} {} {}",
+        peer.ip(),
+        request.method(),
+        request.uri().path()
+    );
+    let response = serve(&shared, peer, head, request).await;
+    shared.counters.response(response.status());
+    eprintln!(
+        "{line} {} {:.1} ms",
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    response
+}
+
+async fn serve(
+    shared: &Shared,
+    peer: SocketAddr,
+    head: Head,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if head == Head::Conflicting {
+        shared.counters.malformed.fetch_add(1, Relaxed);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "400 bad request: conflicting Content-Length and Transfer-Encoding\n",
+        );
+    }
+    let state = shared.state.load_full();
+    let client = client_address(&state, peer.ip(), &request);
+    let admission = match admit(&state, client).await {
+        Ok(admission) => admission,
+        Err(rejection) => return rejected(shared, &rejection),
+    };
+    if content_length(&request).is_some_and(|length| length > shared.settings.max_body_bytes) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "413 request body too large\n",
+        );
+    }
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or("");
+    let Some(route) = state.router.route(host, request.uri().path()) else {
+        return error(StatusCode::NOT_FOUND, "404 no route\n");
+    };
+    let upstream = &state.upstreams[*route.target()];
+    forward(shared, upstream, client, peer.ip(), request, admission).await
+}
+
+/// The client: the peer, or what a trusted proxy says it forwarded for.
+fn client_address(state: &State, peer: IpAddr, request: &Request<Incoming>) -> IpAddr {
+    let Some(trusted) = &state.clients.trusted else {
+        return peer;
+    };
+    let name = match trusted.header() {
+        ForwardedHeader::Forwarded => "forwarded",
+        ForwardedHeader::XRealIp => "x-real-ip",
+        _ => "x-forwarded-for",
+    };
+    let values = request
+        .headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok());
+    trusted.client(peer, values)
+}
+
+async fn admit(state: &State, client: IpAddr) -> Result<Admission, Rejection> {
+    #[cfg(feature = "redis")]
+    if let Some(shared) = &state.clients.shared {
+        return state.clients.flow.check_shared(client, shared).await;
+    }
+    state.clients.flow.check(client)
+}
+
+fn rejected(shared: &Shared, rejection: &Rejection) -> Response<ProxyBody> {
+    let counters = &shared.counters;
+    let (counter, text) = match rejection.reason() {
+        Reason::DenyListed => (&counters.denied, "403 forbidden\n"),
+        Reason::Banned => (&counters.banned, "403 forbidden: banned for a while\n"),
+        Reason::RateLimited => (&counters.rate_limited, "429 too many requests\n"),
+        Reason::ClientInFlight => (&counters.in_flight, "429 too many requests in flight\n"),
+        _ => (&counters.in_flight, "503 busy\n"),
+    };
+    counter.fetch_add(1, Relaxed);
+    let status =
+        StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut response = error(status, text);
+    if let Some(seconds) = rejection.retry_after_secs() {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+fn content_length(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Idempotent methods (RFC 9110 §9.2.2): sending one twice does no harm.
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// A backend's answer that another backend may do better than.
+fn failed(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 502..=504)
+}
+
+/// Picks, forwards and retries. A request may be retried when its method
+/// is idempotent and it has no body (a streamed body cannot be replayed),
+/// on a backend it has not tried, while attempts and the retry budget
+/// last; a refused connection, a timeout and a 502/503/504 are retried.
+async fn forward(
+    shared: &Shared,
+    upstream: &Upstream,
+    client: IpAddr,
+    peer: IpAddr,
+    request: Request<Incoming>,
+    admission: Admission,
+) -> Response<ProxyBody> {
+    let settings = &shared.settings;
+    let (parts, body) = request.into_parts();
+    let Parts {
+        method,
+        uri,
+        mut headers,
+        ..
+    } = parts;
+    let replayable = idempotent(&method) && body.is_end_stream();
+    let mut body = Some(Limited::new(body, clamp(settings.max_body_bytes)));
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    strip_hop_by_hop(&mut headers);
+    add_forwarded(&mut headers, peer, host.as_deref());
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let ctx = upstream.context(client, path.as_bytes());
+    let pool = &upstream.pool;
+
+    shared.budget.deposit();
+    let mut tried = Tried::new();
+    let mut last: Option<Response<Incoming>> = None;
+    loop {
+        let picked = if tried.is_empty() {
+            match tokio::time::timeout(settings.pick_timeout(), pool.pick_wait(&ctx)).await {
+                Ok(Ok(picked)) => picked,
+                Ok(Err(e)) => return no_backend(shared, e),
+                Err(_) => return no_backend(shared, PickError::AllFull),
+            }
+        } else {
+            match pool.pick(&ctx.with_tried(&tried)) {
+                Ok(picked) => picked,
+                Err(e) => {
+                    return match last {
+                        Some(response) => plain(response),
+                        None => no_backend(shared, e),
+                    }
+                }
+            }
+        };
+        tried.insert(picked.guard());
+        // Only a replayable request makes a second attempt and needs its
+        // headers again.
+        let attempt_headers = if replayable {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
+        let outgoing = match outgoing(&method, path, attempt_headers, &picked, body.take()) {
+            Ok(outgoing) => outgoing,
+            Err(_) => return error(StatusCode::BAD_REQUEST, "400 bad request target\n"),
+        };
+        let more =
+            replayable && tried.len() < settings.attempts as usize && tried.len() < pool.len();
+        let sent =
+            tokio::time::timeout(settings.upstream_timeout(), shared.client.request(outgoing));
+        match sent.await {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                if failed(status) && more && shared.budget.try_withdraw() {
+                    picked.failure();
+                    shared.counters.retries.fetch_add(1, Relaxed);
+                    last = Some(response);
+                    continue;
+                }
+                return answer(response, picked, !failed(status), admission);
+            }
+            Ok(Err(e)) => {
+                if too_large(&e) {
+                    // The client's fault: the backend is not blamed.
+                    drop(picked);
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "413 request body too large\n",
+                    );
+                }
+                picked.failure();
+                shared.counters.upstream_errors.fetch_add(1, Relaxed);
+                if more && shared.budget.try_withdraw() {
+                    shared.counters.retries.fetch_add(1, Relaxed);
+                    continue;
+                }
+                return error(StatusCode::BAD_GATEWAY, "502 bad gateway\n");
+            }
+            Err(_) => {
+                picked.failure();
+                shared.counters.upstream_timeouts.fetch_add(1, Relaxed);
+                if more && shared.budget.try_withdraw() {
+                    shared.counters.retries.fetch_add(1, Relaxed);
+                    continue;
+                }
+                return error(StatusCode::GATEWAY_TIMEOUT, "504 gateway timeout\n");
+            }
+        }
+    }
+}
+
+/// The request for `picked`: same method, path and headers, to the
+/// backend's address.
+fn outgoing(
+    method: &Method,
+    path: &str,
+    headers: HeaderMap,
+    picked: &Picked<String>,
+    body: Option<Limited<Incoming>>,
+) -> Result<Request<UpstreamBody>, hyper::http::Error> {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(picked.as_str())
+        .path_and_query(path)
+        .build()?;
+    let mut request = Request::new(match body {
+        Some(body) => Either::Left(body),
+        None => Either::Right(Empty::new()),
+    });
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// The backend's response, streamed to the client with its pick (and the
+/// client's admission) held until the body ends.
+fn answer(
+    response: Response<Incoming>,
+    picked: Picked<String>,
+    success: bool,
+    admission: Admission,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(
+        parts,
+        ProxyBody::Upstream(Held::new(body, picked, success, admission)),
+    )
+}
+
+/// A response already reported (a retried 5xx that was the last word).
+fn plain(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, ProxyBody::Unheld(body))
+}
+
+fn no_backend(shared: &Shared, error_: PickError) -> Response<ProxyBody> {
+    shared.counters.no_backend.fetch_add(1, Relaxed);
+    let text = match error_ {
+        PickError::AllFull => "503 every backend is busy\n",
+        PickError::AllEjected => "503 every backend is failing\n",
+        _ => "503 no backend available\n",
+    };
+    error(StatusCode::SERVICE_UNAVAILABLE, text)
+}
+
+fn too_large(error_: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error_);
+    while let Some(error_) = source {
+        if error_.is::<LengthLimitError>() {
+            return true;
+        }
+        source = error_.source();
+    }
+    false
+}
+
+fn clamp(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+/// A short response of the proxy's own.
+pub(crate) fn error(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::text(text));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/plain"));
+    response
+}

@@ -1,0 +1,377 @@
+//! The HTTP/1.1 reverse proxy of `examples/proxy`: this crate's router,
+//! pools and flow control behind hyper 1 on tokio. `main.rs` runs it from
+//! a file; the demo and the integration tests start it in process.
+//!
+//! A request goes through, in order:
+//! 1. the connection's bounds: a head within `header_timeout_ms` and
+//!    `max_header_bytes` (hyper), no idle gap longer than
+//!    `idle_timeout_ms` ([`idle`]), no conflicting framing ([`framing`]);
+//! 2. the client's checks: the client is the socket's peer unless it is
+//!    a trusted proxy; deny and allow lists, rate, in-flight limits and
+//!    bans ([`loadbalance::limit::FlowControl`]);
+//! 3. the route (host and path, nginx's precedence) to a pool;
+//! 4. a pick, waiting up to `pick_timeout_ms` for a free slot;
+//! 5. the exchange, both bodies streaming, the pick held until the
+//!    response body ends and its outcome reported to the pool
+//!    ([`forward`]).
+
+pub(crate) mod admin;
+pub(crate) mod body;
+pub(crate) mod config;
+pub(crate) mod forward;
+pub(crate) mod framing;
+pub(crate) mod headers;
+pub(crate) mod health;
+pub(crate) mod idle;
+pub(crate) mod state;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use loadbalance::{Pool, RetryBudget};
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use admin::Counters;
+use config::{Config, ConfigError, ServerConfig};
+use forward::UpstreamBody;
+use framing::Framing;
+use idle::Idle;
+use state::{HeldDown, State};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// What every request and background task of one proxy shares.
+pub(crate) struct Shared {
+    /// The running configuration, swapped whole on reload.
+    pub(crate) state: ArcSwap<State>,
+    /// Connections to backends, kept alive and reused.
+    pub(crate) client: Client<HttpConnector, UpstreamBody>,
+    /// Retries add at most `retry_budget_percent` of requests.
+    pub(crate) budget: RetryBudget,
+    /// `[server]` as read at start.
+    pub(crate) settings: ServerConfig,
+    pub(crate) counters: Counters,
+    /// Backends the active checks hold down.
+    pub(crate) held: HeldDown,
+    /// Serialises reloads and active-check marks.
+    pub(crate) admin: tokio::sync::Mutex<()>,
+    /// The running active checks, restarted on reload.
+    checks: Mutex<Vec<JoinHandle<()>>>,
+    /// The file reloads read, if any.
+    path: Option<PathBuf>,
+}
+
+/// A running proxy.
+pub(crate) struct Proxy {
+    shared: Arc<Shared>,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    stop: watch::Sender<bool>,
+    accept: JoinHandle<usize>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    Config(ConfigError),
+    Bind(SocketAddr, std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(error) => error.fmt(f),
+            Self::Bind(addr, error) => write!(f, "cannot listen on {addr}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Proxy {
+    /// Starts the proxy from the file at `path`, which reloads read.
+    pub(crate) async fn from_file(path: impl Into<PathBuf>) -> Result<Self, StartError> {
+        let path = path.into();
+        let config = Config::load(&path).map_err(StartError::Config)?;
+        Self::start(config, Some(path)).await
+    }
+
+    /// Starts the proxy: binds both listeners (port 0 picks a free one),
+    /// then serves until [`shutdown`](Self::shutdown).
+    pub(crate) async fn start(config: Config, path: Option<PathBuf>) -> Result<Self, StartError> {
+        let settings = config.server.clone();
+        let held = HeldDown::default();
+        let state = State::build(config, None, &held)
+            .await
+            .map_err(StartError::Config)?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| StartError::Bind(settings.listen, e))?;
+        let admin_listener = TcpListener::bind(settings.admin)
+            .await
+            .map_err(|e| StartError::Bind(settings.admin, e))?;
+        let listen = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(settings.listen, e))?;
+        let admin = admin_listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(settings.admin, e))?;
+
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout()));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .timer(TokioTimer::new())
+            .build(connector);
+        let shared = Arc::new(Shared {
+            state: ArcSwap::from_pointee(state),
+            client,
+            budget: RetryBudget::new(settings.retry_budget_percent, 10, 100),
+            settings,
+            counters: Counters::default(),
+            held,
+            admin: tokio::sync::Mutex::new(()),
+            checks: Mutex::new(Vec::new()),
+            path,
+        });
+        restart_checks(&shared);
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(admin::serve(
+            Arc::clone(&shared),
+            admin_listener,
+            stopped.clone(),
+        ));
+        if shared.path.is_some() && shared.settings.watch_ms > 0 {
+            tokio::spawn(watch_file(Arc::clone(&shared), stopped.clone()));
+        }
+        let accept = tokio::spawn(accept(Arc::clone(&shared), listener, stopped));
+        Ok(Self {
+            shared,
+            listen,
+            admin,
+            stop,
+            accept,
+        })
+    }
+
+    /// Where clients connect.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Where `/metrics` is served.
+    pub(crate) fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// The running pool named `name`.
+    pub(crate) fn pool(&self, name: &str) -> Option<Arc<Pool<String>>> {
+        self.shared
+            .state
+            .load()
+            .upstream(name)
+            .map(|u| Arc::clone(&u.pool))
+    }
+
+    /// The proxy's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// The metrics text `/metrics` serves.
+    pub(crate) fn metrics(&self) -> String {
+        admin::metrics(&self.shared)
+    }
+
+    /// Re-reads the file and applies it (SIGHUP).
+    pub(crate) async fn reload(&self) -> Result<(), ConfigError> {
+        reload_file(&self.shared).await
+    }
+
+    /// Applies `config`: pools as diffs, counts and health kept. On error
+    /// nothing changes.
+    pub(crate) async fn apply(&self, config: Config) -> Result<(), ConfigError> {
+        apply(&self.shared, config).await
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to
+    /// `shutdown_grace_ms`), and returns how many connections had to be cut.
+    pub(crate) async fn shutdown(self) -> usize {
+        let _ = self.stop.send(true);
+        for check in self.shared.checks.lock().drain(..) {
+            check.abort();
+        }
+        self.accept.await.unwrap_or(0)
+    }
+}
+
+/// Accepts connections until shutdown, then waits for them to finish
+/// their requests; returns how many were cut at the grace period's end.
+async fn accept(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> usize {
+    let settings = &shared.settings;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout())
+        .max_buf_size(settings.max_header_bytes)
+        .keep_alive(true);
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors, most likely: back off briefly.
+                    eprintln!("accept: {error}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (io, heads) = Framing::new(
+            Idle::new(stream, settings.idle_timeout()),
+            settings.max_header_bytes,
+        );
+        let request_shared = Arc::clone(&shared);
+        let service = service_fn(move |request| {
+            let head = heads.next();
+            let shared = Arc::clone(&request_shared);
+            async move { Ok::<_, Infallible>(forward::handle(shared, peer, head, request).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        let mut stopping = stop.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stopped(&mut stopping) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let grace = shared.settings.shutdown_grace();
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_ok() {
+        0
+    } else {
+        let cut = connections.len();
+        connections.abort_all();
+        cut
+    }
+}
+
+/// Resolves once shutdown begins (the guard `wait_for` returns is not
+/// `Send`, so it is dropped here).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Applies `config` to the running proxy, serialised with other reloads
+/// and with the active checks' marks.
+async fn apply(shared: &Arc<Shared>, config: Config) -> Result<(), ConfigError> {
+    let _admin = shared.admin.lock().await;
+    let previous = shared.state.load_full();
+    if previous.config.server != config.server {
+        eprintln!("reload: [server] changed; it takes effect after a restart");
+    }
+    match State::build(config, Some(&previous), &shared.held).await {
+        Ok(state) => {
+            shared.state.store(Arc::new(state));
+            shared.counters.reloads.fetch_add(1, Relaxed);
+            restart_checks(shared);
+            Ok(())
+        }
+        Err(error) => {
+            shared.counters.reloads_failed.fetch_add(1, Relaxed);
+            Err(error)
+        }
+    }
+}
+
+async fn reload_file(shared: &Arc<Shared>) -> Result<(), ConfigError> {
+    let Some(path) = &shared.path else {
+        return Err(ConfigError::invalid(
+            "reload",
+            "the proxy was not started from a file",
+        ));
+    };
+    let result = match Config::load(path) {
+        Ok(config) => apply(shared, config).await,
+        Err(error) => {
+            shared.counters.reloads_failed.fetch_add(1, Relaxed);
+            Err(error)
+        }
+    };
+    match &result {
+        Ok(()) => eprintln!("reload: {} applied", path.display()),
+        Err(error) => eprintln!(
+            "reload: {} rejected, old configuration kept: {error}",
+            path.display()
+        ),
+    }
+    result
+}
+
+/// Restarts the active checks for the running configuration.
+fn restart_checks(shared: &Arc<Shared>) {
+    let mut checks = shared.checks.lock();
+    for check in checks.drain(..) {
+        check.abort();
+    }
+    let state = shared.state.load();
+    for (name, check) in &state.config.checks {
+        checks.push(tokio::spawn(health::run(
+            Arc::clone(shared),
+            name.clone(),
+            check.clone(),
+        )));
+    }
+}
+
+/// Reloads when the file's modification time or length changes.
+async fn watch_file(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let Some(path) = shared.path.clone() else {
+        return;
+    };
+    let stamp = |path: &PathBuf| -> Option<(SystemTime, u64)> {
+        let metadata = std::fs::metadata(path).ok()?;
+        Some((metadata.modified().ok()?, metadata.len()))
+    };
+    let mut seen = stamp(&path);
+    let period = Duration::from_millis(shared.settings.watch_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stopped(&mut stop) => return,
+        }
+        let now = stamp(&path);
+        if now != seen {
+            seen = now;
+            let _ = reload_file(&shared).await;
+        }
+    }
+}

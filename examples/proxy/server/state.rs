@@ -1,0 +1,273 @@
+//! What a configuration builds: the router, the pools and the client
+//! checks a request consults; rebuilt as a whole on reload and swapped in
+//! one step, so a request sees one configuration from start to end.
+//!
+//! A reload keeps what it can: a pool whose algorithm, form and options
+//! are unchanged is updated in place ([`Pool::apply`]: counts, health and
+//! in-flight guards kept); the client checks are kept while `[clients]`
+//! is unchanged (rates and bans kept). Everything is validated before
+//! anything is applied, so a bad file changes nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loadbalance::limit::{
+    BanRule, ConcurrencyLimit, FlowControl, ForwardedHeader, IpList, Quota, TrustedProxies,
+};
+use loadbalance::route::Router;
+use loadbalance::{Algorithm, Context, Pool, PoolConfig};
+use parking_lot::Mutex;
+
+use super::config::{ClientsConfig, Config, ConfigError};
+
+/// One configuration, running.
+pub(crate) struct State {
+    pub(crate) config: Config,
+    pub(crate) router: Router<usize>,
+    /// The router's targets.
+    pub(crate) upstreams: Vec<Upstream>,
+    pub(crate) clients: Arc<Clients>,
+}
+
+/// A pool and how a request is keyed for it.
+pub(crate) struct Upstream {
+    pub(crate) name: String,
+    pub(crate) pool: Arc<Pool<String>>,
+    /// `hash`: the request URI (nginx's `hash $request_uri`); the other
+    /// hashes: the client's address.
+    by_uri: bool,
+}
+
+impl Upstream {
+    /// The context a request picks with.
+    pub(crate) fn context<'a>(&self, client: IpAddr, uri: &'a [u8]) -> Context<'a> {
+        if self.by_uri {
+            Context::from_key(uri)
+        } else {
+            Context::from_addr(client)
+        }
+    }
+}
+
+/// Who is let in.
+pub(crate) struct Clients {
+    pub(crate) flow: FlowControl,
+    pub(crate) trusted: Option<TrustedProxies>,
+    #[cfg(feature = "redis")]
+    pub(crate) shared: Option<loadbalance::limit::redis::RedisLimiter>,
+}
+
+/// Backends the active checks hold down, by pool: kept across reloads
+/// and written into each applied configuration, so a reload never brings
+/// a failing backend back.
+#[derive(Default)]
+pub(crate) struct HeldDown {
+    down: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl HeldDown {
+    pub(crate) fn set(&self, pool: &str, server: &str, down: bool) {
+        let mut held = self.down.lock();
+        let servers = held.entry(pool.to_owned()).or_default();
+        if down {
+            servers.insert(server.to_owned());
+        } else {
+            servers.remove(server);
+        }
+    }
+
+    pub(crate) fn is_down(&self, pool: &str, server: &str) -> bool {
+        self.down
+            .lock()
+            .get(pool)
+            .is_some_and(|s| s.contains(server))
+    }
+
+    /// `config` with the backends held down marked down.
+    fn mark(&self, name: &str, config: &PoolConfig<String>) -> PoolConfig<String> {
+        let mut config = config.clone();
+        for backend in &mut config.backends {
+            if backend.state == "up" && self.is_down(name, &backend.server) {
+                backend.state = "down".to_owned();
+            }
+        }
+        config
+    }
+}
+
+impl State {
+    /// Builds `config`, reusing what `previous` has that is unchanged.
+    /// Serialised with the active checks by the caller (`Proxy::admin`).
+    pub(crate) async fn build(
+        config: Config,
+        previous: Option<&State>,
+        held: &HeldDown,
+    ) -> Result<Self, ConfigError> {
+        // Validate everything before touching a running pool.
+        for (name, pool) in &config.pools {
+            pool.validate()
+                .map_err(|e| ConfigError::invalid(format!("pools.{name}.{}", e.field), &e))?;
+        }
+        let names: Vec<&String> = config.pools.keys().collect();
+        let mut router = Router::builder();
+        for route in &config.routes {
+            let target = names
+                .iter()
+                .position(|name| **name == route.pool)
+                .ok_or_else(|| ConfigError::invalid("routes", "unknown pool"))?;
+            router = router.rule(&route.name, &route.host, &route.path, target);
+        }
+        let router = router
+            .build()
+            .map_err(|e| ConfigError::invalid("routes", e))?;
+        let clients = match previous {
+            Some(previous) if previous.config.clients == config.clients => {
+                Arc::clone(&previous.clients)
+            }
+            _ => Arc::new(Clients::build(&config.clients).await?),
+        };
+
+        let mut upstreams = Vec::with_capacity(names.len());
+        for (name, pool_config) in &config.pools {
+            let marked = held.mark(name, pool_config);
+            let reusable = previous.and_then(|previous| {
+                let old = previous.config.pools.get(name)?;
+                let same = old.algorithm == pool_config.algorithm
+                    && old.form == pool_config.form
+                    && old.options == pool_config.options;
+                same.then(|| previous.upstreams.iter().find(|u| &u.name == name))?
+            });
+            let pool = match reusable {
+                Some(upstream) => {
+                    upstream
+                        .pool
+                        .apply(&marked)
+                        .map_err(|e| ConfigError::invalid(format!("pools.{name}"), e))?;
+                    Arc::clone(&upstream.pool)
+                }
+                None => Arc::new(
+                    marked
+                        .build()
+                        .map_err(|e| ConfigError::invalid(format!("pools.{name}"), e))?,
+                ),
+            };
+            let by_uri = matches!(pool.algorithm(), Algorithm::Hash(_));
+            upstreams.push(Upstream {
+                name: name.clone(),
+                pool,
+                by_uri,
+            });
+        }
+        Ok(Self {
+            config,
+            router,
+            upstreams,
+            clients,
+        })
+    }
+
+    pub(crate) fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+impl Clients {
+    async fn build(config: &ClientsConfig) -> Result<Self, ConfigError> {
+        let list = |field: &str, networks: &[String]| {
+            IpList::parse(networks).map_err(|e| ConfigError::invalid(format!("clients.{field}"), e))
+        };
+        let mut flow = FlowControl::builder()
+            .deny(list("deny", &config.deny)?)
+            .allow(list("allow", &config.allow)?);
+        let quota = match &config.rate {
+            Some(rate) => {
+                let mut quota = Quota::per_second(rate.per_second)
+                    .map_err(|e| ConfigError::invalid("clients.rate.per_second", e))?;
+                if let Some(burst) = rate.burst {
+                    quota = quota
+                        .burst(burst)
+                        .map_err(|e| ConfigError::invalid("clients.rate.burst", e))?;
+                }
+                Some(quota)
+            }
+            None => None,
+        };
+        #[cfg(feature = "redis")]
+        let shared = match (&config.redis, quota) {
+            (Some(url), Some(quota)) => Some(
+                loadbalance::limit::redis::RedisLimiter::builder(url.clone(), quota)
+                    .build()
+                    .await
+                    .map_err(|e| ConfigError::invalid("clients.redis", e))?,
+            ),
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "clients.redis",
+                    "a shared limit needs clients.rate",
+                ))
+            }
+            _ => None,
+        };
+        #[cfg(not(feature = "redis"))]
+        if config.redis.is_some() {
+            return Err(ConfigError::invalid(
+                "clients.redis",
+                "this build has no Redis support (build with --features redis)",
+            ));
+        }
+        if let Some(quota) = quota {
+            flow = flow.rate(quota);
+        }
+        if let Some(ban) = &config.ban {
+            let rule = BanRule::new(
+                ban.denials,
+                Duration::from_millis(ban.window_ms),
+                Duration::from_millis(ban.ban_ms),
+            )
+            .map_err(|e| ConfigError::invalid("clients.ban", e))?;
+            flow = flow.ban(rule);
+        }
+        if let Some(max) = config.in_flight_per_client {
+            let max = NonZeroU32::new(max).ok_or_else(|| {
+                ConfigError::invalid("clients.in_flight_per_client", "at least 1")
+            })?;
+            flow = flow.in_flight_per_client(max);
+        }
+        if let Some(max) = config.in_flight {
+            let max = NonZeroU32::new(max)
+                .ok_or_else(|| ConfigError::invalid("clients.in_flight", "at least 1"))?;
+            flow = flow.in_flight(ConcurrencyLimit::new(max));
+        }
+        let flow = flow
+            .build()
+            .map_err(|e| ConfigError::invalid("clients", e))?;
+        let trusted = if config.trusted_proxies.is_empty() {
+            None
+        } else {
+            let header = match config.real_ip_header.as_deref() {
+                None | Some("x-forwarded-for") => ForwardedHeader::XForwardedFor,
+                Some("forwarded") => ForwardedHeader::Forwarded,
+                Some("x-real-ip") => ForwardedHeader::XRealIp,
+                Some(other) => {
+                    return Err(ConfigError::invalid(
+                        "clients.real_ip_header",
+                        format!("{other:?}: x-forwarded-for, forwarded or x-real-ip"),
+                    ))
+                }
+            };
+            Some(TrustedProxies::new(
+                list("trusted_proxies", &config.trusted_proxies)?,
+                header,
+            ))
+        };
+        Ok(Self {
+            flow,
+            trusted,
+            #[cfg(feature = "redis")]
+            shared,
+        })
+    }
+}
