@@ -3,8 +3,8 @@
 #
 # What it measures: requests per second and the median (p50) and 99th
 # percentile (p99) latency that wrk sees through each proxy, both balancing
-# the same three loopback backends with the same algorithm, and the ratios
-# ours/nginx. The backends are one separate nginx (BACKEND_WORKERS worker
+# the same three loopback backends with the same algorithm, the CPU time
+# each proxy spends per request, and the ratios ours/nginx. The backends are one separate nginx (BACKEND_WORKERS worker
 # processes) answering `GET /` with 200 and a fixed ~100-byte body, so what
 # differs between the two runs is only the proxy in the middle.
 #
@@ -320,7 +320,8 @@ EOF
   || die "the nginx proxy's configuration is invalid"
 log "nginx proxy on $NGINX_PORT ($WORKERS worker processes, $ALGO)"
 start_nginx nginx-proxy
-wait_http "$NGINX_PORT" / "${PIDS[-1]}" "nginx proxy"
+NGINX_PROXY_PID=${PIDS[-1]}
+wait_http "$NGINX_PORT" / "$NGINX_PROXY_PID" "nginx proxy"
 
 # --- our proxy ------------------------------------------------------------------
 
@@ -352,7 +353,8 @@ EOF
 log "our proxy on $PROXY_PORT ($WORKERS worker threads, $ALGO)"
 "$PROXY_BIN" "$TMP/proxy.toml" >>"$TMP/proxy.log" 2>&1 &
 PIDS+=($!)
-wait_http "$PROXY_PORT" / "${PIDS[-1]}" "our proxy"
+OUR_PID=$!
+wait_http "$PROXY_PORT" / "$OUR_PID" "our proxy"
 
 # --- both answer 200 --------------------------------------------------------------
 for port in "$NGINX_PORT" "$PROXY_PORT"; do
@@ -375,14 +377,36 @@ to_ms() {
     printf "%.3f\n", n }'
 }
 
-# One measured run of proxy $1 on port $2 in round $3: appends
-# "name rps p50 p99 errors" to $TMP/results.
+CLK_TCK=$(getconf CLK_TCK)
+# CPU time, user and system, in clock ticks, of process $1 and its children
+# (nginx's workers; our proxy's threads are in its own figure).
+cpu_ticks() {
+  local pid total=0 f fields
+  # shellcheck disable=SC2046 # the children's pids, split on blanks
+  for pid in "$1" $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+    f=/proc/$pid/stat
+    [[ -r $f ]] || continue
+    # After the ")" closing the command name, utime and stime are the 12th
+    # and 13th fields.
+    read -r -a fields < <(sed 's/.*) //' "$f")
+    total=$((total + fields[11] + fields[12]))
+  done
+  echo "$total"
+}
+
+# One measured run of proxy $1 (process $4) on port $2 in round $3: appends
+# "name rps p50 p99 errors cpu_us_per_request" to $TMP/results.
 measure() {
-  local name=$1 port=$2 round=$3 out rps p50 p99 non2xx sockerr
+  local name=$1 port=$2 round=$3 pid=$4 out rps p50 p99 non2xx sockerr requests ticks cpu
   out=$TMP/wrk-$name-$round.txt
   run timeout $(($(seconds "$WARMUP") + 30)) wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" \
     "http://127.0.0.1:$port/" >/dev/null
+  ticks=$(cpu_ticks "$pid")
   run timeout "$WRK_TIMEOUT" wrk "${WRK_ARGS[@]}" "http://127.0.0.1:$port/" >"$out"
+  ticks=$(($(cpu_ticks "$pid") - ticks))
+  requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$out")
+  cpu=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="${requests:-0}" \
+    'BEGIN { if (n > 0) printf "%.2f", t / hz / n * 1e6; else print 0 }')
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
   p50=$(awk '$1 == "50%" { print $2 }' "$out")
   p99=$(awk '$1 == "99%" { print $2 }' "$out")
@@ -393,16 +417,17 @@ measure() {
   # write, timeout), both printed by wrk only when not zero.
   non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
   sockerr=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$out")
-  echo "$name $rps $p50 $p99 $((${non2xx:-0} + ${sockerr:-0}))" >>"$TMP/results"
-  printf '   round %d %-6s %10.0f rps  p50 %7.3f ms  p99 %7.3f ms  errors %d\n' \
-    "$round" "$name" "$rps" "$p50" "$p99" "$((${non2xx:-0} + ${sockerr:-0}))" >&2
+  echo "$name $rps $p50 $p99 $((${non2xx:-0} + ${sockerr:-0})) $cpu" >>"$TMP/results"
+  printf '   round %d %-6s %8.0f rps  p50 %7.3f ms  p99 %7.3f ms  errors %d  proxy CPU %.1f us/request\n' \
+    "$round" "$name" "$rps" "$p50" "$p99" "$((${non2xx:-0} + ${sockerr:-0}))" "$cpu" >&2
 }
 
-log "wrk ${WRK_ARGS[*]} http://127.0.0.1:PORT/, warm-up $WARMUP each, $ROUNDS round(s)"
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+log "wrk ${WRK_ARGS[*]} http://127.0.0.1:PORT/, warm-up $WARMUP each, $ROUNDS round(s); load average $LOAD"
 : >"$TMP/results"
 for round in $(seq "$ROUNDS"); do
-  measure nginx "$NGINX_PORT" "$round"
-  measure ours "$PROXY_PORT" "$round"
+  measure nginx "$NGINX_PORT" "$round" "$NGINX_PROXY_PID"
+  measure ours "$PROXY_PORT" "$round" "$OUR_PID"
 done
 
 # Median of column $2 over the rows of proxy $1.
@@ -419,8 +444,8 @@ RUSTC_VERSION=$(rustc -V 2>/dev/null || echo "rustc not found")
 COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 CPUS=$(nproc)
 
-read -r n_rps n_p50 n_p99 < <(echo "$(median nginx 2) $(median nginx 3) $(median nginx 4)")
-read -r o_rps o_p50 o_p99 < <(echo "$(median ours 2) $(median ours 3) $(median ours 4)")
+read -r n_rps n_p50 n_p99 n_cpu < <(echo "$(median nginx 2) $(median nginx 3) $(median nginx 4) $(median nginx 6)")
+read -r o_rps o_p50 o_p99 o_cpu < <(echo "$(median ours 2) $(median ours 3) $(median ours 4) $(median ours 6)")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 table() {
@@ -431,16 +456,17 @@ Proxy benchmark: loadbalance's examples/proxy against nginx ($ALGO, 3 backends)
 - load: \`wrk ${WRK_ARGS[*]} http://127.0.0.1:PORT/\`, $WARMUP warm-up before each run, proxies alternating, median of $ROUNDS round(s)
 - proxies: nginx $WORKERS worker processes, ours $WORKERS worker threads; backends: one nginx, $BACKEND_WORKERS worker process(es), ~100-byte bodies
 - versions: $NGINX_VERSION; $WRK_VERSION; $RUSTC_VERSION; loadbalance $COMMIT
-- machine: wrk, both proxies and the backends share the same $CPUS CPU(s) on loopback: the figures compare the two proxies here, not their capacity
+- machine: wrk, both proxies and the backends share the same $CPUS CPU(s) on loopback (load average $LOAD before the runs): the figures compare the two proxies here, not their capacity
+- proxy CPU: user + system time of the proxy's processes (nginx: master and workers) during the measured run, per request
 
-| proxy | requests/s | p50 (ms) | p99 (ms) | failed requests |
-| --- | ---: | ---: | ---: | ---: |
-$(printf '| nginx | %.0f | %.3f | %.3f | %d |' "$n_rps" "$n_p50" "$n_p99" "$(total nginx)")
-$(printf '| ours | %.0f | %.3f | %.3f | %d |' "$o_rps" "$o_p50" "$o_p99" "$(total ours)")
-| ours / nginx | $(ratio "$o_rps" "$n_rps") | $(ratio "$o_p50" "$n_p50") | $(ratio "$o_p99" "$n_p99") | |
+| proxy | requests/s | p50 (ms) | p99 (ms) | failed requests | proxy CPU (µs/request) |
+| --- | ---: | ---: | ---: | ---: | ---: |
+$(printf '| nginx | %.0f | %.3f | %.3f | %d | %.1f |' "$n_rps" "$n_p50" "$n_p99" "$(total nginx)" "$n_cpu")
+$(printf '| ours | %.0f | %.3f | %.3f | %d | %.1f |' "$o_rps" "$o_p50" "$o_p99" "$(total ours)" "$o_cpu")
+| ours / nginx | $(ratio "$o_rps" "$n_rps") | $(ratio "$o_p50" "$n_p50") | $(ratio "$o_p99" "$n_p99") | | $(ratio "$o_cpu" "$n_cpu") |
 
-Each run (requests/s, p50 ms, p99 ms, failed), in the order run:
-$(awk '{ r[$1]++; printf "- round %d, %s: %.0f, %.3f, %.3f, %d\n", r[$1], $1, $2, $3, $4, $5 }' "$TMP/results")
+Each run (requests/s, p50 ms, p99 ms, failed, proxy CPU µs/request), in the order run:
+$(awk '{ r[$1]++; printf "- round %d, %s: %.0f, %.3f, %.3f, %d, %.1f\n", r[$1], $1, $2, $3, $4, $5, $6 }' "$TMP/results")
 EOF
 }
 
