@@ -4,18 +4,19 @@
 # What it measures: requests per second and the median (p50) and 99th
 # percentile (p99) latency that wrk sees through each proxy, both balancing
 # the same three loopback backends with the same algorithm, the CPU time
-# each proxy spends per request, and the ratios ours/nginx. The backends are one separate nginx (BACKEND_WORKERS worker
-# processes) answering `GET /` with 200 and a fixed ~100-byte body, so what
-# differs between the two runs is only the proxy in the middle.
+# each proxy spends per request, and the ratios ours/nginx. The backends
+# are one separate nginx (BACKEND_WORKERS worker processes) answering
+# `GET /` with 200 and a fixed 100-byte body, so what differs between the
+# two runs is only the proxy in the middle.
 #
-# Each proxy gets a 2 s warm-up and then the measured wrk run; the proxies
+# Each proxy gets a warm-up (WARMUP) and then the measured wrk run; the proxies
 # alternate (nginx, ours, nginx, ours, ...) ROUNDS times to spread order
 # effects, and the table shows the median over rounds. Everything runs on
 # loopback on one machine: wrk, both proxies and the backends share its
 # cores, so the figures compare the two proxies here and are not either
 # proxy's capacity.
 #
-# How to run (as root on Debian 12; from anywhere in the repository):
+# How to run (as root on Debian 12, from the repository's root):
 #
 #     bash benches/nginx/run.sh
 #     DURATION=30s ROUNDS=3 OUT=nginx.md bash benches/nginx/run.sh
@@ -452,7 +453,7 @@ table() {
   cat <<EOF
 Proxy benchmark: loadbalance's examples/proxy against nginx ($ALGO, 3 backends)
 
-- command: \`ALGO=$ALGO WORKERS=$WORKERS THREADS=$THREADS CONNS=$CONNS DURATION=$DURATION ROUNDS=$ROUNDS bash $INVOCATION\`
+- command: \`ALGO=$ALGO WORKERS=$WORKERS BACKEND_WORKERS=$BACKEND_WORKERS THREADS=$THREADS CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS bash $INVOCATION\`
 - load: \`wrk ${WRK_ARGS[*]} http://127.0.0.1:PORT/\`, $WARMUP warm-up before each run, proxies alternating, median of $ROUNDS round(s)
 - proxies: nginx $WORKERS worker processes, ours $WORKERS worker threads; backends: one nginx, $BACKEND_WORKERS worker process(es), ~100-byte bodies
 - versions: $NGINX_VERSION; $WRK_VERSION; $RUSTC_VERSION; loadbalance $COMMIT
