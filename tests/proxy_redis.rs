@@ -3,13 +3,13 @@
 //! cannot double its budget by alternating between instances.
 #![cfg(feature = "redis")]
 
-#[path = "../examples/proxy/server/mod.rs"]
-#[allow(dead_code)]
-mod server;
 #[path = "../examples/support/backend.rs"]
 #[allow(dead_code)]
 mod backend;
 mod redis_support;
+#[path = "../examples/proxy/server/mod.rs"]
+#[allow(dead_code)]
+mod server;
 
 use std::time::Duration;
 

@@ -21,18 +21,12 @@ fn main() -> ExitCode {
         eprintln!("usage: proxy CONFIG.toml");
         return ExitCode::from(2);
     };
-    let config = match server::config::Config::load(path.as_ref()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.server.workers > 0 {
-        runtime.worker_threads(config.server.workers);
-    }
-    let runtime = match runtime.enable_all().build() {
+    // Reloads, active checks, signals and /metrics; requests are served by
+    // the proxy's worker threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the runtime: {error}");

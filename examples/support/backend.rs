@@ -120,7 +120,14 @@ async fn answer(request: Request<Incoming>, name: Bytes, control: Arc<Control>) 
     if path == "/healthz" {
         control.health_checks.fetch_add(1, Relaxed);
         let bad = control.unhealthy.load(Relaxed) || control.down.load(Relaxed);
-        return text(if bad { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }, name);
+        return text(
+            if bad {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            },
+            name,
+        );
     }
     *control.last_headers.lock() = Some(request.headers().clone());
     let _busy = InFlight::enter(&control);
@@ -164,7 +171,11 @@ async fn answer(request: Request<Incoming>, name: Bytes, control: Arc<Control>) 
 }
 
 fn text(status: StatusCode, body: Bytes) -> Reply {
-    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
+    let mut response = Response::new(
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
     response
 }
@@ -208,7 +219,9 @@ impl Body for Echo {
 type Frames = tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, hyper::Error>>;
 
 /// A receiver as a stream of frames.
-fn tokio_stream(receiver: Frames) -> impl futures_lite::Stream<Item = Result<Frame<Bytes>, hyper::Error>> {
+fn tokio_stream(
+    receiver: Frames,
+) -> impl futures_lite::Stream<Item = Result<Frame<Bytes>, hyper::Error>> {
     futures_lite::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|frame| (frame, receiver))
     })

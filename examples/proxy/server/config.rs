@@ -42,7 +42,8 @@ pub(crate) struct ServerConfig {
     pub(crate) listen: SocketAddr,
     /// Where `/metrics` is served; loopback unless configured otherwise.
     pub(crate) admin: SocketAddr,
-    /// Worker threads (0: one per core).
+    /// Worker threads, each with its own event loop serving the
+    /// connections it accepts (0: one per core).
     pub(crate) workers: usize,
     /// A request's head must arrive within this (slowloris), and an idle
     /// keep-alive connection is closed after it.

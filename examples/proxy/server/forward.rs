@@ -7,6 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty, LengthLimitError, Limited};
@@ -14,10 +15,13 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, RETRY_AFTER};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection};
 use loadbalance::{PickError, Picked, Tried};
 
 use super::body::{Held, ProxyBody};
+use super::config::ServerConfig;
 use super::framing::Head;
 use super::headers::{add_forwarded, strip_hop_by_hop};
 use super::state::{State, Upstream};
@@ -27,15 +31,31 @@ use super::Shared;
 /// or nothing (a retry, or a request without one).
 pub(crate) type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
 
+/// Connections to backends, kept alive and reused: one client per worker
+/// thread, so a request and its backend connection share an event loop.
+pub(crate) type Backends = Client<HttpConnector, UpstreamBody>;
+
+/// A client for `settings`' timeouts, on the current runtime.
+pub(crate) fn backends(settings: &ServerConfig) -> Backends {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(settings.connect_timeout()));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
 /// Handles one request; never fails (every error is a response).
 pub(crate) async fn handle(
     shared: Arc<Shared>,
+    backends: Backends,
     peer: SocketAddr,
     head: Head,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if !shared.settings.access_log {
-        let response = serve(&shared, peer, head, request).await;
+        let response = serve(&shared, &backends, peer, head, request).await;
         shared.counters.response(response.status());
         return response;
     }
@@ -46,7 +66,7 @@ pub(crate) async fn handle(
         request.method(),
         request.uri().path()
     );
-    let response = serve(&shared, peer, head, request).await;
+    let response = serve(&shared, &backends, peer, head, request).await;
     shared.counters.response(response.status());
     eprintln!(
         "{line} {} {:.1} ms",
@@ -58,6 +78,7 @@ pub(crate) async fn handle(
 
 async fn serve(
     shared: &Shared,
+    backends: &Backends,
     peer: SocketAddr,
     head: Head,
     request: Request<Incoming>,
@@ -91,7 +112,16 @@ async fn serve(
         return error(StatusCode::NOT_FOUND, "404 no route\n");
     };
     let upstream = &state.upstreams[*route.target()];
-    forward(shared, upstream, client, peer.ip(), request, admission).await
+    forward(
+        shared,
+        backends,
+        upstream,
+        client,
+        peer.ip(),
+        request,
+        admission,
+    )
+    .await
 }
 
 /// The client: the peer, or what a trusted proxy says it forwarded for.
@@ -170,6 +200,7 @@ fn failed(status: StatusCode) -> bool {
 /// last; a refused connection, a timeout and a 502/503/504 are retried.
 async fn forward(
     shared: &Shared,
+    backends: &Backends,
     upstream: &Upstream,
     client: IpAddr,
     peer: IpAddr,
@@ -231,8 +262,7 @@ async fn forward(
         };
         let more =
             replayable && tried.len() < settings.attempts as usize && tried.len() < pool.len();
-        let sent =
-            tokio::time::timeout(settings.upstream_timeout(), shared.client.request(outgoing));
+        let sent = tokio::time::timeout(settings.upstream_timeout(), backends.request(outgoing));
         match sent.await {
             Ok(Ok(response)) => {
                 let status = response.status();

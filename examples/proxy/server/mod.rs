@@ -34,17 +34,16 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use loadbalance::{Pool, RetryBudget};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use admin::Counters;
 use config::{Config, ConfigError, ServerConfig};
-use forward::UpstreamBody;
+use forward::Backends;
 use framing::Framing;
 use idle::Idle;
 use state::{HeldDown, State};
@@ -54,8 +53,8 @@ use std::sync::atomic::Ordering::Relaxed;
 pub(crate) struct Shared {
     /// The running configuration, swapped whole on reload.
     pub(crate) state: ArcSwap<State>,
-    /// Connections to backends, kept alive and reused.
-    pub(crate) client: Client<HttpConnector, UpstreamBody>,
+    /// The active checks' connections to backends.
+    pub(crate) client: Backends,
     /// Retries add at most `retry_budget_percent` of requests.
     pub(crate) budget: RetryBudget,
     /// `[server]` as read at start.
@@ -77,7 +76,8 @@ pub(crate) struct Proxy {
     listen: SocketAddr,
     admin: SocketAddr,
     stop: watch::Sender<bool>,
-    accept: JoinHandle<usize>,
+    /// Each worker's count of connections cut at shutdown.
+    done: Vec<oneshot::Receiver<usize>>,
 }
 
 /// Why the proxy could not start.
@@ -85,6 +85,8 @@ pub(crate) struct Proxy {
 pub(crate) enum StartError {
     Config(ConfigError),
     Bind(SocketAddr, std::io::Error),
+    /// A worker thread or its event loop could not start.
+    Worker(std::io::Error),
 }
 
 impl std::fmt::Display for StartError {
@@ -92,6 +94,7 @@ impl std::fmt::Display for StartError {
         match self {
             Self::Config(error) => error.fmt(f),
             Self::Bind(addr, error) => write!(f, "cannot listen on {addr}: {error}"),
+            Self::Worker(error) => write!(f, "cannot start a worker: {error}"),
         }
     }
 }
@@ -127,13 +130,7 @@ impl Proxy {
             .local_addr()
             .map_err(|e| StartError::Bind(settings.admin, e))?;
 
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout()));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .timer(TokioTimer::new())
-            .build(connector);
+        let client = forward::backends(&settings);
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             client,
@@ -155,13 +152,31 @@ impl Proxy {
         if shared.path.is_some() && shared.settings.watch_ms > 0 {
             tokio::spawn(watch_file(Arc::clone(&shared), stopped.clone()));
         }
-        let accept = tokio::spawn(accept(Arc::clone(&shared), listener, stopped));
+        let listener = listener
+            .into_std()
+            .map_err(|e| StartError::Bind(listen, e))?;
+        let workers = match shared.settings.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut done = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let listener = listener
+                .try_clone()
+                .map_err(|e| StartError::Bind(listen, e))?;
+            done.push(worker(
+                index,
+                Arc::clone(&shared),
+                listener,
+                stopped.clone(),
+            )?);
+        }
         Ok(Self {
             shared,
             listen,
             admin,
             stop,
-            accept,
+            done,
         })
     }
 
@@ -212,8 +227,47 @@ impl Proxy {
         for check in self.shared.checks.lock().drain(..) {
             check.abort();
         }
-        self.accept.await.unwrap_or(0)
+        let mut cut = 0;
+        for worker in self.done {
+            cut += worker.await.unwrap_or(0);
+        }
+        cut
     }
+}
+
+/// Starts worker `index`: a thread with an event loop of its own that
+/// accepts from the shared listener and serves its connections start to
+/// end, as an nginx worker process does. Nothing a request does wakes
+/// another thread (its backend connection is on the same loop), which
+/// halves the proxy's cost per request against one shared multi-thread
+/// runtime. Sends the count of connections cut at shutdown.
+fn worker(
+    index: usize,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    stop: watch::Receiver<bool>,
+) -> Result<oneshot::Receiver<usize>, StartError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Worker)?;
+    let (done, finished) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("proxy-worker-{index}"))
+        .spawn(move || {
+            let cut = runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => accept(shared, listener, stop).await,
+                    Err(error) => {
+                        eprintln!("worker {index}: {error}");
+                        0
+                    }
+                }
+            });
+            let _ = done.send(cut);
+        })
+        .map_err(StartError::Worker)?;
+    Ok(finished)
 }
 
 /// Accepts connections until shutdown, then waits for them to finish
@@ -224,6 +278,7 @@ async fn accept(
     mut stop: watch::Receiver<bool>,
 ) -> usize {
     let settings = &shared.settings;
+    let backends = forward::backends(settings);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -250,10 +305,14 @@ async fn accept(
             settings.max_header_bytes,
         );
         let request_shared = Arc::clone(&shared);
+        let request_backends = backends.clone();
         let service = service_fn(move |request| {
             let head = heads.next();
             let shared = Arc::clone(&request_shared);
-            async move { Ok::<_, Infallible>(forward::handle(shared, peer, head, request).await) }
+            let backends = request_backends.clone();
+            async move {
+                Ok::<_, Infallible>(forward::handle(shared, backends, peer, head, request).await)
+            }
         });
         let connection = builder.serve_connection(TokioIo::new(io), service);
         let mut stopping = stop.clone();
