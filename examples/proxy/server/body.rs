@@ -3,7 +3,10 @@
 //! backend counts as busy until the last byte and the outcome is reported
 //! when the exchange really ends.
 
+use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -40,6 +43,9 @@ pub(crate) struct Held {
     picked: Option<Picked<String>>,
     success: bool,
     admission: Option<Admission>,
+    /// Set when the client's body passed the limit: the exchange broke by
+    /// the client's fault, so the backend is not blamed.
+    overflowed: Option<Overflowed>,
 }
 
 impl Held {
@@ -48,12 +54,14 @@ impl Held {
         picked: Picked<String>,
         success: bool,
         admission: Admission,
+        overflowed: Option<Overflowed>,
     ) -> Self {
         let mut held = Self {
             body,
             picked: Some(picked),
             success,
             admission: Some(admission),
+            overflowed,
         };
         if held.body.is_end_stream() {
             held.finish(success);
@@ -63,7 +71,11 @@ impl Held {
 
     fn finish(&mut self, success: bool) {
         if let Some(picked) = self.picked.take() {
-            picked.finish(success);
+            if self.overflowed.as_ref().is_some_and(Overflowed::get) {
+                drop(picked);
+            } else {
+                picked.finish(success);
+            }
         }
         self.admission = None;
     }
@@ -110,5 +122,94 @@ impl Body for ProxyBody {
             Self::Upstream(held) => held.body.size_hint(),
             Self::Unheld(body) => body.size_hint(),
         }
+    }
+}
+
+/// Whether a request body passed its limit; shared by the body and the
+/// response that may outlive it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Overflowed(Arc<AtomicBool>);
+
+impl Overflowed {
+    pub(crate) fn get(&self) -> bool {
+        // Relaxed: a flag on its own, read after the exchange that set it
+        // broke (the body's error reached the response through the
+        // connection's own synchronisation).
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A request body cut at `max_body_bytes`: past it, an error (the
+/// exchange breaks) and the flag set. A declared `Content-Length` past
+/// the limit is refused before this (413); a chunked body is only known
+/// to be too large as it streams, so the client gets a 413 if the
+/// backend has not answered yet, and a cut connection if it has.
+pub(crate) struct Capped {
+    body: Incoming,
+    left: u64,
+    overflowed: Overflowed,
+}
+
+impl Capped {
+    pub(crate) fn new(body: Incoming, limit: u64, overflowed: Overflowed) -> Self {
+        Self {
+            body,
+            left: limit,
+            overflowed,
+        }
+    }
+}
+
+/// A request body past `max_body_bytes`.
+#[derive(Debug)]
+pub(crate) struct TooLarge;
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request body is larger than max_body_bytes")
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+impl Body for Capped {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        Poll::Ready(match frame {
+            Some(Ok(frame)) => {
+                let size = frame.data_ref().map_or(0, |data| data.len() as u64);
+                match this.left.checked_sub(size) {
+                    Some(left) => {
+                        this.left = left;
+                        Some(Ok(frame))
+                    }
+                    None => {
+                        this.overflowed.set();
+                        Some(Err(Box::new(TooLarge)))
+                    }
+                }
+            }
+            Some(Err(error)) => Some(Err(error.into())),
+            None => None,
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -48,7 +48,9 @@ pub(crate) struct ServerConfig {
     /// A request's head must arrive within this (slowloris), and an idle
     /// keep-alive connection is closed after it.
     pub(crate) header_timeout_ms: u64,
-    /// A connection with no byte read or written for this long is closed.
+    /// A connection with no byte read or written for this long is closed
+    /// (not counting the time its request is handled: the pick and
+    /// upstream timeouts bound that).
     pub(crate) idle_timeout_ms: u64,
     /// The largest request head, in bytes (at least 8192; larger heads get
     /// 431).
@@ -286,13 +288,6 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::invalid(field, "must be more than 0"));
             }
-        }
-        if server.idle_timeout_ms < server.upstream_timeout_ms {
-            return Err(ConfigError::invalid(
-                "server.idle_timeout_ms",
-                "at least upstream_timeout_ms: a request waiting for its backend is idle on the \
-                 client's side",
-            ));
         }
         if self.pools.is_empty() {
             return Err(ConfigError::invalid("pools", "at least one pool"));

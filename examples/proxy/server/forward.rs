@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Empty, LengthLimitError, Limited};
+use http_body_util::{Either, Empty};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, RETRY_AFTER};
 use hyper::http::request::Parts;
@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection};
 use loadbalance::{PickError, Picked, Tried};
 
-use super::body::{Held, ProxyBody};
+use super::body::{Capped, Held, Overflowed, ProxyBody, TooLarge};
 use super::config::ServerConfig;
 use super::framing::Head;
 use super::headers::{add_forwarded, strip_hop_by_hop};
@@ -29,7 +29,7 @@ use super::Shared;
 
 /// What the proxy sends a backend: the client's body, limited in size,
 /// or nothing (a retry, or a request without one).
-pub(crate) type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
+pub(crate) type UpstreamBody = Either<Capped, Empty<Bytes>>;
 
 /// Connections to backends, kept alive and reused: one client per worker
 /// thread, so a request and its backend connection share an event loop.
@@ -102,12 +102,16 @@ async fn serve(
             "413 request body too large\n",
         );
     }
-    let host = request
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().host())
-        .unwrap_or("");
+    // An absolute-form target names the host itself; Host is then
+    // ignored (RFC 9112 §3.2.2).
+    let host = match request.uri().host() {
+        Some(host) => host,
+        None => request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
+    };
     let Some(route) = state.router.route(host, request.uri().path()) else {
         return error(StatusCode::NOT_FOUND, "404 no route\n");
     };
@@ -216,7 +220,15 @@ async fn forward(
         ..
     } = parts;
     let replayable = idempotent(&method) && body.is_end_stream();
-    let mut body = Some(Limited::new(body, clamp(settings.max_body_bytes)));
+    let overflowed = (!body.is_end_stream()).then(Overflowed::default);
+    let mut body = overflowed
+        .clone()
+        .map(|flag| Capped::new(body, settings.max_body_bytes, flag));
+    if let Some(authority) = uri.authority() {
+        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(HOST, value);
+        }
+    }
     let host = headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
@@ -272,7 +284,7 @@ async fn forward(
                     last = Some(response);
                     continue;
                 }
-                return answer(response, picked, !failed(status), admission);
+                return answer(response, picked, !failed(status), admission, overflowed);
             }
             Ok(Err(e)) => {
                 if too_large(&e) {
@@ -311,7 +323,7 @@ fn outgoing(
     path: &str,
     headers: HeaderMap,
     picked: &Picked<String>,
-    body: Option<Limited<Incoming>>,
+    body: Option<Capped>,
 ) -> Result<Request<UpstreamBody>, hyper::http::Error> {
     let uri = Uri::builder()
         .scheme("http")
@@ -335,12 +347,13 @@ fn answer(
     picked: Picked<String>,
     success: bool,
     admission: Admission,
+    overflowed: Option<Overflowed>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(
         parts,
-        ProxyBody::Upstream(Held::new(body, picked, success, admission)),
+        ProxyBody::Upstream(Held::new(body, picked, success, admission, overflowed)),
     )
 }
 
@@ -364,16 +377,12 @@ fn no_backend(shared: &Shared, error_: PickError) -> Response<ProxyBody> {
 fn too_large(error_: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error_);
     while let Some(error_) = source {
-        if error_.is::<LengthLimitError>() {
+        if error_.is::<TooLarge>() {
             return true;
         }
         source = error_.source();
     }
     false
-}
-
-fn clamp(bytes: u64) -> usize {
-    usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
 /// A short response of the proxy's own.

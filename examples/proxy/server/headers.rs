@@ -44,10 +44,19 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// far as it trusts this proxy's own configuration.
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: Option<&str>) {
     let peer_text = peer.to_string();
-    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {peer_text}"),
-        _ => peer_text.clone(),
-    };
+    // Every line the client sent is one list (RFC 9110 §5.3).
+    let mut chain = String::new();
+    for earlier in headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        chain.push_str(earlier);
+        chain.push_str(", ");
+    }
+    chain.push_str(&peer_text);
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert("x-forwarded-for", value);
     }

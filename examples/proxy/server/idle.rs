@@ -1,11 +1,16 @@
 //! A connection that closes itself after a while with no progress either
-//! way: a client that stops reading its response, or trickles its body a
-//! byte a minute, ties up nothing for longer than the idle timeout
-//! (nginx's `client_body_timeout` and `send_timeout` in one).
+//! way: a client that stops reading its response ties up nothing for
+//! longer than the idle timeout (nginx's `send_timeout`). While the
+//! connection's request is being handled (waiting for a backend, or
+//! streaming the client's body to it) the clock does not run: the pick
+//! and upstream timeouts bound that time, as nginx's `proxy_read_timeout`
+//! does, not the client's idleness.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 
 pub(crate) struct Idle<IO> {
     io: IO,
+    busy: Busy,
     timeout: Duration,
     /// The last read or write that moved bytes.
     progress: Instant,
@@ -21,10 +27,12 @@ pub(crate) struct Idle<IO> {
 }
 
 impl<IO> Idle<IO> {
-    pub(crate) fn new(io: IO, timeout: Duration) -> Self {
+    /// `io` closed after `timeout` without progress, except while `busy`.
+    pub(crate) fn new(io: IO, timeout: Duration, busy: Busy) -> Self {
         let now = Instant::now();
         Self {
             io,
+            busy,
             timeout,
             progress: now,
             timer: Box::pin(tokio::time::sleep_until(now + timeout)),
@@ -34,6 +42,12 @@ impl<IO> Idle<IO> {
     /// A pending read or write: an error once the connection has been idle
     /// for the timeout, else pending with the timer armed.
     fn poll_idle<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if self.busy.is_busy() {
+            // Idleness starts when the handler is done; whatever wakes
+            // this connection next (the response) polls here again.
+            self.progress = Instant::now();
+            return Poll::Pending;
+        }
         let deadline = self.progress + self.timeout;
         if self.timer.deadline() != deadline {
             self.timer.as_mut().reset(deadline);
@@ -107,5 +121,34 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Idle<IO> {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+/// Requests of one connection being handled now; its [`Idle`] clock
+/// stops while any is.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn is_busy(&self) -> bool {
+        // Relaxed: a hint read on the connection's own task, which also
+        // runs the handler that writes it.
+        self.0.load(Ordering::Relaxed) > 0
+    }
+
+    /// Marks a request handled until the returned guard drops.
+    pub(crate) fn enter(&self) -> BusyGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        BusyGuard(self.clone())
+    }
+}
+
+/// One request being handled.
+#[derive(Debug)]
+pub(crate) struct BusyGuard(Busy);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -45,7 +45,7 @@ use admin::Counters;
 use config::{Config, ConfigError, ServerConfig};
 use forward::Backends;
 use framing::Framing;
-use idle::Idle;
+use idle::{Busy, Idle};
 use state::{HeldDown, State};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -300,8 +300,9 @@ async fn accept(
             _ = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
+        let busy = Busy::default();
         let (io, heads) = Framing::new(
-            Idle::new(stream, settings.idle_timeout()),
+            Idle::new(stream, settings.idle_timeout(), busy.clone()),
             settings.max_header_bytes,
         );
         let request_shared = Arc::clone(&shared);
@@ -310,8 +311,11 @@ async fn accept(
             let head = heads.next();
             let shared = Arc::clone(&request_shared);
             let backends = request_backends.clone();
+            let handling = busy.enter();
             async move {
-                Ok::<_, Infallible>(forward::handle(shared, backends, peer, head, request).await)
+                let response = forward::handle(shared, backends, peer, head, request).await;
+                drop(handling);
+                Ok::<_, Infallible>(response)
             }
         });
         let connection = builder.serve_connection(TokioIo::new(io), service);
