@@ -19,7 +19,7 @@
 //! over time go to `target/demo/shares.svg` (under `CARGO_TARGET_DIR` if
 //! set). It takes about 30 s and stops by itself.
 //!
-//! `cargo run --release --example demo --features serde,metrics,wait,route`
+//! `cargo run --release --example demo --all-features`
 
 #[path = "support/backend.rs"]
 #[allow(dead_code)]

@@ -5,7 +5,7 @@
 //! `/metrics` on an admin port, and shuts down gracefully on SIGINT or
 //! SIGTERM.
 //!
-//! `cargo run --release --example proxy --features serde,metrics,wait,route -- examples/proxy.toml`
+//! `cargo run --release --example proxy --all-features -- examples/proxy.toml`
 //!
 //! README.md's "Run the proxy" explains the configuration file.
 
