@@ -248,7 +248,9 @@ async fn removing_a_check_releases_the_backends_it_held_down() {
         };
         bad.control.unhealthy.store(true, Relaxed);
         assert!(
-            eventually(Duration::from_secs(2), || state(&proxy) == BackendState::Down).await,
+            eventually(Duration::from_secs(2), || state(&proxy)
+                == BackendState::Down)
+            .await,
             "marked down by the check"
         );
         // The operator drops the check; the backend is healthy again.
@@ -276,7 +278,7 @@ async fn removing_a_check_releases_the_backends_it_held_down() {
 //    health, slow start and ejections are lost the same way).
 // ---------------------------------------------------------------------
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_algorithm_change_keeps_max_conns_for_requests_in_flight() {
+async fn an_algorithm_change_is_refused_so_max_conns_holds_for_requests_in_flight() {
     bounded(async {
         let web = backend("web").await;
         web.control
@@ -294,12 +296,23 @@ async fn an_algorithm_change_keeps_max_conns_for_requests_in_flight() {
         let addr = proxy.addr();
         let first = tokio::spawn(async move { get_status(&client(), addr).await });
         assert!(
-            eventually(Duration::from_secs(2), || web.control.in_flight.load(Relaxed) == 1).await
-        );
-        proxy
-            .apply(Config::parse(&toml("least_conn")).expect("parses"))
+            eventually(Duration::from_secs(2), || web
+                .control
+                .in_flight
+                .load(Relaxed)
+                == 1)
             .await
-            .expect("applies");
+        );
+        // A running pool keeps its algorithm: a new one would not count
+        // the request in flight against max_conns. The reload is refused
+        // and the old pool keeps serving.
+        let refused = proxy
+            .apply(Config::parse(&toml("least_conn")).expect("parses"))
+            .await;
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("pools.web.algorithm")),
+            "{refused:?}"
+        );
         let second = tokio::spawn(async move { get_status(&client(), addr).await });
         assert_eq!(first.await.expect("first"), StatusCode::OK);
         assert_eq!(second.await.expect("second"), StatusCode::OK);
@@ -431,7 +444,8 @@ async fn a_connection_header_cannot_remove_host() {
             .clone()
             .expect("the backend saw the request");
         assert_eq!(
-            seen.get("host").map(|h| h.to_str().expect("ascii").to_owned()),
+            seen.get("host")
+                .map(|h| h.to_str().expect("ascii").to_owned()),
             Some("shop.test".to_owned())
         );
         proxy.shutdown().await;

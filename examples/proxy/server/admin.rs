@@ -6,17 +6,20 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use loadbalance::PrometheusText;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::body::ProxyBody;
 use super::forward::error;
+use super::idle::{Busy, Idle};
 use super::{stopped, Shared};
 
 /// What the proxy counts, beside the pools' own figures. Each counter is
@@ -29,6 +32,7 @@ pub(crate) struct Counters {
     pub(crate) banned: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) no_backend: AtomicU64,
     pub(crate) retries: AtomicU64,
@@ -74,6 +78,7 @@ impl Counters {
             ("banned", &self.banned),
             ("rate_limited", &self.rate_limited),
             ("in_flight", &self.in_flight),
+            ("shared_limit_unavailable", &self.unavailable),
             ("malformed", &self.malformed),
         ] {
             let _ = writeln!(
@@ -154,18 +159,27 @@ pub(crate) async fn serve(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.settings.header_timeout());
+    let mut connections = JoinSet::new();
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
-                Err(_) => continue,
+                Err(_) => {
+                    // Out of descriptors, most likely: back off briefly.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             },
-            _ = stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => break,
         };
-        let shared = Arc::clone(&shared);
+        let request_shared = Arc::clone(&shared);
         let service = service_fn(move |request: Request<hyper::body::Incoming>| {
             let response = if request.uri().path() == "/metrics" {
-                let mut response = Response::new(ProxyBody::owned(metrics(&shared)));
+                let mut response = Response::new(ProxyBody::owned(metrics(&request_shared)));
                 response.headers_mut().insert(
                     "content-type",
                     hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -176,6 +190,9 @@ pub(crate) async fn serve(
             };
             std::future::ready(Ok::<_, Infallible>(response))
         });
-        tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        let idle = Idle::new(stream, shared.settings.idle_timeout(), Busy::default());
+        connections.spawn(builder.serve_connection(TokioIo::new(idle), service));
+        while connections.try_join_next().is_some() {}
     }
+    connections.abort_all();
 }

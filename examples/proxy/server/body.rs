@@ -1,18 +1,24 @@
 //! The bodies the proxy sends: a short one of its own (errors), or a
 //! backend's response streamed through while its pick is held, so the
 //! backend counts as busy until the last byte and the outcome is reported
-//! when the exchange really ends.
+//! when the exchange really ends; and the client's request body on its way
+//! to the backend, capped in size.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use loadbalance::limit::Admission;
 use loadbalance::Picked;
+use tokio::time::Sleep;
+
+use super::idle::BusyGuard;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -20,8 +26,10 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) enum ProxyBody {
     Full(Option<Bytes>),
     Upstream(Held),
-    /// A backend's body whose outcome was already reported.
-    Unheld(Incoming),
+    /// A backend's body whose outcome was already reported (a retried
+    /// 5xx that was the last word); the client's admission is held until
+    /// it ends.
+    Unheld(Incoming, Option<Admission>),
 }
 
 impl ProxyBody {
@@ -32,20 +40,33 @@ impl ProxyBody {
     pub(crate) fn owned(text: String) -> Self {
         Self::Full(Some(Bytes::from(text)))
     }
+
+    /// Keeps the connection's idle clock stopped until a backend's body
+    /// ends (its pauses are the backend's, bounded by the stall timeout,
+    /// not the client's idleness).
+    pub(crate) fn hold(&mut self, busy: BusyGuard) {
+        if let Self::Upstream(held) = self {
+            held.busy = Some(busy);
+        }
+    }
 }
 
 /// A backend's response body and the pick it holds: reported a success
 /// when the body ends (unless the status was already a failure), a failure
-/// when it breaks, and nothing when the client goes away first. The
-/// client's admission (its in-flight slots) is held as long.
+/// when it breaks or stalls, and nothing when the client goes away first
+/// or broke its own request. The client's admission (its in-flight slots)
+/// is held as long.
 pub(crate) struct Held {
     body: Incoming,
     picked: Option<Picked<String>>,
     success: bool,
     admission: Option<Admission>,
-    /// Set when the client's body passed the limit: the exchange broke by
-    /// the client's fault, so the backend is not blamed.
-    overflowed: Option<Overflowed>,
+    /// Set when the client's request body broke: not the backend's fault.
+    fault: Option<ClientFault>,
+    busy: Option<BusyGuard>,
+    /// A backend silent this long mid-body has failed.
+    stall_after: Duration,
+    stall: Option<Pin<Box<Sleep>>>,
 }
 
 impl Held {
@@ -54,14 +75,18 @@ impl Held {
         picked: Picked<String>,
         success: bool,
         admission: Admission,
-        overflowed: Option<Overflowed>,
+        fault: Option<ClientFault>,
+        stall_after: Duration,
     ) -> Self {
         let mut held = Self {
             body,
             picked: Some(picked),
             success,
             admission: Some(admission),
-            overflowed,
+            fault,
+            busy: None,
+            stall_after,
+            stall: None,
         };
         if held.body.is_end_stream() {
             held.finish(success);
@@ -71,15 +96,30 @@ impl Held {
 
     fn finish(&mut self, success: bool) {
         if let Some(picked) = self.picked.take() {
-            if self.overflowed.as_ref().is_some_and(Overflowed::get) {
+            if self.fault.as_ref().is_some_and(|f| f.get().is_some()) {
                 drop(picked);
             } else {
                 picked.finish(success);
             }
         }
         self.admission = None;
+        self.busy = None;
+        self.stall = None;
     }
 }
+
+/// A backend that sent part of its body and then nothing for the stall
+/// timeout (`upstream_timeout_ms`).
+#[derive(Debug)]
+pub(crate) struct Stalled;
+
+impl fmt::Display for Stalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the backend stalled mid-body")
+    }
+}
+
+impl std::error::Error for Stalled {}
 
 impl Body for ProxyBody {
     type Data = Bytes;
@@ -92,7 +132,19 @@ impl Body for ProxyBody {
         match self.get_mut() {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Upstream(held) => {
-                let frame = ready!(Pin::new(&mut held.body).poll_frame(cx));
+                let frame = match Pin::new(&mut held.body).poll_frame(cx) {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        let after = held.stall_after;
+                        let stall = held
+                            .stall
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                        ready!(stall.as_mut().poll(cx));
+                        held.finish(false);
+                        return Poll::Ready(Some(Err(Box::new(Stalled))));
+                    }
+                };
+                held.stall = None;
                 match &frame {
                     None => held.finish(held.success),
                     Some(Err(_)) => held.finish(false),
@@ -101,9 +153,13 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Self::Unheld(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map(|frame| frame.map(|f| f.map_err(Into::into))),
+            Self::Unheld(body, admission) => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                if frame.is_none() {
+                    *admission = None;
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
         }
     }
 
@@ -111,7 +167,7 @@ impl Body for ProxyBody {
         match self {
             Self::Full(bytes) => bytes.is_none(),
             Self::Upstream(held) => held.body.is_end_stream(),
-            Self::Unheld(body) => body.is_end_stream(),
+            Self::Unheld(body, _) => body.is_end_stream(),
         }
     }
 
@@ -120,46 +176,65 @@ impl Body for ProxyBody {
             Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
             Self::Upstream(held) => held.body.size_hint(),
-            Self::Unheld(body) => body.size_hint(),
+            Self::Unheld(body, _) => body.size_hint(),
         }
     }
 }
 
-/// Whether a request body passed its limit; shared by the body and the
-/// response that may outlive it.
+/// How a client broke its own request body, if it did; shared by the
+/// body and the response that may outlive it, so the backend is not
+/// blamed for an exchange the client broke (else any client could eject
+/// healthy backends at will).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Overflowed(Arc<AtomicBool>);
+pub(crate) struct ClientFault(Arc<AtomicU8>);
 
-impl Overflowed {
-    pub(crate) fn get(&self) -> bool {
+/// What a client did wrong with its body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Past `max_body_bytes`.
+    TooLarge,
+    /// Cut off, or not valid HTTP framing.
+    Broken,
+}
+
+impl ClientFault {
+    pub(crate) fn get(&self) -> Option<Fault> {
         // Relaxed: a flag on its own, read after the exchange that set it
-        // broke (the body's error reached the response through the
+        // broke (the body's error reached the reader through the
         // connection's own synchronisation).
-        self.0.load(Ordering::Relaxed)
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(Fault::TooLarge),
+            2 => Some(Fault::Broken),
+            _ => None,
+        }
     }
 
-    fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
+    fn set(&self, fault: Fault) {
+        let code = match fault {
+            Fault::TooLarge => 1,
+            Fault::Broken => 2,
+        };
+        self.0.store(code, Ordering::Relaxed);
     }
 }
 
 /// A request body cut at `max_body_bytes`: past it, an error (the
-/// exchange breaks) and the flag set. A declared `Content-Length` past
-/// the limit is refused before this (413); a chunked body is only known
-/// to be too large as it streams, so the client gets a 413 if the
+/// exchange breaks) and the fault recorded. A declared `Content-Length`
+/// past the limit is refused before this (413); a chunked body is only
+/// known to be too large as it streams, so the client gets a 413 if the
 /// backend has not answered yet, and a cut connection if it has.
 pub(crate) struct Capped {
     body: Incoming,
     left: u64,
-    overflowed: Overflowed,
+    fault: ClientFault,
 }
 
 impl Capped {
-    pub(crate) fn new(body: Incoming, limit: u64, overflowed: Overflowed) -> Self {
+    pub(crate) fn new(body: Incoming, limit: u64, fault: ClientFault) -> Self {
         Self {
             body,
             left: limit,
-            overflowed,
+            fault,
         }
     }
 }
@@ -195,12 +270,15 @@ impl Body for Capped {
                         Some(Ok(frame))
                     }
                     None => {
-                        this.overflowed.set();
+                        this.fault.set(Fault::TooLarge);
                         Some(Err(Box::new(TooLarge)))
                     }
                 }
             }
-            Some(Err(error)) => Some(Err(error.into())),
+            Some(Err(error)) => {
+                this.fault.set(Fault::Broken);
+                Some(Err(error.into()))
+            }
             None => None,
         })
     }

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection};
 use loadbalance::{PickError, Picked, Tried};
 
-use super::body::{Capped, Held, Overflowed, ProxyBody, TooLarge};
+use super::body::{Capped, ClientFault, Fault, Held, ProxyBody};
 use super::config::ServerConfig;
 use super::framing::Head;
 use super::headers::{add_forwarded, strip_hop_by_hop};
@@ -103,7 +103,11 @@ async fn serve(
         );
     }
     // An absolute-form target names the host itself; Host is then
-    // ignored (RFC 9112 §3.2.2).
+    // ignored (RFC 9112 §3.2.2). Otherwise exactly one Host (§3.2).
+    if request.uri().host().is_none() && request.headers().get_all(HOST).iter().nth(1).is_some() {
+        shared.counters.malformed.fetch_add(1, Relaxed);
+        return error(StatusCode::BAD_REQUEST, "400 more than one Host header\n");
+    }
     let host = match request.uri().host() {
         Some(host) => host,
         None => request
@@ -161,7 +165,11 @@ fn rejected(shared: &Shared, rejection: &Rejection) -> Response<ProxyBody> {
         Reason::Banned => (&counters.banned, "403 forbidden: banned for a while\n"),
         Reason::RateLimited => (&counters.rate_limited, "429 too many requests\n"),
         Reason::ClientInFlight => (&counters.in_flight, "429 too many requests in flight\n"),
-        _ => (&counters.in_flight, "503 busy\n"),
+        Reason::ServerInFlight => (&counters.in_flight, "503 busy\n"),
+        _ => (
+            &counters.unavailable,
+            "503 the shared limit is unavailable\n",
+        ),
     };
     counter.fetch_add(1, Relaxed);
     let status =
@@ -220,10 +228,10 @@ async fn forward(
         ..
     } = parts;
     let replayable = idempotent(&method) && body.is_end_stream();
-    let overflowed = (!body.is_end_stream()).then(Overflowed::default);
-    let mut body = overflowed
+    let fault = (!body.is_end_stream()).then(ClientFault::default);
+    let mut body = fault
         .clone()
-        .map(|flag| Capped::new(body, settings.max_body_bytes, flag));
+        .map(|fault| Capped::new(body, settings.max_body_bytes, fault));
     if let Some(authority) = uri.authority() {
         if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
             headers.insert(HOST, value);
@@ -241,7 +249,10 @@ async fn forward(
 
     shared.budget.deposit();
     let mut tried = Tried::new();
+    // The last attempt's answer, when a retry finds no backend left: a
+    // backend's 5xx, or the proxy's own 502 or 504.
     let mut last: Option<Response<Incoming>> = None;
+    let mut last_error: Option<(StatusCode, &'static str)> = None;
     loop {
         let picked = if tried.is_empty() {
             match tokio::time::timeout(settings.pick_timeout(), pool.pick_wait(&ctx)).await {
@@ -253,9 +264,10 @@ async fn forward(
             match pool.pick(&ctx.with_tried(&tried)) {
                 Ok(picked) => picked,
                 Err(e) => {
-                    return match last {
-                        Some(response) => plain(response),
-                        None => no_backend(shared, e),
+                    return match (last, last_error) {
+                        (Some(response), _) => plain(response, admission),
+                        (None, Some((status, text))) => error(status, text),
+                        (None, None) => no_backend(shared, e),
                     }
                 }
             }
@@ -284,19 +296,37 @@ async fn forward(
                     last = Some(response);
                     continue;
                 }
-                return answer(response, picked, !failed(status), admission, overflowed);
+                let (parts, body) = response.into_parts();
+                let held = Held::new(
+                    body,
+                    picked,
+                    !failed(status),
+                    admission,
+                    fault,
+                    settings.upstream_timeout(),
+                );
+                return answer(parts, held);
             }
-            Ok(Err(e)) => {
-                if too_large(&e) {
-                    // The client's fault: the backend is not blamed.
-                    drop(picked);
-                    return error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "413 request body too large\n",
-                    );
+            Ok(Err(_)) => {
+                // The client's own body broke the exchange: the backend is
+                // not blamed.
+                match fault.as_ref().and_then(ClientFault::get) {
+                    Some(Fault::TooLarge) => {
+                        drop(picked);
+                        return error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "413 request body too large\n",
+                        );
+                    }
+                    Some(Fault::Broken) => {
+                        drop(picked);
+                        return error(StatusCode::BAD_REQUEST, "400 the request body broke off\n");
+                    }
+                    None => {}
                 }
                 picked.failure();
                 shared.counters.upstream_errors.fetch_add(1, Relaxed);
+                last_error = Some((StatusCode::BAD_GATEWAY, "502 bad gateway\n"));
                 if more && shared.budget.try_withdraw() {
                     shared.counters.retries.fetch_add(1, Relaxed);
                     continue;
@@ -306,6 +336,7 @@ async fn forward(
             Err(_) => {
                 picked.failure();
                 shared.counters.upstream_timeouts.fetch_add(1, Relaxed);
+                last_error = Some((StatusCode::GATEWAY_TIMEOUT, "504 gateway timeout\n"));
                 if more && shared.budget.try_withdraw() {
                     shared.counters.retries.fetch_add(1, Relaxed);
                     continue;
@@ -342,26 +373,16 @@ fn outgoing(
 
 /// The backend's response, streamed to the client with its pick (and the
 /// client's admission) held until the body ends.
-fn answer(
-    response: Response<Incoming>,
-    picked: Picked<String>,
-    success: bool,
-    admission: Admission,
-    overflowed: Option<Overflowed>,
-) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
+fn answer(mut parts: hyper::http::response::Parts, held: Held) -> Response<ProxyBody> {
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(
-        parts,
-        ProxyBody::Upstream(Held::new(body, picked, success, admission, overflowed)),
-    )
+    Response::from_parts(parts, ProxyBody::Upstream(held))
 }
 
 /// A response already reported (a retried 5xx that was the last word).
-fn plain(response: Response<Incoming>) -> Response<ProxyBody> {
+fn plain(response: Response<Incoming>, admission: Admission) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::Unheld(body))
+    Response::from_parts(parts, ProxyBody::Unheld(body, Some(admission)))
 }
 
 fn no_backend(shared: &Shared, error_: PickError) -> Response<ProxyBody> {
@@ -372,17 +393,6 @@ fn no_backend(shared: &Shared, error_: PickError) -> Response<ProxyBody> {
         _ => "503 no backend available\n",
     };
     error(StatusCode::SERVICE_UNAVAILABLE, text)
-}
-
-fn too_large(error_: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error_);
-    while let Some(error_) = source {
-        if error_.is::<TooLarge>() {
-            return true;
-        }
-        source = error_.source();
-    }
-    false
 }
 
 /// A short response of the proxy's own.

@@ -6,17 +6,20 @@ use std::net::IpAddr;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
 
-/// Headers that only concern one connection, never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that only concern one connection, never forwarded (RFC 9110
+/// §7.6.1; the `Proxy-*` credentials are for this proxy).
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "transfer-encoding",
 ];
+
+/// Headers a `Connection` header cannot remove: the request's target.
+const END_TO_END: [&str; 1] = ["host"];
 
 /// Removes the hop-by-hop headers and those the `Connection` header
 /// names. `Upgrade` goes too: this proxy does not tunnel.
@@ -30,7 +33,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
     for name in named {
-        headers.remove(name);
+        if !END_TO_END.contains(&name.as_str()) {
+            headers.remove(name);
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -65,7 +70,10 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: Option<
         IpAddr::V6(_) => format!("\"[{peer_text}]\""),
     };
     let mut element = format!("for={node};proto=http");
-    if let Some(host) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+    if let Some(host) = host.filter(|h| {
+        h.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    }) {
         element.push_str(";host=\"");
         element.push_str(host);
         element.push('"');

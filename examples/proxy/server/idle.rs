@@ -1,10 +1,11 @@
 //! A connection that closes itself after a while with no progress either
-//! way: a client that stops reading its response ties up nothing for
-//! longer than the idle timeout (nginx's `send_timeout`). While the
-//! connection's request is being handled (waiting for a backend, or
-//! streaming the client's body to it) the clock does not run: the pick
-//! and upstream timeouts bound that time, as nginx's `proxy_read_timeout`
-//! does, not the client's idleness.
+//! way: a client that stops sending or reading ties up nothing for longer
+//! than the idle timeout (nginx's `client_body_timeout` and
+//! `send_timeout`). While a request is handled, from its head until its
+//! response body ends, only a pending write (the client not reading)
+//! counts: the waits on the backend are bounded by the pick, upstream and
+//! stall timeouts instead (nginx's `proxy_read_timeout`), so a slow
+//! backend is not taken for an idle client.
 
 use std::future::Future;
 use std::io;
@@ -41,8 +42,10 @@ impl<IO> Idle<IO> {
 
     /// A pending read or write: an error once the connection has been idle
     /// for the timeout, else pending with the timer armed.
-    fn poll_idle<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        if self.busy.is_busy() {
+    /// While a request is handled, only a pending write (the client not
+    /// reading) counts as idle.
+    fn poll_idle<T>(&mut self, cx: &mut Context<'_>, writing: bool) -> Poll<io::Result<T>> {
+        if self.busy.is_busy() && !writing {
             // Idleness starts when the handler is done; whatever wakes
             // this connection next (the response) polls here again.
             self.progress = Instant::now();
@@ -65,13 +68,14 @@ impl<IO> Idle<IO> {
         &mut self,
         result: Poll<io::Result<T>>,
         cx: &mut Context<'_>,
+        writing: bool,
     ) -> Poll<io::Result<T>> {
         match result {
             Poll::Ready(result) => {
                 self.progress = Instant::now();
                 Poll::Ready(result)
             }
-            Poll::Pending => self.poll_idle(cx),
+            Poll::Pending => self.poll_idle(cx, writing),
         }
     }
 }
@@ -84,7 +88,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Idle<IO> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
-        this.done(result, cx)
+        this.done(result, cx, false)
     }
 }
 
@@ -96,13 +100,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Idle<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.done(result, cx)
+        this.done(result, cx, true)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_flush(cx);
-        this.done(result, cx)
+        this.done(result, cx, true)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -116,7 +120,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Idle<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.done(result, cx)
+        this.done(result, cx, true)
     }
 
     fn is_write_vectored(&self) -> bool {

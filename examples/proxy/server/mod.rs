@@ -64,8 +64,9 @@ pub(crate) struct Shared {
     pub(crate) held: HeldDown,
     /// Serialises reloads and active-check marks.
     pub(crate) admin: tokio::sync::Mutex<()>,
-    /// The running active checks, restarted on reload.
-    checks: Mutex<Vec<JoinHandle<()>>>,
+    /// The running active checks, restarted on reload; `None` once
+    /// shutdown began, so a reload racing it starts none.
+    checks: Mutex<Option<Vec<JoinHandle<()>>>>,
     /// The file reloads read, if any.
     path: Option<PathBuf>,
 }
@@ -139,19 +140,10 @@ impl Proxy {
             counters: Counters::default(),
             held,
             admin: tokio::sync::Mutex::new(()),
-            checks: Mutex::new(Vec::new()),
+            checks: Mutex::new(Some(Vec::new())),
             path,
         });
-        restart_checks(&shared);
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(admin::serve(
-            Arc::clone(&shared),
-            admin_listener,
-            stopped.clone(),
-        ));
-        if shared.path.is_some() && shared.settings.watch_ms > 0 {
-            tokio::spawn(watch_file(Arc::clone(&shared), stopped.clone()));
-        }
         let listener = listener
             .into_std()
             .map_err(|e| StartError::Bind(listen, e))?;
@@ -170,6 +162,17 @@ impl Proxy {
                 listener,
                 stopped.clone(),
             )?);
+        }
+        // Started last: a worker that failed to start returned above, and
+        // the dropped `stop` ends the workers already running.
+        restart_checks(&shared);
+        tokio::spawn(admin::serve(
+            Arc::clone(&shared),
+            admin_listener,
+            stopped.clone(),
+        ));
+        if shared.path.is_some() && shared.settings.watch_ms > 0 {
+            tokio::spawn(watch_file(Arc::clone(&shared), stopped));
         }
         Ok(Self {
             shared,
@@ -224,7 +227,7 @@ impl Proxy {
     /// `shutdown_grace_ms`), and returns how many connections had to be cut.
     pub(crate) async fn shutdown(self) -> usize {
         let _ = self.stop.send(true);
-        for check in self.shared.checks.lock().drain(..) {
+        for check in self.shared.checks.lock().take().into_iter().flatten() {
             check.abort();
         }
         let mut cut = 0;
@@ -313,8 +316,8 @@ async fn accept(
             let backends = request_backends.clone();
             let handling = busy.enter();
             async move {
-                let response = forward::handle(shared, backends, peer, head, request).await;
-                drop(handling);
+                let mut response = forward::handle(shared, backends, peer, head, request).await;
+                response.body_mut().hold(handling);
                 Ok::<_, Infallible>(response)
             }
         });
@@ -363,6 +366,7 @@ async fn apply(shared: &Arc<Shared>, config: Config) -> Result<(), ConfigError> 
     }
     match State::build(config, Some(&previous), &shared.held).await {
         Ok(state) => {
+            shared.held.prune(&state.config);
             shared.state.store(Arc::new(state));
             shared.counters.reloads.fetch_add(1, Relaxed);
             restart_checks(shared);
@@ -401,7 +405,10 @@ async fn reload_file(shared: &Arc<Shared>) -> Result<(), ConfigError> {
 
 /// Restarts the active checks for the running configuration.
 fn restart_checks(shared: &Arc<Shared>) {
-    let mut checks = shared.checks.lock();
+    let mut guard = shared.checks.lock();
+    let Some(checks) = guard.as_mut() else {
+        return;
+    };
     for check in checks.drain(..) {
         check.abort();
     }

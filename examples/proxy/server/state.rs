@@ -2,11 +2,14 @@
 //! checks a request consults; rebuilt as a whole on reload and swapped in
 //! one step, so a request sees one configuration from start to end.
 //!
-//! A reload keeps what it can: a pool whose algorithm, form and options
-//! are unchanged is updated in place ([`Pool::apply`]: counts, health and
-//! in-flight guards kept); the client checks are kept while `[clients]`
-//! is unchanged (rates and bans kept). Everything is validated before
-//! anything is applied, so a bad file changes nothing.
+//! A reload updates each running pool in place ([`Pool::apply`]: counts,
+//! health and in-flight guards kept), adds new pools and drops removed
+//! ones; a running pool's algorithm, form and options cannot change (a
+//! new pool would not count the old one's requests in flight against
+//! `max_conns`): that needs a restart. The client checks are kept while
+//! `[clients]` is unchanged (rates and bans kept), rebuilt otherwise.
+//! Everything is validated before anything is applied, so a bad file
+//! changes nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -79,6 +82,21 @@ impl HeldDown {
         }
     }
 
+    /// Forgets what `config` no longer checks: pools without a check, and
+    /// servers no longer in their pool.
+    pub(crate) fn prune(&self, config: &Config) {
+        self.down.lock().retain(|pool, servers| {
+            let Some(pool_config) = config.pools.get(pool) else {
+                return false;
+            };
+            if !config.checks.contains_key(pool) {
+                return false;
+            }
+            servers.retain(|server| pool_config.backends.iter().any(|b| &b.server == server));
+            !servers.is_empty()
+        });
+    }
+
     pub(crate) fn is_down(&self, pool: &str, server: &str) -> bool {
         self.down
             .lock()
@@ -86,9 +104,13 @@ impl HeldDown {
             .is_some_and(|s| s.contains(server))
     }
 
-    /// `config` with the backends held down marked down.
-    fn mark(&self, name: &str, config: &PoolConfig<String>) -> PoolConfig<String> {
+    /// `config` with the backends held down marked down, if the pool is
+    /// still `checked` (without a check, nothing would ever mark them up).
+    fn mark(&self, name: &str, config: &PoolConfig<String>, checked: bool) -> PoolConfig<String> {
         let mut config = config.clone();
+        if !checked {
+            return config;
+        }
         for backend in &mut config.backends {
             if backend.state == "up" && self.is_down(name, &backend.server) {
                 backend.state = "down".to_owned();
@@ -130,30 +152,47 @@ impl State {
             _ => Arc::new(Clients::build(&config.clients).await?),
         };
 
-        let mut upstreams = Vec::with_capacity(names.len());
+        // First everything that can fail: new pools built, running pools
+        // checked to keep their algorithm (a new pool would start with no
+        // count of the old one's requests in flight, and overrun
+        // `max_conns`). Then the running pools are updated.
+        let mut plan = Vec::with_capacity(names.len());
         for (name, pool_config) in &config.pools {
-            let marked = held.mark(name, pool_config);
-            let reusable = previous.and_then(|previous| {
-                let old = previous.config.pools.get(name)?;
-                let same = old.algorithm == pool_config.algorithm
-                    && old.form == pool_config.form
-                    && old.options == pool_config.options;
-                same.then(|| previous.upstreams.iter().find(|u| &u.name == name))?
-            });
-            let pool = match reusable {
-                Some(upstream) => {
-                    upstream
-                        .pool
-                        .apply(&marked)
-                        .map_err(|e| ConfigError::invalid(format!("pools.{name}"), e))?;
-                    Arc::clone(&upstream.pool)
+            let checked = config.checks.contains_key(name);
+            let marked = held.mark(name, pool_config, checked);
+            let running = previous.and_then(|p| p.upstream(name).map(|u| (p, u)));
+            match running {
+                Some((previous, upstream)) => {
+                    let old = previous.config.pools.get(name);
+                    let same = old.is_some_and(|old| {
+                        old.algorithm == pool_config.algorithm
+                            && old.form == pool_config.form
+                            && old.options == pool_config.options
+                    });
+                    if !same {
+                        return Err(ConfigError::invalid(
+                            format!("pools.{name}.algorithm"),
+                            "a running pool keeps its algorithm, form and options (its \
+                             requests in flight count against max_conns); restart the proxy \
+                             to change them",
+                        ));
+                    }
+                    plan.push((name, Arc::clone(&upstream.pool), Some(marked)));
                 }
-                None => Arc::new(
-                    marked
+                None => {
+                    let pool = marked
                         .build()
-                        .map_err(|e| ConfigError::invalid(format!("pools.{name}"), e))?,
-                ),
-            };
+                        .map_err(|e| ConfigError::invalid(format!("pools.{name}"), e))?;
+                    plan.push((name, Arc::new(pool), None));
+                }
+            }
+        }
+        let mut upstreams = Vec::with_capacity(plan.len());
+        for (name, pool, update) in plan {
+            if let Some(marked) = update {
+                pool.apply(&marked)
+                    .map_err(|e| ConfigError::invalid(format!("pools.{name}"), e))?;
+            }
             let by_uri = matches!(pool.algorithm(), Algorithm::Hash(_));
             upstreams.push(Upstream {
                 name: name.clone(),
