@@ -12,6 +12,7 @@ mod backend;
 #[allow(dead_code)]
 mod server;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,15 +21,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::header::HeaderMap;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use loadbalance::BackendState;
 use prometheus_parse::{Scrape, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 use backend::Backend;
 use server::config::Config;
@@ -58,9 +61,15 @@ fn server_section(extra: &str) -> String {
 /// A `[pools.NAME]` section over `backends` with `extra` lines (algorithm
 /// `round_robin` unless `extra` names another).
 fn pool_section(name: &str, extra: &str, backends: &[&Backend]) -> String {
-    let servers: Vec<String> = backends
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    pool_at(name, extra, &addrs)
+}
+
+/// [`pool_section`] over servers given by address.
+fn pool_at(name: &str, extra: &str, servers: &[SocketAddr]) -> String {
+    let servers: Vec<String> = servers
         .iter()
-        .map(|b| format!("{{ server = \"{}\" }}", b.addr))
+        .map(|addr| format!("{{ server = \"{addr}\" }}"))
         .collect();
     let algorithm = if extra.contains("algorithm") {
         ""
@@ -138,8 +147,14 @@ async fn get(client: &HttpClient, addr: SocketAddr, host: &str, path: &str) -> R
 async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connects");
     stream.write_all(bytes).await.expect("writes the request");
+    read_all(&mut stream, wait).await.0
+}
+
+/// Reads until the peer closes (or `wait` passes); what was read, and
+/// whether the peer closed.
+async fn read_all(stream: &mut TcpStream, wait: Duration) -> (String, bool) {
     let mut read = Vec::new();
-    let _ = tokio::time::timeout(wait, async {
+    let closed = tokio::time::timeout(wait, async {
         let mut buf = [0_u8; 4096];
         loop {
             match stream.read(&mut buf).await {
@@ -148,8 +163,9 @@ async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
             }
         }
     })
-    .await;
-    String::from_utf8_lossy(&read).into_owned()
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&read).into_owned(), closed)
 }
 
 /// Polls `done` every 10 ms until it holds; false if `within` passes first.
@@ -162,6 +178,30 @@ async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     done()
+}
+
+/// A backend `web` that answers after `delay`.
+async fn slow_web(delay: Duration) -> Backend {
+    let web = backend("web").await;
+    web.control.set_delay(delay, Duration::ZERO);
+    web
+}
+
+/// The headers of the last request `web` saw.
+fn last_headers(web: &Backend) -> HeaderMap {
+    web.control
+        .last_headers
+        .lock()
+        .clone()
+        .expect("the backend saw the request")
+}
+
+/// Whether `web` holds `n` requests in flight within 2 s.
+async fn in_flight_at(web: &Backend, n: usize) -> bool {
+    eventually(Duration::from_secs(2), || {
+        web.control.in_flight.load(Relaxed) == n
+    })
+    .await
 }
 
 fn state_of(proxy: &Proxy, pool: &str, backend: &Backend) -> BackendState {
@@ -426,6 +466,26 @@ async fn slowloris_is_cut_at_the_header_timeout() {
     .await;
 }
 
+// The admin port's header timeout: a half-sent head there is cut too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_admin_request_is_cut_at_the_header_timeout() {
+    bounded(async {
+        let web = backend("web").await;
+        let proxy = single(&web, "header_timeout_ms = 300").await;
+        let mut stream = TcpStream::connect(proxy.admin_addr())
+            .await
+            .expect("connects");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("writes");
+        let (_, closed) = read_all(&mut stream, Duration::from_secs(2)).await;
+        assert!(closed, "a half-sent head on the admin port outlived 2 s");
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
 // 4.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413() {
@@ -532,6 +592,89 @@ async fn a_chunked_body_past_the_limit_after_the_answer_is_cut_and_spares_the_ba
         assert_eq!(stats.active, 0);
         assert_eq!(stats.failures, 0, "the client's fault, not the backend's");
         assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
+
+type Answer = Response<BoxBody<Bytes, Infallible>>;
+
+/// A loopback HTTP/1.1 server answering every request with `respond`,
+/// for behaviours `examples/support/backend.rs` does not have.
+async fn custom<F, Fut>(respond: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Answer> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let respond = respond.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let respond = respond.clone();
+                async move { Ok::<_, Infallible>(respond(request).await) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+// A client aborting its own upload is not the backend's failure: no ejection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_aborting_its_upload_does_not_eject_the_backend() {
+    bounded(async {
+        // A backend that reads the whole body before it answers.
+        let web = custom(|request: Request<Incoming>| async move {
+            let text = match request.into_body().collect().await {
+                Ok(_) => "stored",
+                Err(_) => "broken",
+            };
+            Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed())
+        })
+        .await;
+        let toml = format!(
+            "{}{}{}",
+            server_section("attempts = 1"),
+            catch_all("web"),
+            pool_at(
+                "web",
+                "health = { max_fails = 1, fail_timeout_ms = 10000 }",
+                &[web]
+            )
+        );
+        let proxy = start(&toml).await;
+        let pool = proxy.pool("web").expect("the pool runs");
+        let id = web.to_string();
+
+        let mut stream = TcpStream::connect(proxy.addr()).await.expect("connects");
+        stream
+            .write_all(
+                b"POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1000\r\n\r\n0123456789",
+            )
+            .await
+            .expect("writes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The client gives up on its upload.
+        stream.shutdown().await.expect("half-closes");
+        let (answer, _) = read_all(&mut stream, Duration::from_secs(2)).await;
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let stats = pool.stats_of(id.as_str()).expect("in the pool");
+        let status = get(&client(), proxy.addr(), "site.test", "/").await.status;
+        assert_eq!(
+            (stats.failures, stats.state, status),
+            (0, BackendState::Up, StatusCode::OK),
+            "a client's broken upload is not the backend's fault; the client saw {:?}; \
+             upstream_errors = {}",
+            answer.lines().next(),
+            proxy.counters().upstream_errors.load(Relaxed)
+        );
+        proxy.shutdown().await;
     })
     .await;
 }
@@ -752,6 +895,45 @@ async fn active_checks_mark_backends_down_and_up() {
     .await;
 }
 
+// Dropping a pool's [checks] releases the backends the checks held down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_check_releases_the_backends_it_held_down() {
+    bounded(async {
+        let good = backend("good").await;
+        let bad = backend("bad").await;
+        let base = web_config("", "health = { max_fails = 0 }", &[&good, &bad]);
+        let checked = format!(
+            "{base}\n[checks.web]\npath = \"/healthz\"\ninterval_ms = 50\ntimeout_ms = 200\n\
+             fall = 1\nrise = 1\n"
+        );
+        let proxy = start(&checked).await;
+        bad.control.unhealthy.store(true, Relaxed);
+        assert!(
+            eventually(Duration::from_secs(2), || state_of(&proxy, "web", &bad)
+                == BackendState::Down)
+            .await,
+            "marked down by the check"
+        );
+        // The operator drops the check; the backend is healthy again.
+        proxy
+            .apply(Config::parse(&base).expect("parses"))
+            .await
+            .expect("applies");
+        bad.control.unhealthy.store(false, Relaxed);
+        let released = eventually(Duration::from_secs(2), || {
+            state_of(&proxy, "web", &bad) == BackendState::Up
+        })
+        .await;
+        assert!(
+            released,
+            "with no check left, the configured state (up) rules; still {:?}",
+            state_of(&proxy, "web", &bad)
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
 fn reload_config(a: &Backend, b: Option<&Backend>, weight_a: u32) -> String {
     let mut backends = format!("{{ server = \"{}\", weight = {weight_a} }}", a.addr);
     if let Some(b) = b {
@@ -865,13 +1047,52 @@ async fn reload_under_load_keeps_the_pool_and_loses_no_request() {
     .await;
 }
 
+// A reload may not change a running pool's algorithm: max_conns holds across it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_algorithm_change_is_refused_so_max_conns_holds_for_requests_in_flight() {
+    bounded(async {
+        let web = slow_web(Duration::from_millis(600)).await;
+        let toml = |algorithm: &str| {
+            format!(
+                "{}{}\n[pools.web]\nalgorithm = \"{algorithm}\"\n\
+                 backends = [{{ server = \"{}\", max_conns = 1 }}]\n",
+                server_section("pick_timeout_ms = 3000"),
+                catch_all("web"),
+                web.addr
+            )
+        };
+        let proxy = start(&toml("round_robin")).await;
+        let addr = proxy.addr();
+        let first = tokio::spawn(async move { get(&client(), addr, "site.test", "/").await });
+        assert!(in_flight_at(&web, 1).await);
+        // A running pool keeps its algorithm: a new one would not count
+        // the request in flight against max_conns. The reload is refused
+        // and the old pool keeps serving.
+        let refused = proxy
+            .apply(Config::parse(&toml("least_conn")).expect("parses"))
+            .await;
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("pools.web.algorithm")),
+            "{refused:?}"
+        );
+        let second = tokio::spawn(async move { get(&client(), addr, "site.test", "/").await });
+        assert_eq!(first.await.expect("first").status, StatusCode::OK);
+        assert_eq!(second.await.expect("second").status, StatusCode::OK);
+        assert_eq!(
+            web.control.peak_in_flight.load(Relaxed),
+            1,
+            "max_conns = 1 held across the reload"
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
 // 11.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight() {
     bounded(async {
-        let web = backend("web").await;
-        web.control
-            .set_delay(Duration::from_millis(300), Duration::ZERO);
+        let web = slow_web(Duration::from_millis(300)).await;
         let toml = format!(
             "{}{}{}",
             server_section("shutdown_grace_ms = 3000"),
@@ -887,12 +1108,7 @@ async fn shutdown_finishes_requests_in_flight() {
             requests.spawn(async move { get(&client, addr, "site.test", "/slow").await });
         }
         assert!(
-            eventually(Duration::from_secs(2), || web
-                .control
-                .in_flight
-                .load(Relaxed)
-                == 5)
-            .await,
+            in_flight_at(&web, 5).await,
             "five requests reach the backend"
         );
         let started = Instant::now();
@@ -1008,12 +1224,7 @@ async fn backends_see_forwarding_headers_and_no_hop_by_hop_ones() {
         drop(sender);
         driver.abort();
 
-        let seen = web
-            .control
-            .last_headers
-            .lock()
-            .clone()
-            .expect("the backend saw the request");
+        let seen = last_headers(&web);
         let text = |name: &str| {
             seen.get(name)
                 .map(|v| v.to_str().expect("ascii").to_owned())
@@ -1042,6 +1253,26 @@ async fn backends_see_forwarding_headers_and_no_hop_by_hop_ones() {
             );
         }
         assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
+
+// A `Connection: host` header cannot strip the Host the proxy routed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_header_cannot_remove_host() {
+    bounded(async {
+        let web = backend("web").await;
+        let proxy = single(&web, "").await;
+        let request = b"GET / HTTP/1.1\r\nHost: shop.test\r\nConnection: close, host\r\n\r\n";
+        let answer = raw(proxy.addr(), request, Duration::from_secs(2)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        let seen = last_headers(&web);
+        assert_eq!(
+            seen.get("host")
+                .map(|h| h.to_str().expect("ascii").to_owned()),
+            Some("shop.test".to_owned())
+        );
+        proxy.shutdown().await;
     })
     .await;
 }
@@ -1112,13 +1343,18 @@ async fn responses_stream_and_hold_the_backend_until_they_end() {
 
 /// A proxy over one backend `web` with `extra` `[server]` settings.
 async fn single(web: &Backend, extra: &str) -> Proxy {
-    let toml = format!(
+    start(&web_config(extra, "", &[web])).await
+}
+
+/// Every request to pool `web` over `backends`, with `server` settings in
+/// `[server]` and `pool` lines in the pool's section.
+fn web_config(server: &str, pool: &str, backends: &[&Backend]) -> String {
+    format!(
         "{}{}{}",
-        server_section(extra),
+        server_section(server),
         catch_all("web"),
-        pool_section("web", "", &[web])
-    );
-    start(&toml).await
+        pool_section("web", pool, backends)
+    )
 }
 
 // 14, the client's side: one that goes away mid-body frees the backend.
@@ -1193,9 +1429,7 @@ async fn in_flight_per_client_counts_until_the_body_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_cuts_what_outlasts_the_grace() {
     bounded(async {
-        let web = backend("web").await;
-        web.control
-            .set_delay(Duration::from_secs(3), Duration::ZERO);
+        let web = slow_web(Duration::from_secs(3)).await;
         let proxy = single(&web, "shutdown_grace_ms = 200").await;
         let addr = proxy.addr();
         let client = client();
@@ -1205,14 +1439,7 @@ async fn shutdown_cuts_what_outlasts_the_grace() {
                 .expect("a valid request");
             client.request(request).await.map(|r| r.status())
         });
-        assert!(
-            eventually(Duration::from_secs(2), || web
-                .control
-                .in_flight
-                .load(Relaxed)
-                == 1)
-            .await
-        );
+        assert!(in_flight_at(&web, 1).await);
         let started = Instant::now();
         assert_eq!(proxy.shutdown().await, 1, "one connection cut");
         let took = started.elapsed();
@@ -1239,12 +1466,7 @@ async fn every_forwarded_for_line_is_kept() {
             .expect("a valid request");
         let reply = send(&client(), request).await;
         assert_eq!(reply.status, StatusCode::OK);
-        let seen = web
-            .control
-            .last_headers
-            .lock()
-            .clone()
-            .expect("the backend saw the request");
+        let seen = last_headers(&web);
         let chain: Vec<&str> = seen
             .get_all("x-forwarded-for")
             .iter()
@@ -1280,6 +1502,41 @@ async fn an_absolute_target_routes_by_its_own_host() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
         assert!(answer.ends_with("tenants"), "routed by the Host header: {answer:?}");
         assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
+
+// A request with two Host lines is a 400 (RFC 9112 §3.2), never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_headers_are_refused() {
+    bounded(async {
+        // Host admin.test to pool admin, every other to pool public.
+        let routes = "\n[[routes]]\nname = \"admin\"\nhost = \"admin.test\"\npath = \"/\"\npool = \"admin\"\n\
+                      \n[[routes]]\nname = \"public\"\npath = \"/\"\npool = \"public\"\n";
+        let public = backend("public").await;
+        let admin = backend("admin").await;
+        let toml = format!(
+            "{}{routes}{}{}",
+            server_section(""),
+            pool_section("public", "", &[&public]),
+            pool_section("admin", "", &[&admin]),
+        );
+        let proxy = start(&toml).await;
+        let request =
+            b"GET / HTTP/1.1\r\nHost: www.test\r\nHost: admin.test\r\nConnection: close\r\n\r\n";
+        let answer = raw(proxy.addr(), request, Duration::from_secs(2)).await;
+        let seen = public
+            .control
+            .last_headers
+            .lock()
+            .clone()
+            .map(|h| h.get_all("host").iter().cloned().collect::<Vec<_>>());
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "answered {:?}; the backend saw Host {seen:?}",
+            answer.lines().next()
+        );
+        proxy.shutdown().await;
     })
     .await;
 }
@@ -1387,9 +1644,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_is_not_cut_by_the_client_idle_bound() {
     bounded(async {
-        let web = backend("web").await;
-        web.control
-            .set_delay(Duration::from_millis(500), Duration::ZERO);
+        let web = slow_web(Duration::from_millis(500)).await;
         let proxy = single(&web, "idle_timeout_ms = 200\nupstream_timeout_ms = 2000").await;
         let reply = tokio::time::timeout(
             Duration::from_secs(2),
@@ -1408,13 +1663,51 @@ async fn a_slow_backend_is_not_cut_by_the_client_idle_bound() {
     .await;
 }
 
+// A backend pausing between body chunks is not cut by the client's idle bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_pausing_mid_stream_is_not_cut_by_the_client_idle_bound() {
+    bounded(async {
+        let web = custom(|_request: Request<Incoming>| async move {
+            let frames = futures_lite::stream::unfold(0_u8, |step| async move {
+                match step {
+                    0 => Some((Ok(Frame::data(Bytes::from_static(b"a"))), 1)),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(700)).await;
+                        Some((Ok(Frame::data(Bytes::from_static(b"b"))), 2))
+                    }
+                    _ => None,
+                }
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(frames)))
+        })
+        .await;
+        let toml = format!(
+            "{}{}{}",
+            server_section("idle_timeout_ms = 300\nupstream_timeout_ms = 5000"),
+            catch_all("web"),
+            pool_at("web", "", &[web])
+        );
+        let proxy = start(&toml).await;
+        let request = build(Method::GET, proxy.addr(), "site.test", "/sse")
+            .body(Full::default())
+            .expect("a valid request");
+        let response = client().request(request).await.expect("a head");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        assert!(
+            matches!(&body, Ok(bytes) if bytes.as_ref() == b"ab"),
+            "the whole stream reaches a reading client: {body:?}"
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
 // 4 (a pick's wait): max_conns full for longer than pick_timeout_ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pool_answers_503_after_the_pick_timeout() {
     bounded(async {
-        let web = backend("web").await;
-        web.control
-            .set_delay(Duration::from_millis(400), Duration::ZERO);
+        let web = slow_web(Duration::from_millis(400)).await;
         let toml = format!(
             "{}{}\n[pools.web]\nalgorithm = \"least_conn\"\n\
              backends = [{{ server = \"{}\", max_conns = 1 }}]\n",
@@ -1425,14 +1718,7 @@ async fn a_full_pool_answers_503_after_the_pick_timeout() {
         let proxy = start(&toml).await;
         let addr = proxy.addr();
         let first = tokio::spawn(async move { get(&client(), addr, "site.test", "/").await });
-        assert!(
-            eventually(Duration::from_secs(2), || web
-                .control
-                .in_flight
-                .load(Relaxed)
-                == 1)
-            .await
-        );
+        assert!(in_flight_at(&web, 1).await);
         let started = Instant::now();
         let refused = get(&client(), addr, "site.test", "/").await;
         let waited = started.elapsed();
