@@ -423,12 +423,7 @@ async fn trusted_proxies_give_each_forwarded_client_its_own_budget() {
 async fn slowloris_is_cut_at_the_header_timeout() {
     bounded(async {
         let web = backend("web").await;
-        let toml = format!(
-            "{}{}{}",
-            server_section("header_timeout_ms = 300"),
-            catch_all("web"),
-            pool_section("web", "", &[&web])
-        );
+        let toml = web_config("header_timeout_ms = 300", "", &[&web]);
         let proxy = start(&toml).await;
         let mut slow = TcpStream::connect(proxy.addr()).await.expect("connects");
         slow.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\nX-Slow: ")
@@ -491,12 +486,7 @@ async fn a_half_sent_admin_request_is_cut_at_the_header_timeout() {
 async fn oversized_bodies_get_413() {
     bounded(async {
         let web = backend("web").await;
-        let toml = format!(
-            "{}{}{}",
-            server_section("max_body_bytes = 1024"),
-            catch_all("web"),
-            pool_section("web", "", &[&web])
-        );
+        let toml = web_config("max_body_bytes = 1024", "", &[&web]);
         let proxy = start(&toml).await;
         let client = client();
         // Declared too large: refused before any backend is asked.
@@ -684,12 +674,7 @@ async fn a_client_aborting_its_upload_does_not_eject_the_backend() {
 async fn conflicting_framing_is_refused() {
     bounded(async {
         let web = backend("web").await;
-        let toml = format!(
-            "{}{}{}",
-            server_section(""),
-            catch_all("web"),
-            pool_section("web", "", &[&web])
-        );
+        let toml = web_config("", "", &[&web]);
         let proxy = start(&toml).await;
         for smuggled in [
             &b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 5\r\n\
@@ -1093,12 +1078,7 @@ async fn an_algorithm_change_is_refused_so_max_conns_holds_for_requests_in_fligh
 async fn shutdown_finishes_requests_in_flight() {
     bounded(async {
         let web = slow_web(Duration::from_millis(300)).await;
-        let toml = format!(
-            "{}{}{}",
-            server_section("shutdown_grace_ms = 3000"),
-            catch_all("web"),
-            pool_section("web", "", &[&web])
-        );
+        let toml = web_config("shutdown_grace_ms = 3000", "", &[&web]);
         let proxy = start(&toml).await;
         let addr = proxy.addr();
         let mut requests = tokio::task::JoinSet::new();
@@ -1140,12 +1120,7 @@ async fn metrics_count_what_the_backends_served() {
     bounded(async {
         let a = backend("a").await;
         let b = backend("b").await;
-        let toml = format!(
-            "{}{}{}",
-            server_section(""),
-            catch_all("web"),
-            pool_section("web", "", &[&a, &b])
-        );
+        let toml = web_config("", "", &[&a, &b]);
         let proxy = start(&toml).await;
         let client = client();
         for _ in 0..21 {
@@ -1191,12 +1166,7 @@ async fn metrics_count_what_the_backends_served() {
 async fn backends_see_forwarding_headers_and_no_hop_by_hop_ones() {
     bounded(async {
         let web = backend("web").await;
-        let toml = format!(
-            "{}{}{}",
-            server_section(""),
-            catch_all("web"),
-            pool_section("web", "", &[&web])
-        );
+        let toml = web_config("", "", &[&web]);
         let proxy = start(&toml).await;
         // hyper's connection-level client sends the headers as given.
         let stream = TcpStream::connect(proxy.addr()).await.expect("connects");
@@ -1282,12 +1252,7 @@ async fn a_connection_header_cannot_remove_host() {
 async fn responses_stream_and_hold_the_backend_until_they_end() {
     bounded(async {
         let web = backend("web").await;
-        let toml = format!(
-            "{}{}{}",
-            server_section(""),
-            catch_all("web"),
-            pool_section("web", "", &[&web])
-        );
+        let toml = web_config("", "", &[&web]);
         let proxy = start(&toml).await;
         let pool = proxy.pool("web").expect("the pool runs");
         let id = web.addr.to_string();
@@ -1548,14 +1513,7 @@ async fn a_changed_file_is_picked_up_by_the_watcher() {
         let a = backend("a").await;
         let b = backend("b").await;
         let file = TempFile::new("watch");
-        let text = |backends: &[&Backend]| {
-            format!(
-                "{}{}{}",
-                server_section("watch_ms = 50"),
-                catch_all("web"),
-                pool_section("web", "", backends)
-            )
-        };
+        let text = |backends: &[&Backend]| web_config("watch_ms = 50", "", backends);
         file.write(&text(&[&a]));
         let proxy = Proxy::from_file(&file.0)
             .await
