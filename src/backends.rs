@@ -8,7 +8,7 @@ use crate::clock_and_policy::Shared;
 use crate::guard::Holds;
 use crate::record::Record;
 use crate::sync::atomic::{AtomicU32, Ordering};
-pub(crate) use crate::weights::Weights;
+pub(crate) use crate::weights::{check_len, Weights};
 use crate::{BuildError, Guard};
 
 /// The most backends one balancer holds. Schedules and hash tables store
@@ -115,7 +115,6 @@ impl<T> Backends<T> {
         dense_above: usize,
     ) -> Result<(Self, Weights), BuildError> {
         let (values, weights): (Vec<T>, Vec<u32>) = backends.into_iter().unzip();
-        check_len(values.len())?;
         let weights = Weights::new(weights)?;
         let shared = Shared::standard(effective);
         let dense: Option<DenseCounts> = (values.len() > dense_above)
@@ -302,17 +301,6 @@ pub(crate) trait ScanActives<R>: Sized {
                 .iter()
                 .map(|count| count.load(Ordering::Relaxed) as usize)
         })
-    }
-}
-
-pub(crate) fn check_len(len: usize) -> Result<(), BuildError> {
-    match len {
-        0 => Err(BuildError::NoBackends),
-        len if len > MAX_BACKENDS => Err(BuildError::TooManyBackends {
-            len,
-            max: MAX_BACKENDS,
-        }),
-        _ => Ok(()),
     }
 }
 

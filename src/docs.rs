@@ -74,9 +74,12 @@
 //! continues; back to plain picks, one period is recorded and, once the
 //! state is periodic again, replayed as before. Past either bound it
 //! computes the same exact sequence in windows of about 2^20 / n picks,
-//! published without a lock and computed in place into the window before
-//! (no allocation); a pick then costs `O(n)` amortised, like the
-//! mutex-backed form, without its lock.
+//! published without a lock into one of three windows allocated at build,
+//! so no pick allocates, the first included; a pick then costs `O(n)`
+//! amortised, like the mutex-backed form, without its lock. A pick that
+//! finds its window used up computes the next one (about a millisecond);
+//! it waits only if both spare windows are busy, each being computed by
+//! another pick or still read by a pick descheduled mid-step.
 //!
 //! nginx's consistent ring holds `160 * total weight` points of 6 bytes
 //! (at most [`MAX_CONSISTENT_TOTAL_WEIGHT`](crate::NginxHashOptions::MAX_CONSISTENT_TOTAL_WEIGHT),

@@ -6,6 +6,10 @@
 //! by a mutex no pick takes. Backends are known by identity (their value's
 //! `Eq`), and each snapshot shares the entries of the one before, so active
 //! counts, health and statistics carry across updates.
+//!
+//! A pick allocates nothing, with one exception that is arc-swap's: the
+//! first load by a thread that holds no arc-swap slot yet allocates one
+//! (once; slots of exited threads are reused).
 
 use std::borrow::Borrow;
 use std::fmt;

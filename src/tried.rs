@@ -8,8 +8,14 @@ use crate::Guard;
 /// [`Context::with_tried`](crate::Context::with_tried): the next pick skips
 /// those backends, and fails with
 /// [`PickError::AllTried`](crate::PickError::AllTried) once none is left.
-/// Backends are named by identity, so the set stays right across updates of
-/// a live balancer.
+/// Backends are named by identity, not by position, so the set stays right
+/// across updates of a live balancer that keep the backend: re-weighting,
+/// re-ordering, marking down and up, and a removal followed by an add while
+/// a guard of the backend is alive (the backend comes back as itself; see
+/// [`Live::add`](crate::Live::add)). A backend removed and added back
+/// after its last guard was dropped is a new backend, unknown to every
+/// `Tried`: a retry may pick it again. (Keeping identities of departed
+/// backends by value would keep a record of every backend ever removed.)
 ///
 /// # Examples
 ///
@@ -25,6 +31,28 @@ use crate::Guard;
 /// }
 /// let again = lb.pick(&Context::new().with_tried(&tried));
 /// assert_eq!(again.unwrap_err(), PickError::AllTried);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Identity across a removal, with and without a live guard:
+///
+/// ```
+/// use loadbalance::{lockfree::RoundRobin, Backend, Balancer, Context, Live, Tried};
+///
+/// let lb = Live::<RoundRobin<&str>>::new([Backend::new("a"), Backend::new("b")])?;
+/// let mut tried = Tried::new();
+/// let failed = lb.pick(&Context::new())?; // "a"
+/// tried.insert(&failed);
+/// lb.remove("a")?;
+/// lb.add(Backend::new("a"))?; // while `failed` lives: the same backend
+/// for _ in 0..4 {
+///     assert_eq!(*lb.pick(&Context::new().with_tried(&tried))?, "b");
+/// }
+/// drop(failed);
+/// lb.remove("a")?;
+/// lb.add(Backend::new("a"))?; // after its last guard: a new backend
+/// let picks: Vec<_> = (0..2).map(|_| lb.pick(&Context::new().with_tried(&tried))).collect();
+/// assert!(picks.iter().any(|pick| pick.as_ref().is_ok_and(|guard| **guard == "a")));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

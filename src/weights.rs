@@ -1,9 +1,11 @@
-//! Weights as the caller gave them, validated: each at least 1, their sum
-//! within `u32`.
+//! Weights as the caller gave them, validated: one to `MAX_BACKENDS` of
+//! them, each at least 1, their sum within `u32`.
 
-use crate::BuildError;
+use crate::{BuildError, MAX_BACKENDS};
 
-/// Validated weights: each at least 1, their sum within `u32`.
+/// Validated weights: one to `MAX_BACKENDS` of them, each at least 1, their
+/// sum within `u32`. Every balancer is built from these, so no algorithm
+/// ever sees an empty list (the slot table's build would not end on one).
 #[derive(Clone, Debug)]
 pub(crate) struct Weights {
     per_backend: Box<[u32]>,
@@ -12,6 +14,7 @@ pub(crate) struct Weights {
 
 impl Weights {
     pub(crate) fn new(weights: Vec<u32>) -> Result<Self, BuildError> {
+        check_len(weights.len())?;
         if let Some(index) = weights.iter().position(|&w| w == 0) {
             return Err(BuildError::ZeroWeight { index });
         }
@@ -45,5 +48,17 @@ impl Weights {
 
     pub(crate) fn total(&self) -> u32 {
         self.total
+    }
+}
+
+/// One to `MAX_BACKENDS` backends, or the error that says why not.
+pub(crate) fn check_len(len: usize) -> Result<(), BuildError> {
+    match len {
+        0 => Err(BuildError::NoBackends),
+        len if len > MAX_BACKENDS => Err(BuildError::TooManyBackends {
+            len,
+            max: MAX_BACKENDS,
+        }),
+        _ => Ok(()),
     }
 }

@@ -183,3 +183,65 @@ fn nginx_hash_walks_do_not_allocate() {
         "nginx_hash_consistent with 7 of 8 down allocated {made} times"
     );
 }
+
+/// Issue 22, item 2: the windowed smooth weighted round-robin allocates in
+/// no pick, the very first ones included: counting starts with the first
+/// pick after the build and runs past the first window's end (weights
+/// 1..=1024: windows of 1,024 picks). Each balancer is built and picked on
+/// a thread of its own, so no warm-up of that thread's arc-swap state
+/// hides an allocation of the first pick.
+#[test]
+fn windowed_smooth_weighted_round_robin_allocates_from_the_first_pick() {
+    for case in 0..2u32 {
+        let made = std::thread::spawn(move || {
+            let weights: Vec<u32> = (1..=1024).collect();
+            let lb = lockfree::WeightedRoundRobin::new((0u32..).zip(weights)).expect("valid");
+            assert!(!lb.is_precomputed(), "the windowed form");
+            let ctx = Context::new();
+            if case == 1 {
+                // A stalled guard of the first window: still no allocation.
+                let held = lb.pick(&ctx).expect("pick");
+                let made = allocations(|| {
+                    for _ in 0..5_000 {
+                        drop(lb.pick(&ctx).expect("pick"));
+                    }
+                });
+                drop(held);
+                return made;
+            }
+            allocations(|| {
+                for _ in 0..5_000 {
+                    drop(lb.pick(&ctx).expect("pick"));
+                }
+            })
+        })
+        .join()
+        .expect("no panic");
+        assert_eq!(
+            made, 0,
+            "case {case}: {made} allocations from the first pick"
+        );
+    }
+}
+
+/// A live balancer's picks allocate nothing but, as its docs say, the one
+/// arc-swap slot of a thread's first load (when no exited thread's slot is
+/// free): at most once, counted from a new thread's first pick.
+#[test]
+fn live_picks_allocate_at_most_a_thread_slot_once() {
+    use loadbalance::{Backend, Live};
+    let lb = Live::<lockfree::LeastConn<u32>>::new((0..8).map(Backend::new)).expect("valid");
+    let made = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                allocations(|| {
+                    for _ in 0..10_000 {
+                        drop(lb.pick(&Context::new()).expect("pick"));
+                    }
+                })
+            })
+            .join()
+            .expect("no panic")
+    });
+    assert!(made <= 1, "{made} allocations in 10,000 live picks");
+}

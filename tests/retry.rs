@@ -185,3 +185,38 @@ fn a_cancelled_request_takes_nothing_with_it() {
         .iter()
         .all(|s| s.active == 0 && s.failures == 0));
 }
+
+/// Issue 22, item 3: `Tried`'s identity rule as its docs state it. A
+/// backend removed and added back while a guard of it lives is the same
+/// backend to `Tried` (every pick of the whole rotation skips it); after
+/// its last guard is gone it is a new backend, which a retry may take.
+#[test]
+fn tried_identity_lasts_while_a_guard_of_the_backend_lives() {
+    use loadbalance::{lockfree, Balancer, Live, Tried};
+    let lb = Live::<lockfree::RoundRobin<u32>>::new((0..3).map(Backend::new)).expect("valid");
+    let mut tried = Tried::new();
+    let failed = lb.pick(&Context::new()).expect("pick");
+    assert_eq!(*failed, 0);
+    tried.insert(&failed);
+    lb.remove(&0).expect("present");
+    lb.add(Backend::new(0)).expect("absent");
+    for _ in 0..6 {
+        let guard = lb.pick(&Context::new().with_tried(&tried)).expect("pick");
+        assert_ne!(
+            *guard, 0,
+            "a tried backend brought back while its guard lives"
+        );
+    }
+    drop(failed);
+    lb.remove(&0).expect("present");
+    lb.add(Backend::new(0)).expect("absent");
+    let picks: Vec<u32> = (0..6)
+        .map(|_| *lb.pick(&Context::new().with_tried(&tried)).expect("pick"))
+        .collect();
+    assert!(picks.contains(&0), "a new backend is not tried: {picks:?}");
+    let new = picks.iter().position(|&p| p == 0).expect("picked");
+    assert!(
+        new < 3,
+        "round-robin reaches it within a rotation: {picks:?}"
+    );
+}

@@ -138,3 +138,29 @@ proptest! {
         prop_assert_eq!(free.picks(count), locked.picks(count), "back to plain");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// As above past the schedule limit, where the lock-free form computes
+    /// the sequence in windows: leaving them for explicit weights and
+    /// rebasing new windows on return keep nginx's picks.
+    #[test]
+    fn both_forms_make_the_same_picks_past_the_schedule_limit(
+        heavy in (1u32 << 19)..(1 << 21),
+        weights in prop::collection::vec(1..6u32, 1..4),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        let weights: Vec<u32> = std::iter::once(heavy).chain(weights).collect();
+        let n = weights.len();
+        let mut free = Run::<lockfree::WeightedRoundRobin<V>>::new(&weights);
+        let mut locked = Run::<locked::WeightedRoundRobin<V>>::new(&weights);
+        for (step, op) in ops.iter().enumerate() {
+            let (a, b) = (free.apply(op, n), locked.apply(op, n));
+            prop_assert_eq!(a, b, "step {} ({:?})", step, op);
+        }
+        free.plain(n);
+        locked.plain(n);
+        prop_assert_eq!(free.picks(2_000), locked.picks(2_000), "back to plain");
+    }
+}

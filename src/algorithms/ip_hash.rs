@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use siphasher::sip::SipHasher13;
 
 use super::bounded_load::{from_home, Bound};
-use super::slot_table::{ln, mix, SlotTable};
+use super::slot_table::{mix, rendezvous, SlotTable};
 use crate::assemble::{Assemble, Parts};
 use crate::backends::{Backends, Weights};
 use crate::balancer_type::{balancer_type, Balanced, Pick};
@@ -339,14 +339,6 @@ impl Hashing {
         weights: &Weights,
         options: HashOptions,
     ) -> Result<Self, BuildError> {
-        let bits = options.table_bits;
-        if !(HashOptions::MIN_TABLE_BITS..=HashOptions::MAX_TABLE_BITS).contains(&bits) {
-            return Err(BuildError::TableBits {
-                bits,
-                min: HashOptions::MIN_TABLE_BITS,
-                max: HashOptions::MAX_TABLE_BITS,
-            });
-        }
         let keys = key_words(&options.key);
         let ids: Vec<u64> = values
             .map(|value| {
@@ -368,7 +360,7 @@ impl Hashing {
         let bound = Bound::new(options.bounded_load, weights)?;
         Ok(Self {
             bound,
-            table: SlotTable::build(&ids, weights.as_slice(), bits),
+            table: SlotTable::build(&ids, weights.as_slice(), options.table_bits)?,
             ids: ids.into_boxed_slice(),
             weights: weights.as_slice().into(),
             keys,
@@ -482,20 +474,9 @@ impl Hashing {
             .chain(from_home(owner, self.ids.len()))
     }
 
-    /// Weighted rendezvous: among the backends `allowed`, the one whose
-    /// exponential draw of rate `w_i`, seeded by client and backend, comes
-    /// first; backend i wins with probability `w_i / W`.
+    /// Weighted rendezvous between the client and the backends `allowed`.
     fn rendezvous(&self, client: u64, allowed: impl Fn(usize) -> bool) -> Option<usize> {
-        (0..self.ids.len())
-            .filter(|&index| allowed(index))
-            .map(|index| {
-                let draw = mix(client ^ self.ids[index]);
-                // Uniform in (0, 1]: 53 random bits, never 0, so ln is finite.
-                let uniform = ((draw >> 11) + 1) as f64 / (1u64 << 53) as f64;
-                (-ln(uniform) / f64::from(self.weights[index]), index)
-            })
-            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
-            .map(|(_, index)| index)
+        rendezvous(client, &self.ids, &self.weights, allowed)
     }
 }
 

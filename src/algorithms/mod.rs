@@ -9,3 +9,4 @@ pub(crate) mod random;
 pub(crate) mod round_robin;
 mod slot_table;
 pub(crate) mod weighted_round_robin;
+mod windows;

@@ -9,15 +9,13 @@
 //! pick is one atomic cursor step and a table read. The period is bounded
 //! (`SCHEDULE_LIMIT` picks, and `BUILD_WORK_LIMIT` steps of work to
 //! compute it); past the bound the lock-free form computes the sequence in
-//! windows published with `arc-swap`, still exact and still without a lock,
-//! but with an `O(n)` cost per pick amortised over each window.
+//! windows (`windows.rs`), still exact, still without a lock and without an
+//! allocation, but with an `O(n)` cost per pick amortised over each window.
 
 use crate::sync::atomic::{AtomicI64, AtomicU16, AtomicUsize, Ordering};
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 
 use super::effective::{lazy_take, EffectiveWeights};
+use super::windows::{self, Windows};
 use crate::assemble::{Assemble, Parts};
 use crate::backends::{Backends, Weights};
 use crate::balancer_type::{balancer_type, Balanced, Pick};
@@ -25,7 +23,6 @@ use crate::driver::{self, Choose};
 use crate::health::FULL;
 use crate::mutex_form::Locked;
 use crate::selection::Slow;
-use crate::sync::Mutex;
 use crate::{BuildError, Context, Guard, PickError};
 use crossbeam_utils::CachePadded;
 
@@ -197,17 +194,7 @@ impl WeightedRoundRobinState {
     /// never overflows.
     #[inline]
     pub(crate) fn step(&mut self) -> usize {
-        let mut best = 0;
-        let mut best_weight = i64::MIN;
-        for (i, (current, &weight)) in self.current.iter_mut().zip(&self.scaled[..]).enumerate() {
-            *current += weight;
-            if *current > best_weight {
-                best = i;
-                best_weight = *current;
-            }
-        }
-        self.current[best] -= self.total;
-        best
+        windows::step(&mut self.current, &self.scaled, self.total)
     }
 }
 
@@ -309,7 +296,7 @@ impl Smooth {
                 }
                 best.unwrap_or(0)
             }
-            Schedule::Windowed { .. } => {
+            Schedule::Windowed(_) => {
                 if self.schedule.rebase(&self.current) {
                     // Relaxed: see `full_step`.
                     self.mode.store(0, Ordering::Relaxed);
@@ -441,15 +428,8 @@ pub(crate) enum Schedule {
         period: usize,
     },
     /// The sequence in consecutive windows, each computed from the end state
-    /// of the one before.
-    Windowed {
-        window: ArcSwap<Window>,
-        /// The window before the current one and the sequential state that
-        /// computes windows: the next window is computed into the old one
-        /// once no pick reads it, so crossing a window allocates nothing.
-        recycle: Mutex<Recycle>,
-        weights: Weights,
-    },
+    /// of the one before into windows allocated at build.
+    Windowed(Box<Windows>),
 }
 
 /// One period of picks and the current weights it starts from.
@@ -460,12 +440,6 @@ pub(crate) struct Period {
 
 /// `Smooth::mode`'s bit for a state held in explicit current weights.
 const EXPLICIT: usize = 2;
-
-/// What a window turn reuses (see `Schedule::Windowed`).
-pub(crate) struct Recycle {
-    spare: Arc<Window>,
-    state: WeightedRoundRobinState,
-}
 
 impl Schedule {
     fn new(weights: &Weights, limit: usize, work_limit: u64) -> Self {
@@ -495,15 +469,12 @@ impl Schedule {
             }
         } else {
             let len = (WINDOW_WORK / n).clamp(64, limit.max(64));
-            let mut state = WeightedRoundRobinState::new(weights);
-            let mut first = Window::empty(len, n);
-            first.compute(&mut state);
-            let spare = Arc::new(Window::empty(len, n));
-            Self::Windowed {
-                window: ArcSwap::from_pointee(first),
-                recycle: Mutex::new(Recycle { spare, state }),
-                weights: weights.clone(),
-            }
+            let scaled: Vec<i64> = weights
+                .as_slice()
+                .iter()
+                .map(|&w| i64::from(w) * UNIT)
+                .collect();
+            Self::Windowed(Box::new(Windows::new(&scaled, len)))
         }
     }
 
@@ -522,20 +493,7 @@ impl Schedule {
                 let step = cursor.fetch_add(1, Ordering::Relaxed);
                 usize::from(picks[step % period].load(Ordering::Relaxed))
             }
-            Self::Windowed {
-                window,
-                recycle,
-                weights,
-            } => loop {
-                let current = window.load();
-                // Relaxed: the slot only divides this window's steps between
-                // picks; the window itself was published by arc-swap.
-                let slot = current.taken.fetch_add(1, Ordering::Relaxed);
-                if let Some(&index) = current.picks.get(slot) {
-                    return usize::from(index);
-                }
-                Self::turn(window, recycle, weights, &current);
-            },
+            Self::Windowed(windows) => windows.next_index(),
         }
     }
 
@@ -544,40 +502,28 @@ impl Schedule {
     /// steps taken in it added and subtracted. Up to one period of steps.
     #[cold]
     fn replay_into(&self, buffer: usize, current: &[AtomicI64], weights: &Weights) {
-        let w = weights.as_slice();
-        let total = i64::from(weights.total()) * UNIT;
-        // Relaxed throughout: the state steers picks only.
-        let replay =
-            |start: &dyn Fn(usize) -> i64, steps: usize, picks: &dyn Fn(usize) -> usize| {
-                for (i, current) in current.iter().enumerate() {
-                    current.store(
-                        start(i) + steps as i64 * i64::from(w[i]) * UNIT,
-                        Ordering::Relaxed,
-                    );
-                }
-                for step in 0..steps {
-                    current[picks(step)].fetch_sub(total, Ordering::Relaxed);
-                }
-            };
-        match self {
+        let (periods, cursor, len) = match self {
+            Self::Windowed(windows) => return windows.replay_into(current),
             Self::Cyclic {
                 periods,
                 cursor,
-                period: len,
-            } => {
-                let period = &periods[buffer];
-                let steps = cursor.load(Ordering::Relaxed) % len;
-                replay(&|i| period.start[i].load(Ordering::Relaxed), steps, &|k| {
-                    usize::from(period.picks[k].load(Ordering::Relaxed))
-                });
-            }
-            Self::Windowed { window, .. } => {
-                let window = window.load();
-                let steps = window.taken.load(Ordering::Relaxed).min(window.picks.len());
-                replay(&|i| window.start[i], steps, &|k| {
-                    usize::from(window.picks[k])
-                });
-            }
+                period,
+            } => (periods, cursor, period),
+        };
+        let total = i64::from(weights.total()) * UNIT;
+        let period = &periods[buffer];
+        // Relaxed throughout: the state steers picks only.
+        let steps = cursor.load(Ordering::Relaxed) % len;
+        for ((current, start), &w) in current
+            .iter()
+            .zip(&period.start[..])
+            .zip(weights.as_slice())
+        {
+            let added = steps as i64 * i64::from(w) * UNIT;
+            current.store(start.load(Ordering::Relaxed) + added, Ordering::Relaxed);
+        }
+        for pick in &period.picks[..steps] {
+            current[usize::from(pick.load(Ordering::Relaxed))].fetch_sub(total, Ordering::Relaxed);
         }
     }
 
@@ -620,102 +566,12 @@ impl Schedule {
     }
 
     /// Makes the next window start from the state `current`; `false` when
-    /// another pick holds the recycle lock or the spare is still read.
+    /// no window could be taken for it now.
     fn rebase(&self, current: &[AtomicI64]) -> bool {
-        let Self::Windowed {
-            window, recycle, ..
-        } = self
-        else {
-            return false;
-        };
-        let Some(mut recycle) = recycle.try_lock() else {
-            return false;
-        };
-        let Recycle { spare, state } = &mut *recycle;
-        let Some(next) = Arc::get_mut(spare) else {
-            return false;
-        };
-        for (state, current) in state.current.iter_mut().zip(current) {
-            // Relaxed: see `replay_into`.
-            *state = current.load(Ordering::Relaxed);
+        match self {
+            Self::Windowed(windows) => windows.rebase(current),
+            Self::Cyclic { .. } => false,
         }
-        next.compute(state);
-        *spare = window.swap(Arc::clone(spare));
-        true
-    }
-
-    /// Replaces the used-up window `used` by the next one, unless another
-    /// pick already did. The pick that holds the recycle lock computes it
-    /// into the spare window when no pick reads that any more; a pick that
-    /// finds the lock taken, or the spare still read by a stalled pick,
-    /// computes its own (an allocation, only then).
-    #[cold]
-    fn turn(
-        window: &ArcSwap<Window>,
-        recycle: &Mutex<Recycle>,
-        weights: &Weights,
-        used: &Arc<Window>,
-    ) {
-        let Some(mut recycle) = recycle.try_lock() else {
-            let mut next = Window::empty(used.picks.len(), used.end.len());
-            let mut state = WeightedRoundRobinState::new(weights);
-            state.current.copy_from_slice(&used.end);
-            next.compute(&mut state);
-            window.compare_and_swap(used, Arc::new(next));
-            return;
-        };
-        if !Arc::ptr_eq(&window.load(), used) {
-            return;
-        }
-        let Recycle { spare, state } = &mut *recycle;
-        state.current.copy_from_slice(&used.end);
-        let next = match Arc::get_mut(spare) {
-            Some(next) => {
-                next.compute(state);
-                Arc::clone(spare)
-            }
-            None => {
-                let mut next = Window::empty(used.picks.len(), used.end.len());
-                next.compute(state);
-                Arc::new(next)
-            }
-        };
-        let replaced = window.compare_and_swap(used, next);
-        if Arc::ptr_eq(&replaced, used) {
-            *spare = arc_swap::Guard::into_inner(replaced);
-        }
-    }
-}
-
-/// A run of consecutive picks and the current weights before and after it.
-pub(crate) struct Window {
-    picks: Box<[u16]>,
-    start: Box<[i64]>,
-    end: Box<[i64]>,
-    taken: CachePadded<AtomicUsize>,
-}
-
-impl Window {
-    /// A window of `len` picks over `backends` backends, not yet computed.
-    fn empty(len: usize, backends: usize) -> Self {
-        Self {
-            picks: vec![0; len].into_boxed_slice(),
-            start: vec![0; backends].into_boxed_slice(),
-            end: vec![0; backends].into_boxed_slice(),
-            taken: CachePadded::new(AtomicUsize::new(0)),
-        }
-    }
-
-    /// Fills the window with the picks that follow `state`, in place.
-    fn compute(&mut self, state: &mut WeightedRoundRobinState) {
-        self.start.copy_from_slice(&state.current);
-        for pick in self.picks.iter_mut() {
-            *pick = state.step() as u16;
-        }
-        self.end.copy_from_slice(&state.current);
-        // Relaxed: the window is not shared yet (computed in place only when
-        // no pick holds it); arc-swap publishes it.
-        self.taken.store(0, Ordering::Relaxed);
     }
 }
 
@@ -799,7 +655,7 @@ mod tests {
         // many times in 1,000 picks.
         let w = [7, 3, 11, 1];
         let schedule = Schedule::new(&weights(&w), 4, BUILD_WORK_LIMIT);
-        assert!(matches!(schedule, Schedule::Windowed { .. }));
+        assert!(matches!(schedule, Schedule::Windowed(_)));
         assert_eq!(sequence(&schedule, 1000), reference(&w, 1000));
     }
 
