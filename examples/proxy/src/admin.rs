@@ -25,24 +25,42 @@ use super::{stopped, Shared};
 /// What the proxy counts, beside the pools' own figures. Each counter is
 /// independent (`Relaxed`: read only for display).
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+pub struct Counters {
     /// Responses by class: 1xx to 5xx.
-    pub(crate) responses: [AtomicU64; 5],
-    pub(crate) denied: AtomicU64,
-    pub(crate) banned: AtomicU64,
-    pub(crate) rate_limited: AtomicU64,
-    pub(crate) in_flight: AtomicU64,
-    pub(crate) unavailable: AtomicU64,
-    pub(crate) malformed: AtomicU64,
-    pub(crate) no_backend: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    pub(crate) upstream_errors: AtomicU64,
-    pub(crate) upstream_timeouts: AtomicU64,
-    pub(crate) reloads: AtomicU64,
-    pub(crate) reloads_failed: AtomicU64,
-    pub(crate) checks_failed: AtomicU64,
-    pub(crate) marked_down: AtomicU64,
-    pub(crate) marked_up: AtomicU64,
+    pub responses: [AtomicU64; 5],
+    /// Clients refused by a deny list (403).
+    pub denied: AtomicU64,
+    /// Clients refused while banned (403).
+    pub banned: AtomicU64,
+    /// Requests over the client's rate (429).
+    pub rate_limited: AtomicU64,
+    /// Requests over the client's (429) or the server's (503) limit of
+    /// requests in flight.
+    pub in_flight: AtomicU64,
+    /// Requests refused because the shared (Redis) limit could not answer
+    /// and the policy fails closed (503).
+    pub unavailable: AtomicU64,
+    /// Requests refused as malformed before routing: conflicting framing
+    /// or two `Host` headers (400).
+    pub malformed: AtomicU64,
+    /// Requests no backend could take (503).
+    pub no_backend: AtomicU64,
+    /// Attempts on another backend.
+    pub retries: AtomicU64,
+    /// Exchanges with a backend that failed.
+    pub upstream_errors: AtomicU64,
+    /// Backends that did not answer in time.
+    pub upstream_timeouts: AtomicU64,
+    /// Configurations applied.
+    pub reloads: AtomicU64,
+    /// Configurations refused (the old one kept).
+    pub reloads_failed: AtomicU64,
+    /// Active checks that failed.
+    pub checks_failed: AtomicU64,
+    /// Backends the active checks marked down.
+    pub marked_down: AtomicU64,
+    /// Backends the active checks marked up again.
+    pub marked_up: AtomicU64,
 }
 
 impl Counters {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Config {
+pub struct Config {
     /// Listeners, timeouts and sizes.
     #[serde(default)]
     pub(crate) server: ServerConfig,
@@ -27,7 +27,7 @@ pub(crate) struct Config {
     /// Host and path rules, each naming a pool (nginx's precedence).
     pub(crate) routes: Vec<RouteConfig>,
     /// The pools by name: the crate's [`PoolConfig`].
-    pub(crate) pools: BTreeMap<String, PoolConfig<String>>,
+    pub pools: BTreeMap<String, PoolConfig<String>>,
     /// Active health checks, by pool name.
     #[serde(default)]
     pub(crate) checks: BTreeMap<String, CheckConfig>,
@@ -225,13 +225,18 @@ fn default_fall() -> u32 {
 
 /// A file that cannot be used, and why.
 #[derive(Debug)]
-pub(crate) enum ConfigError {
+pub enum ConfigError {
     /// It could not be read.
     Read(std::io::Error),
     /// It is not valid TOML of this shape.
     Parse(String),
     /// A setting is wrong: where, and why.
-    Invalid { field: String, reason: String },
+    Invalid {
+        /// The setting, as a path (`pools.web.backends`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl ConfigError {
@@ -264,7 +269,7 @@ impl Config {
     }
 
     /// Parses a configuration from TOML text.
-    pub(crate) fn parse(text: &str) -> Result<Self, ConfigError> {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.check()?;
         Ok(config)

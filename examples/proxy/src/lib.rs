@@ -1,6 +1,7 @@
-//! The HTTP/1.1 reverse proxy of `examples/proxy`: this crate's router,
-//! pools and flow control behind hyper 1 on tokio. `main.rs` runs it from
-//! a file; the demo and the integration tests start it in process.
+//! An HTTP/1.1 reverse proxy on the `loadbalance` crate: its router, pools
+//! and flow control behind hyper 1 on tokio. The `loadbalance-proxy`
+//! binary (`main.rs`) runs it from a file; the demo and the integration
+//! tests start it in process ([`Proxy::start`]).
 //!
 //! A request goes through, in order:
 //! 1. the connection's bounds: a head within `header_timeout_ms` and
@@ -41,8 +42,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use admin::Counters;
-use config::{Config, ConfigError, ServerConfig};
+pub use admin::Counters;
+use config::ServerConfig;
+pub use config::{Config, ConfigError};
 use forward::Backends;
 use framing::Framing;
 use idle::{Busy, Idle};
@@ -72,7 +74,8 @@ pub(crate) struct Shared {
 }
 
 /// A running proxy.
-pub(crate) struct Proxy {
+#[allow(missing_debug_implementations)] // holds tasks and channels
+pub struct Proxy {
     shared: Arc<Shared>,
     listen: SocketAddr,
     admin: SocketAddr,
@@ -83,8 +86,10 @@ pub(crate) struct Proxy {
 
 /// Why the proxy could not start.
 #[derive(Debug)]
-pub(crate) enum StartError {
+pub enum StartError {
+    /// The configuration cannot be used.
     Config(ConfigError),
+    /// A listener could not bind its address.
     Bind(SocketAddr, std::io::Error),
     /// A worker thread or its event loop could not start.
     Worker(std::io::Error),
@@ -104,7 +109,7 @@ impl std::error::Error for StartError {}
 
 impl Proxy {
     /// Starts the proxy from the file at `path`, which reloads read.
-    pub(crate) async fn from_file(path: impl Into<PathBuf>) -> Result<Self, StartError> {
+    pub async fn from_file(path: impl Into<PathBuf>) -> Result<Self, StartError> {
         let path = path.into();
         let config = Config::load(&path).map_err(StartError::Config)?;
         Self::start(config, Some(path)).await
@@ -112,7 +117,7 @@ impl Proxy {
 
     /// Starts the proxy: binds both listeners (port 0 picks a free one),
     /// then serves until [`shutdown`](Self::shutdown).
-    pub(crate) async fn start(config: Config, path: Option<PathBuf>) -> Result<Self, StartError> {
+    pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Self, StartError> {
         let settings = config.server.clone();
         let held = HeldDown::default();
         let state = State::build(config, None, &held)
@@ -184,17 +189,17 @@ impl Proxy {
     }
 
     /// Where clients connect.
-    pub(crate) fn addr(&self) -> SocketAddr {
+    pub fn addr(&self) -> SocketAddr {
         self.listen
     }
 
     /// Where `/metrics` is served.
-    pub(crate) fn admin_addr(&self) -> SocketAddr {
+    pub fn admin_addr(&self) -> SocketAddr {
         self.admin
     }
 
     /// The running pool named `name`.
-    pub(crate) fn pool(&self, name: &str) -> Option<Arc<Pool<String>>> {
+    pub fn pool(&self, name: &str) -> Option<Arc<Pool<String>>> {
         self.shared
             .state
             .load()
@@ -203,29 +208,29 @@ impl Proxy {
     }
 
     /// The proxy's counters.
-    pub(crate) fn counters(&self) -> &Counters {
+    pub fn counters(&self) -> &Counters {
         &self.shared.counters
     }
 
     /// The metrics text `/metrics` serves.
-    pub(crate) fn metrics(&self) -> String {
+    pub fn metrics(&self) -> String {
         admin::metrics(&self.shared)
     }
 
     /// Re-reads the file and applies it (SIGHUP).
-    pub(crate) async fn reload(&self) -> Result<(), ConfigError> {
+    pub async fn reload(&self) -> Result<(), ConfigError> {
         reload_file(&self.shared).await
     }
 
     /// Applies `config`: pools as diffs, counts and health kept. On error
     /// nothing changes.
-    pub(crate) async fn apply(&self, config: Config) -> Result<(), ConfigError> {
+    pub async fn apply(&self, config: Config) -> Result<(), ConfigError> {
         apply(&self.shared, config).await
     }
 
     /// Stops accepting, lets requests in flight finish (up to
     /// `shutdown_grace_ms`), and returns how many connections had to be cut.
-    pub(crate) async fn shutdown(self) -> usize {
+    pub async fn shutdown(self) -> usize {
         let _ = self.stop.send(true);
         for check in self.shared.checks.lock().take().into_iter().flatten() {
             check.abort();

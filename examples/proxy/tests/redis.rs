@@ -1,15 +1,13 @@
-//! The example proxy's shared limit: two proxies on one real Redis hold
+//! The proxy's shared limit: two proxies on one real Redis hold
 //! one client to one rate between them (`[clients] redis`), so a client
 //! cannot double its budget by alternating between instances.
 #![cfg(feature = "redis")]
 
-#[path = "../examples/support/backend.rs"]
+#[path = "support/backend.rs"]
 #[allow(dead_code)]
 mod backend;
+#[path = "../../../tests/redis_support/mod.rs"]
 mod redis_support;
-#[path = "../examples/proxy/server/mod.rs"]
-#[allow(dead_code)]
-mod server;
 
 use std::time::Duration;
 
@@ -52,8 +50,12 @@ fn two_proxies_share_one_client_budget() {
         );
         let mut proxies = Vec::new();
         for _ in 0..2 {
-            let config = server::config::Config::parse(&config).expect("a valid file");
-            proxies.push(server::Proxy::start(config, None).await.expect("starts"));
+            let config = loadbalance_proxy::Config::parse(&config).expect("a valid file");
+            proxies.push(
+                loadbalance_proxy::Proxy::start(config, None)
+                    .await
+                    .expect("starts"),
+            );
         }
         let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
         let started = std::time::Instant::now();

@@ -5,20 +5,19 @@
 //! `/metrics` on an admin port, and shuts down gracefully on SIGINT or
 //! SIGTERM.
 //!
-//! `cargo run --release --example proxy --all-features -- examples/proxy.toml`
+//! `cargo run --release -p loadbalance-proxy -- examples/proxy/proxy.toml`
+//! (or `cargo install --path examples/proxy`, then
+//! `loadbalance-proxy proxy.toml`)
 //!
 //! README.md's "Run the proxy" explains the configuration file.
 
-#[allow(dead_code)]
-mod server;
-
 use std::process::ExitCode;
 
-use server::Proxy;
+use loadbalance_proxy::Proxy;
 
 fn main() -> ExitCode {
     let Some(path) = std::env::args_os().nth(1) else {
-        eprintln!("usage: proxy CONFIG.toml");
+        eprintln!("usage: loadbalance-proxy CONFIG.toml");
         return ExitCode::from(2);
     };
     // Reloads, active checks, signals and /metrics; requests are served by

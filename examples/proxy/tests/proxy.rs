@@ -1,16 +1,13 @@
-//! The reverse proxy of `examples/proxy` end to end over loopback: real
-//! backends (`examples/support/backend.rs`) behind a proxy started in
+//! The reverse proxy end to end over loopback: real backends
+//! (`tests/support/backend.rs`) behind a proxy started in
 //! process, driven by hyper's clients and by raw TCP for what a well-behaved
 //! client never sends. Each test starts its own backends and proxy on
 //! ephemeral ports and is bounded in time; counts are exact where the
 //! algorithm makes them exact (round-robin over two backends alternates).
 
-#[path = "../examples/support/backend.rs"]
+#[path = "support/backend.rs"]
 #[allow(dead_code)]
 mod backend;
-#[path = "../examples/proxy/server/mod.rs"]
-#[allow(dead_code)]
-mod server;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,8 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use backend::Backend;
-use server::config::Config;
-use server::Proxy;
+use loadbalance_proxy::{Config, Proxy};
 
 /// Every test's bound, start to end.
 const LIMIT: Duration = Duration::from_secs(8);
@@ -589,7 +585,7 @@ async fn a_chunked_body_past_the_limit_after_the_answer_is_cut_and_spares_the_ba
 type Answer = Response<BoxBody<Bytes, Infallible>>;
 
 /// A loopback HTTP/1.1 server answering every request with `respond`,
-/// for behaviours `examples/support/backend.rs` does not have.
+/// for behaviours `support/backend.rs` does not have.
 async fn custom<F, Fut>(respond: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The example HTTP proxy (examples/proxy) against nginx as a reverse proxy.
+# The HTTP proxy (examples/proxy, the loadbalance-proxy crate) against nginx
+# as a reverse proxy.
 #
 # What it measures: requests per second and the median (p50) and 99th
 # percentile (p99) latency that wrk sees through each proxy, both balancing
@@ -18,12 +19,12 @@
 #
 # How to run (as root on Debian 12, from the repository's root):
 #
-#     bash benches/nginx/run.sh
-#     DURATION=30s ROUNDS=3 OUT=nginx.md bash benches/nginx/run.sh
+#     bash examples/proxy/benches/nginx/run.sh
+#     DURATION=30s ROUNDS=3 OUT=nginx.md bash examples/proxy/benches/nginx/run.sh
 #
 # It installs nginx, wrk and curl with apt-get when they are not on PATH
 # (without letting the package start its service), builds the example with
-# `cargo build --release --example proxy --features serde,metrics,wait,route`
+# `cargo build --release -p loadbalance-proxy`
 # (CARGO_TARGET_DIR and CARGO_BUILD_JOBS are honoured), starts the backends
 # and both proxies from a temporary directory, and stops all it started on
 # exit, failures and Ctrl-C included. It does not use port 80 nor touch a
@@ -78,7 +79,7 @@ for knob in WORKERS BACKEND_WORKERS THREADS CONNS ROUNDS NGINX_PORT PROXY_PORT \
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive integer, not '${!knob}'"
 done
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)
 INVOCATION="$0${*:+ $*}"
 
 # --- cleanup: everything started below is recorded in PIDS -----------------
@@ -222,13 +223,13 @@ start_nginx() {
 
 # --- building our proxy (before anything runs) -------------------------------
 if [[ -z $PROXY_BIN ]]; then
-  log "building the proxy example"
+  log "building the proxy"
   run timeout "$BUILD_TIMEOUT" cargo build -q --release --manifest-path "$REPO/Cargo.toml" \
-    --example proxy --features serde,metrics,wait,route || die "cargo build failed"
+    -p loadbalance-proxy --bin loadbalance-proxy || die "cargo build failed"
   # Where cargo put it: CARGO_TARGET_DIR (relative to here) or the repository's target/.
   target=${CARGO_TARGET_DIR:-$REPO/target}
   [[ $target == /* ]] || target=$PWD/$target
-  PROXY_BIN=$target/release/examples/proxy
+  PROXY_BIN=$target/release/loadbalance-proxy
 fi
 [[ -x $PROXY_BIN ]] || die "no proxy binary at $PROXY_BIN"
 
@@ -451,7 +452,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 
 table() {
   cat <<EOF
-Proxy benchmark: loadbalance's examples/proxy against nginx ($ALGO, 3 backends)
+Proxy benchmark: loadbalance-proxy against nginx ($ALGO, 3 backends)
 
 - command: \`ALGO=$ALGO WORKERS=$WORKERS BACKEND_WORKERS=$BACKEND_WORKERS THREADS=$THREADS CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS bash $INVOCATION\`
 - load: \`wrk ${WRK_ARGS[*]} http://127.0.0.1:PORT/\`, $WARMUP warm-up before each run, proxies alternating, median of $ROUNDS round(s)

@@ -1,5 +1,4 @@
-//! The crate serving real traffic: the reverse proxy of `examples/proxy`
-//! in front of four loopback backends, under load, once per algorithm.
+//! The crate serving real traffic: the reverse proxy in front of four loopback backends, under load, once per algorithm.
 //!
 //! The backends differ: `fast` answers in 1-2 ms, `medium` in 5 ms, `slow`
 //! in 20 ms, and `flaky` in 3 ms but fails 2% of requests with 503. For
@@ -19,14 +18,11 @@
 //! over time go to `target/demo/shares.svg` (under `CARGO_TARGET_DIR` if
 //! set). It takes about 30 s and stops by itself.
 //!
-//! `cargo run --release --example demo --all-features`
+//! `cargo run --release -p loadbalance-proxy --example demo`
 
-#[path = "support/backend.rs"]
+#[path = "../tests/support/backend.rs"]
 #[allow(dead_code)]
 mod backend;
-#[path = "proxy/server/mod.rs"]
-#[allow(dead_code)]
-mod server;
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -42,8 +38,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use loadbalance::PoolConfig;
-use server::config::Config;
-use server::Proxy;
+use loadbalance_proxy::{Config, Proxy};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
