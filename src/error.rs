@@ -71,6 +71,14 @@ pub enum BuildError {
         /// The largest accepted.
         max: u32,
     },
+    /// [`Algorithm::Custom`](crate::Algorithm::Custom) given to
+    /// [`Pool::builder`](crate::Pool::builder): an algorithm of your own
+    /// is built with [`Pool::custom`](crate::Pool::custom), which has its
+    /// type.
+    CustomAlgorithm {
+        /// The name it was given.
+        name: &'static str,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -103,6 +111,10 @@ impl fmt::Display for BuildError {
             Self::RingTooLarge { total_weight, max } => write!(
                 f,
                 "a consistent hash ring of total weight {total_weight} is past the limit of {max}"
+            ),
+            Self::CustomAlgorithm { name } => write!(
+                f,
+                "{name} is an algorithm of your own: build its pool with Pool::custom"
             ),
         }
     }

@@ -27,7 +27,7 @@
 //! mutex-backed forms take the guard under the lock, so the bound holds
 //! exactly.
 
-use crate::backends::{Backends, Weights};
+use crate::table::{Backends, Weights};
 use crate::BuildError;
 
 /// The capacity rule of a bounded balancer.
@@ -73,7 +73,7 @@ impl Bound {
     #[inline]
     pub(crate) fn load_of_all<T>(&self, backends: &Backends<T>) -> Load {
         Load {
-            active: backends.shared().total_active() as u128,
+            active: backends.common().total_active() as u128,
             scaled_weight: self.scaled_total,
         }
     }

@@ -2,9 +2,9 @@
 //! by failures (`Record::report`), restored one unit each time a backend
 //! takes part in a pick.
 
-use crate::backends::{Backends, Weights};
-use crate::record::{flag, Record};
-use crate::selection::{Selection, Slow};
+use crate::backend::record::{flag, Record};
+use crate::pick::{Candidates, Selection, Set};
+use crate::table::{Backends, Weights};
 use crate::PickError;
 
 /// The mutex-backed forms' effective weights: nginx's `effective_weight`
@@ -25,11 +25,13 @@ impl EffectiveWeights {
         }
     }
 
-    /// Starts from backends' health as it is (a live balancer's snapshot).
-    pub(crate) fn from_backends<T>(weights: &Weights, backends: &Backends<T>) -> Self {
+    /// Starts from the backends' health as it is (a live balancer's
+    /// snapshot; a static balancer's backends are all at full weight).
+    pub(crate) fn from_set<T>(set: &Set<'_, T>) -> Self {
+        let weights = set.validated();
         let mut state = Self::new(weights);
-        let step = backends.shared().slow_steps();
-        for (i, record) in backends.records().enumerate() {
+        let step = set.common().slow_steps();
+        for (i, record) in set.records().enumerate() {
             state.seen[i] = record.lowered();
             state.effective[i] = i64::from(record.lazy_effective(step).min(weights.as_slice()[i]));
         }
@@ -41,12 +43,12 @@ impl EffectiveWeights {
     /// may take this one.
     pub(crate) fn begin<'b, T>(
         &mut self,
-        slow: &mut Slow<'b, '_, T>,
+        candidates: &mut Candidates<'b, '_, T>,
     ) -> Result<Selection<'b, T>, PickError> {
-        let backends = slow.backends();
-        backends.shared().slow_step();
+        let backends = candidates.backends();
+        backends.common().slow_step();
         self.catch_up(backends);
-        slow.selection()
+        candidates.selection()
     }
 
     /// Applies the failures reported since the last pick.

@@ -1,75 +1,105 @@
 //! Round-robin: backends in order, 0, 1, …, n−1, 0, 1, …
 
-use crate::sync::atomic::{AtomicUsize, Ordering};
-
-use crate::assemble::{Assemble, Parts};
-use crate::backends::Backends;
-use crate::balancer_type::{balancer_type, Balanced, Pick};
-use crate::driver::{self, Choose};
-use crate::mutex_form::Locked;
-use crate::selection::Slow;
-use crate::{BuildError, Context, Guard, PickError};
 use crossbeam_utils::CachePadded;
 
-balancer_type! {
-    /// Lock-free round-robin: one relaxed `fetch_add` on a shared cursor a
-    /// pick.
-    ///
-    /// Picks go 0, 1, …, n−1, 0, … from the start offset (0 unless set).
-    /// Under concurrency each pick takes its own step of that sequence. The
-    /// cursor is a `usize`, so after 2^64 picks (five centuries at a billion
-    /// a second) the sequence restarts from an offset of `2^64 mod n`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use loadbalance::{lockfree::RoundRobin, Balancer, Context};
-    ///
-    /// let lb = RoundRobin::new(["a", "b", "c"])?.with_start(1);
-    /// let picks: Vec<_> = (0..4).map(|_| *lb.pick(&Context::new()).unwrap()).collect();
-    /// assert_eq!(picks, ["b", "c", "a", "b"]);
-    /// # Ok::<(), loadbalance::BuildError>(())
-    /// ```
-    RoundRobin, Cursor
+use crate::pick::{Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static};
+use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::table::Backends;
+use crate::{BuildError, PickError};
+
+/// Lock-free round-robin: one relaxed `fetch_add` on a shared cursor a
+/// pick.
+///
+/// Picks go 0, 1, …, n−1, 0, … from the start offset (0 unless set).
+/// Under concurrency each pick takes its own step of that sequence. The
+/// cursor is a `usize`, so after 2^64 picks (five centuries at a billion
+/// a second) the sequence restarts from an offset of `2^64 mod n`.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{lockfree::RoundRobin, Balancer, Context};
+///
+/// let lb = RoundRobin::new(["a", "b", "c"])?.with_start(1);
+/// let picks: Vec<_> = (0..4).map(|_| *lb.pick(&Context::new()).unwrap()).collect();
+/// assert_eq!(picks, ["b", "c", "a", "b"]);
+/// # Ok::<(), loadbalance::BuildError>(())
+/// ```
+pub type RoundRobin<T> = Static<T, LockFree<RoundRobinCursor>>;
+
+/// Mutex-backed round-robin: the sequential cursor behind a mutex. Same
+/// sequence as [`lockfree::RoundRobin`](crate::lockfree::RoundRobin).
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{locked::RoundRobin, Balancer, Context};
+///
+/// let lb = RoundRobin::new([10, 20])?;
+/// assert_eq!(*lb.pick(&Context::new())?, 10);
+/// assert_eq!(*lb.pick(&Context::new())?, 20);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type LockedRoundRobin<T> = Static<T, Locked<RoundRobinState>>;
+
+/// Round-robin's lock-free state: the number of picks made so far plus the
+/// start, and the number of backends.
+#[derive(Debug)]
+pub struct RoundRobinCursor {
+    cursor: CachePadded<AtomicUsize>,
+    len: usize,
 }
 
-balancer_type! {
-    /// Mutex-backed round-robin: the sequential cursor behind a
-    /// `parking_lot::Mutex`. Same sequence as
-    /// [`lockfree::RoundRobin`](crate::lockfree::RoundRobin).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use loadbalance::{locked::RoundRobin, Balancer, Context};
-    ///
-    /// let lb = RoundRobin::new([10, 20])?;
-    /// assert_eq!(*lb.pick(&Context::new())?, 10);
-    /// assert_eq!(*lb.pick(&Context::new())?, 20);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    LockedRoundRobin, Locked<RoundRobinState>
+/// Round-robin's sequential state: the next index, wrapping at the number
+/// of backends.
+#[derive(Debug)]
+pub struct RoundRobinState {
+    next: usize,
+    len: usize,
 }
 
-impl<T> RoundRobin<T> {
-    /// Builds over `backends` in the order given, starting at backend 0.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::NoBackends`] or [`BuildError::TooManyBackends`].
-    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        let backends = Backends::new(backends)?;
-        Ok(Self(Balanced {
-            backends,
-            algorithm: Cursor(CachePadded::new(AtomicUsize::new(0))),
-        }))
+/// Where a round-robin state's sequence stands, and how to move it: the
+/// start offset both forms take.
+pub trait Rotation {
+    /// The backend the next pick goes to.
+    fn position(&self) -> usize;
+    /// Makes the next pick go to backend `index % len`.
+    fn rotate_to(&mut self, index: usize);
+}
+
+impl Rotation for RoundRobinCursor {
+    fn position(&self) -> usize {
+        // Relaxed: read once to carry the position over; the cursor only
+        // spreads picks.
+        self.cursor.load(Ordering::Relaxed) % self.len
     }
 
+    fn rotate_to(&mut self, index: usize) {
+        // Relaxed: `&mut self`, before any pick shares the state.
+        self.cursor.store(index % self.len, Ordering::Relaxed);
+    }
+}
+
+impl Rotation for RoundRobinState {
+    fn position(&self) -> usize {
+        self.next
+    }
+
+    fn rotate_to(&mut self, index: usize) {
+        self.next = index % self.len;
+    }
+}
+
+impl<T, F> Static<T, F>
+where
+    F: crate::Sharing,
+    F::State: Rotation,
+{
     /// Starts the sequence at backend `offset % len` instead of 0.
     #[must_use]
-    pub fn with_start(self, offset: usize) -> Self {
-        let start = offset % self.0.backends.len();
-        self.0.algorithm.0.store(start, Ordering::Relaxed);
+    pub fn with_start(mut self, offset: usize) -> Self {
+        self.form_mut()
+            .with_state_mut(|state| state.rotate_to(offset));
         self
     }
 
@@ -81,72 +111,74 @@ impl<T> RoundRobin<T> {
     }
 }
 
-impl<T> LockedRoundRobin<T> {
-    /// Builds over `backends` in the order given, starting at backend 0.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::NoBackends`] or [`BuildError::TooManyBackends`].
-    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        let backends = Backends::new(backends)?;
-        let state = RoundRobinState {
+impl<T> Build<T> for RoundRobinCursor {
+    type Options = ();
+
+    fn build(set: &Set<'_, T>, (): &()) -> Result<Self, BuildError> {
+        Ok(Self {
+            cursor: CachePadded::new(AtomicUsize::new(0)),
+            len: set.len(),
+        })
+    }
+
+    /// Continues from the index it would have picked next, modulo the new
+    /// number of backends.
+    fn resume(&mut self, previous: &Self) {
+        self.rotate_to(previous.position());
+    }
+}
+
+impl<T> Build<T> for RoundRobinState {
+    type Options = ();
+
+    fn build(set: &Set<'_, T>, (): &()) -> Result<Self, BuildError> {
+        Ok(Self {
             next: 0,
-            len: backends.len(),
-        };
-        Ok(Self(Balanced::locked(backends, state)))
+            len: set.len(),
+        })
     }
 
-    /// Starts the sequence at backend `offset % len` instead of 0.
-    #[must_use]
-    pub fn with_start(self, offset: usize) -> Self {
-        {
-            let mut state = self.0.algorithm.lock();
-            state.next = offset % state.len;
-        }
-        self
-    }
-
-    /// Starts at a random backend (see [`RoundRobin::with_random_start`]).
-    #[must_use]
-    pub fn with_random_start(self) -> Self {
-        self.with_start(rand::random::<u32>() as usize)
+    /// As [`RoundRobinCursor`]'s.
+    fn resume(&mut self, previous: &Self) {
+        self.rotate_to(previous.position());
     }
 }
 
-/// The lock-free cursor: the number of picks made so far plus the start.
-#[derive(Debug)]
-pub(crate) struct Cursor(CachePadded<AtomicUsize>);
+/// `new` takes the values; weights are ignored.
+impl<T> NewBackends<T> for RoundRobinCursor {
+    type Item = T;
 
-impl Pick for Cursor {
-    #[inline]
-    fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        driver::pick(&mut &*self, ctx, backends)
+    fn weigh(value: T) -> (T, u32) {
+        (value, 1)
     }
 }
 
-impl Choose for &Cursor {
+/// `new` takes the values; weights are ignored.
+impl<T> NewBackends<T> for RoundRobinState {
+    type Item = T;
+
+    fn weigh(value: T) -> (T, u32) {
+        (value, 1)
+    }
+}
+
+impl Choose for &RoundRobinCursor {
     #[inline]
-    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+    fn plain<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<Option<usize>, PickError> {
         // Relaxed: the cursor only spreads picks; nothing is published through it.
-        Ok(self.0.fetch_add(1, Ordering::Relaxed) % backends.len())
+        Ok(Some(self.cursor.fetch_add(1, Ordering::Relaxed) % self.len))
     }
 
     fn choose<T>(
         &mut self,
         _: &Context<'_>,
-        slow: &mut Slow<'_, '_, T>,
+        candidates: &mut Candidates<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
-        let len = slow.backends().len();
         // Relaxed: see `plain`.
-        in_turn(slow, || Ok(self.0.fetch_add(1, Ordering::Relaxed) % len))
+        in_turn(candidates, || {
+            self.cursor.fetch_add(1, Ordering::Relaxed) % self.len
+        })
     }
-}
-
-/// The sequential form: the next index, wrapping at `len`.
-#[derive(Debug)]
-pub(crate) struct RoundRobinState {
-    next: usize,
-    len: usize,
 }
 
 impl RoundRobinState {
@@ -160,16 +192,16 @@ impl RoundRobinState {
 
 impl Choose for RoundRobinState {
     #[inline]
-    fn plain<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<usize, PickError> {
-        Ok(self.step())
+    fn plain<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<Option<usize>, PickError> {
+        Ok(Some(self.step()))
     }
 
     fn choose<T>(
         &mut self,
         _: &Context<'_>,
-        slow: &mut Slow<'_, '_, T>,
+        candidates: &mut Candidates<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
-        in_turn(slow, || Ok(self.step()))
+        in_turn(candidates, || self.step())
     }
 }
 
@@ -179,59 +211,20 @@ impl Choose for RoundRobinState {
 /// is ramping and two rounds pass without one accepting, the first
 /// available one met takes the pick.
 fn in_turn<T>(
-    slow: &mut Slow<'_, '_, T>,
-    mut step: impl FnMut() -> Result<usize, PickError>,
+    candidates: &mut Candidates<'_, '_, T>,
+    mut step: impl FnMut() -> usize,
 ) -> Result<Option<usize>, PickError> {
     let mut first_met = None;
-    for _ in 0..2 * slow.backends().len() {
-        let index = step()?;
-        if !slow.eligible(index)? {
+    for _ in 0..2 * candidates.backends().len() {
+        let index = step();
+        if !candidates.eligible(index)? {
             continue;
         }
-        if !slow.accepts(index) {
+        if !candidates.accepts(index) {
             first_met.get_or_insert(index);
             continue;
         }
         return Ok(Some(index));
     }
     Ok(first_met)
-}
-
-impl<T> Assemble for RoundRobin<T>
-where
-    T: Send + Sync,
-{
-    type Value = T;
-    type Options = ();
-    const EFFECTIVE_WEIGHTS: bool = false;
-
-    fn assemble(parts: Parts<'_, T>, _: &(), previous: Option<&Self>) -> Result<Self, BuildError> {
-        // Relaxed: read once to carry the position over; see `Cursor`.
-        let start = previous.map_or(0, |previous| {
-            previous.0.algorithm.0.load(Ordering::Relaxed) % previous.0.backends.len()
-        });
-        Ok(Self(Balanced {
-            backends: Backends::from_entries(parts.entries)?,
-            algorithm: Cursor(CachePadded::new(AtomicUsize::new(start))),
-        }))
-    }
-}
-
-impl<T> Assemble for LockedRoundRobin<T>
-where
-    T: Send + Sync,
-{
-    type Value = T;
-    type Options = ();
-    const EFFECTIVE_WEIGHTS: bool = false;
-
-    fn assemble(parts: Parts<'_, T>, _: &(), previous: Option<&Self>) -> Result<Self, BuildError> {
-        let backends = Backends::from_entries(parts.entries)?;
-        let len = backends.len();
-        let next = previous.map_or(0, |previous| previous.0.algorithm.lock().next) % len;
-        Ok(Self(Balanced::locked(
-            backends,
-            RoundRobinState { next, len },
-        )))
-    }
 }

@@ -34,7 +34,7 @@ use std::time::Duration;
 use super::capacity::{Capacity, CapacityError};
 use super::table::{Entries, KeyHasher, Table, Write, WAYS};
 use super::time::Time;
-use crate::clock::Clock;
+use crate::time::Clock;
 
 /// When a key is banned, and for how long.
 ///

@@ -23,7 +23,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use crate::algorithms::ip_hash::normalise;
+use crate::pick::normalise;
 
 /// The prefix of IPv4-mapped IPv6 addresses, `::ffff:0:0/96`, in bits.
 const MAPPED_PREFIX: u8 = 96;

@@ -30,7 +30,7 @@ use super::keyed_concurrency::{KeyedConcurrencyError, KeyedConcurrencyLimit, Key
 use super::table::KeyHasher;
 use super::time::Time;
 use super::{IpList, Quota};
-use crate::clock::Clock;
+use crate::time::Clock;
 
 /// The flow control of one server: who gets in, how fast, how many at
 /// once (`Send + Sync`; share it by reference or `Arc`).

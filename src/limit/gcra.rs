@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use super::time::Time;
 use super::Quota;
-use crate::clock::Clock;
 use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::time::Clock;
 
 /// A request let in, and how many more could come in at once now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use super::gcra::{one, Gcra};
 use super::table::{Entries, KeyHasher, Table, Write, WAYS};
 use super::time::Time;
 use super::{Allowed, CheckNError, Denied, Quota};
-use crate::clock::Clock;
+use crate::time::Clock;
 
 /// A rate limit applied to each key apart, in memory bounded by a
 /// [`Capacity`] (`Send + Sync`; share it by reference or `Arc`).

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::clock::{self, Clock};
+use crate::time::{Clock, Nanos};
 
 /// Where a limiter reads the time.
 #[derive(Clone)]
@@ -50,7 +50,7 @@ impl Time {
     pub(crate) fn nanos(&self) -> u64 {
         match self {
             Self::Counter { clock, start } => clock.delta_as_nanos(*start, clock.raw()),
-            Self::Custom(clock) => clock::nanos(&**clock),
+            Self::Custom(clock) => Nanos::now(&**clock),
         }
     }
 }

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Algorithm, Form, Pool, PoolBackend};
+use super::{Algorithm, CustomAlgorithm, Form, Pool, PoolBackend};
 use crate::{
     AdminState, Backend, BuildError, ChoiceOptions, HashOptions, HealthPolicy, ManualClock,
-    NginxHashOptions, NginxIpHashOptions, PeakEwmaOptions, RandomOptions, WhenAllEjected,
+    NginxHashOptions, NginxIpHashOptions, PeakEwmaOptions, RandomOptions, UpdateError,
+    WhenAllEjected,
 };
 
 /// A pool as configured: algorithm, form, options, health policy and
@@ -246,26 +247,35 @@ impl<T: PoolBackend + Clone> PoolConfig<T> {
             .algorithm
             .parse()
             .map_err(|error| ConfigError::new("algorithm", &self.algorithm, error))?;
-        let form = match &self.form {
-            None => Form::default(),
-            Some(form) => form
-                .parse()
-                .map_err(|error| ConfigError::new("form", form, error))?,
-        };
+        let form = self.form()?;
         let algorithm = self.options.apply(algorithm)?;
         let policy = self.health.policy()?;
-        let backends = self
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(index, backend)| backend.backend(index))
-            .collect::<Result<_, _>>()?;
+        let backends = self.parse_backends()?;
         Ok(Parsed {
             algorithm,
             form,
             policy,
             backends,
         })
+    }
+
+    /// The form named, lock-free if none is.
+    fn form(&self) -> Result<Form, ConfigError> {
+        match &self.form {
+            None => Ok(Form::default()),
+            Some(form) => form
+                .parse()
+                .map_err(|error| ConfigError::new("form", form, error)),
+        }
+    }
+
+    /// Every backend, each checked.
+    fn parse_backends(&self) -> Result<Vec<Backend<T>>, ConfigError> {
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(index, backend)| backend.backend(index))
+            .collect()
     }
 
     /// The field a construction error comes from.
@@ -304,6 +314,7 @@ impl<T: PoolBackend + Clone> PoolConfig<T> {
             BuildError::TableBits { bits, .. } => {
                 ConfigError::new("options.table_bits", bits, error)
             }
+            BuildError::CustomAlgorithm { name } => ConfigError::new("algorithm", name, error),
         }
     }
 }
@@ -321,6 +332,9 @@ impl<T: PoolBackend + Clone> Pool<T> {
     /// `algorithm` when the configuration names another algorithm, form or
     /// options than the pool runs (build a new pool for those).
     pub fn apply(&self, config: &PoolConfig<T>) -> Result<(), ConfigError> {
+        if let Algorithm::Custom(custom) = self.algorithm() {
+            return self.apply_custom(*custom, config);
+        }
         config.validate()?;
         let parsed = config.parse()?;
         if parsed.algorithm != self.algorithm || parsed.form != self.form {
@@ -337,6 +351,64 @@ impl<T: PoolBackend + Clone> Pool<T> {
         self.set_health(parsed.policy);
         self.replace(parsed.backends)
             .map_err(|error| ConfigError::new("backends", "", error))
+    }
+}
+
+impl<T: PoolBackend + Clone> Pool<T> {
+    /// [`apply`](Self::apply) to a pool of an algorithm of the caller's:
+    /// the configuration names it, takes its form, no options (its options
+    /// are code), and its health and backends are applied as for any pool.
+    fn apply_custom(
+        &self,
+        custom: CustomAlgorithm,
+        config: &PoolConfig<T>,
+    ) -> Result<(), ConfigError> {
+        let named = config
+            .algorithm
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if named != custom.name() {
+            return Err(ConfigError::new(
+                "algorithm",
+                &config.algorithm,
+                format!(
+                    "the pool runs {}, an algorithm of your own; a running pool keeps its \
+                     algorithm: build a new pool to change it",
+                    custom.name()
+                ),
+            ));
+        }
+        let form = config.form()?;
+        if config.form.is_some() && form != self.form() {
+            return Err(ConfigError::new(
+                "form",
+                form,
+                format!(
+                    "the pool runs {} in the form {}",
+                    custom.name(),
+                    self.form()
+                ),
+            ));
+        }
+        if config.options != OptionsConfig::default() {
+            return Err(ConfigError::new(
+                "options",
+                "set",
+                format!(
+                    "{} is an algorithm of your own: its options are set in code",
+                    custom.name()
+                ),
+            ));
+        }
+        let policy = config.health.policy()?;
+        let backends = config.parse_backends()?;
+        self.replace(backends).map_err(|error| match error {
+            UpdateError::Build(error) => config.blame(&error),
+            other => ConfigError::new("backends", "", other),
+        })?;
+        self.set_health(policy);
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@
 //! `BENCHMARKS.md` has its cost against the static type.
 
 mod algorithm;
+mod any_live;
 #[cfg(feature = "serde")]
 mod config;
 #[cfg(feature = "metrics")]
@@ -23,11 +24,14 @@ mod wait;
 use std::borrow::Borrow;
 use std::fmt::{self, Display};
 use std::hash::Hash;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use algorithm::{Algorithm, Form, ParseAlgorithmError, ParseFormError};
+use crate::live::Assemble;
+use crate::pick::{Build, Form, Sharing, Static};
+use algorithm::{dispatch, Inner};
+pub use algorithm::{Algorithm, CustomAlgorithm, ParseAlgorithmError};
+use any_live::AnyLive;
 #[cfg(feature = "serde")]
 pub use config::{BackendConfig, ConfigError, HealthConfig, OptionsConfig, PoolConfig};
 #[cfg(feature = "metrics")]
@@ -35,10 +39,10 @@ pub use metrics::PrometheusText;
 pub use picked::Picked;
 pub use retry::{RetryBudget, RetryError, RetryPolicy, Verdict};
 
-use crate::clock::{Clock, SystemClock};
+use crate::time::{Clock, SystemClock};
 use crate::{
-    locked, lockfree, AdminState, Backend, BackendStats, Balancer, BuildError, Context, Guard,
-    HealthPolicy, Live, PickError, UpdateError,
+    AdminState, Backend, BackendStats, Balancer, BuildError, Context, Guard, HealthPolicy, Live,
+    PickError, UpdateError,
 };
 
 /// What a pool's backends are: their identity (`Eq`, `Hash`), the name
@@ -81,53 +85,28 @@ pub struct Pool<T: PoolBackend> {
     form: Form,
 }
 
-/// Every algorithm in both forms, as a live balancer.
-enum Inner<T: PoolBackend> {
-    RoundRobin(Live<lockfree::WeightedRoundRobin<T>>),
-    LockedRoundRobin(Live<locked::WeightedRoundRobin<T>>),
-    UnweightedRoundRobin(Live<lockfree::RoundRobin<T>>),
-    LockedUnweightedRoundRobin(Live<locked::RoundRobin<T>>),
-    LeastConn(Live<lockfree::LeastConn<T>>),
-    LockedLeastConn(Live<locked::LeastConn<T>>),
-    Random(Live<lockfree::Random<T>>),
-    LockedRandom(Live<locked::Random<T>>),
-    RandomLeastConn(Live<lockfree::RandomLeastConn<T>>),
-    LockedRandomLeastConn(Live<locked::RandomLeastConn<T>>),
-    PeakEwma(Live<lockfree::PeakEwma<T>>),
-    LockedPeakEwma(Live<locked::PeakEwma<T>>),
-    IpHash(Live<lockfree::NginxIpHash<T>>),
-    LockedIpHash(Live<locked::NginxIpHash<T>>),
-    Hash(Live<lockfree::NginxHash<T>>),
-    LockedHash(Live<locked::NginxHash<T>>),
-    ConsistentHash(Live<lockfree::IpHash<T>>),
-    LockedConsistentHash(Live<locked::IpHash<T>>),
+/// An algorithm's two forms, as live sets: the pool holds one of them.
+enum Forms<A: Assemble, B: Assemble> {
+    LockFree(Live<A>),
+    Locked(Live<B>),
 }
 
-/// Runs `$body` with `$lb` bound to the pool's live balancer, whatever its
-/// type.
-macro_rules! dispatch {
-    ($inner:expr, $lb:ident => $body:expr) => {
-        match $inner {
-            Inner::RoundRobin($lb) => $body,
-            Inner::LockedRoundRobin($lb) => $body,
-            Inner::UnweightedRoundRobin($lb) => $body,
-            Inner::LockedUnweightedRoundRobin($lb) => $body,
-            Inner::LeastConn($lb) => $body,
-            Inner::LockedLeastConn($lb) => $body,
-            Inner::Random($lb) => $body,
-            Inner::LockedRandom($lb) => $body,
-            Inner::RandomLeastConn($lb) => $body,
-            Inner::LockedRandomLeastConn($lb) => $body,
-            Inner::PeakEwma($lb) => $body,
-            Inner::LockedPeakEwma($lb) => $body,
-            Inner::IpHash($lb) => $body,
-            Inner::LockedIpHash($lb) => $body,
-            Inner::Hash($lb) => $body,
-            Inner::LockedHash($lb) => $body,
-            Inner::ConsistentHash($lb) => $body,
-            Inner::LockedConsistentHash($lb) => $body,
-        }
-    };
+/// What a pool's live set is built from, whichever its type.
+struct LiveParts<T> {
+    backends: Vec<Backend<T>>,
+    policy: HealthPolicy,
+    clock: Arc<dyn Clock>,
+}
+
+impl<T: PartialEq> LiveParts<T> {
+    /// The live set of balancer type `B`, with `options`.
+    fn live<B: Assemble<Value = T>>(self, options: B::Options) -> Result<Live<B>, BuildError> {
+        Live::builder()
+            .health(self.policy)
+            .clock(self.clock)
+            .options(options)
+            .build(self.backends)
+    }
 }
 
 /// Settings to build a [`Pool`] with: the algorithm, its form, the health
@@ -138,13 +117,21 @@ pub struct PoolBuilder<T> {
     form: Form,
     policy: HealthPolicy,
     clock: Arc<dyn Clock>,
-    backends: PhantomData<fn() -> T>,
+    /// How an algorithm of the caller's is built ([`Pool::custom`]).
+    custom: Option<CustomBuild<T>>,
 }
 
+/// Builds a caller's algorithm's live set from its parts.
+type CustomBuild<T> = Box<dyn FnOnce(LiveParts<T>) -> Result<Box<dyn AnyLive<T>>, BuildError>>;
+
 impl<T: PoolBackend> PoolBuilder<T> {
-    /// Lock-free or mutex-backed (default: lock-free).
+    /// Lock-free or mutex-backed (default: lock-free). A pool of your own
+    /// algorithm ([`Pool::custom`]) runs the form its type names; this
+    /// changes nothing there.
     pub fn form(mut self, form: Form) -> Self {
-        self.form = form;
+        if self.custom.is_none() {
+            self.form = form;
+        }
         self
     }
 
@@ -172,53 +159,19 @@ impl<T: PoolBackend> PoolBuilder<T> {
         self,
         backends: impl IntoIterator<Item = Backend<T>>,
     ) -> Result<Pool<T>, BuildError> {
-        let Self {
-            algorithm,
-            form,
-            policy,
-            clock,
-            ..
-        } = self;
-        macro_rules! live {
-            ($variant:ident, $options:expr) => {
-                Inner::$variant(
-                    Live::builder()
-                        .health(policy)
-                        .clock(clock)
-                        .options($options)
-                        .build(backends)?,
-                )
-            };
-        }
-        let locked = form == Form::Locked;
-        let inner = match (&algorithm, locked) {
-            (Algorithm::RoundRobin, false) => live!(RoundRobin, ()),
-            (Algorithm::RoundRobin, true) => live!(LockedRoundRobin, ()),
-            (Algorithm::UnweightedRoundRobin, false) => live!(UnweightedRoundRobin, ()),
-            (Algorithm::UnweightedRoundRobin, true) => live!(LockedUnweightedRoundRobin, ()),
-            (Algorithm::LeastConn, false) => live!(LeastConn, ()),
-            (Algorithm::LeastConn, true) => live!(LockedLeastConn, ()),
-            (Algorithm::Random(options), false) => live!(Random, options.clone()),
-            (Algorithm::Random(options), true) => live!(LockedRandom, options.clone()),
-            (Algorithm::RandomLeastConn(options), false) => live!(RandomLeastConn, options.clone()),
-            (Algorithm::RandomLeastConn(options), true) => {
-                live!(LockedRandomLeastConn, options.clone())
-            }
-            (Algorithm::PeakEwma(options), false) => live!(PeakEwma, options.clone()),
-            (Algorithm::PeakEwma(options), true) => live!(LockedPeakEwma, options.clone()),
-            (Algorithm::IpHash(options), false) => live!(IpHash, options.clone()),
-            (Algorithm::IpHash(options), true) => live!(LockedIpHash, options.clone()),
-            (Algorithm::Hash(options), false) => live!(Hash, options.clone()),
-            (Algorithm::Hash(options), true) => live!(LockedHash, options.clone()),
-            (Algorithm::ConsistentHash(options), false) => live!(ConsistentHash, options.clone()),
-            (Algorithm::ConsistentHash(options), true) => {
-                live!(LockedConsistentHash, options.clone())
-            }
+        let parts = LiveParts {
+            backends: backends.into_iter().collect(),
+            policy: self.policy,
+            clock: self.clock,
+        };
+        let inner = match self.custom {
+            Some(custom) => Inner::Custom(custom(parts)?),
+            None => Inner::build(&self.algorithm, self.form, parts)?,
         };
         Ok(Pool {
             inner,
-            algorithm,
-            form,
+            algorithm: self.algorithm,
+            form: self.form,
         })
     }
 }
@@ -242,8 +195,72 @@ impl<T: PoolBackend> Pool<T> {
             form: Form::default(),
             policy: HealthPolicy::default(),
             clock: Arc::new(SystemClock::new()),
-            backends: PhantomData,
+            custom: None,
         }
+    }
+
+    /// Settings for a pool running an algorithm of your own: the state `S`
+    /// ([`Build`] and [`Choose`](crate::Choose)) in the form `F`
+    /// ([`LockFree`](crate::LockFree) or [`Locked`](crate::Locked)), with
+    /// `options`, known as `name` (in [`algorithm`](Self::algorithm),
+    /// metrics, and the `algorithm` a configuration applied to it must
+    /// name). Everything a pool does works as for the crate's own
+    /// algorithms: updates, health, limits, waiting, retries, metrics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::{
+    ///     Backend, BuildError, Backends, Build, Candidates, Choose, Context, LockFree, PickError,
+    ///     Pool, Set,
+    /// };
+    ///
+    /// /// The first backend that may take the pick: a failover order.
+    /// struct FirstUp;
+    ///
+    /// impl<T> Build<T> for FirstUp {
+    ///     type Options = ();
+    ///     fn build(_: &Set<'_, T>, (): &()) -> Result<Self, BuildError> {
+    ///         Ok(FirstUp)
+    ///     }
+    /// }
+    ///
+    /// impl Choose for &FirstUp {
+    ///     fn plain<T>(&mut self, _: &Context<'_>, _: &Backends<T>) -> Result<Option<usize>, PickError> {
+    ///         Ok(Some(0))
+    ///     }
+    ///     fn choose<T>(&mut self, _: &Context<'_>, open: &mut Candidates<'_, '_, T>) -> Result<Option<usize>, PickError> {
+    ///         for i in 0..open.backends().len() {
+    ///             if open.eligible(i)? {
+    ///                 return Ok(Some(i));
+    ///             }
+    ///         }
+    ///         Ok(None)
+    ///     }
+    /// }
+    ///
+    /// let pool = Pool::custom::<LockFree<FirstUp>>("first_up", ())
+    ///     .build([Backend::new("primary:80"), Backend::new("standby:80")])?;
+    /// assert_eq!(pool.algorithm().to_string(), "first_up");
+    /// let picked = pool.pick(&Context::new())?;
+    /// assert_eq!(*picked, "primary:80");
+    /// picked.failure(); // nginx's defaults: one failure ejects it
+    /// assert_eq!(*pool.pick(&Context::new())?, "standby:80");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn custom<F>(name: &'static str, options: <F::State as Build<T>>::Options) -> PoolBuilder<T>
+    where
+        T: Clone,
+        F: Sharing + 'static,
+        F::State: Build<T>,
+    {
+        let mut builder = Self::builder(Algorithm::Custom(CustomAlgorithm { name }));
+        builder.form = F::FORM;
+        builder.custom = Some(Box::new(move |parts: LiveParts<T>| {
+            let live: Live<Static<T, F>> = parts.live(options)?;
+            Ok(Box::new(live) as Box<dyn AnyLive<T>>)
+        }));
+        builder
     }
 
     /// A backend for this request, timed from now: report its outcome with
@@ -434,8 +451,8 @@ impl<T: PoolBackend> Pool<T> {
     }
 
     #[cfg(feature = "wait")]
-    pub(crate) fn shared(&self) -> &crate::clock_and_policy::Shared {
-        dispatch!(&self.inner, lb => lb.shared())
+    pub(crate) fn common(&self) -> &crate::backend::common::Common {
+        dispatch!(&self.inner, lb => lb.common())
     }
 }
 

@@ -17,8 +17,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::{Pool, PoolBackend};
-use crate::clock::{self, Clock, SystemClock};
 use crate::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use crate::time::{Clock, Nanos, SystemClock};
 use crate::{Context, PickError, Tried};
 
 /// One token, in the balance's unit.
@@ -75,7 +75,7 @@ impl RetryBudget {
             // At least one token, or shares of one could never add up.
             cap: i64::from(burst.max(1)) * TOKEN,
             balance: AtomicI64::new(i64::from(burst) * TOKEN),
-            refilled_to: AtomicU64::new(clock::nanos(&*clock)),
+            refilled_to: AtomicU64::new(Nanos::now(&*clock)),
             clock,
         }
     }
@@ -119,7 +119,7 @@ impl RetryBudget {
         if self.per_second == 0 {
             return;
         }
-        let now = clock::nanos(&*self.clock);
+        let now = Nanos::now(&*self.clock);
         // Relaxed: see the module docs.
         let last = self.refilled_to.load(Ordering::Relaxed);
         let elapsed = now.saturating_sub(last);

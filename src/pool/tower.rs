@@ -568,7 +568,7 @@ impl<S, T: PoolBackend, P, H> Balance<S, T, P, H> {
             match &mut self.waiting {
                 // Registered before the next look: a slot freed in between
                 // wakes it.
-                None => self.waiting = Some(Box::pin(self.layer.pool().shared().listen_for_slot())),
+                None => self.waiting = Some(Box::pin(self.layer.pool().common().listen_for_slot())),
                 Some(listener) => {
                     std::task::ready!(listener.as_mut().poll(cx));
                     self.waiting = None;

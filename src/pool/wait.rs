@@ -57,7 +57,7 @@ impl<T: PoolBackend> Pool<T> {
                 Err(PickError::AllFull) => {}
                 other => return other,
             }
-            let listener = self.shared().listen_for_slot();
+            let listener = self.common().listen_for_slot();
             match self.pick(ctx) {
                 Err(PickError::AllFull) => {}
                 other => return other,
@@ -83,7 +83,7 @@ impl<T: PoolBackend> Pool<T> {
                 Err(PickError::AllFull) => {}
                 other => return other,
             }
-            let listener = self.shared().listen_for_slot();
+            let listener = self.common().listen_for_slot();
             match self.pick(ctx) {
                 Err(PickError::AllFull) => {}
                 other => return other,

@@ -7,16 +7,14 @@ use super::kernels::{first_highest, level_run};
 use super::{capped, compare, compare_ramped, ramped};
 use crate::algorithms::effective::lazy_take;
 use crate::algorithms::weighted_round_robin::UNIT;
-use crate::backends::{Backends, ScanActives, Weights};
-use crate::balancer_type::Pick;
-use crate::driver::{self, Choose};
-use crate::selection::Slow;
+use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
 use crate::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
-use crate::{Context, Guard, PickError};
+use crate::table::{Backends, ScanActives, Weights};
+use crate::{BuildError, PickError};
 
-/// The lock-free form: a scan for the least loaded, then nginx's tie-break
-/// on atomics.
-pub(crate) struct Scan {
+/// Least-connections' lock-free state: a scan for the least loaded, then
+/// nginx's tie-break on atomics.
+pub struct LeastConnScan {
     weights: Weights,
     /// All weights are 1: the scan compares counts without multiplying.
     unit: bool,
@@ -28,6 +26,14 @@ pub(crate) struct Scan {
     epoch: CachePadded<AtomicU64>,
 }
 
+impl std::fmt::Debug for LeastConnScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeastConnScan")
+            .field("weights", &self.weights)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The first least-loaded backend, its load, and how many share that load.
 struct Least {
     first: usize,
@@ -35,8 +41,8 @@ struct Least {
     tied: usize,
 }
 
-impl Scan {
-    pub(super) fn new(weights: Weights) -> Self {
+impl LeastConnScan {
+    fn new(weights: Weights) -> Self {
         let base = weights
             .as_slice()
             .iter()
@@ -209,16 +215,19 @@ impl Scan {
     }
 }
 
-impl Scan {
+impl LeastConnScan {
     /// The rule over the backends that can take the pick, on atomics:
     /// loads compared by slow-start-scaled weights, ties broken by
     /// effective weights (lowered by failures, restored one unit a slow
     /// pick) added to the current weights one by one.
-    fn least_available<T>(&self, slow: &mut Slow<'_, '_, T>) -> Result<Option<usize>, PickError> {
-        let backends = slow.backends();
-        let step = backends.shared().slow_step();
+    fn least_available<T>(
+        &self,
+        candidates: &mut Candidates<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        let backends = candidates.backends();
+        let step = backends.common().slow_step();
         let w = self.weights.as_slice();
-        let selection = slow.selection()?;
+        let selection = candidates.selection()?;
         let ramped = |i: usize| ramped(w[i], selection.ramp(i));
         let eligible = || (0..w.len()).filter(|&i| selection.eligible(i));
         let mut least: Option<(usize, u64, u64)> = None;
@@ -267,8 +276,9 @@ impl Scan {
     }
 }
 
-/// `Scan::next_index` over whichever way the table reads its counts.
-struct NextIndex<'a>(&'a Scan);
+/// `LeastConnScan::next_index` over whichever way the table reads its
+/// counts.
+struct NextIndex<'a>(&'a LeastConnScan);
 
 impl ScanActives<usize> for NextIndex<'_> {
     #[inline]
@@ -278,7 +288,7 @@ impl ScanActives<usize> for NextIndex<'_> {
 
     #[inline]
     fn scan_dense(self, counts: &[AtomicU32]) -> usize {
-        // Relaxed: see `Scan::settle`.
+        // Relaxed: see `LeastConnScan::settle`.
         let loads = || {
             counts
                 .iter()
@@ -288,24 +298,40 @@ impl ScanActives<usize> for NextIndex<'_> {
     }
 }
 
-impl Pick for Scan {
+impl Choose for &LeastConnScan {
     #[inline]
-    fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        driver::pick(&mut &*self, ctx, backends)
-    }
-}
-
-impl Choose for &Scan {
-    #[inline]
-    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
-        Ok(backends.scan_actives(NextIndex(self)))
+    fn plain<T>(
+        &mut self,
+        _: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Option<usize>, PickError> {
+        Ok(Some(backends.scan_actives(NextIndex(self))))
     }
 
     fn choose<T>(
         &mut self,
         _: &Context<'_>,
-        slow: &mut Slow<'_, '_, T>,
+        candidates: &mut Candidates<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
-        self.least_available(slow)
+        self.least_available(candidates)
+    }
+}
+
+impl<T> Build<T> for LeastConnScan {
+    type Options = ();
+    const EFFECTIVE_WEIGHTS: bool = true;
+    const DENSE_ABOVE: usize = super::DENSE_ABOVE;
+
+    fn build(set: &Set<'_, T>, (): &()) -> Result<Self, BuildError> {
+        Ok(Self::new(set.validated().clone()))
+    }
+}
+
+/// `new` takes the values, each of weight 1.
+impl<T> NewBackends<T> for LeastConnScan {
+    type Item = T;
+
+    fn weigh(value: T) -> (T, u32) {
+        (value, 1)
     }
 }

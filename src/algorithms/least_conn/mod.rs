@@ -31,101 +31,45 @@ mod kernels;
 mod lockfree;
 mod sequential;
 
-use lockfree::Scan;
-use sequential::LeastConnState;
+pub use lockfree::LeastConnScan;
+pub use sequential::LeastConnState;
 
-use crate::assemble::{Assemble, Parts};
-use crate::backends::Backends;
-use crate::balancer_type::{balancer_type, Balanced};
-use crate::mutex_form::Locked;
-use crate::BuildError;
+use crate::pick::{LockFree, Locked, Static};
+use crate::table::Backends;
 
-balancer_type! {
-    /// Lock-free least-connections, weighted or not (see the
-    /// [`docs`](crate::docs) for how ties and concurrency behave).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use loadbalance::{lockfree::LeastConn, Balancer, Context};
-    ///
-    /// let lb = LeastConn::new(["a", "b", "c"])?;
-    /// let ctx = Context::new();
-    /// let held = lb.pick(&ctx)?; // "a": all tie, round-robin order
-    /// assert_eq!(*lb.pick(&ctx)?, "b"); // dropped at once
-    /// assert_eq!(*lb.pick(&ctx)?, "c"); // "a" is busy; "b" and "c" tie
-    /// assert_eq!(*held, "a");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    LeastConn, Scan
-}
+/// Lock-free least-connections, weighted or not (see the
+/// [`docs`](crate::docs) for how ties and concurrency behave).
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{lockfree::LeastConn, Balancer, Context};
+///
+/// let lb = LeastConn::new(["a", "b", "c"])?;
+/// let ctx = Context::new();
+/// let held = lb.pick(&ctx)?; // "a": all tie, round-robin order
+/// assert_eq!(*lb.pick(&ctx)?, "b"); // dropped at once
+/// assert_eq!(*lb.pick(&ctx)?, "c"); // "a" is busy; "b" and "c" tie
+/// assert_eq!(*held, "a");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type LeastConn<T> = Static<T, LockFree<LeastConnScan>>;
 
-balancer_type! {
-    /// Mutex-backed least-connections, weighted or not: nginx's
-    /// `least_conn` exactly, ties included.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use loadbalance::{locked::LeastConn, Balancer, Context};
-    ///
-    /// let lb = LeastConn::weighted([("big", 3), ("small", 1)])?;
-    /// let ctx = Context::new();
-    /// let held: Vec<_> = (0..4).map(|_| lb.pick(&ctx).unwrap()).collect();
-    /// assert_eq!(held.iter().filter(|g| ***g == "big").count(), 3);
-    /// # Ok::<(), loadbalance::BuildError>(())
-    /// ```
-    LockedLeastConn, Locked<LeastConnState>
-}
-
-impl<T> LeastConn<T> {
-    /// Least-connections over equally weighted backends.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::NoBackends`] or [`BuildError::TooManyBackends`].
-    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        Self::weighted(backends.into_iter().map(|backend| (backend, 1)))
-    }
-
-    /// Weighted least-connections over `(backend, weight)` pairs.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
-    /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
-    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted_dense(backends, true, DENSE_ABOVE)?;
-        Ok(Self(Balanced {
-            backends,
-            algorithm: Scan::new(weights),
-        }))
-    }
-}
-
-impl<T> LockedLeastConn<T> {
-    /// Least-connections over equally weighted backends.
-    ///
-    /// # Errors
-    ///
-    /// As [`LeastConn::new`].
-    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        Self::weighted(backends.into_iter().map(|backend| (backend, 1)))
-    }
-
-    /// Weighted least-connections over `(backend, weight)` pairs.
-    ///
-    /// # Errors
-    ///
-    /// As [`LeastConn::weighted`].
-    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted_dense(backends, true, LOCKED_DENSE_ABOVE)?;
-        Ok(Self(Balanced::locked(
-            backends,
-            LeastConnState::new(weights),
-        )))
-    }
-}
+/// Mutex-backed least-connections, weighted or not: nginx's `least_conn`
+/// exactly, ties included.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{locked::LeastConn, Balancer, Context};
+///
+/// let lb = LeastConn::weighted([("big", 3), ("small", 1)])?;
+/// let ctx = Context::new();
+/// let held: Vec<_> = (0..4).map(|_| lb.pick(&ctx).unwrap()).collect();
+/// assert_eq!(held.iter().filter(|g| ***g == "big").count(), 3);
+/// # Ok::<(), loadbalance::BuildError>(())
+/// ```
+pub type LockedLeastConn<T> = Static<T, Locked<LeastConnState>>;
 
 /// Backends above which a static lock-free table keeps a dense copy of the
 /// counts. Measured with `cargo bench --bench pick`: at 4 backends the copy's
@@ -167,29 +111,4 @@ pub(super) fn ramped(weight: u32, ramp: u64) -> u64 {
 /// As [`compare`] for slow-start-scaled weights, whose products need 128 bits.
 pub(super) fn compare_ramped(a_i: u64, w_i: u64, a_j: u64, w_j: u64) -> std::cmp::Ordering {
     (u128::from(a_i) * u128::from(w_j)).cmp(&(u128::from(a_j) * u128::from(w_i)))
-}
-
-impl<T: Send + Sync> Assemble for LeastConn<T> {
-    type Value = T;
-    type Options = ();
-    const EFFECTIVE_WEIGHTS: bool = true;
-
-    fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
-        Ok(Self(Balanced {
-            backends: Backends::from_entries(parts.entries)?,
-            algorithm: Scan::new(parts.weights),
-        }))
-    }
-}
-
-impl<T: Send + Sync> Assemble for LockedLeastConn<T> {
-    type Value = T;
-    type Options = ();
-    const EFFECTIVE_WEIGHTS: bool = true;
-
-    fn assemble(parts: Parts<'_, T>, _: &(), _: Option<&Self>) -> Result<Self, BuildError> {
-        let backends = Backends::from_entries(parts.entries)?;
-        let state = LeastConnState::from_backends(parts.weights, &backends);
-        Ok(Self(Balanced::locked(backends, state)))
-    }
 }

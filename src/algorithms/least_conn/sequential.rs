@@ -4,15 +4,15 @@
 use super::{capped, compare_ramped, load, ramped};
 use crate::algorithms::effective::EffectiveWeights;
 use crate::algorithms::weighted_round_robin::UNIT;
-use crate::backends::{Backends, ScanActives, Weights};
-use crate::driver::Choose;
-use crate::selection::Slow;
-use crate::{Context, PickError};
+use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
+use crate::table::{Backends, ScanActives, Weights};
+use crate::{BuildError, PickError};
 
-/// nginx's `ngx_http_upstream_get_least_conn_peer` as a sequential state
-/// machine, written in its two-pass form.
+/// Least-connections' sequential state: nginx's
+/// `ngx_http_upstream_get_least_conn_peer` as a state machine, written in
+/// its two-pass form.
 #[derive(Debug)]
-pub(crate) struct LeastConnState {
+pub struct LeastConnState {
     weights: Weights,
     /// All weights are 1: the plain rule compares counts without products.
     unit: bool,
@@ -22,21 +22,12 @@ pub(crate) struct LeastConnState {
 }
 
 impl LeastConnState {
-    pub(super) fn new(weights: Weights) -> Self {
+    fn new(weights: Weights, effective: EffectiveWeights) -> Self {
         Self {
-            effective: EffectiveWeights::new(&weights),
+            effective,
             unit: weights.all_one(),
             current: vec![0; weights.as_slice().len()].into_boxed_slice(),
             weights,
-        }
-    }
-
-    /// Starts from backends' health as it is (a live balancer's snapshot).
-    pub(super) fn from_backends<T>(weights: Weights, backends: &Backends<T>) -> Self {
-        let effective = EffectiveWeights::from_backends(&weights, backends);
-        Self {
-            effective,
-            ..Self::new(weights)
         }
     }
 
@@ -105,10 +96,10 @@ impl LeastConnState {
     /// slow-start-scaled weights and breaking ties by effective weights.
     fn least_available<T>(
         &mut self,
-        slow: &mut Slow<'_, '_, T>,
+        candidates: &mut Candidates<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
-        let backends = slow.backends();
-        let selection = self.effective.begin(slow)?;
+        let backends = candidates.backends();
+        let selection = self.effective.begin(candidates)?;
         let w = self.weights.as_slice();
         let ramped = |i: usize| ramped(w[i], selection.ramp(i));
         let mut best: Option<usize> = None;
@@ -151,16 +142,20 @@ impl LeastConnState {
 
 impl Choose for LeastConnState {
     #[inline]
-    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
-        Ok(backends.scan_actives(SequentialLeast(self)))
+    fn plain<T>(
+        &mut self,
+        _: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Option<usize>, PickError> {
+        Ok(Some(backends.scan_actives(SequentialLeast(self))))
     }
 
     fn choose<T>(
         &mut self,
         _: &Context<'_>,
-        slow: &mut Slow<'_, '_, T>,
+        candidates: &mut Candidates<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
-        self.least_available(slow)
+        self.least_available(candidates)
     }
 }
 
@@ -171,5 +166,28 @@ impl ScanActives<usize> for SequentialLeast<'_> {
     #[inline]
     fn scan<I: Iterator<Item = usize>>(self, actives: impl Fn() -> I) -> usize {
         self.0.least(|| actives().map(capped))
+    }
+}
+
+impl<T> Build<T> for LeastConnState {
+    type Options = ();
+    const EFFECTIVE_WEIGHTS: bool = true;
+    const DENSE_ABOVE: usize = super::LOCKED_DENSE_ABOVE;
+
+    /// From the backends' health as it is.
+    fn build(set: &Set<'_, T>, (): &()) -> Result<Self, BuildError> {
+        Ok(Self::new(
+            set.validated().clone(),
+            EffectiveWeights::from_set(set),
+        ))
+    }
+}
+
+/// `new` takes the values, each of weight 1.
+impl<T> NewBackends<T> for LeastConnState {
+    type Item = T;
+
+    fn weigh(value: T) -> (T, u32) {
+        (value, 1)
     }
 }

@@ -28,15 +28,14 @@ use std::fmt::{self, Display};
 
 use super::addr_text::AddrText;
 use super::crc32::{crc32, Crc32};
-use super::{first, normalise, walk_bounded, ByWeight, Retry};
+use super::{first, walk_bounded, ByWeight, Retry};
 use crate::algorithms::bounded_load::Bound;
-use crate::assemble::{Assemble, Parts};
-use crate::backends::{Backends, Weights};
-use crate::balancer_type::{balancer_type, Balanced, Pick};
-use crate::driver::{self, Choose};
-use crate::mutex_form::Locked;
-use crate::selection::Slow;
-use crate::{BuildError, Context, Guard, PickError};
+use crate::algorithms::choose_through_ref;
+use crate::pick::{
+    normalise, Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static,
+};
+use crate::table::{Backends, Weights};
+use crate::{BuildError, PickError};
 
 /// Options of the nginx `hash` balancers: consistent (the ketama ring of
 /// `hash $key consistent`, the default) or not (`hash $key`).
@@ -98,144 +97,61 @@ impl Default for NginxHashOptions {
     }
 }
 
-balancer_type! {
-    /// Lock-free nginx `hash $key consistent` (or, by
-    /// [`NginxHashOptions::consistent`], `hash $key`): the same backend for
-    /// a key as nginx would choose over the same `server` lines. A pick
-    /// hashes the key once and searches the ring; nothing shared is
-    /// written but the guard's count.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use loadbalance::{lockfree::NginxHash, Balancer, Context};
-    ///
-    /// let lb = NginxHash::new(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"])?;
-    /// let ctx = Context::from_key(b"/videos/42.mp4");
-    /// assert_eq!(lb.pick(&ctx)?.index(), lb.pick(&ctx)?.index());
-    /// // Without "10.0.0.2:80", only its keys move: its points are gone and
-    /// // every other point keeps its server.
-    /// let smaller = NginxHash::new(["10.0.0.1:80", "10.0.0.3:80"])?;
-    /// for i in 0..100 {
-    ///     let key = format!("/videos/{i}.mp4");
-    ///     let ctx = Context::from_key(key.as_bytes());
-    ///     let before = *lb.pick(&ctx)?;
-    ///     if before != "10.0.0.2:80" {
-    ///         assert_eq!(*smaller.pick(&ctx)?, before);
-    ///     }
-    /// }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    NginxHash, KeyTable
-}
+/// Lock-free nginx `hash $key consistent` (or, by
+/// [`NginxHashOptions::consistent`], `hash $key`): the same backend for
+/// a key as nginx would choose over the same `server` lines. A pick
+/// hashes the key once and searches the ring; nothing shared is
+/// written but the guard's count.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{lockfree::NginxHash, Balancer, Context};
+///
+/// let lb = NginxHash::new(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"])?;
+/// let ctx = Context::from_key(b"/videos/42.mp4");
+/// assert_eq!(lb.pick(&ctx)?.index(), lb.pick(&ctx)?.index());
+/// // Without "10.0.0.2:80", only its keys move: its points are gone and
+/// // every other point keeps its server.
+/// let smaller = NginxHash::new(["10.0.0.1:80", "10.0.0.3:80"])?;
+/// for i in 0..100 {
+///     let key = format!("/videos/{i}.mp4");
+///     let ctx = Context::from_key(key.as_bytes());
+///     let before = *lb.pick(&ctx)?;
+///     if before != "10.0.0.2:80" {
+///         assert_eq!(*smaller.pick(&ctx)?, before);
+///     }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type NginxHash<T> = Static<T, LockFree<NginxKeyTable>>;
 
-balancer_type! {
-    /// Mutex-backed nginx `hash`: the same choice behind a
-    /// `parking_lot::Mutex`, for uniformity with the other algorithms.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use loadbalance::{locked, lockfree, Balancer, Context};
-    /// use std::net::IpAddr;
-    ///
-    /// let a = locked::NginxHash::new(["10.0.0.1:80", "10.0.0.2:80"])?;
-    /// let b = lockfree::NginxHash::new(["10.0.0.1:80", "10.0.0.2:80"])?;
-    /// // `hash $remote_addr consistent`: the address's text is the key.
-    /// let client: IpAddr = "198.51.100.7".parse()?;
-    /// assert_eq!(a.pick(&client.into())?.index(), b.pick(&client.into())?.index());
-    /// assert_eq!(
-    ///     a.pick(&client.into())?.index(),
-    ///     a.pick(&Context::from_key(b"198.51.100.7"))?.index(),
-    /// );
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    LockedNginxHash, Locked<KeyTable>
-}
+/// Mutex-backed nginx `hash`: the same choice behind a
+/// mutex, for uniformity with the other algorithms.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{locked, lockfree, Balancer, Context};
+/// use std::net::IpAddr;
+///
+/// let a = locked::NginxHash::new(["10.0.0.1:80", "10.0.0.2:80"])?;
+/// let b = lockfree::NginxHash::new(["10.0.0.1:80", "10.0.0.2:80"])?;
+/// // `hash $remote_addr consistent`: the address's text is the key.
+/// let client: IpAddr = "198.51.100.7".parse()?;
+/// assert_eq!(a.pick(&client.into())?.index(), b.pick(&client.into())?.index());
+/// assert_eq!(
+///     a.pick(&client.into())?.index(),
+///     a.pick(&Context::from_key(b"198.51.100.7"))?.index(),
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type LockedNginxHash<T> = Static<T, Locked<NginxKeyTable>>;
 
-impl<T: Display> NginxHash<T> {
-    /// `hash $key consistent` over equally weighted backends.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`] or
-    /// [`BuildError::DuplicateBackend`] (two backends with the same name).
-    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        Self::weighted(backends.into_iter().map(|backend| (backend, 1)))
-    }
-
-    /// `hash $key consistent` over `(backend, weight)` pairs.
-    ///
-    /// # Errors
-    ///
-    /// As [`with_options`](Self::with_options).
-    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        Self::with_options(backends, NginxHashOptions::default())
-    }
-
-    /// Consistent or not, over `(backend, weight)` pairs.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
-    /// [`BuildError::ZeroWeight`], [`BuildError::WeightOverflow`], and for
-    /// the consistent ring [`BuildError::DuplicateBackend`] (two backends
-    /// with the same name) or [`BuildError::RingTooLarge`].
-    pub fn with_options(
-        backends: impl IntoIterator<Item = (T, u32)>,
-        options: NginxHashOptions,
-    ) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted(backends, false)?;
-        let table = KeyTable::new(values(&backends), &weights, &options)?;
-        Ok(Self(Balanced {
-            backends: backends.count_total(table.bound.is_some()),
-            algorithm: table,
-        }))
-    }
-}
-
-impl<T: Display> LockedNginxHash<T> {
-    /// `hash $key consistent` over equally weighted backends.
-    ///
-    /// # Errors
-    ///
-    /// As [`NginxHash::new`].
-    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        Self::weighted(backends.into_iter().map(|backend| (backend, 1)))
-    }
-
-    /// `hash $key consistent` over `(backend, weight)` pairs.
-    ///
-    /// # Errors
-    ///
-    /// As [`NginxHash::with_options`].
-    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        Self::with_options(backends, NginxHashOptions::default())
-    }
-
-    /// Consistent or not, over `(backend, weight)` pairs.
-    ///
-    /// # Errors
-    ///
-    /// As [`NginxHash::with_options`].
-    pub fn with_options(
-        backends: impl IntoIterator<Item = (T, u32)>,
-        options: NginxHashOptions,
-    ) -> Result<Self, BuildError> {
-        let (backends, weights) = Backends::weighted(backends, false)?;
-        let table = KeyTable::new(values(&backends), &weights, &options)?;
-        let backends = backends.count_total(table.bound.is_some());
-        Ok(Self(Balanced::locked(backends, table)))
-    }
-}
-
-fn values<T>(backends: &Backends<T>) -> impl Iterator<Item = &T> {
-    (0..backends.len()).filter_map(|i| backends.get(i))
-}
-
-/// What a key is hashed against, and the capacity rule.
+/// nginx's `hash $key` state (both forms): what a key is hashed against
+/// (the consistent ring, or the weights), and the capacity rule.
 #[derive(Debug)]
-pub(crate) struct KeyTable {
+pub struct NginxKeyTable {
     hash: KeyHash,
     bound: Option<Bound>,
 }
@@ -247,7 +163,7 @@ enum KeyHash {
     Plain(ByWeight),
 }
 
-impl KeyTable {
+impl NginxKeyTable {
     fn new<'v, T: Display + 'v>(
         values: impl Iterator<Item = &'v T>,
         weights: &Weights,
@@ -261,10 +177,10 @@ impl KeyTable {
 
     /// The candidates for `key`, in nginx's order.
     #[inline]
-    fn candidates<'a>(&'a self, key: &'a [u8]) -> Candidates<'a> {
+    fn candidates<'a>(&'a self, key: &'a [u8]) -> KeyCandidates<'a> {
         match &self.hash {
-            KeyHash::Ring(ring) => Candidates::Ring(RingWalk::new(ring, key)),
-            KeyHash::Plain(by_weight) => Candidates::Key(KeyWalk::new(by_weight, key)),
+            KeyHash::Ring(ring) => KeyCandidates::Ring(RingWalk::new(ring, key)),
+            KeyHash::Plain(by_weight) => KeyCandidates::Key(KeyWalk::new(by_weight, key)),
         }
     }
 
@@ -470,12 +386,12 @@ fn decimal(mut value: u32, buffer: &mut [u8; 10]) -> &[u8] {
 
 /// A key's candidates, whichever the hash.
 #[derive(Clone, Debug)]
-pub(crate) enum Candidates<'a> {
+pub(crate) enum KeyCandidates<'a> {
     Ring(RingWalk<'a>),
     Key(KeyWalk<'a>),
 }
 
-impl Iterator for Candidates<'_> {
+impl Iterator for KeyCandidates<'_> {
     type Item = usize;
 
     #[inline]
@@ -500,84 +416,64 @@ fn with_key<R>(ctx: &Context<'_>, f: impl FnOnce(&[u8]) -> R) -> Result<R, PickE
     }
 }
 
-impl Pick for KeyTable {
+impl Choose for &NginxKeyTable {
     #[inline]
-    fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        driver::pick(&mut &*self, ctx, backends)
-    }
-}
-
-impl Choose for &KeyTable {
-    #[inline]
-    fn plain<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+    fn plain<T>(
+        &mut self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Option<usize>, PickError> {
         let (len, _) = self.shape();
         with_key(ctx, |key| {
-            first(self.bound.as_ref(), self.candidates(key), len, backends)
+            Some(first(
+                self.bound.as_ref(),
+                self.candidates(key),
+                len,
+                backends,
+            ))
         })
     }
 
     fn choose<T>(
         &mut self,
         ctx: &Context<'_>,
-        slow: &mut Slow<'_, '_, T>,
+        candidates: &mut Candidates<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
         let (len, retry) = self.shape();
         with_key(ctx, |key| {
-            walk_bounded(self.bound.as_ref(), self.candidates(key), len, retry, slow)
+            walk_bounded(
+                self.bound.as_ref(),
+                self.candidates(key),
+                len,
+                retry,
+                candidates,
+            )
         })?
     }
 }
 
-impl Choose for KeyTable {
-    #[inline]
-    fn plain<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
-        (&*self).plain(ctx, backends)
+choose_through_ref!(NginxKeyTable);
+
+impl<T: Display> Build<T> for NginxKeyTable {
+    type Options = NginxHashOptions;
+
+    /// The ring hashes each backend's name (its `Display`), so a backend
+    /// keeps its points across updates.
+    fn build(set: &Set<'_, T>, options: &NginxHashOptions) -> Result<Self, BuildError> {
+        Self::new(set.values(), set.validated(), options)
     }
 
-    fn choose<T>(
-        &mut self,
-        ctx: &Context<'_>,
-        slow: &mut Slow<'_, '_, T>,
-    ) -> Result<Option<usize>, PickError> {
-        (&*self).choose(ctx, slow)
+    fn counts_total(&self) -> bool {
+        self.bound.is_some()
     }
 }
 
-impl<T: Display + Send + Sync> Assemble for NginxHash<T> {
-    type Value = T;
-    type Options = NginxHashOptions;
-    const EFFECTIVE_WEIGHTS: bool = false;
+/// `new` takes the values, each of weight 1, in nginx's `server` order.
+impl<T> NewBackends<T> for NginxKeyTable {
+    type Item = T;
 
-    fn assemble(
-        parts: Parts<'_, T>,
-        options: &NginxHashOptions,
-        _: Option<&Self>,
-    ) -> Result<Self, BuildError> {
-        let backends = Backends::from_entries(parts.entries)?;
-        let values = parts.entries.iter().map(|entry| &entry.value);
-        let table = KeyTable::new(values, &parts.weights, options)?;
-        Ok(Self(Balanced {
-            backends: backends.count_total(table.bound.is_some()),
-            algorithm: table,
-        }))
-    }
-}
-
-impl<T: Display + Send + Sync> Assemble for LockedNginxHash<T> {
-    type Value = T;
-    type Options = NginxHashOptions;
-    const EFFECTIVE_WEIGHTS: bool = false;
-
-    fn assemble(
-        parts: Parts<'_, T>,
-        options: &NginxHashOptions,
-        _: Option<&Self>,
-    ) -> Result<Self, BuildError> {
-        let backends = Backends::from_entries(parts.entries)?;
-        let values = parts.entries.iter().map(|entry| &entry.value);
-        let table = KeyTable::new(values, &parts.weights, options)?;
-        let backends = backends.count_total(table.bound.is_some());
-        Ok(Self(Balanced::locked(backends, table)))
+    fn weigh(value: T) -> (T, u32) {
+        (value, 1)
     }
 }
 

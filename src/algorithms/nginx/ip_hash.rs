@@ -18,15 +18,14 @@
 
 use std::net::IpAddr;
 
-use super::{first, normalise, walk_bounded, ByWeight, Retry};
+use super::{first, walk_bounded, ByWeight, Retry};
 use crate::algorithms::bounded_load::Bound;
-use crate::assemble::{Assemble, Parts};
-use crate::backends::{Backends, Weights};
-use crate::balancer_type::{balancer_type, Balanced, Pick};
-use crate::driver::{self, Choose};
-use crate::mutex_form::Locked;
-use crate::selection::Slow;
-use crate::{BuildError, Context, Guard, PickError};
+use crate::algorithms::choose_through_ref;
+use crate::pick::{
+    normalise, Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static,
+};
+use crate::table::Backends;
+use crate::{BuildError, PickError};
 
 /// Options of the nginx `ip_hash` balancers.
 ///
@@ -58,150 +57,75 @@ impl NginxIpHashOptions {
     }
 }
 
-balancer_type! {
-    /// Lock-free nginx `ip_hash`: the same backend for a client as nginx
-    /// would choose, with the same weights and order. Nothing shared is
-    /// written but the guard's count.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use loadbalance::{lockfree::NginxIpHash, Balancer, Context};
-    /// use std::net::IpAddr;
-    ///
-    /// let lb = NginxIpHash::weighted([("10.0.0.1:80", 1), ("10.0.0.2:80", 2), ("10.0.0.3:80", 3)])?;
-    /// // nginx: hash = 89, then (hash * 113 + octet) % 6271 over 192, 0, 2:
-    /// // 3978, 4273, 6255; 6255 % 6 = 3, the third backend's share (3..6).
-    /// let client: IpAddr = "192.0.2.77".parse()?;
-    /// assert_eq!(*lb.pick(&Context::from_addr(client))?, "10.0.0.3:80");
-    /// // The last octet does not count: the whole /24 goes there.
-    /// let neighbour: IpAddr = "192.0.2.1".parse()?;
-    /// assert_eq!(*lb.pick(&Context::from_addr(neighbour))?, "10.0.0.3:80");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    NginxIpHash, IpTable
-}
+/// Lock-free nginx `ip_hash`: the same backend for a client as nginx
+/// would choose, with the same weights and order. Nothing shared is
+/// written but the guard's count.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{lockfree::NginxIpHash, Balancer, Context};
+/// use std::net::IpAddr;
+///
+/// let lb = NginxIpHash::weighted([("10.0.0.1:80", 1), ("10.0.0.2:80", 2), ("10.0.0.3:80", 3)])?;
+/// // nginx: hash = 89, then (hash * 113 + octet) % 6271 over 192, 0, 2:
+/// // 3978, 4273, 6255; 6255 % 6 = 3, the third backend's share (3..6).
+/// let client: IpAddr = "192.0.2.77".parse()?;
+/// assert_eq!(*lb.pick(&Context::from_addr(client))?, "10.0.0.3:80");
+/// // The last octet does not count: the whole /24 goes there.
+/// let neighbour: IpAddr = "192.0.2.1".parse()?;
+/// assert_eq!(*lb.pick(&Context::from_addr(neighbour))?, "10.0.0.3:80");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type NginxIpHash<T> = Static<T, LockFree<NginxIpTable>>;
 
-balancer_type! {
-    /// Mutex-backed nginx `ip_hash`: the same choice behind a
-    /// `parking_lot::Mutex`, for uniformity with the other algorithms.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use loadbalance::{locked, lockfree, Balancer, Context};
-    /// use std::net::IpAddr;
-    ///
-    /// let a = locked::NginxIpHash::new(["x", "y", "z"])?;
-    /// let b = lockfree::NginxIpHash::new(["x", "y", "z"])?;
-    /// let client = Context::from_addr("2001:db8::7".parse::<IpAddr>()?);
-    /// assert_eq!(a.pick(&client)?.index(), b.pick(&client)?.index());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    LockedNginxIpHash, Locked<IpTable>
-}
+/// Mutex-backed nginx `ip_hash`: the same choice behind a
+/// mutex, for uniformity with the other algorithms.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{locked, lockfree, Balancer, Context};
+/// use std::net::IpAddr;
+///
+/// let a = locked::NginxIpHash::new(["x", "y", "z"])?;
+/// let b = lockfree::NginxIpHash::new(["x", "y", "z"])?;
+/// let client = Context::from_addr("2001:db8::7".parse::<IpAddr>()?);
+/// assert_eq!(a.pick(&client)?.index(), b.pick(&client)?.index());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type LockedNginxIpHash<T> = Static<T, Locked<NginxIpTable>>;
 
-impl<T> NginxIpHash<T> {
-    /// Over equally weighted backends, in nginx's `server` order.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::NoBackends`] or [`BuildError::TooManyBackends`].
-    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        Self::weighted(backends.into_iter().map(|backend| (backend, 1)))
-    }
-
-    /// Over `(backend, weight)` pairs, in nginx's `server` order.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
-    /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
-    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        Self::with_options(backends, NginxIpHashOptions::default())
-    }
-
-    /// Over `(backend, weight)` pairs with options (bounded loads).
-    ///
-    /// # Errors
-    ///
-    /// As [`weighted`](Self::weighted), and [`BuildError::BoundedLoad`].
-    pub fn with_options(
-        backends: impl IntoIterator<Item = (T, u32)>,
-        options: NginxIpHashOptions,
-    ) -> Result<Self, BuildError> {
-        let (backends, table) = IpTable::build(backends, &options)?;
-        Ok(Self(Balanced {
-            backends,
-            algorithm: table,
-        }))
-    }
-}
-
-impl<T> LockedNginxIpHash<T> {
-    /// Over equally weighted backends, in nginx's `server` order.
-    ///
-    /// # Errors
-    ///
-    /// As [`NginxIpHash::new`].
-    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        Self::weighted(backends.into_iter().map(|backend| (backend, 1)))
-    }
-
-    /// Over `(backend, weight)` pairs, in nginx's `server` order.
-    ///
-    /// # Errors
-    ///
-    /// As [`NginxIpHash::weighted`].
-    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        Self::with_options(backends, NginxIpHashOptions::default())
-    }
-
-    /// Over `(backend, weight)` pairs with options (bounded loads).
-    ///
-    /// # Errors
-    ///
-    /// As [`NginxIpHash::with_options`].
-    pub fn with_options(
-        backends: impl IntoIterator<Item = (T, u32)>,
-        options: NginxIpHashOptions,
-    ) -> Result<Self, BuildError> {
-        let (backends, table) = IpTable::build(backends, &options)?;
-        Ok(Self(Balanced::locked(backends, table)))
-    }
-}
-
-/// The weights, as nginx's `ip_hash` reads them, and the capacity rule.
+/// nginx's `ip_hash` state (both forms): the weights as nginx reads them,
+/// and the capacity rule.
 #[derive(Debug)]
-pub(crate) struct IpTable {
+pub struct NginxIpTable {
     by_weight: ByWeight,
     bound: Option<Bound>,
 }
 
-impl IpTable {
-    fn new(weights: &Weights, options: &NginxIpHashOptions) -> Result<Self, BuildError> {
+impl<T> Build<T> for NginxIpTable {
+    type Options = NginxIpHashOptions;
+
+    fn build(set: &Set<'_, T>, options: &NginxIpHashOptions) -> Result<Self, BuildError> {
+        let weights = set.validated();
         Ok(Self {
             by_weight: ByWeight::new(weights),
             bound: Bound::new(options.bounded_load, weights)?,
         })
     }
 
-    fn build<T>(
-        backends: impl IntoIterator<Item = (T, u32)>,
-        options: &NginxIpHashOptions,
-    ) -> Result<(Backends<T>, Self), BuildError> {
-        let (backends, weights) = Backends::weighted(backends, false)?;
-        let table = Self::new(&weights, options)?;
-        Ok((backends.count_total(table.bound.is_some()), table))
+    fn counts_total(&self) -> bool {
+        self.bound.is_some()
     }
+}
 
-    fn assemble<T>(
-        parts: Parts<'_, T>,
-        options: &NginxIpHashOptions,
-    ) -> Result<(Backends<T>, Self), BuildError> {
-        let table = Self::new(&parts.weights, options)?;
-        let backends = Backends::from_entries(parts.entries)?.count_total(table.bound.is_some());
-        Ok((backends, table))
+/// `new` takes the values, each of weight 1, in nginx's `server` order.
+impl<T> NewBackends<T> for NginxIpTable {
+    type Item = T;
+
+    fn weigh(value: T) -> (T, u32) {
+        (value, 1)
     }
 }
 
@@ -253,92 +177,43 @@ impl Iterator for IpWalk<'_> {
     }
 }
 
-impl Pick for IpTable {
+impl Choose for &NginxIpTable {
     #[inline]
-    fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        driver::pick(&mut &*self, ctx, backends)
-    }
-}
-
-impl Choose for &IpTable {
-    #[inline]
-    fn plain<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+    fn plain<T>(
+        &mut self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Option<usize>, PickError> {
         let candidates = IpWalk::new(&self.by_weight, ctx)?;
-        Ok(first(
+        Ok(Some(first(
             self.bound.as_ref(),
             candidates,
             self.by_weight.len(),
             backends,
-        ))
+        )))
     }
 
     fn choose<T>(
         &mut self,
         ctx: &Context<'_>,
-        slow: &mut Slow<'_, '_, T>,
+        candidates: &mut Candidates<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
         walk_bounded(
             self.bound.as_ref(),
             IpWalk::new(&self.by_weight, ctx)?,
             self.by_weight.len(),
             Retry::Continues,
-            slow,
+            candidates,
         )
     }
 }
 
-impl Choose for IpTable {
-    #[inline]
-    fn plain<T>(&mut self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
-        (&*self).plain(ctx, backends)
-    }
-
-    fn choose<T>(
-        &mut self,
-        ctx: &Context<'_>,
-        slow: &mut Slow<'_, '_, T>,
-    ) -> Result<Option<usize>, PickError> {
-        (&*self).choose(ctx, slow)
-    }
-}
-
-impl<T: Send + Sync> Assemble for NginxIpHash<T> {
-    type Value = T;
-    type Options = NginxIpHashOptions;
-    const EFFECTIVE_WEIGHTS: bool = false;
-
-    fn assemble(
-        parts: Parts<'_, T>,
-        options: &NginxIpHashOptions,
-        _: Option<&Self>,
-    ) -> Result<Self, BuildError> {
-        let (backends, algorithm) = IpTable::assemble(parts, options)?;
-        Ok(Self(Balanced {
-            backends,
-            algorithm,
-        }))
-    }
-}
-
-impl<T: Send + Sync> Assemble for LockedNginxIpHash<T> {
-    type Value = T;
-    type Options = NginxIpHashOptions;
-    const EFFECTIVE_WEIGHTS: bool = false;
-
-    fn assemble(
-        parts: Parts<'_, T>,
-        options: &NginxIpHashOptions,
-        _: Option<&Self>,
-    ) -> Result<Self, BuildError> {
-        let (backends, table) = IpTable::assemble(parts, options)?;
-        Ok(Self(Balanced::locked(backends, table)))
-    }
-}
+choose_through_ref!(NginxIpTable);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::Weights;
+    use crate::table::Weights;
 
     /// The hash values nginx computes, by hand from the C source.
     #[test]
@@ -370,7 +245,7 @@ mod tests {
 
     #[test]
     fn a_key_is_not_an_address() {
-        let by_weight = ByWeight::new(&Weights::unit(3));
+        let by_weight = ByWeight::new(&Weights::new(vec![1; 3]).expect("valid"));
         assert_eq!(
             IpWalk::new(&by_weight, &Context::from_key(b"k")).err(),
             Some(PickError::MissingKey)

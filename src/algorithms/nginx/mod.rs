@@ -19,12 +19,12 @@ mod crc32;
 pub(crate) mod hash;
 pub(crate) mod ip_hash;
 
+pub use hash::NginxKeyTable;
+pub use ip_hash::NginxIpTable;
+
 use super::bounded_load::{from_home, Bound};
-/// An IPv4-mapped IPv6 address counts as its IPv4 address (the crate's
-/// convention; see the module docs of each hash for how nginx differs).
-pub(crate) use super::ip_hash::normalise;
-use crate::backends::{Backends, Weights};
-use crate::selection::Slow;
+use crate::pick::Candidates;
+use crate::table::{Backends, Weights};
 use crate::PickError;
 
 /// How many candidates nginx tries before it falls back to round-robin:
@@ -58,7 +58,7 @@ pub(crate) fn walk<T, I>(
     candidates: I,
     len: usize,
     retry: Retry,
-    slow: &mut Slow<'_, '_, T>,
+    open: &mut Candidates<'_, '_, T>,
 ) -> Result<Option<usize>, PickError>
 where
     I: Iterator<Item = usize> + Clone,
@@ -67,12 +67,12 @@ where
     // Ends: every step is a try but the first step of each tried backend,
     // so the walk takes at most CANDIDATES + len steps.
     for (step, candidate) in candidates.clone().enumerate() {
-        if slow.eligible(candidate)? {
+        if open.eligible(candidate)? {
             return Ok(Some(candidate));
         }
         last = candidate;
         let earlier_pick = retry == Retry::Continues
-            && slow.tried(candidate)
+            && open.tried(candidate)
             && !candidates.clone().take(step).any(|seen| seen == candidate);
         if !earlier_pick {
             tries += 1;
@@ -81,7 +81,7 @@ where
             }
         }
     }
-    let selection = slow.selection()?;
+    let selection = open.selection()?;
     Ok((0..len)
         .map(|step| (last + step) % len)
         .find(|&index| selection.eligible(index)))
@@ -121,16 +121,16 @@ pub(crate) fn walk_bounded<T, I>(
     candidates: I,
     len: usize,
     retry: Retry,
-    slow: &mut Slow<'_, '_, T>,
+    open: &mut Candidates<'_, '_, T>,
 ) -> Result<Option<usize>, PickError>
 where
     I: Iterator<Item = usize> + Clone,
 {
-    let home = walk(candidates.clone(), len, retry, slow)?;
+    let home = walk(candidates.clone(), len, retry, open)?;
     let (Some(bound), Some(home)) = (bound, home) else {
         return Ok(home);
     };
-    let (selection, backends) = (slow.selection()?, slow.backends());
+    let (selection, backends) = (open.selection()?, open.backends());
     let eligible = |index: usize| selection.eligible(index);
     let load = bound.load_among(backends, eligible);
     let order = candidates.take(CANDIDATES).chain(from_home(home, len));

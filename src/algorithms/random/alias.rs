@@ -8,9 +8,9 @@
 //! `W`, the height (the bias is below `n * W / 2^64`). Equal weights skip
 //! the table.
 
-use crate::backends::Weights;
-use crate::health::FULL;
-use crate::selection::Slow;
+use crate::backend::health::FULL;
+use crate::pick::Candidates;
+use crate::table::Weights;
 use crate::PickError;
 
 /// Vose's alias table with integer thresholds (see the module docs), or
@@ -119,11 +119,11 @@ const REJECTIONS: usize = 16;
 /// ramp. Both ways are exact. `None` when no backend qualifies.
 pub(super) fn draw_available<T>(
     alias: &Alias,
-    slow: &mut Slow<'_, '_, T>,
+    candidates: &mut Candidates<'_, '_, T>,
     skip: &[usize],
     mut word: impl FnMut() -> u64,
 ) -> Result<Option<usize>, PickError> {
-    let selection = slow.selection()?;
+    let selection = candidates.selection()?;
     let open = |i: usize| !skip.contains(&i) && selection.eligible(i);
     for _ in 0..REJECTIONS {
         let index = alias.draw(word());

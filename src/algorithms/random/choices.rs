@@ -8,14 +8,15 @@
 //! may take the pick and were not drawn yet (`draw_available`). Either way
 //! the first candidate drawn wins ties, so ties fall at random by weight.
 
+use std::fmt;
+use std::marker::PhantomData;
+
 use super::alias::{draw_available, Alias};
 use super::words::{Stream, Words};
-use crate::backends::{Backends, Weights};
-use crate::balancer_type::Pick;
-use crate::driver::{self, Choose};
-use crate::peak_estimate::Estimate;
-use crate::selection::Slow;
-use crate::{BuildError, Context, Guard, PickError};
+use crate::backend::peak::Estimate;
+use crate::pick::{Candidates, Choose, Context, NewBackends};
+use crate::table::{Backends, Weights};
+use crate::{BuildError, PickError};
 
 /// Static tables of more backends than this keep a dense copy of the
 /// active counts: a pick reads its candidates' counts from a few kilobytes
@@ -88,14 +89,14 @@ pub(super) fn plain_best(
 pub(super) fn slow_best<T>(
     alias: &Alias,
     choices: usize,
-    slow: &mut Slow<'_, '_, T>,
+    candidates: &mut Candidates<'_, '_, T>,
     mut word: impl FnMut() -> u64,
     mut better: impl FnMut(usize, usize) -> bool,
 ) -> Result<Option<usize>, PickError> {
     let mut drawn = [0usize; MAX_CHOICES as usize];
     let mut best = None;
     for k in 0..choices {
-        let Some(candidate) = draw_available(alias, slow, &drawn[..k], &mut word)? else {
+        let Some(candidate) = draw_available(alias, candidates, &drawn[..k], &mut word)? else {
             break;
         };
         drawn[k] = candidate;
@@ -109,7 +110,7 @@ pub(super) fn slow_best<T>(
 
 /// What makes one candidate better than another.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Cost {
+pub(crate) enum Cost {
     /// Fewer active guards per unit of weight (`a_i * w_j < a_j * w_i`).
     Load,
     /// Lower peak-EWMA latency times (active + 1), per unit of weight;
@@ -146,129 +147,203 @@ impl Cost {
     }
 }
 
-/// The lock-free form of the algorithms that keep the best of `d`
-/// candidates.
-pub(crate) struct Choices {
+/// The lock-free state of the algorithms that keep the best of `d`
+/// candidates drawn by weight; `O` is their options
+/// ([`ChoiceOptions`](crate::ChoiceOptions): the least loaded,
+/// [`PeakEwmaOptions`](crate::PeakEwmaOptions): the lowest peak-EWMA cost).
+pub struct Choices<O> {
     alias: Alias,
     choices: usize,
     cost: Cost,
     pub(super) words: Words,
+    options: PhantomData<fn(O)>,
 }
 
-impl Choices {
-    pub(super) fn new(
-        weights: &Weights,
-        choices: usize,
-        cost: Cost,
-        seed: Option<u64>,
-        drawn: u64,
-    ) -> Self {
+impl<O> Choices<O> {
+    pub(super) fn new(weights: &Weights, choices: usize, cost: Cost, seed: Option<u64>) -> Self {
         Self {
             alias: Alias::new(weights),
             choices,
             cost,
-            words: Words::new(seed, drawn),
+            words: Words::new(seed, 0),
+            options: PhantomData,
         }
     }
-}
 
-impl Pick for Choices {
-    #[inline]
-    fn pick<T>(&self, ctx: &Context<'_>, backends: &Backends<T>) -> Result<Guard<T>, PickError> {
-        driver::pick(&mut &*self, ctx, backends)
+    /// A seeded stream goes on where `previous` left off.
+    pub(super) fn resume(&mut self, previous: &Self) {
+        self.words.resume(previous.words.drawn());
     }
 }
 
-impl Choose for &Choices {
+impl<O> Choose for &Choices<O> {
     #[inline]
-    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
+    fn plain<T>(
+        &mut self,
+        _: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Option<usize>, PickError> {
         let (cost, weights) = (self.cost, &self.alias.weights);
-        Ok(plain_best(
+        Ok(Some(plain_best(
             &self.alias,
             self.choices,
             || self.words.word(),
             |a, b| cost.better(backends, weights, a, b),
-        ))
+        )))
     }
 
     fn choose<T>(
         &mut self,
         _: &Context<'_>,
-        slow: &mut Slow<'_, '_, T>,
+        candidates: &mut Candidates<'_, '_, T>,
     ) -> Result<Option<usize>, PickError> {
         let (cost, weights) = (self.cost, &self.alias.weights);
-        let backends = slow.backends();
+        let backends = candidates.backends();
         slow_best(
             &self.alias,
             self.choices,
-            slow,
+            candidates,
             || self.words.word(),
             |a, b| cost.better(backends, weights, a, b),
         )
     }
 }
 
-/// The sequential form: the same draws from a stream the lock guards.
-#[derive(Debug)]
-pub(crate) struct ChoicesState {
+/// The sequential state of the algorithms that keep the best of `d`
+/// candidates: the same draws from a stream the lock guards.
+pub struct ChoicesState<O> {
     alias: Alias,
     choices: usize,
     cost: Cost,
     pub(super) stream: Stream,
+    options: PhantomData<fn(O)>,
 }
 
-impl ChoicesState {
-    pub(super) fn new(
-        weights: &Weights,
-        choices: usize,
-        cost: Cost,
-        seed: Option<u64>,
-        drawn: u64,
-    ) -> Self {
+impl<O> ChoicesState<O> {
+    pub(super) fn new(weights: &Weights, choices: usize, cost: Cost, seed: Option<u64>) -> Self {
         Self {
             alias: Alias::new(weights),
             choices,
             cost,
-            stream: Stream::new(seed, drawn),
+            stream: Stream::new(seed, 0),
+            options: PhantomData,
         }
+    }
+
+    /// As [`Choices`]'.
+    pub(super) fn resume(&mut self, previous: &Self) {
+        self.stream.drawn = previous.stream.drawn;
     }
 }
 
-impl Choose for ChoicesState {
+impl<O> Choose for ChoicesState<O> {
     #[inline]
-    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<usize, PickError> {
-        let Self {
-            alias,
-            choices,
-            cost,
-            stream,
-        } = self;
-        Ok(plain_best(
-            alias,
-            *choices,
-            || stream.word(),
-            |a, b| cost.better(backends, &alias.weights, a, b),
-        ))
-    }
-
-    fn choose<T>(
+    fn plain<T>(
         &mut self,
         _: &Context<'_>,
-        slow: &mut Slow<'_, '_, T>,
+        backends: &Backends<T>,
     ) -> Result<Option<usize>, PickError> {
         let Self {
             alias,
             choices,
             cost,
             stream,
+            ..
         } = self;
-        let backends = slow.backends();
+        Ok(Some(plain_best(
+            alias,
+            *choices,
+            || stream.word(),
+            |a, b| cost.better(backends, &alias.weights, a, b),
+        )))
+    }
+
+    fn choose<T>(
+        &mut self,
+        _: &Context<'_>,
+        candidates: &mut Candidates<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        let Self {
+            alias,
+            choices,
+            cost,
+            stream,
+            ..
+        } = self;
+        let backends = candidates.backends();
         slow_best(
             alias,
             *choices,
-            slow,
+            candidates,
             || stream.word(),
             |a, b| cost.better(backends, &alias.weights, a, b),
         )
     }
 }
+
+/// `new` takes the values, each of weight 1.
+impl<T, O> NewBackends<T> for Choices<O> {
+    type Item = T;
+
+    fn weigh(value: T) -> (T, u32) {
+        (value, 1)
+    }
+}
+
+/// `new` takes the values, each of weight 1.
+impl<T, O> NewBackends<T> for ChoicesState<O> {
+    type Item = T;
+
+    fn weigh(value: T) -> (T, u32) {
+        (value, 1)
+    }
+}
+
+impl<O> fmt::Debug for Choices<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Choices")
+            .field("choices", &self.choices)
+            .field("cost", &self.cost)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<O> fmt::Debug for ChoicesState<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChoicesState")
+            .field("choices", &self.choices)
+            .field("cost", &self.cost)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Implements [`Build`](crate::Build) for both forms of the algorithm whose
+/// options are `$options`: `$rule` turns the set and the options into the
+/// number of candidates, the cost and the seed (checking them).
+macro_rules! choices_build {
+    ($(#[$doc:meta])* $options:ty => |$set:ident, $opts:ident| $rule:block) => {
+        choices_build!(@form Choices, $options, $set, $opts, $rule, $(#[$doc])*);
+        choices_build!(@form ChoicesState, $options, $set, $opts, $rule, $(#[$doc])*);
+    };
+    (@form $state:ident, $options:ty, $set:ident, $opts:ident, $rule:block, $(#[$doc:meta])*) => {
+        $(#[$doc])*
+        impl<T> crate::pick::Build<T> for super::choices::$state<$options> {
+            type Options = $options;
+            const DENSE_ABOVE: usize = super::choices::DENSE_ABOVE;
+
+            fn build(
+                $set: &crate::pick::Set<'_, T>,
+                $opts: &$options,
+            ) -> Result<Self, crate::BuildError> {
+                let (choices, cost, seed) = $rule;
+                Ok(Self::new($set.validated(), choices, cost, seed))
+            }
+
+            /// A seeded stream goes on where the previous state's left off.
+            fn resume(&mut self, previous: &Self) {
+                super::choices::$state::resume(self, previous);
+            }
+        }
+    };
+}
+pub(super) use choices_build;

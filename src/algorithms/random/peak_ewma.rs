@@ -11,12 +11,9 @@
 
 use std::time::Duration;
 
-use super::choices::{check_choices, Choices, ChoicesState, Cost, DENSE_ABOVE};
-use crate::assemble::{Assemble, Parts};
-use crate::backends::Backends;
-use crate::balancer_type::{balancer_type, Balanced};
-use crate::mutex_form::Locked;
-use crate::record::nanos;
+use super::choices::{check_choices, choices_build, Choices, ChoicesState, Cost};
+use crate::pick::{LockFree, Locked, Set, Static};
+use crate::time::Nanos;
 use crate::BuildError;
 
 /// Options of the latency-aware balancers.
@@ -92,13 +89,12 @@ impl PeakEwmaOptions {
     /// Validates and gives the algorithm's choices and cost.
     fn check(&self) -> Result<(usize, Cost), BuildError> {
         let choices = check_choices(self.choices)?;
-        let decay = u64::try_from(self.decay.as_nanos())
-            .ok()
+        let decay = Nanos::exact(self.decay)
             .filter(|&nanos| nanos > 0)
             .ok_or(BuildError::Duration { option: "decay" })?;
         let cost = Cost::Latency {
             decay: decay as f64,
-            default_rtt: nanos(self.default_rtt) as f64,
+            default_rtt: Nanos::saturating(self.default_rtt) as f64,
         };
         Ok((choices, cost))
     }
@@ -106,172 +102,62 @@ impl PeakEwmaOptions {
 
 /// Makes reports keep the estimate and gives every backend without one the
 /// default as of now.
-fn start_estimates<T>(backends: &Backends<T>, cost: Cost) {
+fn start_estimates<T>(set: &Set<'_, T>, cost: Cost) {
     let Cost::Latency { decay, default_rtt } = cost else {
         return;
     };
-    let shared = backends.shared();
-    shared.set_peak_decay(decay as u64);
-    let now = shared.now();
-    for record in backends.records() {
+    let common = set.common();
+    common.set_peak_decay(decay as u64);
+    let now = common.now();
+    for record in set.records() {
         record.peak.seed(default_rtt, now);
     }
 }
 
-balancer_type! {
-    /// Lock-free latency-aware selection: the lowest peak-EWMA latency
-    /// times (active + 1) per unit of weight among `d` candidates.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use loadbalance::{lockfree::PeakEwma, Balancer, Context, Outcome};
-    /// use std::time::Duration;
-    ///
-    /// let lb = PeakEwma::new(["a", "b"])?;
-    /// // Both start at the default estimate (30 ms). A slower sample
-    /// // raises a backend's estimate at once:
-    /// let first = lb.pick(&Context::new())?;
-    /// first.report(Outcome::Success { latency: Duration::from_millis(80) });
-    /// let slow = first.index();
-    /// drop(first);
-    /// for _ in 0..10 {
-    ///     assert_ne!(lb.pick(&Context::new())?.index(), slow);
-    /// }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    PeakEwma, Choices
-}
+/// Lock-free latency-aware selection: the lowest peak-EWMA latency
+/// times (active + 1) per unit of weight among `d` candidates.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{lockfree::PeakEwma, Balancer, Context, Outcome};
+/// use std::time::Duration;
+///
+/// let lb = PeakEwma::new(["a", "b"])?;
+/// // Both start at the default estimate (30 ms). A slower sample
+/// // raises a backend's estimate at once:
+/// let first = lb.pick(&Context::new())?;
+/// first.report(Outcome::Success { latency: Duration::from_millis(80) });
+/// let slow = first.index();
+/// drop(first);
+/// for _ in 0..10 {
+///     assert_ne!(lb.pick(&Context::new())?.index(), slow);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type PeakEwma<T> = Static<T, LockFree<Choices<PeakEwmaOptions>>>;
 
-balancer_type! {
-    /// Mutex-backed latency-aware selection: the same draws under a lock,
-    /// so two picks never read the same counts.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use loadbalance::{locked::PeakEwma, Balancer, Context};
-    ///
-    /// let lb = PeakEwma::new(["a", "b", "c"])?;
-    /// let guard = lb.pick(&Context::new())?;
-    /// assert_eq!(lb.active(guard.index()), Some(1));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    LockedPeakEwma, Locked<ChoicesState>
-}
+/// Mutex-backed latency-aware selection: the same draws under a lock,
+/// so two picks never read the same counts.
+///
+/// # Examples
+///
+/// ```
+/// use loadbalance::{locked::PeakEwma, Balancer, Context};
+///
+/// let lb = PeakEwma::new(["a", "b", "c"])?;
+/// let guard = lb.pick(&Context::new())?;
+/// assert_eq!(lb.active(guard.index()), Some(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type LockedPeakEwma<T> = Static<T, Locked<ChoicesState<PeakEwmaOptions>>>;
 
-impl<T> PeakEwma<T> {
-    /// Equally weighted backends, default options.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::NoBackends`] or [`BuildError::TooManyBackends`].
-    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        Self::weighted(backends.into_iter().map(|backend| (backend, 1)))
-    }
-
-    /// `(backend, weight)` pairs, default options.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::NoBackends`], [`BuildError::TooManyBackends`],
-    /// [`BuildError::ZeroWeight`] or [`BuildError::WeightOverflow`].
-    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        Self::with_options(backends, PeakEwmaOptions::default())
-    }
-
-    /// `(backend, weight)` pairs with options.
-    ///
-    /// # Errors
-    ///
-    /// As [`weighted`](Self::weighted), [`BuildError::Choices`], and
-    /// [`BuildError::Duration`] for a zero decay.
-    pub fn with_options(
-        backends: impl IntoIterator<Item = (T, u32)>,
-        options: PeakEwmaOptions,
-    ) -> Result<Self, BuildError> {
+choices_build! {
+    /// The lowest peak-EWMA cost of `choices` candidates; every record
+    /// starts (or keeps) its estimate.
+    PeakEwmaOptions => |set, options| {
         let (choices, cost) = options.check()?;
-        let (backends, weights) = Backends::weighted_dense(backends, false, DENSE_ABOVE)?;
-        start_estimates(&backends, cost);
-        Ok(Self(Balanced {
-            backends,
-            algorithm: Choices::new(&weights, choices, cost, options.seed, 0),
-        }))
-    }
-}
-
-impl<T> LockedPeakEwma<T> {
-    /// Equally weighted backends, default options.
-    ///
-    /// # Errors
-    ///
-    /// As [`PeakEwma::new`].
-    pub fn new(backends: impl IntoIterator<Item = T>) -> Result<Self, BuildError> {
-        Self::weighted(backends.into_iter().map(|backend| (backend, 1)))
-    }
-
-    /// `(backend, weight)` pairs, default options.
-    ///
-    /// # Errors
-    ///
-    /// As [`PeakEwma::weighted`].
-    pub fn weighted(backends: impl IntoIterator<Item = (T, u32)>) -> Result<Self, BuildError> {
-        Self::with_options(backends, PeakEwmaOptions::default())
-    }
-
-    /// `(backend, weight)` pairs with options.
-    ///
-    /// # Errors
-    ///
-    /// As [`PeakEwma::with_options`].
-    pub fn with_options(
-        backends: impl IntoIterator<Item = (T, u32)>,
-        options: PeakEwmaOptions,
-    ) -> Result<Self, BuildError> {
-        let (choices, cost) = options.check()?;
-        let (backends, weights) = Backends::weighted_dense(backends, false, DENSE_ABOVE)?;
-        start_estimates(&backends, cost);
-        let state = ChoicesState::new(&weights, choices, cost, options.seed, 0);
-        Ok(Self(Balanced::locked(backends, state)))
-    }
-}
-
-impl<T: Send + Sync> Assemble for PeakEwma<T> {
-    type Value = T;
-    type Options = PeakEwmaOptions;
-    const EFFECTIVE_WEIGHTS: bool = false;
-
-    fn assemble(
-        parts: Parts<'_, T>,
-        options: &PeakEwmaOptions,
-        previous: Option<&Self>,
-    ) -> Result<Self, BuildError> {
-        let (choices, cost) = options.check()?;
-        let drawn = previous.map_or(0, |previous| previous.0.algorithm.words.drawn());
-        let backends = Backends::from_entries(parts.entries)?;
-        start_estimates(&backends, cost);
-        Ok(Self(Balanced {
-            backends,
-            algorithm: Choices::new(&parts.weights, choices, cost, options.seed, drawn),
-        }))
-    }
-}
-
-impl<T: Send + Sync> Assemble for LockedPeakEwma<T> {
-    type Value = T;
-    type Options = PeakEwmaOptions;
-    const EFFECTIVE_WEIGHTS: bool = false;
-
-    fn assemble(
-        parts: Parts<'_, T>,
-        options: &PeakEwmaOptions,
-        previous: Option<&Self>,
-    ) -> Result<Self, BuildError> {
-        let (choices, cost) = options.check()?;
-        let drawn = previous.map_or(0, |previous| previous.0.algorithm.lock().stream.drawn);
-        let backends = Backends::from_entries(parts.entries)?;
-        start_estimates(&backends, cost);
-        let state = ChoicesState::new(&parts.weights, choices, cost, options.seed, drawn);
-        Ok(Self(Balanced::locked(backends, state)))
+        start_estimates(set, cost);
+        (choices, cost, options.seed)
     }
 }

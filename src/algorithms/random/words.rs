@@ -74,6 +74,15 @@ impl Words {
         }
     }
 
+    /// Goes on after `drawn` words of the seeded stream (a rebuilt state
+    /// continuing the one it replaces); nothing without a seed.
+    pub(super) fn resume(&mut self, drawn: u64) {
+        if let Some((_, count)) = &self.seeded {
+            // Relaxed: `&mut self`, before any pick shares the state.
+            count.store(drawn, Ordering::Relaxed);
+        }
+    }
+
     /// Words drawn so far from the seeded stream (0 without a seed), to
     /// carry the stream over a live balancer's rebuild.
     pub(super) fn drawn(&self) -> u64 {

@@ -48,7 +48,7 @@ use super::capacity::{Capacity, CapacityError};
 use super::table::{Entries, KeyHasher, Table, Write, WAYS};
 use super::time::Time;
 use super::{Allowed, Denied, Quota};
-use crate::clock::Clock;
+use crate::time::Clock;
 
 /// What a check answers when Redis cannot: past the deadline or on a
 /// connection error.
