@@ -94,7 +94,7 @@ impl State {
 
 /// Failure bookkeeping, changed only under the record's `window` lock.
 #[derive(Debug, Default)]
-pub(crate) struct Window {
+pub(crate) struct FailureWindow {
     /// Failures in the current run, as nginx's `peer->fails`.
     fails: u32,
     /// When the last failure was reported, as nginx's `peer->accessed`.
@@ -135,7 +135,7 @@ pub(crate) struct Record {
     /// The peak-EWMA estimate a latency-aware balancer picks by (see
     /// `peak_estimate.rs`), kept only while one uses this record.
     pub(crate) peak: PeakEstimate,
-    window: Mutex<Window>,
+    window: Mutex<FailureWindow>,
     /// Unique for the process: how a tried set names this backend.
     pub(crate) id: u64,
     pub(crate) common: Arc<Common>,
@@ -158,7 +158,7 @@ impl Record {
             overflows: AtomicU64::new(0),
             latency: AtomicU64::new(0),
             peak: PeakEstimate::default(),
-            window: Mutex::new(Window::default()),
+            window: Mutex::new(FailureWindow::default()),
             // Relaxed: ids need only be distinct.
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             common,
@@ -461,7 +461,7 @@ impl Record {
     }
 
     /// `start_ramp`, the window lock held (see the module's documentation).
-    fn start_ramp_locked(&self, _window: &mut Window, now: u64) {
+    fn start_ramp_locked(&self, _window: &mut FailureWindow, now: u64) {
         if self.common.slow_start_nanos() > 0 {
             // Relaxed: published by the Release step of `set_flags`, which
             // writes the state word even when the flag is already set.

@@ -35,6 +35,7 @@ use super::capacity::{Capacity, CapacityError};
 use super::table::{Entries, KeyHasher, Table, Write, WAYS};
 use super::time::Time;
 use crate::time::Clock;
+use crate::time::Nanos;
 
 /// When a key is banned, and for how long.
 ///
@@ -68,7 +69,7 @@ impl BanRule {
     pub fn new(denials: u32, window: Duration, cooldown: Duration) -> Result<Self, BanRuleError> {
         let denials = NonZeroU32::new(denials).ok_or(BanRuleError::ZeroDenials)?;
         let nanos = |duration: Duration| {
-            let nanos = u64::try_from(duration.as_nanos()).map_err(|_| BanRuleError::TooLong)?;
+            let nanos = Nanos::exact(duration).ok_or(BanRuleError::TooLong)?;
             if nanos == 0 {
                 Err(BanRuleError::ZeroDuration)
             } else {
@@ -89,12 +90,12 @@ impl BanRule {
 
     /// How long after a key's first strike its strikes count together.
     pub fn window(&self) -> Duration {
-        Duration::from_nanos(self.window)
+        Nanos::duration(self.window)
     }
 
     /// How long a ban lasts.
     pub fn cooldown(&self) -> Duration {
-        Duration::from_nanos(self.cooldown)
+        Nanos::duration(self.cooldown)
     }
 }
 
@@ -261,10 +262,7 @@ impl<K: ?Sized> Bans<K> {
     pub(crate) fn banned_hashed(&self, hash: u64, now: u64) -> Option<Duration> {
         let read = |value: &mut [u64; 2], fresh: bool| {
             let banned = !fresh && value[1] & BANNED != 0 && value[0] > now;
-            (
-                banned.then(|| Duration::from_nanos(value[0] - now)),
-                Write::Keep,
-            )
+            (banned.then(|| Nanos::duration(value[0] - now)), Write::Keep)
         };
         self.table
             .update(hash, now, &BanEntries, read)
@@ -277,15 +275,12 @@ impl<K: ?Sized> Bans<K> {
         let strike = |value: &mut [u64; 2], _fresh: bool| {
             let [end, count] = *value;
             if end > now && count & BANNED != 0 {
-                return (Strike::Banned(Duration::from_nanos(end - now)), Write::Keep);
+                return (Strike::Banned(Nanos::duration(end - now)), Write::Keep);
             }
             let count = if end > now { count + 1 } else { 1 };
             if count >= u64::from(rule.denials.get()) {
                 *value = [now.saturating_add(rule.cooldown), BANNED];
-                return (
-                    Strike::Banned(Duration::from_nanos(rule.cooldown)),
-                    Write::Store,
-                );
+                return (Strike::Banned(Nanos::duration(rule.cooldown)), Write::Store);
             }
             if end <= now {
                 value[0] = now.saturating_add(rule.window);

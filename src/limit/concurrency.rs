@@ -84,11 +84,11 @@ use crate::sync::atomic::{AtomicU32, Ordering};
 /// ```
 #[derive(Clone)]
 pub struct ConcurrencyLimit {
-    shared: Arc<Shared>,
+    shared: Arc<Slots>,
 }
 
 /// What a limit's handles and permits share.
-struct Shared {
+struct Slots {
     /// Permits alive, at most `max`.
     in_flight: AtomicU32,
     max: u32,
@@ -124,7 +124,7 @@ impl ConcurrencyLimit {
     /// ```
     pub fn new(max: NonZeroU32) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Slots {
                 in_flight: AtomicU32::new(0),
                 max: max.get(),
                 #[cfg(any(feature = "wait", all(test, loom)))]

@@ -70,7 +70,6 @@ pub struct FlowControl {
 
 /// Builds a [`FlowControl`]; every part is optional.
 #[derive(Debug)]
-#[must_use]
 pub struct FlowControlBuilder {
     deny: IpList,
     allow: IpList,
@@ -91,6 +90,7 @@ pub const DEFAULT_CAPACITY: Capacity = Capacity::Bytes(4 << 20);
 
 impl FlowControl {
     /// A builder with nothing configured: it admits every request.
+    #[must_use]
     pub fn builder() -> FlowControlBuilder {
         FlowControlBuilder {
             deny: IpList::default(),
@@ -285,29 +285,34 @@ impl FlowControl {
 
 impl FlowControlBuilder {
     /// Networks refused outright (403), checked first.
+    #[must_use]
     pub fn deny(mut self, networks: IpList) -> Self {
         self.deny = networks;
         self
     }
 
     /// Networks exempt from every per-client limit.
+    #[must_use]
     pub fn allow(mut self, networks: IpList) -> Self {
         self.allow = networks;
         self
     }
 
     /// How client addresses group (IPv6 by /64 by default).
+    #[must_use]
     pub fn grouping(mut self, grouping: ClientGrouping) -> Self {
         self.grouping = grouping;
         self
     }
 
     /// Each client's rate, in [`DEFAULT_CAPACITY`].
+    #[must_use]
     pub fn rate(self, quota: Quota) -> Self {
         self.rate_in(quota, DEFAULT_CAPACITY)
     }
 
     /// Each client's rate, holding as many clients as `capacity`.
+    #[must_use]
     pub fn rate_in(mut self, quota: Quota, capacity: Capacity) -> Self {
         self.rate = Some((quota, capacity));
         self
@@ -315,11 +320,13 @@ impl FlowControlBuilder {
 
     /// Bans by `rule`, struck by rate and in-flight refusals, in
     /// [`DEFAULT_CAPACITY`].
+    #[must_use]
     pub fn ban(self, rule: BanRule) -> Self {
         self.ban_in(rule, DEFAULT_CAPACITY)
     }
 
     /// Bans by `rule`, holding as many clients as `capacity`.
+    #[must_use]
     pub fn ban_in(mut self, rule: BanRule, capacity: Capacity) -> Self {
         self.bans = Some((rule, capacity));
         self
@@ -327,12 +334,14 @@ impl FlowControlBuilder {
 
     /// At most `max` requests in flight per client, in
     /// [`DEFAULT_CAPACITY`].
+    #[must_use]
     pub fn in_flight_per_client(self, max: NonZeroU32) -> Self {
         self.in_flight_per_client_in(max, DEFAULT_CAPACITY)
     }
 
     /// At most `max` requests in flight per client, for as many clients in
     /// flight at once as `capacity` holds.
+    #[must_use]
     pub fn in_flight_per_client_in(mut self, max: NonZeroU32, capacity: Capacity) -> Self {
         self.per_client = Some((max, capacity));
         self
@@ -340,12 +349,14 @@ impl FlowControlBuilder {
 
     /// At most `limit`'s requests in flight on the server (a clone shares
     /// the limit, so other code can wait on it).
+    #[must_use]
     pub fn in_flight(mut self, limit: ConcurrencyLimit) -> Self {
         self.global = Some(limit);
         self
     }
 
     /// Reads `clock` instead of the CPU's time-stamp counter.
+    #[must_use]
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.time = Some(Time::custom(clock));
         self

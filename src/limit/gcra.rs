@@ -24,6 +24,7 @@ use super::time::Time;
 use super::Quota;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::time::Clock;
+use crate::time::Nanos;
 
 /// A request let in, and how many more could come in at once now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,7 +192,7 @@ impl Gcra {
         let ahead = tat.saturating_sub(now).saturating_add(cost);
         if ahead > self.tolerance {
             return Err(CheckNError::Denied(Denied {
-                retry_after: Duration::from_nanos(ahead - self.tolerance),
+                retry_after: Nanos::duration(ahead - self.tolerance),
             }));
         }
         let remaining = (self.tolerance - ahead) / self.interval;
@@ -225,7 +226,7 @@ pub(crate) fn one(error: CheckNError) -> Denied {
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiter")
-            .field("interval", &Duration::from_nanos(self.rule.interval))
+            .field("interval", &Nanos::duration(self.rule.interval))
             .field("burst", &self.rule.burst)
             .finish_non_exhaustive()
     }

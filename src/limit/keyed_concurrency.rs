@@ -48,11 +48,11 @@ use super::table::{Entries, KeyHasher, Table, Write, WAYS};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct KeyedConcurrencyLimit<K: ?Sized> {
-    shared: Arc<Shared>,
+    shared: Arc<KeyedSlots>,
     _key: PhantomData<fn(&K)>,
 }
 
-struct Shared {
+struct KeyedSlots {
     table: Table<1>,
     max: u32,
     hasher: KeyHasher,
@@ -63,7 +63,7 @@ struct Shared {
 /// task that serves the request.
 #[must_use = "the request counts as in flight until the permit is dropped"]
 pub struct KeyedPermit {
-    shared: Arc<Shared>,
+    shared: Arc<KeyedSlots>,
     hash: u64,
 }
 
@@ -167,7 +167,7 @@ impl<K: Hash + ?Sized> KeyedConcurrencyLimit<K> {
             capacity: table.slots(),
             memory: table.bytes()
                 + std::mem::size_of::<Self>()
-                + std::mem::size_of::<Shared>()
+                + std::mem::size_of::<KeyedSlots>()
                 + 2 * std::mem::size_of::<usize>(),
         }
     }
@@ -180,11 +180,11 @@ impl<K: ?Sized> KeyedConcurrencyLimit<K> {
         hasher: KeyHasher,
     ) -> Result<Self, CapacityError> {
         let own = std::mem::size_of::<Self>()
-            + std::mem::size_of::<Shared>()
+            + std::mem::size_of::<KeyedSlots>()
             + 2 * std::mem::size_of::<usize>();
         let sets = capacity.sets(Table::<1>::SET_BYTES, WAYS, own)?;
         Ok(Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(KeyedSlots {
                 table: Table::with_sets(sets).ok_or(CapacityError::OutOfMemory)?,
                 max: max.get(),
                 hasher,
@@ -200,10 +200,10 @@ impl<K: ?Sized> KeyedConcurrencyLimit<K> {
     }
 }
 
-impl Shared {
+impl KeyedSlots {
     fn acquire(
         &self,
-        shared: &Arc<Shared>,
+        shared: &Arc<KeyedSlots>,
         hash: u64,
     ) -> Result<KeyedPermit, KeyedConcurrencyError> {
         let take = |count: &mut [u64; 1], _fresh: bool| {

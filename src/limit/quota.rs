@@ -2,6 +2,7 @@
 //! and a burst, validated once so that a limiter can never hold a quota
 //! that divides by zero or overflows.
 
+use crate::time::Nanos;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -43,8 +44,7 @@ impl Quota {
     /// (about 146 years).
     pub fn new(count: u32, period: Duration) -> Result<Self, QuotaError> {
         let count = NonZeroU32::new(count).ok_or(QuotaError::ZeroRate)?;
-        let period = u64::try_from(period.as_nanos())
-            .ok()
+        let period = Nanos::exact(period)
             .filter(|&nanos| nanos <= MAX_SPAN)
             .ok_or(QuotaError::PeriodTooLong)?;
         if period == 0 {
@@ -91,7 +91,7 @@ impl Quota {
 
     /// The time between two requests at the sustained rate.
     pub fn interval(&self) -> Duration {
-        Duration::from_nanos(self.interval)
+        Nanos::duration(self.interval)
     }
 
     /// The most requests let in at once.

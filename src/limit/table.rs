@@ -100,7 +100,7 @@ pub(crate) struct Evictions {
 }
 
 #[repr(align(64))]
-struct Set<const V: usize> {
+struct SlotSet<const V: usize> {
     tags: [AtomicU64; WAYS],
     values: [[AtomicU64; V]; WAYS],
 }
@@ -108,7 +108,7 @@ struct Set<const V: usize> {
 /// A fixed number of sets of [`WAYS`] slots, each slot a tag and `V`
 /// words of state.
 pub(crate) struct Table<const V: usize> {
-    sets: Box<[Set<V>]>,
+    sets: Box<[SlotSet<V>]>,
     /// Relaxed counters: statistics only.
     evicted_idle: AtomicU64,
     evicted_live: AtomicU64,
@@ -116,14 +116,14 @@ pub(crate) struct Table<const V: usize> {
 
 impl<const V: usize> Table<V> {
     /// Bytes a set takes.
-    pub(crate) const SET_BYTES: usize = std::mem::size_of::<Set<V>>();
+    pub(crate) const SET_BYTES: usize = std::mem::size_of::<SlotSet<V>>();
 
     /// A table of `sets` sets (at least one), or `None` if the memory
     /// cannot be had.
     pub(crate) fn with_sets(sets: usize) -> Option<Self> {
         let mut table = Vec::new();
         table.try_reserve_exact(sets.max(1)).ok()?;
-        table.extend((0..sets.max(1)).map(|_| Set {
+        table.extend((0..sets.max(1)).map(|_| SlotSet {
             tags: std::array::from_fn(|_| AtomicU64::new(EMPTY)),
             values: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
         }));
@@ -231,7 +231,7 @@ impl<const V: usize> Table<V> {
     }
 }
 
-impl<const V: usize> Set<V> {
+impl<const V: usize> SlotSet<V> {
     #[inline]
     fn lock(&self) -> SetGuard<'_, V> {
         let mut spins = 0u32;
@@ -266,7 +266,7 @@ impl<const V: usize> Set<V> {
 
 /// A set's lock, held: the set's slots, read and written in place.
 struct SetGuard<'a, const V: usize> {
-    set: &'a Set<V>,
+    set: &'a SlotSet<V>,
 }
 
 // Relaxed throughout: the lock orders every access (module docs).

@@ -10,7 +10,7 @@ use crate::{BuildError, PickError};
 pub(crate) mod sealed {
     use crate::PickError;
 
-    pub trait Sealed {
+    pub trait SealedAssemble {
         /// Whether a pick without a key or a tried set would find a
         /// backend now, without taking one (see `candidates::capacity`).
         fn capacity(&self) -> Result<(), PickError>;
@@ -20,8 +20,8 @@ pub(crate) mod sealed {
 /// A balancer type that a [`Live`](crate::Live) set can rebuild over a
 /// changed backend set: every [`Static`] balancer whose state implements
 /// [`Build`] (every type of [`lockfree`](crate::lockfree) and
-/// [`locked`](crate::locked), and yours). Sealed.
-pub trait Assemble: sealed::Sealed + Sized + Send + Sync {
+/// [`locked`](crate::locked), and yours). SealedAssemble.
+pub trait Assemble: sealed::SealedAssemble + Sized + Send + Sync {
     /// The backend type.
     type Value: Send + Sync;
     /// Options the algorithm keeps across rebuilds ([`HashOptions`](crate::HashOptions)
@@ -43,7 +43,7 @@ pub trait Assemble: sealed::Sealed + Sized + Send + Sync {
     ) -> Result<Self, BuildError>;
 }
 
-impl<T, F: Sharing> sealed::Sealed for Static<T, F> {
+impl<T, F: Sharing> sealed::SealedAssemble for Static<T, F> {
     fn capacity(&self) -> Result<(), PickError> {
         Static::capacity(self)
     }

@@ -71,6 +71,7 @@ where
     B::Value: PartialEq,
 {
     /// Settings to build with: health policy, clock, options.
+    #[must_use]
     pub fn builder() -> LiveBuilder<B> {
         LiveBuilder {
             policy: HealthPolicy::default(),

@@ -246,11 +246,18 @@ impl<'b, 'c: 'b, T> Candidates<'b, 'c, T> {
         }
     }
 
-    /// Whether backend `index`, in slow start, lets this step through: its
-    /// ramp's share of the steps that land on it (see `Record::accept`).
-    pub(crate) fn accepts(&self, index: usize) -> bool {
+    /// Whether backend `index`, in slow start, takes this step of a
+    /// sequence that landed on it: exactly its ramp's share of such steps,
+    /// evenly spread (a backend not ramping up always does; `false` past
+    /// the end). Each call is a step: ask once per landing. How round-robin
+    /// thins a backend as it ramps up.
+    pub fn accepts(&self, index: usize) -> bool {
         let ramp = self.ramp(index);
-        ramp >= FULL || self.backends.record(index).accept(ramp, FULL)
+        ramp >= FULL
+            || self
+                .backends
+                .record_at(index)
+                .is_some_and(|record| record.accept(ramp, FULL))
     }
 
     /// Takes backend `index` for this pick: its `max_conns` slot and, for an

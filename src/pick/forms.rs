@@ -24,8 +24,8 @@ pub struct LockFree<S>(S);
 pub struct Locked<S>(CachePadded<Mutex<S>>);
 
 /// How an algorithm's state is shared by the threads that pick:
-/// [`LockFree`] or [`Locked`]. Sealed: those two are all there is.
-pub trait Sharing: sealed::Sealed + Send + Sync + Sized {
+/// [`LockFree`] or [`Locked`]. SealedSharing: those two are all there is.
+pub trait Sharing: sealed::SealedSharing + Send + Sync + Sized {
     /// The algorithm's state.
     type State;
     /// Which form this is.
@@ -49,9 +49,9 @@ pub trait Sharing: sealed::Sealed + Send + Sync + Sized {
 }
 
 mod sealed {
-    pub trait Sealed {}
-    impl<S> Sealed for super::LockFree<S> {}
-    impl<S> Sealed for super::Locked<S> {}
+    pub trait SealedSharing {}
+    impl<S> SealedSharing for super::LockFree<S> {}
+    impl<S> SealedSharing for super::Locked<S> {}
 }
 
 impl<S> Sharing for LockFree<S>

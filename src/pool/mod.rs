@@ -111,7 +111,6 @@ impl<T: PartialEq> LiveParts<T> {
 
 /// Settings to build a [`Pool`] with: the algorithm, its form, the health
 /// policy and the clock.
-#[must_use]
 pub struct PoolBuilder<T> {
     algorithm: Algorithm,
     form: Form,
@@ -128,6 +127,7 @@ impl<T: PoolBackend> PoolBuilder<T> {
     /// Lock-free or mutex-backed (default: lock-free). A pool of your own
     /// algorithm ([`Pool::custom`]) runs the form its type names; this
     /// changes nothing there.
+    #[must_use]
     pub fn form(mut self, form: Form) -> Self {
         if self.custom.is_none() {
             self.form = form;
@@ -136,6 +136,7 @@ impl<T: PoolBackend> PoolBuilder<T> {
     }
 
     /// The passive-health and slow-start policy (default: nginx's).
+    #[must_use]
     pub fn health(mut self, policy: HealthPolicy) -> Self {
         self.policy = policy;
         self
@@ -143,6 +144,7 @@ impl<T: PoolBackend> PoolBuilder<T> {
 
     /// The clock that health, slow start, latency and peak EWMA read
     /// (default: the system clock).
+    #[must_use]
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -189,6 +191,7 @@ impl<T> fmt::Debug for PoolBuilder<T> {
 
 impl<T: PoolBackend> Pool<T> {
     /// Settings for a pool running `algorithm`.
+    #[must_use]
     pub fn builder(algorithm: Algorithm) -> PoolBuilder<T> {
         PoolBuilder {
             algorithm,
@@ -248,6 +251,7 @@ impl<T: PoolBackend> Pool<T> {
     /// assert_eq!(*pool.pick(&Context::new())?, "standby:80");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use]
     pub fn custom<F>(name: &'static str, options: <F::State as Build<T>>::Options) -> PoolBuilder<T>
     where
         T: Clone,

@@ -5,6 +5,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
 
+use crate::time::Nanos;
 use crate::{Guard, Outcome};
 
 /// One picked backend for one request, from [`Pool::pick`](crate::Pool::pick):
@@ -45,7 +46,7 @@ impl<T> Picked<T> {
 
     /// Time since the pick, by the pool's clock.
     pub fn elapsed(&self) -> Duration {
-        Duration::from_nanos(self.guard.now().saturating_sub(self.at))
+        Nanos::duration(self.guard.now().saturating_sub(self.at))
     }
 
     /// The request succeeded: reports it with its latency and gives the

@@ -103,13 +103,13 @@ impl<'a, T> Match<'a, T> {
 
 /// Builds a [`Router`].
 #[derive(Debug)]
-#[must_use]
 pub struct RouterBuilder<T> {
     rules: Vec<(String, String, String, T)>,
 }
 
 impl<T> Router<T> {
     /// A builder with no rules.
+    #[must_use]
     pub fn builder() -> RouterBuilder<T> {
         RouterBuilder { rules: Vec::new() }
     }
@@ -190,6 +190,7 @@ impl<T> RouterBuilder<T> {
     /// Adds a rule named `name` for `host` (`example.com`, `*.example.com`
     /// or `*`) and `path` (`/prefix`, `= /exact`, `^~ /prefix`, `~ regex`,
     /// `~* regex`), routing to `target`.
+    #[must_use]
     pub fn rule(
         mut self,
         name: impl Into<String>,

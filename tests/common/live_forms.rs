@@ -24,5 +24,7 @@ macro_rules! for_every_form {
         $check::<locked::Random<V>>("locked random");
         $check::<lockfree::RandomLeastConn<V>>("lockfree random least-conn");
         $check::<locked::RandomLeastConn<V>>("locked random least-conn");
+        $check::<crate::user_algorithm::LockFreeRotating<V>>("user's lock-free rotating");
+        $check::<crate::user_algorithm::LockedRotating<V>>("user's locked rotating");
     };
 }

@@ -6,6 +6,8 @@ use loadbalance::{
     PeakEwmaOptions, RandomOptions,
 };
 
+use crate::user_algorithm::{LockFreeRotating, LockedRotating};
+
 /// Every algorithm; the random ones seeded alike in both forms, so that
 /// one thread's picks are the same in both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,9 +23,12 @@ pub(crate) enum Algorithm {
     PeakEwma,
     NginxIpHash,
     NginxHash,
+    /// A user's own algorithm (`user_algorithm.rs`), through the same
+    /// matrices.
+    UserRotating,
 }
 
-pub(crate) const ALGORITHMS: [Algorithm; 11] = [
+pub(crate) const ALGORITHMS: [Algorithm; 12] = [
     Algorithm::RoundRobin,
     Algorithm::WeightedRoundRobin,
     Algorithm::LeastConn,
@@ -35,6 +40,7 @@ pub(crate) const ALGORITHMS: [Algorithm; 11] = [
     Algorithm::PeakEwma,
     Algorithm::NginxIpHash,
     Algorithm::NginxHash,
+    Algorithm::UserRotating,
 ];
 
 impl Algorithm {
@@ -115,6 +121,10 @@ pub(crate) fn build(algorithm: Algorithm, weights: &[u32]) -> Result<(Boxed, Box
         Algorithm::NginxIpHash => (
             Box::new(lockfree::NginxIpHash::weighted(weighted())?),
             Box::new(locked::NginxIpHash::weighted(weighted())?),
+        ),
+        Algorithm::UserRotating => (
+            Box::new(LockFreeRotating::weighted(weighted())?),
+            Box::new(LockedRotating::weighted(weighted())?),
         ),
         Algorithm::NginxHash => {
             // The ring would reject weights past its limit: plain `hash`

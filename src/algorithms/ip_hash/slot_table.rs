@@ -83,7 +83,7 @@ impl SlotTable {
         let mut owners = vec![0u16; 1 << bits];
         // Each slot's earliest point so far: its time and the backend's id.
         let mut best = vec![(f64::INFINITY, 0u64); block];
-        let mut streams: Vec<Stream> = Vec::with_capacity(ids.len());
+        let mut streams: Vec<PointStream> = Vec::with_capacity(ids.len());
         for (number, owned) in owners.chunks_exact_mut(block).enumerate() {
             best.fill((f64::INFINITY, 0));
             streams.clear();
@@ -92,7 +92,7 @@ impl SlotTable {
                     .zip(weights)
                     .filter(|(_, &w)| w > 0)
                     .map(|(&id, &w)| {
-                        Stream::new(id, number as u64, f64::from(w) * block as f64, block_bits)
+                        PointStream::new(id, number as u64, f64::from(w) * block as f64, block_bits)
                     }),
             );
             let indices = weights
@@ -184,7 +184,7 @@ pub(crate) fn rendezvous(
 }
 
 /// One backend's Poisson stream of (time, slot) points.
-struct Stream {
+struct PointStream {
     id: u64,
     rng: SplitMix64,
     rate: f64,
@@ -193,7 +193,7 @@ struct Stream {
     slot: usize,
 }
 
-impl Stream {
+impl PointStream {
     /// Backend `id`'s stream over block `block`, of `2^bits` slots.
     fn new(id: u64, block: u64, rate: f64, bits: u8) -> Self {
         let mut stream = Self {
@@ -413,7 +413,8 @@ mod tests {
         for number in 0..(1u64 << (bits - block_bits)) {
             let mut best = vec![(f64::INFINITY, 0u64, 0u16); block];
             for (index, (&id, &w)) in ids.iter().zip(weights).enumerate() {
-                let mut stream = Stream::new(id, number, f64::from(w) * block as f64, block_bits);
+                let mut stream =
+                    PointStream::new(id, number, f64::from(w) * block as f64, block_bits);
                 let mut first = vec![f64::INFINITY; block];
                 let mut seen = 0;
                 while seen < block {

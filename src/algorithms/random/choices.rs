@@ -12,7 +12,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use super::alias::{draw_available, Alias};
-use super::words::{Stream, Words};
+use super::words::{SeededStream, Words};
 use crate::backend::peak::Estimate;
 use crate::pick::{Candidates, Choose, Context, NewBackends};
 use crate::table::{Backends, Weights};
@@ -215,7 +215,7 @@ pub struct ChoicesState<O> {
     alias: Alias,
     choices: usize,
     cost: Cost,
-    pub(super) stream: Stream,
+    pub(super) stream: SeededStream,
     options: PhantomData<fn(O)>,
 }
 
@@ -225,7 +225,7 @@ impl<O> ChoicesState<O> {
             alias: Alias::new(weights),
             choices,
             cost,
-            stream: Stream::new(seed, 0),
+            stream: SeededStream::new(seed, 0),
             options: PhantomData,
         }
     }

@@ -1,7 +1,7 @@
 //! Random selection's states: Vose's alias table and a source of words.
 
 use super::alias::{draw_available, Alias};
-use super::words::{Stream, Words};
+use super::words::{SeededStream, Words};
 use super::RandomOptions;
 use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
 use crate::table::Backends;
@@ -40,7 +40,7 @@ impl Choose for &RandomDraw {
 #[derive(Debug)]
 pub struct RandomState {
     alias: Alias,
-    stream: Stream,
+    stream: SeededStream,
 }
 
 impl Choose for RandomState {
@@ -81,7 +81,7 @@ impl<T> Build<T> for RandomState {
     fn build(set: &Set<'_, T>, options: &RandomOptions) -> Result<Self, BuildError> {
         Ok(Self {
             alias: Alias::new(set.validated()),
-            stream: Stream::new(options.seed, 0),
+            stream: SeededStream::new(options.seed, 0),
         })
     }
 

@@ -96,12 +96,12 @@ impl Words {
 /// The mutex-backed forms' words: the seeded stream (seeded from the
 /// operating system when no seed is given) and how many words it has given.
 #[derive(Debug)]
-pub(super) struct Stream {
+pub(super) struct SeededStream {
     seed: u64,
     pub(super) drawn: u64,
 }
 
-impl Stream {
+impl SeededStream {
     pub(super) fn new(seed: Option<u64>, drawn: u64) -> Self {
         Self {
             seed: seed.unwrap_or_else(rand::random),

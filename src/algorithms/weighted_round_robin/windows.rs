@@ -45,7 +45,7 @@ const WINDOWS: usize = if cfg!(loom) { 2 } else { 3 };
 /// The sequence in consecutive windows, each computed from the end state of
 /// the one before.
 pub(crate) struct Windows {
-    windows: [Window; WINDOWS],
+    windows: [PickWindow; WINDOWS],
     /// The window picks take steps from.
     current: CachePadded<AtomicUsize>,
     /// Each weight in units of the current weights.
@@ -55,7 +55,7 @@ pub(crate) struct Windows {
 }
 
 /// A run of consecutive picks and the current weights before and after it.
-struct Window {
+struct PickWindow {
     picks: Box<[AtomicU16]>,
     start: Box<[AtomicI64]>,
     end: Box<[AtomicI64]>,
@@ -73,7 +73,7 @@ impl Windows {
     /// first computed from every current weight at 0.
     pub(crate) fn new(scaled: &[i64], len: usize) -> Self {
         let n = scaled.len();
-        let window = || Window {
+        let window = || PickWindow {
             picks: (0..len).map(|_| AtomicU16::new(0)).collect(),
             start: (0..n).map(|_| AtomicI64::new(0)).collect(),
             end: (0..n).map(|_| AtomicI64::new(0)).collect(),
@@ -168,7 +168,7 @@ impl Windows {
 
     /// Computes `window` from the current weights in `state` (stepped to
     /// the window's end).
-    fn compute(&self, window: &Window, state: &mut [i64]) {
+    fn compute(&self, window: &PickWindow, state: &mut [i64]) {
         // Relaxed throughout: the window is not current and no pick reads
         // it; the exchange that makes it current publishes it.
         for (start, &current) in window.start.iter().zip(state.iter()) {

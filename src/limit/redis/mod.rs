@@ -49,6 +49,7 @@ use super::table::{Entries, KeyHasher, Table, Write, WAYS};
 use super::time::Time;
 use super::{Allowed, Denied, Quota};
 use crate::time::Clock;
+use crate::time::Nanos;
 
 /// What a check answers when Redis cannot: past the deadline or on a
 /// connection error.
@@ -218,10 +219,10 @@ impl Counters {
 /// ```
 #[derive(Clone)]
 pub struct RedisLimiter {
-    inner: Arc<Inner>,
+    inner: Arc<SharedLimiter>,
 }
 
-struct Inner {
+struct SharedLimiter {
     connection: Connection,
     /// Batches concurrent checks on a single server (none on a cluster).
     batcher: Option<Batcher>,
@@ -240,7 +241,6 @@ struct Inner {
 }
 
 /// Builds a [`RedisLimiter`].
-#[must_use]
 pub struct RedisLimiterBuilder {
     target: Target,
     quota: Quota,
@@ -288,6 +288,7 @@ impl Entries<2> for Leases {
 impl RedisLimiter {
     /// A limiter of `quota` per key on the Redis server at `url`
     /// (`redis://host:port/db`).
+    #[must_use]
     pub fn builder(url: impl Into<String>, quota: Quota) -> RedisLimiterBuilder {
         RedisLimiterBuilder::new(Target::Single(url.into()), quota)
     }
@@ -402,7 +403,7 @@ impl RedisLimiter {
     }
 }
 
-impl Inner {
+impl SharedLimiter {
     /// The script's reply for one key: through the batcher on a single
     /// server, on its own on a cluster. `None` when the round trip failed.
     async fn round_trip(&self, key: String, want: u64, partial: bool) -> Option<(i64, i64)> {
@@ -442,7 +443,7 @@ impl Inner {
 
     fn denied_until(&self, hash: u64, now: u64) -> Option<Duration> {
         let read = |until: &mut [u64; 1], fresh: bool| {
-            let left = (!fresh && until[0] > now).then(|| Duration::from_nanos(until[0] - now));
+            let left = (!fresh && until[0] > now).then(|| Nanos::duration(until[0] - now));
             (left, Write::Keep)
         };
         self.denials.update(hash, now, &Until, read).ok().flatten()
@@ -463,8 +464,7 @@ impl Inner {
     /// not each reserve a lease and lose all but one; a fetch that never
     /// ends (its check dropped) is taken over after the deadline.
     fn take_from_lease(&self, hash: u64, now: u64, most: u32) -> Result<u32, LeaseMiss> {
-        let fetch_until =
-            now.saturating_add(u64::try_from(self.deadline.as_nanos()).unwrap_or(u64::MAX));
+        let fetch_until = now.saturating_add(Nanos::saturating(self.deadline));
         let take = |lease: &mut [u64; 2], fresh: bool| {
             let fetch = |size: u32, lease: &mut [u64; 2]| {
                 *lease = [fetch_until, FETCHING | (u64::from(size) << 32)];
@@ -514,7 +514,7 @@ impl Inner {
             return;
         };
         let expires = match left {
-            Some(_) => now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
+            Some(_) => now.saturating_add(Nanos::saturating(ttl)),
             None => now,
         };
         let left = left.unwrap_or(0).min(u64::from(u32::MAX));
@@ -556,30 +556,35 @@ impl RedisLimiterBuilder {
 
     /// Prepended to every key (default `loadbalance:`), so that limits
     /// sharing a Redis keep apart.
+    #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
 
     /// How long a check may wait for Redis (default 50 ms).
+    #[must_use]
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self
     }
 
     /// What checks answer when Redis cannot (default: let in).
+    #[must_use]
     pub fn on_failure(mut self, policy: OnFailure) -> Self {
         self.on_failure = policy;
         self
     }
 
     /// Exact (default) or batched.
+    #[must_use]
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self
     }
 
     /// The memory of each local table (denials, leases; default 1 MiB).
+    #[must_use]
     pub fn local_capacity(mut self, capacity: Capacity) -> Self {
         self.local = capacity;
         self
@@ -587,6 +592,7 @@ impl RedisLimiterBuilder {
 
     /// Reads `clock` for local denials and leases instead of the CPU's
     /// time-stamp counter (Redis's own clock decides the limit).
+    #[must_use]
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.time = Some(Time::custom(clock));
         self
@@ -651,7 +657,7 @@ impl RedisLimiterBuilder {
             Connection::Cluster(_) => None,
         };
         Ok(RedisLimiter {
-            inner: Arc::new(Inner {
+            inner: Arc::new(SharedLimiter {
                 connection,
                 batcher,
                 script,

@@ -2,6 +2,13 @@
 //! a counting global allocator shows the bytes live never pass the cap,
 //! from the build through every check, and the limiter still decides
 //! right: refilled keys make room exactly, and every client gets its burst.
+//!
+//! The allocator counts every byte the measuring thread holds, so nothing
+//! else may allocate on it while it measures: this binary has no test
+//! harness (`harness = false`), and `main` runs each measurement in turn on
+//! its own thread, switching the count on for the measurement alone (a
+//! harness thread that ran a measuring test went on allocating, uncounted
+//! only by luck, while the next test measured).
 // A global allocator cannot be written without `unsafe`; the library itself
 // forbids it.
 #![allow(unsafe_code)]
@@ -16,8 +23,7 @@ use loadbalance::limit::{Capacity, ClientGrouping, KeyedRateLimiter, Quota};
 use loadbalance::{Clock, ManualClock};
 
 /// Bytes live, and the most live since the last reset, allocated by
-/// threads that measure (the test harness allocates on its own threads
-/// meanwhile).
+/// the thread that measures.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
@@ -37,7 +43,7 @@ struct Counting;
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if measured() {
-            // Relaxed: statistics; one test thread measures at a time.
+            // Relaxed: statistics; one thread measures at a time.
             let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK.fetch_max(live, Ordering::Relaxed);
         }
@@ -57,8 +63,35 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The counters are global: one measuring test at a time.
-static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Runs `measure` on a thread of its own with the count on, and switches
+/// it off before the thread does anything else; a failed assertion fails
+/// the run.
+fn measuring(name: &str, measure: fn()) {
+    eprint!("{name} ... ");
+    let outcome = std::thread::spawn(move || {
+        MEASURED.with(|on| on.set(true));
+        let outcome = std::panic::catch_unwind(measure);
+        MEASURED.with(|on| on.set(false));
+        outcome.is_ok()
+    })
+    .join()
+    .unwrap_or(false);
+    eprintln!("{}", if outcome { "ok" } else { "FAILED" });
+    if !outcome {
+        std::process::exit(1);
+    }
+}
+
+fn main() {
+    measuring(
+        "a_million_clients_stay_under_sixteen_mebibytes",
+        a_million_clients_stay_under_sixteen_mebibytes,
+    );
+    measuring(
+        "an_over_aligned_clock_counts_its_padding",
+        an_over_aligned_clock_counts_its_padding,
+    );
+}
 
 const CAP: usize = 16 << 20;
 const CLIENTS: u32 = 1_000_000;
@@ -67,12 +100,7 @@ fn client(i: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(i.wrapping_mul(0x9E37_79B1)))
 }
 
-#[test]
 fn a_million_clients_stay_under_sixteen_mebibytes() {
-    let _one = MEASURING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    MEASURED.with(|on| on.set(true));
     let clients = ClientGrouping::default();
     let quota = Quota::per_second(10)
         .and_then(|q| q.burst(2))
@@ -141,12 +169,7 @@ fn a_million_clients_stay_under_sixteen_mebibytes() {
 /// A clock aligned past the two counts of its `Arc` is counted with the
 /// padding: the limiter stays under a cap of exactly its own bytes plus
 /// 1,000 sets.
-#[test]
 fn an_over_aligned_clock_counts_its_padding() {
-    let _one = MEASURING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    MEASURED.with(|on| on.set(true));
     #[derive(Debug, Default)]
     #[repr(align(256))]
     struct PaddedClock(ManualClock);

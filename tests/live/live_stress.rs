@@ -8,10 +8,6 @@ use loadbalance::{
     locked, lockfree, AdminState, Assemble, Backend, Balancer, Context, Guard, Live, PickError,
 };
 
-#[macro_use]
-#[path = "common/live_forms.rs"]
-mod live_forms;
-
 type V = u32;
 
 trait Algo: Assemble<Value = V> + Balancer<V> + 'static {}

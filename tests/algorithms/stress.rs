@@ -1,13 +1,12 @@
 //! Both cores hammer every balancer with random hold times while a third
 //! thread panics holding guards; afterwards every count is back at zero.
 
-mod common;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{build, Algorithm, ALGORITHMS};
+use crate::common::{build, Algorithm, ALGORITHMS};
 use loadbalance::{Balancer, Context, Guard};
 
 const PICKS_PER_THREAD: usize = 500_000;

@@ -552,8 +552,7 @@ fn serde_uses_the_string_form() {
 
 // Lookups allocate nothing: a counting allocator watches this thread.
 
-#[path = "common/counting_alloc.rs"]
-mod counting_alloc;
+use crate::counting_alloc;
 
 #[test]
 fn lookups_allocate_nothing() {

@@ -6,12 +6,11 @@
 //! Skipped, with a notice, where `redis-server` is not installed, except
 //! under `CI=true`.
 
-mod redis_support;
 
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use redis_support::{ping, process_exists, redis_cli, RedisCluster, RedisServer};
+use crate::redis_support::{ping, process_exists, redis_cli, RedisCluster, RedisServer};
 
 /// How long a raw PING waits for its reply.
 const PING_TIMEOUT: Duration = Duration::from_millis(200);

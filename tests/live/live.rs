@@ -11,10 +11,6 @@ use loadbalance::{
     HealthPolicy, Live, ManualClock, Outcome, PickError, Tried, WhenAllEjected,
 };
 
-#[macro_use]
-#[path = "common/live_forms.rs"]
-mod live_forms;
-
 type V = &'static str;
 
 /// A balancer type a live balancer can run.

@@ -14,8 +14,7 @@ use loadbalance::{
 };
 use proptest::prelude::*;
 
-#[path = "common/seeded_script.rs"]
-mod seeded_script;
+use crate::seeded_script;
 
 /// A fixed-seed xorshift for scripts.
 fn script_rng(mut state: u64) -> impl FnMut() -> u64 {

@@ -1,11 +1,10 @@
 //! Each lock-free form against its sequential (mutex-backed) form on random
 //! weights and random scripts of picks, holds and drops.
 
-mod common;
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use common::{build, Algorithm, ALGORITHMS};
+use crate::common::{build, Algorithm, ALGORITHMS};
 use loadbalance::{BuildError, Context, Guard};
 use proptest::prelude::*;
 
@@ -147,6 +146,13 @@ proptest! {
     // Each case builds two 65,536-slot tables, or computes windows of a
     // sequence past the memory bound: fewer cases.
     #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A user's own algorithm (`tests/common/user_algorithm.rs`): its two
+    /// forms, written once each against the public API, agree too.
+    #[test]
+    fn a_users_algorithm_matches_its_model(weights in small_weights(), script in prop::collection::vec(step(), 1..200)) {
+        run_script(Algorithm::UserRotating, &weights, &script)?;
+    }
 
     #[test]
     fn ip_hash_matches_model(weights in small_weights(), script in prop::collection::vec(step(), 1..200)) {

@@ -7,8 +7,7 @@ use loadbalance::{
 };
 use proptest::prelude::*;
 
-#[path = "common/seeded_script.rs"]
-mod seeded_script;
+use crate::seeded_script;
 
 /// The chi-square statistic of `counts` against shares proportional to
 /// `weights`, and its critical value at upper-tail probability `p` (z the

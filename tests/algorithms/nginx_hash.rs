@@ -12,7 +12,7 @@ use loadbalance::{
     NginxHashOptions, NginxIpHashOptions, PickError, Tried,
 };
 
-const REFERENCE: &str = include_str!("data/nginx_reference.txt");
+const REFERENCE: &str = include_str!("../data/nginx_reference.txt");
 
 const SERVERS: [(&str, u32); 4] = [
     ("10.0.0.1:80", 1),

@@ -4,8 +4,7 @@
 
 use loadbalance::route::{RouteError, Router};
 
-#[path = "common/counting_alloc.rs"]
-mod counting_alloc;
+use crate::counting_alloc;
 
 fn router() -> Router<&'static str> {
     Router::builder()

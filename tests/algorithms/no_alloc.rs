@@ -5,10 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use loadbalance::{lockfree, Balancer, Context, NginxHashOptions};
 
-#[path = "common/counting_alloc.rs"]
-mod counting_alloc;
-
-use counting_alloc::allocations;
+use crate::counting_alloc::allocations;
 
 #[test]
 fn lock_free_picks_do_not_allocate() {

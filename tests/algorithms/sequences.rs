@@ -1,11 +1,10 @@
 //! The exact sequences of DESIGN.md's table, construction errors, and what
 //! guards promise.
 
-mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use common::{build, Algorithm, Boxed, ALGORITHMS};
+use crate::common::{build, Algorithm, Boxed, ALGORITHMS};
 use loadbalance::{
     locked, lockfree, Balancer, BuildError, Context, Guard, HashOptions, PickError, MAX_BACKENDS,
 };

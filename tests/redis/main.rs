@@ -1,0 +1,9 @@
+//! Limits shared through real Redis servers and clusters, which the
+//! harness (`tests/redis_support`) starts and stops.
+#![cfg(feature = "redis")]
+
+#[path = "../redis_support/mod.rs"]
+mod redis_support;
+
+mod harness;
+mod limit;
