@@ -450,3 +450,58 @@ async fn watch_file(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
     }
 }
+
+/// Runs the proxy from the configuration file at `path` until SIGINT or
+/// SIGTERM, reloading it on SIGHUP and when it changes: the
+/// `loadbalance-proxy` binary. Says on stderr where it listens and why it
+/// stops.
+pub fn run(path: impl Into<PathBuf>) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let path = path.into();
+    // Reloads, active checks, signals and /metrics; requests are served by
+    // the proxy's worker threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let proxy = match Proxy::from_file(&path).await {
+            Ok(proxy) => proxy,
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("listening on {}", proxy.addr());
+        eprintln!("metrics on http://{}/metrics", proxy.admin_addr());
+        if let Err(error) = signals(&proxy).await {
+            eprintln!("signals: {error}");
+        }
+        eprintln!("shutting down: finishing requests in flight");
+        let cut = proxy.shutdown().await;
+        if cut > 0 {
+            eprintln!("{cut} connections were still busy at the end of the grace period");
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// Reloads on SIGHUP; returns on SIGINT or SIGTERM.
+async fn signals(proxy: &Proxy) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => { let _ = proxy.reload().await; }
+            _ = terminate.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}

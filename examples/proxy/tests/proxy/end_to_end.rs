@@ -5,9 +5,7 @@
 //! ephemeral ports and is bounded in time; counts are exact where the
 //! algorithm makes them exact (round-robin over two backends alternates).
 
-#[path = "support/backend.rs"]
-#[allow(dead_code)]
-mod backend;
+use crate::backend;
 
 use std::convert::Infallible;
 use std::future::Future;

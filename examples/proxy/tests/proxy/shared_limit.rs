@@ -1,13 +1,9 @@
 //! The proxy's shared limit: two proxies on one real Redis hold
 //! one client to one rate between them (`[clients] redis`), so a client
 //! cannot double its budget by alternating between instances.
-#![cfg(feature = "redis")]
 
-#[path = "support/backend.rs"]
-#[allow(dead_code)]
-mod backend;
-#[path = "../../../tests/redis_support/mod.rs"]
-mod redis_support;
+use crate::backend;
+use crate::redis_support;
 
 use std::time::Duration;
 

@@ -1,0 +1,13 @@
+//! The proxy over loopback: end to end against real backends, and two
+//! proxies sharing a client's rate through a real Redis (feature `redis`).
+
+#[path = "../support/backend.rs"]
+#[allow(dead_code)]
+mod backend;
+#[cfg(feature = "redis")]
+#[path = "../../../../tests/redis_support/mod.rs"]
+mod redis_support;
+
+mod end_to_end;
+#[cfg(feature = "redis")]
+mod shared_limit;
