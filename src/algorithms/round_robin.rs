@@ -113,6 +113,7 @@ where
 
 impl<T> Build<T> for RoundRobinCursor {
     type Options = ();
+    const RESUMES: bool = true;
 
     fn build(set: &Set<'_, T>, (): &()) -> Result<Self, BuildError> {
         Ok(Self {
@@ -130,6 +131,7 @@ impl<T> Build<T> for RoundRobinCursor {
 
 impl<T> Build<T> for RoundRobinState {
     type Options = ();
+    const RESUMES: bool = true;
 
     fn build(set: &Set<'_, T>, (): &()) -> Result<Self, BuildError> {
         Ok(Self {

@@ -65,7 +65,7 @@ where
         previous: Option<&Self>,
     ) -> Result<Self, BuildError> {
         let mut state = F::State::build(set, options)?;
-        if let Some(previous) = previous {
+        if let Some(previous) = previous.filter(|_| F::State::RESUMES) {
             previous
                 .form()
                 .with_state(|previous| state.resume(previous));

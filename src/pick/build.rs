@@ -53,10 +53,17 @@ pub trait Build<T>: Sized {
     /// overflow never reach it.)
     fn build(set: &Set<'_, T>, options: &Self::Options) -> Result<Self, BuildError>;
 
+    /// Whether [`resume`](Self::resume) reads the state it replaces. Only
+    /// then does a live set's update read it, which in the locked form
+    /// takes its lock: the update waits for a pick in progress on the old
+    /// state.
+    const RESUMES: bool = false;
+
     /// Continues where `previous`, the state this one replaces in a live
     /// set, left off: round-robin keeps its position, a seeded random
-    /// stream its place. Called with the previous state's lock held, in
-    /// the locked form: keep it short. Does nothing by default.
+    /// stream its place. Called only when [`RESUMES`](Self::RESUMES) is
+    /// set, with the previous state's lock held in the locked form: keep it
+    /// short. Does nothing by default.
     fn resume(&mut self, previous: &Self) {
         let _ = previous;
     }

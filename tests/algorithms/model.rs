@@ -1,7 +1,6 @@
 //! Each lock-free form against its sequential (mutex-backed) form on random
 //! weights and random scripts of picks, holds and drops.
 
-
 use std::net::{IpAddr, Ipv6Addr};
 
 use crate::common::{build, Algorithm, ALGORITHMS};

@@ -1,7 +1,6 @@
 //! The exact sequences of DESIGN.md's table, construction errors, and what
 //! guards promise.
 
-
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::common::{build, Algorithm, Boxed, ALGORITHMS};

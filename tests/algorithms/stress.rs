@@ -1,7 +1,6 @@
 //! Both cores hammer every balancer with random hold times while a third
 //! thread panics holding guards; afterwards every count is back at zero.
 
-
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};

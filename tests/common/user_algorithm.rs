@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use loadbalance::{
-    BuildError, Backends, Build, Candidates, Choose, Context, LockFree, Locked, PickError, Set,
+    Backends, Build, BuildError, Candidates, Choose, Context, LockFree, Locked, PickError, Set,
     Static,
 };
 
@@ -29,6 +29,7 @@ pub(crate) type LockedRotating<T> = Static<T, Locked<RotatingState>>;
 
 impl<T> Build<T> for Rotating {
     type Options = ();
+    const RESUMES: bool = true;
 
     fn build(_: &Set<'_, T>, (): &()) -> Result<Self, BuildError> {
         Ok(Self {
@@ -45,6 +46,7 @@ impl<T> Build<T> for Rotating {
 
 impl<T> Build<T> for RotatingState {
     type Options = ();
+    const RESUMES: bool = true;
 
     fn build(_: &Set<'_, T>, (): &()) -> Result<Self, BuildError> {
         Ok(Self { start: 0 })
@@ -96,9 +98,16 @@ fn least_open<T>(
 }
 
 impl Choose for &Rotating {
-    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<Option<usize>, PickError> {
+    fn plain<T>(
+        &mut self,
+        _: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Option<usize>, PickError> {
         // Relaxed: see `resume`.
-        Ok(Some(least(backends, self.start.fetch_add(1, Ordering::Relaxed))))
+        Ok(Some(least(
+            backends,
+            self.start.fetch_add(1, Ordering::Relaxed),
+        )))
     }
 
     fn choose<T>(
@@ -112,7 +121,11 @@ impl Choose for &Rotating {
 }
 
 impl Choose for RotatingState {
-    fn plain<T>(&mut self, _: &Context<'_>, backends: &Backends<T>) -> Result<Option<usize>, PickError> {
+    fn plain<T>(
+        &mut self,
+        _: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Option<usize>, PickError> {
         self.start += 1;
         Ok(Some(least(backends, self.start - 1)))
     }

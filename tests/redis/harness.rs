@@ -6,7 +6,6 @@
 //! Skipped, with a notice, where `redis-server` is not installed, except
 //! under `CI=true`.
 
-
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 

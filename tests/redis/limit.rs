@@ -5,14 +5,13 @@
 //! configuration, and no key ever left without a TTL.
 #![cfg(feature = "redis")]
 
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::redis_support::{redis_cli, RedisCluster, RedisServer};
 use loadbalance::limit::redis::{Mode, OnFailure, RedisLimitError, RedisLimiter, SharedDenied};
 use loadbalance::limit::Quota;
-use crate::redis_support::{redis_cli, RedisCluster, RedisServer};
 
 /// One test at a time: they load both cores, and the fault tests time
 /// every check.

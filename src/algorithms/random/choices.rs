@@ -330,6 +330,7 @@ macro_rules! choices_build {
         impl<T> crate::pick::Build<T> for super::choices::$state<$options> {
             type Options = $options;
             const DENSE_ABOVE: usize = super::choices::DENSE_ABOVE;
+            const RESUMES: bool = true;
 
             fn build(
                 $set: &crate::pick::Set<'_, T>,

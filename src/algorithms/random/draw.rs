@@ -61,6 +61,7 @@ impl Choose for RandomState {
 
 impl<T> Build<T> for RandomDraw {
     type Options = RandomOptions;
+    const RESUMES: bool = true;
 
     fn build(set: &Set<'_, T>, options: &RandomOptions) -> Result<Self, BuildError> {
         Ok(Self {
@@ -77,6 +78,7 @@ impl<T> Build<T> for RandomDraw {
 
 impl<T> Build<T> for RandomState {
     type Options = RandomOptions;
+    const RESUMES: bool = true;
 
     fn build(set: &Set<'_, T>, options: &RandomOptions) -> Result<Self, BuildError> {
         Ok(Self {
