@@ -13,7 +13,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use criterion::{
-    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use loadbalance::limit::{
     BanRule, Capacity, ClientGrouping, ConcurrencyLimit, FlowControl, IpList, IpNet,

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{
-    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use loadbalance::{lockfree, Algorithm, Backend, Balancer, BuildError, Context, Live, Pool};
+use loadbalance::{Algorithm, Backend, Balancer, BuildError, Context, Live, Pool, lockfree};
 use parking_lot::Mutex;
 use siphasher::sip::SipHasher13;
 

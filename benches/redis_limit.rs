@@ -17,12 +17,12 @@
 #[path = "../tests/redis_support/mod.rs"]
 mod redis_support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use loadbalance::limit::redis::{Mode, RedisLimiter};
 use loadbalance::limit::Quota;
+use loadbalance::limit::redis::{Mode, RedisLimiter};
 use redis_support::RedisServer;
 
 const RUN: Duration = Duration::from_secs(2);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loadbalance::{
-    lockfree, Backend, BackendState, Balancer, Context, HealthPolicy, Live, ManualClock, Outcome,
+    Backend, BackendState, Balancer, Context, HealthPolicy, Live, ManualClock, Outcome, lockfree,
 };
 
 const REQUESTS_PER_SECOND: usize = 1_000;

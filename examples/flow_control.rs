@@ -19,8 +19,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loadbalance::limit::{BanRule, FlowControl, IpList, Quota, Reason};
 use loadbalance::ManualClock;
+use loadbalance::limit::{BanRule, FlowControl, IpList, Quota, Reason};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clock = Arc::new(ManualClock::new());

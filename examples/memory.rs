@@ -80,7 +80,11 @@ fn main() -> Result<(), BuildError> {
         println!(
             "\nweighted_round_robin/lockfree at n = {n}: period {period} picks, schedule {} bytes in two buffers{}",
             2 * 2 * period,
-            if period as usize <= loadbalance::lockfree::WeightedRoundRobin::<u32>::SCHEDULE_LIMIT { "" } else { " (past the bound: windowed)" }
+            if period as usize <= loadbalance::lockfree::WeightedRoundRobin::<u32>::SCHEDULE_LIMIT {
+                ""
+            } else {
+                " (past the bound: windowed)"
+            }
         );
     }
     Ok(())

@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use loadbalance::tower::{Balance, BalanceError, BalanceLayer, Http, UntilBodyEnd};
 use loadbalance::{Pool, PoolConfig, PrometheusText, RetryBudget, RetryPolicy};

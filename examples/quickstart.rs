@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::error::Error;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use loadbalance::{lockfree, Balancer, Context, Guard, RandomOptions};
+use loadbalance::{Balancer, Context, Guard, RandomOptions, lockfree};
 
 const PICKS: usize = 6_000;
 

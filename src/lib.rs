@@ -106,9 +106,9 @@ mod time;
 pub use algorithms::ip_hash::HashOptions;
 pub use algorithms::nginx::hash::NginxHashOptions;
 pub use algorithms::nginx::ip_hash::NginxIpHashOptions;
+pub use algorithms::random::RandomOptions;
 pub use algorithms::random::least_conn::ChoiceOptions;
 pub use algorithms::random::peak_ewma::PeakEwmaOptions;
-pub use algorithms::random::RandomOptions;
 pub use algorithms::{locked, lockfree};
 pub use backend::{HealthPolicy, Outcome, WhenAllEjected};
 pub use error::{BuildError, PickError, UpdateError};
@@ -117,10 +117,10 @@ pub use pick::{
     Balancer, Build, Candidates, Choose, Context, Form, LockFree, Locked, NewBackends,
     ParseFormError, Set, Sharing, Static, Tried,
 };
-#[cfg(feature = "tower")]
-pub use pool::tower;
 #[cfg(feature = "metrics")]
 pub use pool::PrometheusText;
+#[cfg(feature = "tower")]
+pub use pool::tower;
 pub use pool::{
     Algorithm, CustomAlgorithm, ParseAlgorithmError, Picked, Pool, PoolBackend, PoolBuilder,
     RetryBudget, RetryError, RetryPolicy, Verdict,

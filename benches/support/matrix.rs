@@ -4,7 +4,7 @@
 use std::fmt::Display;
 use std::hash::Hash;
 
-use loadbalance::{locked, lockfree, Balancer, BuildError, HashOptions};
+use loadbalance::{Balancer, BuildError, HashOptions, locked, lockfree};
 
 /// Weights in 1..=100 from a fixed seed (xorshift64), the same every run.
 pub(crate) fn weights(n: usize) -> Vec<u32> {

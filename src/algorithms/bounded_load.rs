@@ -27,8 +27,8 @@
 //! mutex-backed forms take the guard under the lock, so the bound holds
 //! exactly.
 
-use crate::table::{Backends, Weights};
 use crate::BuildError;
+use crate::table::{Backends, Weights};
 
 /// The capacity rule of a bounded balancer.
 #[derive(Clone, Debug)]

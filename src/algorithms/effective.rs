@@ -2,10 +2,10 @@
 //! by failures (`Record::report`), restored one unit each time a backend
 //! takes part in a pick.
 
-use crate::backend::record::{flag, Record};
+use crate::PickError;
+use crate::backend::record::{Record, flag};
 use crate::pick::{Candidates, Selection, Set};
 use crate::table::{Backends, Weights};
-use crate::PickError;
 
 /// The mutex-backed forms' effective weights: nginx's `effective_weight`
 /// per backend, kept exactly as nginx keeps it.

@@ -51,9 +51,9 @@ pub mod lockfree {
     pub use super::least_conn::LeastConn;
     pub use super::nginx::hash::NginxHash;
     pub use super::nginx::ip_hash::NginxIpHash;
+    pub use super::random::Random;
     pub use super::random::least_conn::RandomLeastConn;
     pub use super::random::peak_ewma::PeakEwma;
-    pub use super::random::Random;
     pub use super::round_robin::RoundRobin;
     pub use super::weighted_round_robin::WeightedRoundRobin;
 }
@@ -67,9 +67,9 @@ pub mod locked {
     pub use super::least_conn::LockedLeastConn as LeastConn;
     pub use super::nginx::hash::LockedNginxHash as NginxHash;
     pub use super::nginx::ip_hash::LockedNginxIpHash as NginxIpHash;
+    pub use super::random::LockedRandom as Random;
     pub use super::random::least_conn::LockedRandomLeastConn as RandomLeastConn;
     pub use super::random::peak_ewma::LockedPeakEwma as PeakEwma;
-    pub use super::random::LockedRandom as Random;
     pub use super::round_robin::LockedRoundRobin as RoundRobin;
     pub use super::weighted_round_robin::LockedWeightedRoundRobin as WeightedRoundRobin;
 }

@@ -16,7 +16,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
 use super::common::Common;
-use super::record::{flag, Record};
+use super::record::{Record, flag};
 use super::{HealthPolicy, Outcome};
 use crate::time::{ManualClock, Nanos};
 

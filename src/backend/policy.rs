@@ -1,7 +1,7 @@
 //! The health policy as picks and reports read it while it may change.
 
 use super::{HealthPolicy, WhenAllEjected};
-use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use crate::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use crate::time::Nanos;
 
 /// A health policy that can change while picks and reports read it: each

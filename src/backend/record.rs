@@ -43,10 +43,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::common::Common;
-use super::health::{Outcome, FULL};
+use super::health::{FULL, Outcome};
 use super::peak::PeakEstimate;
-use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::sync::Mutex;
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::time::Nanos;
 
 /// Flag bits of a record. Any flag set sends picks to the slow path.

@@ -32,7 +32,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use super::capacity::{Capacity, CapacityError};
-use super::table::{Entries, KeyHasher, Table, Write, WAYS};
+use super::table::{Entries, KeyHasher, Table, WAYS, Write};
 use super::time::Time;
 use crate::time::Clock;
 use crate::time::Nanos;

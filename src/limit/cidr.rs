@@ -248,7 +248,7 @@ impl FromStr for IpNet {
                 return Err(CidrError::BadPrefix {
                     input: s.to_owned(),
                     max,
-                })
+                });
             }
         };
         Self::build(addr, prefix_len, || s.to_owned())

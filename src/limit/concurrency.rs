@@ -47,9 +47,9 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-#[cfg(any(feature = "wait", all(test, loom)))]
-use crate::sync::atomic::{fence, AtomicUsize};
 use crate::sync::atomic::{AtomicU32, Ordering};
+#[cfg(any(feature = "wait", all(test, loom)))]
+use crate::sync::atomic::{AtomicUsize, fence};
 
 /// At most `max` requests in flight at once, each holding a [`Permit`].
 ///

@@ -156,7 +156,7 @@ impl FlowControl {
             Some(rate) => match rate.check_hashed(1, hash, now) {
                 Ok(allowed) => Some(allowed.remaining),
                 Err(error) => {
-                    return Err(strike(Reason::RateLimited, Some(one(error).retry_after)))
+                    return Err(strike(Reason::RateLimited, Some(one(error).retry_after)));
                 }
             },
             None => None,
@@ -165,7 +165,7 @@ impl FlowControl {
             Some(limit) => match limit.acquire_hashed(hash) {
                 Ok(permit) => Some(permit),
                 Err(KeyedConcurrencyError::AtLimit { .. }) => {
-                    return Err(strike(Reason::ClientInFlight, None))
+                    return Err(strike(Reason::ClientInFlight, None));
                 }
                 Err(_) => return Err(reject(Reason::ServerInFlight, None)),
             },

@@ -20,8 +20,8 @@
 
 use std::time::Duration;
 
-use super::time::Time;
 use super::Quota;
+use super::time::Time;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::time::Clock;
 use crate::time::Nanos;

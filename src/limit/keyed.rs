@@ -22,8 +22,8 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 
 use super::capacity::{Capacity, CapacityError};
-use super::gcra::{one, Gcra};
-use super::table::{Entries, KeyHasher, Table, Write, WAYS};
+use super::gcra::{Gcra, one};
+use super::table::{Entries, KeyHasher, Table, WAYS, Write};
 use super::time::Time;
 use super::{Allowed, CheckNError, Denied, Quota};
 use crate::time::Clock;

@@ -25,7 +25,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use super::capacity::{Capacity, CapacityError};
-use super::table::{Entries, KeyHasher, Table, Write, WAYS};
+use super::table::{Entries, KeyHasher, Table, WAYS, Write};
 
 /// A limit on requests in flight for each key apart (`Send + Sync`;
 /// clones share the limit).

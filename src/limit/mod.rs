@@ -38,7 +38,7 @@ pub use capacity::{Capacity, CapacityError};
 pub use cidr::{CidrError, IpList, IpNet};
 pub use client::{ClientGrouping, ClientKey, GroupingError};
 pub use concurrency::{AtCapacity, ConcurrencyLimit, Permit};
-pub use flow::{Admission, FlowControl, FlowControlBuilder, Reason, Rejection, DEFAULT_CAPACITY};
+pub use flow::{Admission, DEFAULT_CAPACITY, FlowControl, FlowControlBuilder, Reason, Rejection};
 pub use gcra::{Allowed, CheckNError, Denied, RateLimiter};
 pub use keyed::{KeyedRateLimiter, KeyedStats};
 pub use keyed_concurrency::{

@@ -32,8 +32,8 @@ use std::hash::{Hash, Hasher};
 
 use siphasher::sip::SipHasher13;
 
-use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Backoff;
+use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// Slots in a set: eight tags fill one cache line, eight one-word values
 /// the next.

@@ -1,7 +1,7 @@
 //! A backend as a live set takes it: its value and what it is configured
 //! with.
 
-use crate::backend::record::{flag, Record};
+use crate::backend::record::{Record, flag};
 
 /// A backend as a live balancer takes it: the value (also its identity),
 /// weight, connection limit and role.

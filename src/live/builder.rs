@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::Live;
 use super::assemble::Assemble;
 use super::backend::Backend;
-use super::members::{assemble, entry, Members, Snapshot};
+use super::members::{Members, Snapshot, assemble, entry};
 use super::retire::Retirement;
-use super::Live;
-use crate::backend::common::Common;
+use crate::BuildError;
 use crate::backend::HealthPolicy;
+use crate::backend::common::Common;
 use crate::sync::Mutex;
 use crate::time::Clock;
-use crate::BuildError;
 
 /// Settings of a [`Live`] balancer: health policy, clock and the
 /// algorithm's options.

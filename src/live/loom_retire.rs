@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
 
-use super::retire::{wait_for, Retirement};
+use super::retire::{Retirement, wait_for};
 use crate::sync::Mutex;
 
 /// The stand-in for arc-swap: a load either sees the new snapshot or holds

@@ -3,12 +3,12 @@
 use std::sync::{Arc, Weak};
 
 use super::assemble::Assemble;
-use super::backend::{configure, Backend};
+use super::backend::{Backend, configure};
 use super::retire::Retirement;
 use crate::backend::common::Common;
 use crate::pick::Set;
-use crate::table::entry::Entry;
 use crate::table::Weights;
+use crate::table::entry::Entry;
 use crate::{BuildError, UpdateError};
 
 /// One published state of the set. Updates that only change records (a

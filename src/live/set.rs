@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use super::assemble::Assemble;
-use super::backend::{configure, AdminState, Backend};
+use super::backend::{AdminState, Backend, configure};
 use super::builder::LiveBuilder;
-use super::members::{assemble, entry, Members, Snapshot};
+use super::members::{Members, Snapshot, assemble, entry};
 use super::retire;
-use crate::backend::common::Common;
-use crate::backend::record::{flag, Record};
 use crate::backend::HealthPolicy;
+use crate::backend::common::Common;
+use crate::backend::record::{Record, flag};
 use crate::pick::{Balancer, Context};
 use crate::sync::Mutex;
 use crate::table::entry::Entry;

@@ -1,8 +1,8 @@
 //! The one trait every balancer implements.
 
 use super::Context;
-use crate::table::{BackendStats, Guard};
 use crate::PickError;
+use crate::table::{BackendStats, Guard};
 
 /// A load balancer over backends of type `T`.
 ///

@@ -4,11 +4,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::BuildError;
 use crate::backend::common::Common;
 use crate::backend::record::Record;
-use crate::table::entry::Entry;
 use crate::table::Weights;
-use crate::BuildError;
+use crate::table::entry::Entry;
 
 /// An algorithm's state, built over a backend set.
 ///
@@ -123,7 +123,7 @@ impl<'a, T> Set<'a, T> {
     }
 
     /// Every backend's value, in order.
-    pub fn values(&self) -> impl ExactSizeIterator<Item = &'a T> + 'a {
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &'a T> + use<'a, T> {
         self.entries.iter().map(|entry| &entry.value)
     }
 
@@ -148,7 +148,7 @@ impl<'a, T> Set<'a, T> {
     }
 
     /// Every backend's record, in order (its health as it is).
-    pub(crate) fn records(&self) -> impl Iterator<Item = &'a Record> + 'a {
+    pub(crate) fn records(&self) -> impl Iterator<Item = &'a Record> + use<'a, T> {
         self.entries.iter().map(|entry| &*entry.record)
     }
 

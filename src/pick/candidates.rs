@@ -9,11 +9,11 @@
 //! mode picks among them as if healthy, or the pick fails.
 
 use super::{Context, Tried};
-use crate::backend::health::FULL;
-use crate::backend::record::{flag, Record, State};
-use crate::backend::WhenAllEjected;
-use crate::table::{Backends, Guard};
 use crate::PickError;
+use crate::backend::WhenAllEjected;
+use crate::backend::health::FULL;
+use crate::backend::record::{Record, State, flag};
+use crate::table::{Backends, Guard};
 
 /// Why a backend can or cannot take a pick now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! crate's and yours alike.
 
 use super::{Candidates, Context};
-use crate::table::Backends;
 use crate::PickError;
+use crate::table::Backends;
 
 /// An algorithm's choose step: which backend a pick goes to.
 ///

@@ -10,8 +10,8 @@
 //! that says why no backend could take the pick.
 
 use super::{Candidates, Choose, Context};
-use crate::table::{Backends, Guard};
 use crate::PickError;
+use crate::table::{Backends, Guard};
 
 /// One pick: the plain path when it applies, else the slow path.
 #[inline]

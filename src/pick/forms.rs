@@ -7,10 +7,10 @@ use std::str::FromStr;
 
 use crossbeam_utils::CachePadded;
 
-use super::{driver, Choose, Context};
+use super::{Choose, Context, driver};
+use crate::PickError;
 use crate::sync::Mutex;
 use crate::table::{Backends, Guard};
-use crate::PickError;
 
 /// The lock-free form: the state `S` shared by every picking thread, which
 /// chooses through `&S` (`&S: Choose`): atomics only, no lock and, for the

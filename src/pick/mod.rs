@@ -23,12 +23,12 @@ mod tried;
 
 pub use balancer::Balancer;
 pub use build::{Build, NewBackends, Set};
-pub(crate) use candidates::capacity;
 pub use candidates::Candidates;
 pub(crate) use candidates::Selection;
+pub(crate) use candidates::capacity;
 pub use choose::Choose;
-pub(crate) use context::normalise;
 pub use context::Context;
+pub(crate) use context::normalise;
 pub use forms::{Form, LockFree, Locked, ParseFormError, Sharing};
 pub use static_balancer::Static;
 pub use tried::Tried;

@@ -4,9 +4,9 @@
 
 use std::fmt;
 
-use super::{capacity, Balancer, Build, Context, NewBackends, Set, Sharing};
-use crate::backend::common::Common;
+use super::{Balancer, Build, Context, NewBackends, Set, Sharing, capacity};
 use crate::backend::HealthPolicy;
+use crate::backend::common::Common;
 use crate::table::{BackendStats, Backends, Guard, Weights};
 use crate::{BuildError, PickError};
 

@@ -9,8 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::{
-    locked, lockfree, ChoiceOptions, HashOptions, NginxHashOptions, NginxIpHashOptions,
-    PeakEwmaOptions, RandomOptions,
+    ChoiceOptions, HashOptions, NginxHashOptions, NginxIpHashOptions, PeakEwmaOptions,
+    RandomOptions, locked, lockfree,
 };
 
 /// What an algorithm's options say about its names, and whether its picks
@@ -264,8 +264,8 @@ macro_rules! registry {
 
 use super::any_live::AnyLive;
 use super::{Forms, LiveParts, PoolBackend};
-use crate::pick::Form;
 use crate::BuildError;
+use crate::pick::Form;
 
 registry! { $
     /// Smooth weighted round-robin, exactly nginx's sequence.

@@ -11,8 +11,8 @@ use std::borrow::Borrow;
 use std::time::{Duration, Instant};
 
 use super::PoolBackend;
-use crate::backend::common::Common;
 use crate::backend::HealthPolicy;
+use crate::backend::common::Common;
 use crate::live::{AdminState, Assemble, Backend, Live};
 use crate::pick::{Balancer, Context};
 use crate::table::{BackendStats, Guard};

@@ -518,7 +518,7 @@ impl HealthConfig {
                     "health.when_all_ejected",
                     other,
                     "expected panic or fail",
-                ))
+                ));
             }
         };
         Ok(HealthPolicy::default()
@@ -540,7 +540,7 @@ impl<T: Clone> BackendConfig<T> {
                     format!("backends[{index}].state"),
                     other,
                     "expected up, down or draining",
-                ))
+                ));
             }
         };
         Ok(Backend::new(self.server.clone())

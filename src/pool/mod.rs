@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use crate::live::Assemble;
 use crate::pick::{Build, Form, Sharing, Static};
-use algorithm::{dispatch, Inner};
 pub use algorithm::{Algorithm, CustomAlgorithm, ParseAlgorithmError};
+use algorithm::{Inner, dispatch};
 use any_live::AnyLive;
 #[cfg(feature = "serde")]
 pub use config::{BackendConfig, ConfigError, HealthConfig, OptionsConfig, PoolConfig};

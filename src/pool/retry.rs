@@ -302,7 +302,7 @@ impl<T: PoolBackend + Clone> Pool<T> {
                     return match last {
                         Some(result) => result.map_err(RetryError::Attempt),
                         None => Err(RetryError::Pick(error)),
-                    }
+                    };
                 }
             };
             tried.insert(picked.guard());

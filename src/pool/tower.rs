@@ -69,7 +69,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -630,7 +630,7 @@ where
                 return match last {
                     Some(result) => result.map(|res| (res, None)).map_err(BalanceError::Service),
                     None => Err(BalanceError::Pick(error)),
-                }
+                };
             }
         };
         tried.insert(picked.guard());
@@ -666,7 +666,7 @@ where
                         picked.finish(verdict == Verdict::Success);
                         Err(BalanceError::Service(error))
                     }
-                }
+                };
             }
         }
     }

@@ -28,7 +28,7 @@ mod pattern;
 use std::collections::HashMap;
 
 pub use pattern::RouteError;
-use pattern::{host_pattern, path_pattern, HostPattern, PathPattern, MAX_HOST};
+use pattern::{HostPattern, MAX_HOST, PathPattern, host_pattern, path_pattern};
 
 /// A routing table from (host, path) to targets.
 ///

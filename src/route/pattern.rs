@@ -69,14 +69,21 @@ pub enum RouteError {
 impl fmt::Display for RouteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BadHost { rule, host } => write!(f, "rule {rule:?}: {host:?} is not a host, *.suffix or *"),
+            Self::BadHost { rule, host } => {
+                write!(f, "rule {rule:?}: {host:?} is not a host, *.suffix or *")
+            }
             Self::BadPath { rule, path } => write!(
                 f,
                 "rule {rule:?}: {path:?} is not a path pattern (/prefix, = /exact, ^~ /prefix, ~ regex, ~* regex)"
             ),
-            Self::BadRegex { rule, message } => write!(f, "rule {rule:?}: bad regular expression: {message}"),
+            Self::BadRegex { rule, message } => {
+                write!(f, "rule {rule:?}: bad regular expression: {message}")
+            }
             Self::DuplicateName { rule } => write!(f, "two rules are named {rule:?}"),
-            Self::Shadowed { rule, by } => write!(f, "rule {rule:?} could never match: rule {by:?} has the same host and path"),
+            Self::Shadowed { rule, by } => write!(
+                f,
+                "rule {rule:?} could never match: rule {by:?} has the same host and path"
+            ),
         }
     }
 }

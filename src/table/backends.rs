@@ -6,11 +6,11 @@ use std::sync::{Arc, Weak};
 
 use super::entry::{DenseCounts, DenseSlot, Entry};
 use super::guard::{Guard, Holds};
-use super::weights::{check_len, Weights};
+use super::weights::{Weights, check_len};
+use crate::BuildError;
 use crate::backend::common::Common;
 use crate::backend::record::Record;
 use crate::sync::atomic::{AtomicU32, Ordering};
-use crate::BuildError;
 
 /// The backends of one balancer (or one snapshot of a live one), numbered
 /// in order: what an algorithm's plain choice reads ([`Choose::plain`]).

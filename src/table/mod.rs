@@ -21,4 +21,4 @@ pub(crate) use backends::ScanActives;
 pub use guard::Guard;
 pub use stats::{BackendState, BackendStats};
 pub use weights::MAX_BACKENDS;
-pub(crate) use weights::{check_len, Weights};
+pub(crate) use weights::{Weights, check_len};

@@ -7,8 +7,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use loadbalance::{
-    locked, lockfree, Backend, Balancer, BuildError, Context, Guard, HashOptions, Live,
-    NginxHashOptions, NginxIpHashOptions,
+    Backend, Balancer, BuildError, Context, Guard, HashOptions, Live, NginxHashOptions,
+    NginxIpHashOptions, locked, lockfree,
 };
 
 const N: usize = 8;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loadbalance::{
-    locked, lockfree, Backend, Balancer, BuildError, ChoiceOptions, Context, Guard, Live,
-    ManualClock, Outcome, PeakEwmaOptions,
+    Backend, Balancer, BuildError, ChoiceOptions, Context, Guard, Live, ManualClock, Outcome,
+    PeakEwmaOptions, locked, lockfree,
 };
 use proptest::prelude::*;
 

@@ -10,8 +10,8 @@ use std::thread;
 use std::time::Duration;
 
 use loadbalance::{
-    locked, lockfree, Algorithm, Backend, BuildError, ChoiceOptions, Form, HashOptions, Live,
-    NginxHashOptions, NginxIpHashOptions, PeakEwmaOptions, Pool, PoolConfig, RandomOptions,
+    Algorithm, Backend, BuildError, ChoiceOptions, Form, HashOptions, Live, NginxHashOptions,
+    NginxIpHashOptions, PeakEwmaOptions, Pool, PoolConfig, RandomOptions, locked, lockfree,
 };
 
 /// Generous for a call that should return in microseconds, short enough

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use loadbalance::{locked, lockfree, Balancer, Context, HashOptions};
+use loadbalance::{Balancer, Context, HashOptions, locked, lockfree};
 
 const CLIENTS: u32 = 100_000;
 

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use crate::common::{build, Algorithm, ALGORITHMS};
+use crate::common::{ALGORITHMS, Algorithm, build};
 use loadbalance::{BuildError, Context, Guard};
 use proptest::prelude::*;
 

@@ -8,8 +8,8 @@
 use std::net::IpAddr;
 
 use loadbalance::{
-    locked, lockfree, AdminState, Assemble, Backend, Balancer, BuildError, Context, Live,
-    NginxHashOptions, NginxIpHashOptions, PickError, Tried,
+    AdminState, Assemble, Backend, Balancer, BuildError, Context, Live, NginxHashOptions,
+    NginxIpHashOptions, PickError, Tried, locked, lockfree,
 };
 
 const REFERENCE: &str = include_str!("../data/nginx_reference.txt");

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use loadbalance::{lockfree, Balancer, Context, NginxHashOptions};
+use loadbalance::{Balancer, Context, NginxHashOptions, lockfree};
 
 use crate::counting_alloc::allocations;
 

@@ -3,7 +3,7 @@
 //! form is the sequential model), and live sets.
 
 use loadbalance::{
-    locked, lockfree, AdminState, Backend, Balancer, Context, Live, RandomOptions, Tried,
+    AdminState, Backend, Balancer, Context, Live, RandomOptions, Tried, locked, lockfree,
 };
 use proptest::prelude::*;
 

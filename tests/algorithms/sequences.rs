@@ -3,9 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::common::{build, Algorithm, Boxed, ALGORITHMS};
+use crate::common::{ALGORITHMS, Algorithm, Boxed, build};
 use loadbalance::{
-    locked, lockfree, Balancer, BuildError, Context, Guard, HashOptions, PickError, MAX_BACKENDS,
+    Balancer, BuildError, Context, Guard, HashOptions, MAX_BACKENDS, PickError, locked, lockfree,
 };
 
 /// Picks `count` times, dropping each guard before the next pick.

@@ -8,8 +8,8 @@
 //! restore effective weights on different clocks (see README).
 
 use loadbalance::{
-    locked, lockfree, AdminState, Assemble, Backend, Balancer, Context, Guard, Live, PickError,
-    Tried,
+    AdminState, Assemble, Backend, Balancer, Context, Guard, Live, PickError, Tried, locked,
+    lockfree,
 };
 use proptest::prelude::*;
 

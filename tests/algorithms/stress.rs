@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::common::{build, Algorithm, ALGORITHMS};
+use crate::common::{ALGORITHMS, Algorithm, build};
 use loadbalance::{Balancer, Context, Guard};
 
 const PICKS_PER_THREAD: usize = 500_000;

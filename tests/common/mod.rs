@@ -2,8 +2,8 @@
 //! them all.
 
 use loadbalance::{
-    locked, lockfree, Balancer, BuildError, ChoiceOptions, HashOptions, NginxHashOptions,
-    PeakEwmaOptions, RandomOptions,
+    Balancer, BuildError, ChoiceOptions, HashOptions, NginxHashOptions, PeakEwmaOptions,
+    RandomOptions, locked, lockfree,
 };
 
 use crate::user_algorithm::{LockFreeRotating, LockedRotating};

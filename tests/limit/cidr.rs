@@ -672,11 +672,7 @@ fn resolve(probe: &Probe, networks: &[IpNet]) -> Option<IpAddr> {
                 .unwrap_or(0);
             let edge = if last { first | size_less_one } else { first };
             let addr = (i128::from(edge) + delta) as u32;
-            if as_mapped {
-                mapped(addr)
-            } else {
-                v4(addr)
-            }
+            if as_mapped { mapped(addr) } else { v4(addr) }
         }
         IpAddr::V6(a) => {
             let first = u128::from(a);

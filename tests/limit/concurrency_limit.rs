@@ -5,7 +5,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{mpsc, Barrier};
+use std::sync::{Barrier, mpsc};
 use std::thread;
 
 use loadbalance::limit::{AtCapacity, ConcurrencyLimit, Permit};

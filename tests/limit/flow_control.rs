@@ -8,10 +8,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use loadbalance::ManualClock;
 use loadbalance::limit::{
     BanRule, Bans, Capacity, ConcurrencyLimit, FlowControl, IpList, Quota, Reason, Strike,
 };
-use loadbalance::ManualClock;
 
 fn ip(text: &str) -> IpAddr {
     text.parse().expect("an address")

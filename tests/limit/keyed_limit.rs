@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use loadbalance::limit::{Capacity, CheckNError, ClientGrouping, KeyedRateLimiter, Quota};
 use loadbalance::ManualClock;
+use loadbalance::limit::{Capacity, CheckNError, ClientGrouping, KeyedRateLimiter, Quota};
 use proptest::prelude::*;
 
 /// A token bucket as the debt in nanoseconds (0 = full), in `u128`.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use loadbalance::limit::{CheckNError, Quota, QuotaError, RateLimiter};
 use loadbalance::ManualClock;
+use loadbalance::limit::{CheckNError, Quota, QuotaError, RateLimiter};
 use proptest::prelude::*;
 
 /// A token bucket, written as one: `burst` tokens, one back every

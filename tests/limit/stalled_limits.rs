@@ -5,7 +5,7 @@
 //! the burst plus one per interval elapsed.
 
 use std::net::IpAddr;
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;

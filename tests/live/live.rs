@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loadbalance::{
-    locked, lockfree, AdminState, Assemble, Backend, BackendState, Balancer, Context, Guard,
-    HealthPolicy, Live, ManualClock, Outcome, PickError, Tried, WhenAllEjected,
+    AdminState, Assemble, Backend, BackendState, Balancer, Context, Guard, HealthPolicy, Live,
+    ManualClock, Outcome, PickError, Tried, WhenAllEjected, locked, lockfree,
 };
 
 type V = &'static str;

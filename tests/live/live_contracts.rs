@@ -11,16 +11,16 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use loadbalance::{
-    locked, lockfree, AdminState, Assemble, Backend, BackendState, BackendStats, Balancer, Clock,
-    Context, Guard, HashOptions, HealthPolicy, Live, ManualClock, Outcome, PickError, Tried,
-    UpdateError,
+    AdminState, Assemble, Backend, BackendState, BackendStats, Balancer, Clock, Context, Guard,
+    HashOptions, HealthPolicy, Live, ManualClock, Outcome, PickError, Tried, UpdateError, locked,
+    lockfree,
 };
 
 type V = &'static str;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loadbalance::{
-    locked, lockfree, AdminState, Assemble, Backend, Balancer, Context, Guard, HealthPolicy, Live,
-    ManualClock, Outcome, PickError, Tried, WhenAllEjected,
+    AdminState, Assemble, Backend, Balancer, Context, Guard, HealthPolicy, Live, ManualClock,
+    Outcome, PickError, Tried, WhenAllEjected, locked, lockfree,
 };
 use proptest::prelude::*;
 

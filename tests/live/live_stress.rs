@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use loadbalance::{
-    locked, lockfree, AdminState, Assemble, Backend, Balancer, Context, Guard, Live, PickError,
+    AdminState, Assemble, Backend, Balancer, Context, Guard, Live, PickError, locked, lockfree,
 };
 
 type V = u32;

@@ -3,8 +3,8 @@
 //! diff by identity, also under picking threads.
 #![cfg(feature = "serde")]
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use loadbalance::{BackendConfig, BackendState, Context, OptionsConfig, Pool, PoolConfig};

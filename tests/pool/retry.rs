@@ -180,10 +180,11 @@ fn a_cancelled_request_takes_nothing_with_it() {
     assert!(block_on(poll_once(&mut request)).is_none());
     assert_eq!(pool.stats().iter().map(|s| s.active).sum::<usize>(), 1);
     drop(request);
-    assert!(pool
-        .stats()
-        .iter()
-        .all(|s| s.active == 0 && s.failures == 0));
+    assert!(
+        pool.stats()
+            .iter()
+            .all(|s| s.active == 0 && s.failures == 0)
+    );
 }
 
 /// Issue 22, item 3: `Tried`'s identity rule as its docs state it. A
@@ -192,7 +193,7 @@ fn a_cancelled_request_takes_nothing_with_it() {
 /// its last guard is gone it is a new backend, which a retry may take.
 #[test]
 fn tried_identity_lasts_while_a_guard_of_the_backend_lives() {
-    use loadbalance::{lockfree, Balancer, Live, Tried};
+    use loadbalance::{Balancer, Live, Tried, lockfree};
     let lb = Live::<lockfree::RoundRobin<u32>>::new((0..3).map(Backend::new)).expect("valid");
     let mut tried = Tried::new();
     let failed = lb.pick(&Context::new()).expect("pick");

@@ -9,7 +9,7 @@
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use crate::redis_support::{ping, process_exists, redis_cli, RedisCluster, RedisServer};
+use crate::redis_support::{RedisCluster, RedisServer, ping, process_exists, redis_cli};
 
 /// How long a raw PING waits for its reply.
 const PING_TIMEOUT: Duration = Duration::from_millis(200);

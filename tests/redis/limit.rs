@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::redis_support::{redis_cli, RedisCluster, RedisServer};
-use loadbalance::limit::redis::{Mode, OnFailure, RedisLimitError, RedisLimiter, SharedDenied};
+use crate::redis_support::{RedisCluster, RedisServer, redis_cli};
 use loadbalance::limit::Quota;
+use loadbalance::limit::redis::{Mode, OnFailure, RedisLimitError, RedisLimiter, SharedDenied};
 
 /// One test at a time: they load both cores, and the fault tests time
 /// every check.
@@ -371,10 +371,12 @@ fn a_killed_server_is_survived_and_reconnected() {
                     while !stop.load(Ordering::Relaxed) {
                         let begun = Instant::now();
                         // Fail open: every answer is a pass.
-                        assert!(limiter
-                            .check(&format!("k{task}-{}", round % 50))
-                            .await
-                            .is_ok());
+                        assert!(
+                            limiter
+                                .check(&format!("k{task}-{}", round % 50))
+                                .await
+                                .is_ok()
+                        );
                         let took = begun.elapsed();
                         {
                             let mut slowest =
@@ -603,9 +605,11 @@ fn local_flow_control_sits_in_front_of_the_shared_limit() {
             (refused.reason(), refused.status()),
             (Reason::RateLimited, 429)
         );
-        assert!(refused
-            .retry_after()
-            .is_some_and(|after| after > Duration::from_secs(29)));
+        assert!(
+            refused
+                .retry_after()
+                .is_some_and(|after| after > Duration::from_secs(29))
+        );
         let banned = flow
             .check_shared(client, &shared)
             .await

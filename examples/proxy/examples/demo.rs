@@ -35,7 +35,7 @@ use backend::Backend;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use loadbalance::PoolConfig;
 use loadbalance_proxy::{Config, Proxy};

@@ -4,8 +4,8 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use super::body::ProxyBody;
 use super::forward::error;
 use super::idle::{Busy, Idle};
-use super::{stopped, Shared};
+use super::{Shared, stopped};
 
 /// What the proxy counts, beside the pools' own figures. Each counter is
 /// independent (`Relaxed`: read only for display).

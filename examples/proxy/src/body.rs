@@ -7,15 +7,15 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use loadbalance::limit::Admission;
 use loadbalance::Picked;
+use loadbalance::limit::Admission;
 use tokio::time::Sleep;
 
 use super::idle::BusyGuard;

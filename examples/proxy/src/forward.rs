@@ -5,27 +5,27 @@
 //! serve it.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, RETRY_AFTER};
+use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, RETRY_AFTER};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection};
 use loadbalance::{PickError, Picked, Tried};
 
+use super::Shared;
 use super::body::{Capped, ClientFault, Fault, Held, ProxyBody};
 use super::config::ServerConfig;
 use super::framing::Head;
 use super::headers::{add_forwarded, strip_hop_by_hop};
 use super::state::{State, Upstream};
-use super::Shared;
 
 /// What the proxy sends a backend: the client's body, limited in size,
 /// or nothing (a retry, or a request without one).
@@ -268,7 +268,7 @@ async fn forward(
                         (Some(response), _) => plain(response, admission),
                         (None, Some((status, text))) => error(status, text),
                         (None, None) => no_backend(shared, e),
-                    }
+                    };
                 }
             }
         };

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
+use hyper::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that only concern one connection, never forwarded (RFC 9110
 /// §7.6.1; the `Proxy-*` credentials are for this proxy).

@@ -4,8 +4,8 @@
 //! health (failures reported by requests) works beside it, in the pool.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use http_body_util::{Either, Empty};
@@ -13,8 +13,8 @@ use hyper::{Request, Uri};
 use loadbalance::AdminState;
 use tokio::task::JoinSet;
 
-use super::config::CheckConfig;
 use super::Shared;
+use super::config::CheckConfig;
 
 /// Streaks of one backend: successes and failures in a row.
 #[derive(Default)]

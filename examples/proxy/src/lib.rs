@@ -494,7 +494,7 @@ pub fn run(path: impl Into<PathBuf>) -> std::process::ExitCode {
 
 /// Reloads on SIGHUP; returns on SIGINT or SIGTERM.
 async fn signals(proxy: &Proxy) -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     loop {

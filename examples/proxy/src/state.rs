@@ -246,7 +246,7 @@ impl Clients {
                 return Err(ConfigError::invalid(
                     "clients.redis",
                     "a shared limit needs clients.rate",
-                ))
+                ));
             }
             _ => None,
         };
@@ -294,7 +294,7 @@ impl Clients {
                     return Err(ConfigError::invalid(
                         "clients.real_ip_header",
                         format!("{other:?}: x-forwarded-for, forwarded or x-real-ip"),
-                    ))
+                    ));
                 }
             };
             Some(TrustedProxies::new(

@@ -6,11 +6,11 @@ use std::net::IpAddr;
 
 use siphasher::sip::SipHasher13;
 
-use super::slot_table::{mix, rendezvous, SlotTable};
 use super::HashOptions;
-use crate::algorithms::bounded_load::{from_home, Bound};
+use super::slot_table::{SlotTable, mix, rendezvous};
+use crate::algorithms::bounded_load::{Bound, from_home};
 use crate::backend::health::FULL;
-use crate::pick::{normalise, Build, Candidates, Choose, Context, NewBackends, Set};
+use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set, normalise};
 use crate::table::{Backends, Weights};
 use crate::{BuildError, PickError};
 

@@ -22,8 +22,8 @@
 //! so the table is the same on every platform.
 
 use super::HashOptions;
-use crate::table::check_len;
 use crate::BuildError;
+use crate::table::check_len;
 
 /// Log2 of the most slots a block holds: 4,096 scores of 16 bytes, 64 KiB.
 const BLOCK_BITS: u8 = 12;
@@ -90,7 +90,7 @@ impl SlotTable {
             streams.extend(
                 ids.iter()
                     .zip(weights)
-                    .filter(|(_, &w)| w > 0)
+                    .filter(|&(_, &w)| w > 0)
                     .map(|(&id, &w)| {
                         PointStream::new(id, number as u64, f64::from(w) * block as f64, block_bits)
                     }),
@@ -98,7 +98,7 @@ impl SlotTable {
             let indices = weights
                 .iter()
                 .enumerate()
-                .filter(|(_, &w)| w > 0)
+                .filter(|&(_, &w)| w > 0)
                 .map(|(index, _)| index);
             let mut uncovered = block;
             // With every stream run to time `horizon`, a slot is left

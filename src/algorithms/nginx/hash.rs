@@ -27,12 +27,12 @@
 use std::fmt::{self, Display};
 
 use super::addr_text::AddrText;
-use super::crc32::{crc32, Crc32};
-use super::{first, walk_bounded, ByWeight, Retry};
+use super::crc32::{Crc32, crc32};
+use super::{ByWeight, Retry, first, walk_bounded};
 use crate::algorithms::bounded_load::Bound;
 use crate::algorithms::choose_through_ref;
 use crate::pick::{
-    normalise, Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static,
+    Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static, normalise,
 };
 use crate::table::{Backends, Weights};
 use crate::{BuildError, PickError};

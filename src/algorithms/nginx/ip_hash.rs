@@ -18,11 +18,11 @@
 
 use std::net::IpAddr;
 
-use super::{first, walk_bounded, ByWeight, Retry};
+use super::{ByWeight, Retry, first, walk_bounded};
 use crate::algorithms::bounded_load::Bound;
 use crate::algorithms::choose_through_ref;
 use crate::pick::{
-    normalise, Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static,
+    Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static, normalise,
 };
 use crate::table::Backends;
 use crate::{BuildError, PickError};

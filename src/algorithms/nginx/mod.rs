@@ -22,10 +22,10 @@ pub(crate) mod ip_hash;
 pub use hash::NginxKeyTable;
 pub use ip_hash::NginxIpTable;
 
-use super::bounded_load::{from_home, Bound};
+use super::bounded_load::{Bound, from_home};
+use crate::PickError;
 use crate::pick::Candidates;
 use crate::table::{Backends, Weights};
-use crate::PickError;
 
 /// How many candidates nginx tries before it falls back to round-robin:
 /// its loops give up when `++tries > 20`, after the 21st.

@@ -8,10 +8,10 @@
 //! `W`, the height (the bias is below `n * W / 2^64`). Equal weights skip
 //! the table.
 
+use crate::PickError;
 use crate::backend::health::FULL;
 use crate::pick::Candidates;
 use crate::table::Weights;
-use crate::PickError;
 
 /// Vose's alias table with integer thresholds (see the module docs), or
 /// nothing for equal weights.

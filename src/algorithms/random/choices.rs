@@ -11,7 +11,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use super::alias::{draw_available, Alias};
+use super::alias::{Alias, draw_available};
 use super::words::{SeededStream, Words};
 use crate::backend::peak::Estimate;
 use crate::pick::{Candidates, Choose, Context, NewBackends};

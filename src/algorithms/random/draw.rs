@@ -1,8 +1,8 @@
 //! Random selection's states: Vose's alias table and a source of words.
 
-use super::alias::{draw_available, Alias};
-use super::words::{SeededStream, Words};
 use super::RandomOptions;
+use super::alias::{Alias, draw_available};
+use super::words::{SeededStream, Words};
 use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
 use crate::table::Backends;
 use crate::{BuildError, PickError};

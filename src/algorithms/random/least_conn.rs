@@ -6,7 +6,7 @@
 //! the maximum load stays within a small margin of the full scan's
 //! (`tests/choices.rs` measures it).
 
-use super::choices::{check_choices, choices_build, Choices, ChoicesState, Cost};
+use super::choices::{Choices, ChoicesState, Cost, check_choices, choices_build};
 use crate::pick::{LockFree, Locked, Static};
 
 /// Options of the algorithms that draw candidates at random and keep the

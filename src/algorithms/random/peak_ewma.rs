@@ -11,10 +11,10 @@
 
 use std::time::Duration;
 
-use super::choices::{check_choices, choices_build, Choices, ChoicesState, Cost};
+use super::choices::{Choices, ChoicesState, Cost, check_choices, choices_build};
+use crate::BuildError;
 use crate::pick::{LockFree, Locked, Set, Static};
 use crate::time::Nanos;
-use crate::BuildError;
 
 /// Options of the latency-aware balancers.
 ///

@@ -3,7 +3,7 @@
 use loom::sync::Arc;
 use loom::thread;
 
-use super::windows::{step, Windows};
+use super::windows::{Windows, step};
 
 /// The sequence of weights 2, 1: 0 1 0, 0 1 0, ...
 fn reference(picks: usize) -> Vec<usize> {

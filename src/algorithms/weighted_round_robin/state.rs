@@ -2,8 +2,8 @@
 //! mutex-backed form, and the reference the lock-free form is tested
 //! against.
 
-use super::windows;
 use super::UNIT;
+use super::windows;
 use crate::algorithms::effective::EffectiveWeights;
 use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
 use crate::table::{Backends, Weights};

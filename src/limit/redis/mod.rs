@@ -37,15 +37,15 @@ mod connection;
 mod script;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use self::batch::Batcher;
 use self::connection::Connection;
-use self::script::{Reply, GCRA};
+use self::script::{GCRA, Reply};
 use super::capacity::{Capacity, CapacityError};
-use super::table::{Entries, KeyHasher, Table, Write, WAYS};
+use super::table::{Entries, KeyHasher, Table, WAYS, Write};
 use super::time::Time;
 use super::{Allowed, Denied, Quota};
 use crate::time::Clock;
