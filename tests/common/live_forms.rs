@@ -1,5 +1,23 @@
 //! Every balancer type a live balancer runs, for tests that cover them all.
 
+/// The default options of `B`'s algorithm, with the consistent hash's
+/// table at 2^10 slots rather than 2^16: tests that rebuild it on every
+/// update run their updates faster (so more of them race the pickers),
+/// and no contract they check depends on the table's size.
+#[allow(dead_code)]
+pub(crate) fn small_tables<B: loadbalance::Assemble>() -> B::Options
+where
+    B::Options: 'static,
+{
+    let mut options = B::Options::default();
+    if let Some(hash) =
+        (&mut options as &mut dyn std::any::Any).downcast_mut::<loadbalance::HashOptions>()
+    {
+        *hash = hash.clone().table_bits(10);
+    }
+    options
+}
+
 /// Runs `$check::<B>(name)` for every balancer type `B` over backends of
 /// type `V` (the including test's own).
 macro_rules! for_every_form {

@@ -230,6 +230,7 @@ enum Check {
 fn run<B>(ops: &[Op], panic: bool, check: Check) -> Result<(), TestCaseError>
 where
     B: Assemble<Value = V> + Balancer<V>,
+    B::Options: 'static,
 {
     let clock = Arc::new(ManualClock::new());
     let policy = HealthPolicy::default()
@@ -243,6 +244,7 @@ where
     let lb = Live::<B>::builder()
         .health(policy)
         .clock(Arc::clone(&clock))
+        .options(crate::live_forms::small_tables::<B>())
         .build((0..4).map(Backend::new))
         .expect("valid");
     let mut model = Model {

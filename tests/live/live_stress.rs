@@ -31,7 +31,10 @@ const MIN_UPDATES: usize = 1_000;
 const MAX_IDS: usize = 1 << 16;
 
 fn check_pickers_race_an_updater<B: Algo>(form: &str) {
-    let lb = Live::<B>::new((0..8).map(|id| Backend::new(id).weight(id % 3 + 1))).expect("valid");
+    let lb = Live::<B>::builder()
+        .options(crate::live_forms::small_tables::<B>())
+        .build((0..8).map(|id| Backend::new(id).weight(id % 3 + 1)))
+        .expect("valid");
     // Update number (1-based) after whose return each id counted as removed.
     let removed_at: Vec<AtomicU64> = (0..MAX_IDS).map(|_| AtomicU64::new(0)).collect();
     let updates_done = AtomicU64::new(0);
