@@ -701,11 +701,21 @@ fn marking_a_backend_up_keeps_its_slow_start_against_a_concurrent_clean_up() {
         // stalled there: the race is then not reproduced, and the contract
         // checked only as is.
         clock.wait_stalled();
-        lb.set_state("a", AdminState::Down).expect("down");
-        lb.set_state("a", AdminState::Up)
-            .expect("up: ramps from t = 20 s");
+        // The update starts while the clean-up is stalled: `Down` sets its
+        // flag, then waits for the stalled pick (it began before), so `Up`
+        // (and its new ramp) comes once the clean-up is done. Released as
+        // soon as the flag shows, the pick never waits out the stall.
+        let updater = s.spawn(|| {
+            lb.set_state("a", AdminState::Down).expect("down");
+            lb.set_state("a", AdminState::Up)
+                .expect("up: ramps from t = 20 s");
+        });
+        while stats_of(&lb, "a").expect("a").state != BackendState::Down {
+            thread::yield_now();
+        }
         clock.release();
         picker.join().expect("picker").expect("a pick");
+        updater.join().expect("updater");
     });
     let state = stats_of(&lb, "a").expect("a").state;
     assert_eq!(

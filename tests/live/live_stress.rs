@@ -1,7 +1,7 @@
 //! Live balancers under threads: pickers racing an updater, and pickers
 //! racing for the last `max_conns` slot. Every algorithm, both forms.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use loadbalance::{
@@ -39,14 +39,15 @@ fn check_pickers_race_an_updater<B: Algo>(form: &str) {
     let removed_at: Vec<AtomicU64> = (0..MAX_IDS).map(|_| AtomicU64::new(0)).collect();
     let updates_done = AtomicU64::new(0);
     let pickers_done = AtomicBool::new(false);
-    let tallies: Vec<HashMap<V, u64>> = std::thread::scope(|s| {
+    // Picks per id, counted in a vector by id (ids stay below MAX_IDS).
+    let tallies: Vec<Vec<u64>> = std::thread::scope(|s| {
         let pickers: Vec<_> = (0..2u64)
             .map(|thread| {
                 let (lb, removed_at, updates_done) = (&lb, &removed_at, &updates_done);
                 s.spawn(move || {
                     let mut rng = Rng(0x9E37_79B9 + thread);
                     let mut held: VecDeque<Guard<V>> = VecDeque::new();
-                    let mut picks: HashMap<V, u64> = HashMap::new();
+                    let mut picks = vec![0u64; MAX_IDS];
                     for i in 0..PICKS_PER_THREAD {
                         // Acquire: pairs with the updater's Release, so every
                         // removal counted here returned before this pick began.
@@ -60,7 +61,7 @@ fn check_pickers_race_an_updater<B: Algo>(form: &str) {
                                     "{form}: picked {} after its removal returned",
                                     *guard
                                 );
-                                *picks.entry(*guard).or_default() += 1;
+                                picks[*guard as usize] += 1;
                                 held.push_back(guard);
                             }
                             Err(PickError::AllDown | PickError::AllFull) => {}
@@ -121,7 +122,7 @@ fn check_pickers_race_an_updater<B: Algo>(form: &str) {
             }
             updates
         });
-        let tallies: Vec<HashMap<V, u64>> = pickers
+        let tallies: Vec<Vec<u64>> = pickers
             .into_iter()
             .map(|p| p.join().expect("picker"))
             .collect();
@@ -130,17 +131,14 @@ fn check_pickers_race_an_updater<B: Algo>(form: &str) {
         assert!(updates >= MIN_UPDATES, "{form}: {updates} updates");
         tallies
     });
-    let total: u64 = tallies.iter().flat_map(|t| t.values()).sum();
+    let total: u64 = tallies.iter().flatten().sum();
     assert!(
         total > PICKS_PER_THREAD as u64,
         "{form}: only {total} picks succeeded"
     );
     for stats in lb.stats() {
         let id = stats.backend;
-        let picked: u64 = tallies
-            .iter()
-            .map(|t| t.get(&id).copied().unwrap_or(0))
-            .sum();
+        let picked: u64 = tallies.iter().map(|t| t[id as usize]).sum();
         assert_eq!(stats.active, 0, "{form}: backend {id} still counts guards");
         // Pick counts are plain increments: they never count a pick that did
         // not happen, and lose one only when both threads count the same

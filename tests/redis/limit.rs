@@ -437,10 +437,12 @@ fn a_killed_server_is_survived_and_reconnected() {
 /// over the masters, each with its TTL.
 #[test]
 fn a_cluster_shares_limits_and_spreads_keys() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    // The cluster forms (seconds of waiting) before the test takes its
+    // turn: only the checks load the cores.
     let Some(cluster) = RedisCluster::start() else {
         return;
     };
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let port = cluster.ports()[0];
     runtime().block_on(async {
         let quota = Quota::per_second(2_000)
@@ -782,7 +784,8 @@ fn checks_refused_while_the_server_was_down_are_not_replayed_after_restart() {
 /// the server is back, nothing of it connects or writes.
 #[test]
 fn a_limiter_dropped_while_the_server_is_down_leaves_nothing_behind() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    // Not one at a time: it times nothing and mostly waits, so it runs
+    // beside the others.
     let Some(server) = RedisServer::start() else {
         return;
     };
