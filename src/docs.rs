@@ -112,7 +112,7 @@
 //!
 //! `ip_hash` and plain `hash` are not consistent: removing one of four
 //! servers moved 56 % of the other servers' clients in
-//! `tests/nginx_hash.rs`; `down` moves only the server's own.
+//! `tests/algorithms/nginx_hash.rs`; `down` moves only the server's own.
 //!
 //! The hash table holds `2^bits` `u16` owners (128 KiB by default), whatever
 //! the number of backends.
@@ -123,3 +123,55 @@
 //! the reference count is the active count. Dropping a guard, by scope end,
 //! early return or unwinding, decrements it exactly once; a guard may
 //! outlive the balancer that made it.
+//!
+//! # Architecture
+//!
+//! The library is layered: each layer a folder whose `mod.rs` is its
+//! contents page, and every `use crate::` points down.
+//!
+//! ```text
+//!  route      limit      pool ─────────────── tower, metrics, config, wait
+//!    │          │          │
+//!    │          │      algorithms ── one file (or folder) an algorithm:
+//!    │          │          │         its state(s), Build and Choose
+//!    │          │        live ────── Live: snapshots, updates, retirement
+//!    │          │          │
+//!    └──────────┴──────  pick ────── Context, Tried, Candidates, the driver,
+//!                          │         the forms (LockFree, Locked), Static
+//!                        table ───── Backends, Guard, BackendStats, weights
+//!                          │
+//!                       backend ──── the record, health, Common, peak EWMA
+//!                          │
+//!                 sync, time, error ─ the loom shim, Clock and Nanos, errors
+//! ```
+//!
+//! A pick reads top to bottom: [`Balancer::pick`](crate::Balancer::pick)
+//! on a [`Live`](crate::Live) set loads its snapshot, a
+//! [`Static`](crate::Static) balancer; its form runs the one driver with
+//! the algorithm's state: the plain path asks
+//! [`Choose::plain`](crate::Choose::plain), the slow path builds
+//! [`Candidates`](crate::Candidates) over the records and asks
+//! [`Choose::choose`](crate::Choose::choose); the driver claims what was
+//! chosen and the table makes the [`Guard`](crate::Guard).
+//!
+//! Where a new piece goes:
+//!
+//! - **An algorithm**: one file (or folder) in `algorithms/` with its
+//!   state (two, if its lock-free and sequential forms differ),
+//!   [`Build`](crate::Build) and [`Choose`](crate::Choose) for each, and
+//!   the two aliases `lockfree::X` and `locked::X`; then one line in the
+//!   registry of `pool/algorithm.rs` gives it its [`Algorithm`](crate::Algorithm)
+//!   names and a place in [`Pool`](crate::Pool). An algorithm outside the
+//!   crate writes the same two traits and runs in [`Live`](crate::Live)
+//!   and [`Pool::custom`](crate::Pool::custom) (`examples/zone_aware.rs`).
+//! - **A limit**: a file in `limit/` (a rule over `limit/table.rs`'s keyed
+//!   store, or a shared word with a loom model beside it), composed into
+//!   `FlowControl` if it gates requests.
+//! - **An integration** (an async runtime, a protocol, a store): a file
+//!   behind its own feature, in the layer it serves (`pool/tower.rs`,
+//!   `pool/wait.rs`, `limit/redis/`), so that a reader of the core never
+//!   meets it and `cargo build --no-default-features` stays small.
+//!
+//! Every protocol of atomic words opens with a "Synchronization" section,
+//! routes its atomics and locks through `sync/`, and has its loom model
+//! beside it (`loom_*.rs`).

@@ -57,10 +57,19 @@
 //! A pool is a [`Live`] balancer (a backend set that changes while threads
 //! pick) of one of the static balancer types in [`lockfree`] (atomics
 //! only, no lock and no allocation on the pick path) and [`locked`] (the
-//! algorithm as a sequential state machine behind a `parking_lot::Mutex`,
-//! the reference the lock-free forms are tested against). Use them
-//! directly when the algorithm is fixed at compile time: a static
-//! [`Balancer`] hands out bare [`Guard`]s.
+//! algorithm as a sequential state machine behind a mutex, the reference
+//! the lock-free forms are tested against), each a [`Static`] balancer
+//! over an algorithm's state in its form. Use them directly when the
+//! algorithm is fixed at compile time: a static [`Balancer`] hands out
+//! bare [`Guard`]s.
+//!
+//! # Your own algorithm
+//!
+//! An algorithm is its state, built over the backend set ([`Build`]), and
+//! its choose step ([`Choose`]); [`LockFree`] or [`Locked`] runs it, and
+//! [`Live`] and [`Pool::custom`] give it everything the crate's own
+//! algorithms get. [`docs`](docs#architecture) draws the layers and says
+//! where a new algorithm, limit or integration goes.
 //!
 //! ```
 //! use loadbalance::{lockfree::WeightedRoundRobin, Balancer, Context};
@@ -131,7 +140,7 @@ pub use table::{BackendState, BackendStats, Backends, Guard, MAX_BACKENDS};
 pub use time::{Clock, ManualClock, SystemClock};
 
 /// README.md's examples, tested; one needs feature `redis` (the test
-/// command, `cargo test --all-features`, has it).
+/// command, `cargo test --workspace --all-features`, has it).
 #[cfg(all(doctest, feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -37,7 +37,7 @@
 //! `concurrency_limit_wakes_or_is_seen` (a drop racing a waiter: never
 //! both miss) check the three claims; the event's part (the wake-up, and
 //! one passed on by a waiter dropped after it) is event-listener's, checked
-//! by `tests/concurrency_limit.rs`.
+//! by `tests/limit/concurrency_limit.rs`.
 //!
 //! Without feature `wait` there is no count of waiters, no fence and no
 //! event: a drop is one atomic subtraction (and the release of the

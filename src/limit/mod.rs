@@ -33,6 +33,11 @@ pub mod redis;
 mod table;
 mod time;
 
+#[cfg(all(test, loom))]
+mod loom_concurrency;
+#[cfg(all(test, loom))]
+mod loom_rate;
+
 pub use ban::{BanRule, BanRuleError, BanStats, Bans, Strike};
 pub use capacity::{Capacity, CapacityError};
 pub use cidr::{CidrError, IpList, IpNet};

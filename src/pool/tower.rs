@@ -65,7 +65,7 @@
 //! In axum, call it from a handler with the request as it came (its body
 //! streams; [`Http`] does not replay it), answer [`BalanceError::Pick`]
 //! with a 503 and the other errors with a 502, and turn the body into
-//! axum's with `Body::new`. `tests/tower.rs` has such a proxy.
+//! axum's with `Body::new`. `tests/pool/tower.rs` has such a proxy.
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -24,7 +24,9 @@ pub(crate) struct RotatingState {
 }
 
 /// The user's balancer types.
+#[allow(dead_code)]
 pub(crate) type LockFreeRotating<T> = Static<T, LockFree<Rotating>>;
+#[allow(dead_code)]
 pub(crate) type LockedRotating<T> = Static<T, Locked<RotatingState>>;
 
 impl<T> Build<T> for Rotating {

@@ -3,8 +3,11 @@
 
 #[path = "../common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "../common/user_algorithm.rs"]
+mod user_algorithm;
 
 mod config;
+mod custom;
 mod metrics;
 mod pool;
 mod retry;

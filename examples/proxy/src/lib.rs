@@ -6,7 +6,7 @@
 //! A request goes through, in order:
 //! 1. the connection's bounds: a head within `header_timeout_ms` and
 //!    `max_header_bytes` (hyper), no idle gap longer than
-//!    `idle_timeout_ms` ([`idle`]), no conflicting framing ([`framing`]);
+//!    `idle_timeout_ms` (`idle.rs`), no conflicting framing (`framing.rs`);
 //! 2. the client's checks: the client is the socket's peer unless it is
 //!    a trusted proxy; deny and allow lists, rate, in-flight limits and
 //!    bans ([`loadbalance::limit::FlowControl`]);
@@ -14,7 +14,7 @@
 //! 4. a pick, waiting up to `pick_timeout_ms` for a free slot;
 //! 5. the exchange, both bodies streaming, the pick held until the
 //!    response body ends and its outcome reported to the pool
-//!    ([`forward`]).
+//!    (`forward.rs`).
 
 pub(crate) mod admin;
 pub(crate) mod body;

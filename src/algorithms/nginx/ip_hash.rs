@@ -7,7 +7,7 @@
 //! the same bytes again from where it stopped, and so on (see
 //! [`IpWalk`]). A `down` backend keeps its share, so only its own clients
 //! move; removing a backend changes `total_weight`, which moves about half
-//! of all clients (measured in `tests/nginx_hash.rs`).
+//! of all clients (measured in `tests/algorithms/nginx_hash.rs`).
 //!
 //! An IPv4-mapped IPv6 address counts as its IPv4 address. nginx hashes
 //! the sockaddr it accepted: a `listen [::]` socket is IPv6-only by

@@ -4,7 +4,7 @@
 //! unit of weight, compared in integers (`a_i * w_j < a_j * w_i`). `O(d)`
 //! a pick whatever the number of backends, where a full scan is `O(n)`;
 //! the maximum load stays within a small margin of the full scan's
-//! (`tests/choices.rs` measures it).
+//! (`tests/algorithms/choices.rs` measures it).
 
 use super::choices::{Choices, ChoicesState, Cost, check_choices, choices_build};
 use crate::pick::{LockFree, Locked, Static};

@@ -14,8 +14,8 @@
 //! Not for a cluster, whose keys live on different nodes: there each check
 //! is its own script run.
 
+use crate::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::Script;

@@ -36,9 +36,9 @@ mod batch;
 mod connection;
 mod script;
 
+use crate::sync::atomic::{AtomicU64, Ordering};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use self::batch::Batcher;
