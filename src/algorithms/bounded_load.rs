@@ -27,7 +27,7 @@
 //! mutex-backed forms take the guard under the lock, so the bound holds
 //! exactly.
 
-use crate::BuildError;
+use crate::error::BuildError;
 use crate::table::{Backends, Weights};
 
 /// The capacity rule of a bounded balancer.

@@ -2,8 +2,8 @@
 //! by failures (`Record::report`), restored one unit each time a backend
 //! takes part in a pick.
 
-use crate::PickError;
 use crate::backend::record::{Record, flag};
+use crate::error::PickError;
 use crate::pick::{Candidates, Selection, Set};
 use crate::table::{Backends, Weights};
 

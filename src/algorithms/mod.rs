@@ -85,7 +85,7 @@ macro_rules! choose_through_ref {
                 &mut self,
                 ctx: &crate::pick::Context<'_>,
                 backends: &crate::table::Backends<T>,
-            ) -> Result<Option<usize>, crate::PickError> {
+            ) -> Result<Option<usize>, crate::error::PickError> {
                 (&*self).plain(ctx, backends)
             }
 
@@ -93,7 +93,7 @@ macro_rules! choose_through_ref {
                 &mut self,
                 ctx: &crate::pick::Context<'_>,
                 candidates: &mut crate::pick::Candidates<'_, '_, T>,
-            ) -> Result<Option<usize>, crate::PickError> {
+            ) -> Result<Option<usize>, crate::error::PickError> {
                 (&*self).choose(ctx, candidates)
             }
         }

@@ -2,10 +2,10 @@
 
 use crossbeam_utils::CachePadded;
 
+use crate::error::{BuildError, PickError};
 use crate::pick::{Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::table::Backends;
-use crate::{BuildError, PickError};
 
 /// Lock-free round-robin: one relaxed `fetch_add` on a shared cursor a
 /// pick.
@@ -92,7 +92,7 @@ impl Rotation for RoundRobinState {
 
 impl<T, F> Static<T, F>
 where
-    F: crate::Sharing,
+    F: crate::pick::Sharing,
     F::State: Rotation,
 {
     /// Starts the sequence at backend `offset % len` instead of 0.

@@ -1,14 +1,14 @@
 //! How a live set rebuilds its balancer over a changed backend set: every
 //! [`Static`] balancer whose algorithm state can be built ([`Build`]).
 
+use crate::error::{BuildError, PickError};
 use crate::pick::{Build, Set, Sharing, Static};
 use crate::table::Backends;
-use crate::{BuildError, PickError};
 
 /// Keeps [`Assemble`] to [`Static`]: the module is private, so nothing
 /// outside can name the trait to implement it.
 pub(crate) mod sealed {
-    use crate::PickError;
+    use crate::error::PickError;
 
     pub trait SealedAssemble {
         /// Whether a pick without a key or a tried set would find a
@@ -20,7 +20,7 @@ pub(crate) mod sealed {
 /// A balancer type that a [`Live`](crate::Live) set can rebuild over a
 /// changed backend set: every [`Static`] balancer whose state implements
 /// [`Build`] (every type of [`lockfree`](crate::lockfree) and
-/// [`locked`](crate::locked), and yours). SealedAssemble.
+/// [`locked`](crate::locked), and yours). Sealed.
 pub trait Assemble: sealed::SealedAssemble + Sized + Send + Sync {
     /// The backend type.
     type Value: Send + Sync;

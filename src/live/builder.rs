@@ -10,9 +10,9 @@ use super::assemble::Assemble;
 use super::backend::Backend;
 use super::members::{Members, Snapshot, assemble, entry};
 use super::retire::Retirement;
-use crate::BuildError;
 use crate::backend::HealthPolicy;
 use crate::backend::common::Common;
+use crate::error::BuildError;
 use crate::sync::Mutex;
 use crate::time::Clock;
 

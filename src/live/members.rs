@@ -6,10 +6,10 @@ use super::assemble::Assemble;
 use super::backend::{Backend, configure};
 use super::retire::Retirement;
 use crate::backend::common::Common;
+use crate::error::{BuildError, UpdateError};
 use crate::pick::Set;
 use crate::table::Weights;
 use crate::table::entry::Entry;
-use crate::{BuildError, UpdateError};
 
 /// One published state of the set. Updates that only change records (a
 /// backend marked down or draining) publish a new snapshot around the same

@@ -14,12 +14,12 @@ use super::retire;
 use crate::backend::HealthPolicy;
 use crate::backend::common::Common;
 use crate::backend::record::{Record, flag};
+use crate::error::{BuildError, PickError, UpdateError};
 use crate::pick::{Balancer, Context};
 use crate::sync::Mutex;
 use crate::table::entry::Entry;
 use crate::table::{BackendStats, Guard};
 use crate::time::SystemClock;
-use crate::{BuildError, PickError, UpdateError};
 
 /// A balancer whose backend set changes at run time: add, remove,
 /// re-weight, mark down, up or draining, while other threads pick.

@@ -1,7 +1,7 @@
 //! The one trait every balancer implements.
 
 use super::Context;
-use crate::PickError;
+use crate::error::PickError;
 use crate::table::{BackendStats, Guard};
 
 /// A load balancer over backends of type `T`.

@@ -4,9 +4,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::BuildError;
 use crate::backend::common::Common;
 use crate::backend::record::Record;
+use crate::error::BuildError;
 use crate::table::Weights;
 use crate::table::entry::Entry;
 

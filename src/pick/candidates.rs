@@ -9,10 +9,10 @@
 //! mode picks among them as if healthy, or the pick fails.
 
 use super::{Context, Tried};
-use crate::PickError;
 use crate::backend::WhenAllEjected;
 use crate::backend::health::FULL;
 use crate::backend::record::{Record, State, flag};
+use crate::error::PickError;
 use crate::table::{Backends, Guard};
 
 /// Why a backend can or cannot take a pick now.

@@ -2,7 +2,7 @@
 //! crate's and yours alike.
 
 use super::{Candidates, Context};
-use crate::PickError;
+use crate::error::PickError;
 use crate::table::Backends;
 
 /// An algorithm's choose step: which backend a pick goes to.

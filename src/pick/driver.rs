@@ -10,7 +10,7 @@
 //! that says why no backend could take the pick.
 
 use super::{Candidates, Choose, Context};
-use crate::PickError;
+use crate::error::PickError;
 use crate::table::{Backends, Guard};
 
 /// One pick: the plain path when it applies, else the slow path.

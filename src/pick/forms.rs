@@ -8,7 +8,7 @@ use std::str::FromStr;
 use crossbeam_utils::CachePadded;
 
 use super::{Choose, Context, driver};
-use crate::PickError;
+use crate::error::PickError;
 use crate::sync::Mutex;
 use crate::table::{Backends, Guard};
 
@@ -24,7 +24,7 @@ pub struct LockFree<S>(S);
 pub struct Locked<S>(CachePadded<Mutex<S>>);
 
 /// How an algorithm's state is shared by the threads that pick:
-/// [`LockFree`] or [`Locked`]. SealedSharing: those two are all there is.
+/// [`LockFree`] or [`Locked`]. Sealed: those two are all there is.
 pub trait Sharing: sealed::SealedSharing + Send + Sync + Sized {
     /// The algorithm's state.
     type State;

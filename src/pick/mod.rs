@@ -21,9 +21,6 @@ mod forms;
 mod static_balancer;
 mod tried;
 
-#[cfg(all(test, loom))]
-mod loom_locked;
-
 pub use balancer::Balancer;
 pub use build::{Build, NewBackends, Set};
 pub use candidates::Candidates;

@@ -7,8 +7,8 @@ use std::fmt;
 use super::{Balancer, Build, Context, NewBackends, Set, Sharing, capacity};
 use crate::backend::HealthPolicy;
 use crate::backend::common::Common;
+use crate::error::{BuildError, PickError};
 use crate::table::{BackendStats, Backends, Guard, Weights};
-use crate::{BuildError, PickError};
 
 /// A balancer over a fixed list of backends: the table and the algorithm's
 /// state `F::State` in the form `F` ([`LockFree`](crate::LockFree) or

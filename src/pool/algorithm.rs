@@ -8,10 +8,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{
-    ChoiceOptions, HashOptions, NginxHashOptions, NginxIpHashOptions, PeakEwmaOptions,
-    RandomOptions, locked, lockfree,
-};
+use crate::algorithms::ip_hash::HashOptions;
+use crate::algorithms::nginx::hash::NginxHashOptions;
+use crate::algorithms::nginx::ip_hash::NginxIpHashOptions;
+use crate::algorithms::random::RandomOptions;
+use crate::algorithms::random::least_conn::ChoiceOptions;
+use crate::algorithms::random::peak_ewma::PeakEwmaOptions;
+use crate::algorithms::{locked, lockfree};
 
 /// What an algorithm's options say about its names, and whether its picks
 /// need a key.
@@ -117,20 +120,20 @@ macro_rules! registry {
         ///
         /// | name | algorithm | balancer types |
         /// |---|---|---|
-        /// | `round_robin`, `weighted_round_robin` | nginx's smooth weighted round-robin (nginx's default) | [`WeightedRoundRobin`](crate::lockfree::WeightedRoundRobin) |
-        /// | `unweighted_round_robin` | round-robin, weights ignored | [`RoundRobin`](crate::lockfree::RoundRobin) |
-        /// | `least_conn` | least-connections per weight, nginx's ties | [`LeastConn`](crate::lockfree::LeastConn) |
-        /// | `random` | weighted random | [`Random`](crate::lockfree::Random) |
-        /// | `random two least_conn`, `random two`, `random least_conn` | power-of-two-choices least-connections | [`RandomLeastConn`](crate::lockfree::RandomLeastConn) |
-        /// | `peak_ewma`, `random two peak_ewma` | latency-aware, peak EWMA over two choices | [`PeakEwma`](crate::lockfree::PeakEwma) |
-        /// | `ip_hash` | nginx's `ip_hash`, bit for bit | [`NginxIpHash`](crate::lockfree::NginxIpHash) |
-        /// | `hash` | nginx's `hash $key` | [`NginxHash`](crate::lockfree::NginxHash) |
-        /// | `hash consistent` | nginx's `hash $key consistent` (ketama) | [`NginxHash`](crate::lockfree::NginxHash) |
-        /// | `consistent_hash` | this crate's keyed hash: SipHash over a weighted rendezvous table | [`IpHash`](crate::lockfree::IpHash) |
+        /// | `round_robin`, `weighted_round_robin` | nginx's smooth weighted round-robin (nginx's default) | [`WeightedRoundRobin`](crate::algorithms::lockfree::WeightedRoundRobin) |
+        /// | `unweighted_round_robin` | round-robin, weights ignored | [`RoundRobin`](crate::algorithms::lockfree::RoundRobin) |
+        /// | `least_conn` | least-connections per weight, nginx's ties | [`LeastConn`](crate::algorithms::lockfree::LeastConn) |
+        /// | `random` | weighted random | [`Random`](crate::algorithms::lockfree::Random) |
+        /// | `random two least_conn`, `random two`, `random least_conn` | power-of-two-choices least-connections | [`RandomLeastConn`](crate::algorithms::lockfree::RandomLeastConn) |
+        /// | `peak_ewma`, `random two peak_ewma` | latency-aware, peak EWMA over two choices | [`PeakEwma`](crate::algorithms::lockfree::PeakEwma) |
+        /// | `ip_hash` | nginx's `ip_hash`, bit for bit | [`NginxIpHash`](crate::algorithms::lockfree::NginxIpHash) |
+        /// | `hash` | nginx's `hash $key` | [`NginxHash`](crate::algorithms::lockfree::NginxHash) |
+        /// | `hash consistent` | nginx's `hash $key consistent` (ketama) | [`NginxHash`](crate::algorithms::lockfree::NginxHash) |
+        /// | `consistent_hash` | this crate's keyed hash: SipHash over a weighted rendezvous table | [`IpHash`](crate::algorithms::lockfree::IpHash) |
         ///
-        /// Each runs as the [`lockfree`](crate::lockfree) or
-        /// [`locked`](crate::locked) type of that name, as the pool's
-        /// [`Form`](crate::Form) says. An algorithm of your own is
+        /// Each runs as the [`lockfree`](crate::algorithms::lockfree) or
+        /// [`locked`](crate::algorithms::locked) type of that name, as the pool's
+        /// [`Form`](crate::pick::Form) says. An algorithm of your own is
         /// [`Custom`](Self::Custom).
         ///
         /// # Examples
@@ -264,7 +267,7 @@ macro_rules! registry {
 
 use super::any_live::AnyLive;
 use super::{Forms, LiveParts, PoolBackend};
-use crate::BuildError;
+use crate::error::BuildError;
 use crate::pick::Form;
 
 registry! { $
@@ -285,7 +288,7 @@ registry! { $
     IpHash(NginxIpHashOptions) => NginxIpHash, ["ip_hash"];
     /// nginx's `hash $key`, consistent (ketama) or not.
     Hash(NginxHashOptions) => NginxHash, ["hash", "hash consistent"];
-    /// This crate's keyed hash (see [`IpHash`](crate::lockfree::IpHash)).
+    /// This crate's keyed hash (see [`IpHash`](crate::algorithms::lockfree::IpHash)).
     ConsistentHash(HashOptions) => IpHash, ["consistent_hash"];
 }
 

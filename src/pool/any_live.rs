@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use super::PoolBackend;
 use crate::backend::HealthPolicy;
 use crate::backend::common::Common;
+use crate::error::{PickError, UpdateError};
 use crate::live::{AdminState, Assemble, Backend, Live};
 use crate::pick::{Balancer, Context};
 use crate::table::{BackendStats, Guard};
-use crate::{PickError, UpdateError};
 
 /// Matches the backend an update names.
 type Id<'a, T> = &'a dyn Fn(&T) -> bool;

@@ -12,11 +12,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Algorithm, CustomAlgorithm, Form, Pool, PoolBackend};
-use crate::{
-    AdminState, Backend, BuildError, ChoiceOptions, HashOptions, HealthPolicy, ManualClock,
-    NginxHashOptions, NginxIpHashOptions, PeakEwmaOptions, RandomOptions, UpdateError,
-    WhenAllEjected,
-};
+use crate::algorithms::ip_hash::HashOptions;
+use crate::algorithms::nginx::hash::NginxHashOptions;
+use crate::algorithms::nginx::ip_hash::NginxIpHashOptions;
+use crate::algorithms::random::RandomOptions;
+use crate::algorithms::random::least_conn::ChoiceOptions;
+use crate::algorithms::random::peak_ewma::PeakEwmaOptions;
+use crate::backend::{HealthPolicy, WhenAllEjected};
+use crate::error::{BuildError, UpdateError};
+use crate::live::{AdminState, Backend};
+use crate::time::ManualClock;
 
 /// A pool as configured: algorithm, form, options, health policy and
 /// backends, in the order the algorithm sees them.

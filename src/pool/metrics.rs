@@ -9,7 +9,7 @@
 use std::fmt::{self, Write};
 
 use super::{Pool, PoolBackend};
-use crate::{BackendState, BackendStats};
+use crate::table::{BackendState, BackendStats};
 
 /// One metric family: name, type and help.
 struct Family {

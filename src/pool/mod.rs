@@ -39,11 +39,12 @@ pub use metrics::PrometheusText;
 pub use picked::Picked;
 pub use retry::{RetryBudget, RetryError, RetryPolicy, Verdict};
 
+use crate::backend::HealthPolicy;
+use crate::error::{BuildError, PickError, UpdateError};
+use crate::live::{AdminState, Backend, Live};
+use crate::pick::{Balancer, Context};
+use crate::table::{BackendStats, Guard};
 use crate::time::{Clock, SystemClock};
-use crate::{
-    AdminState, Backend, BackendStats, Balancer, BuildError, Context, Guard, HealthPolicy, Live,
-    PickError, UpdateError,
-};
 
 /// What a pool's backends are: their identity (`Eq`, `Hash`), the name
 /// nginx's `hash consistent` hashes and metrics show (`Display`), and

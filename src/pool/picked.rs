@@ -5,8 +5,9 @@ use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
 
+use crate::backend::Outcome;
+use crate::table::Guard;
 use crate::time::Nanos;
-use crate::{Guard, Outcome};
 
 /// One picked backend for one request, from [`Pool::pick`](crate::Pool::pick):
 /// counted as active until it is finished or dropped, and timed from the

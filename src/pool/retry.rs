@@ -17,9 +17,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::{Pool, PoolBackend};
+use crate::error::PickError;
+use crate::pick::{Context, Tried};
 use crate::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use crate::time::{Clock, Nanos, SystemClock};
-use crate::{Context, PickError, Tried};
 
 /// One token, in the balance's unit.
 const TOKEN: i64 = 1_000;

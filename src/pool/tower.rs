@@ -81,7 +81,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{Picked, Pool, PoolBackend, RetryPolicy, Verdict};
-use crate::{Context, PickError, Tried};
+use crate::error::PickError;
+use crate::pick::{Context, Tried};
 
 /// An error a [`Policy`] returns when it cannot route a request.
 pub type BoxError = Box<dyn StdError + Send + Sync>;

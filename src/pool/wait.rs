@@ -15,7 +15,8 @@ use std::time::Instant;
 use event_listener::Listener;
 
 use super::{Picked, Pool, PoolBackend};
-use crate::{Context, PickError};
+use crate::error::PickError;
+use crate::pick::Context;
 
 impl<T: PoolBackend> Pool<T> {
     /// As [`pick`](Self::pick), but while every backend that could take

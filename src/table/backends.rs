@@ -7,9 +7,9 @@ use std::sync::{Arc, Weak};
 use super::entry::{DenseCounts, DenseSlot, Entry};
 use super::guard::{Guard, Holds};
 use super::weights::{Weights, check_len};
-use crate::BuildError;
 use crate::backend::common::Common;
 use crate::backend::record::Record;
+use crate::error::BuildError;
 use crate::sync::atomic::{AtomicU32, Ordering};
 
 /// The backends of one balancer (or one snapshot of a live one), numbered

@@ -144,7 +144,7 @@ impl<T: fmt::Debug> fmt::Debug for Guard<T> {
 #[cfg(test)]
 mod tests {
     use super::Guard;
-    use crate::PickError;
+    use crate::error::PickError;
 
     /// A pick's result fits two words, which return in registers: the
     /// `holds` enum's spare values carry the error. A third word cost 4.5 ns

@@ -1,7 +1,7 @@
 //! Weights as the caller gave them, validated: one to `MAX_BACKENDS` of
 //! them, each at least 1, their sum within `u32`.
 
-use crate::BuildError;
+use crate::error::BuildError;
 
 /// The most backends one balancer holds. Schedules and hash tables store
 /// indices as `u16`, which keeps them small enough to stay in cache.

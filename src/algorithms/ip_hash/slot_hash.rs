@@ -10,9 +10,9 @@ use super::HashOptions;
 use super::slot_table::{SlotTable, mix, rendezvous};
 use crate::algorithms::bounded_load::{Bound, from_home};
 use crate::backend::health::FULL;
+use crate::error::{BuildError, PickError};
 use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set, normalise};
 use crate::table::{Backends, Weights};
-use crate::{BuildError, PickError};
 
 /// The consistent hash's state (both forms): the slot table, each slot
 /// owned by its weighted-rendezvous winner, and how to hash a context into

@@ -22,7 +22,7 @@
 //! so the table is the same on every platform.
 
 use super::HashOptions;
-use crate::BuildError;
+use crate::error::BuildError;
 use crate::table::check_len;
 
 /// Log2 of the most slots a block holds: 4,096 scores of 16 bytes, 64 KiB.
@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn the_most_backends_build_in_bounded_time() {
         let limit = Duration::from_secs(120);
-        let most: Vec<u64> = (0..crate::MAX_BACKENDS as u64).map(mix).collect();
+        let most: Vec<u64> = (0..crate::table::MAX_BACKENDS as u64).map(mix).collect();
         let mut weights = vec![1u32; most.len()];
         let table = within(limit, {
             let (most, weights) = (most.clone(), weights.clone());

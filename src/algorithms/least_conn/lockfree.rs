@@ -7,10 +7,10 @@ use super::kernels::{first_highest, level_run};
 use super::{capped, compare, compare_ramped, ramped};
 use crate::algorithms::effective::lazy_take;
 use crate::algorithms::weighted_round_robin::UNIT;
+use crate::error::{BuildError, PickError};
 use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
 use crate::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use crate::table::{Backends, ScanActives, Weights};
-use crate::{BuildError, PickError};
 
 /// Least-connections' lock-free state: a scan for the least loaded, then
 /// nginx's tie-break on atomics.

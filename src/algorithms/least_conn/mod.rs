@@ -31,6 +31,9 @@ mod kernels;
 mod lockfree;
 mod sequential;
 
+#[cfg(all(test, loom))]
+mod loom_locked;
+
 pub use lockfree::LeastConnScan;
 pub use sequential::LeastConnState;
 

@@ -4,9 +4,9 @@
 use super::{capped, compare_ramped, load, ramped};
 use crate::algorithms::effective::EffectiveWeights;
 use crate::algorithms::weighted_round_robin::UNIT;
+use crate::error::{BuildError, PickError};
 use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
 use crate::table::{Backends, ScanActives, Weights};
-use crate::{BuildError, PickError};
 
 /// Least-connections' sequential state: nginx's
 /// `ngx_http_upstream_get_least_conn_peer` as a state machine, written in

@@ -31,11 +31,11 @@ use super::crc32::{Crc32, crc32};
 use super::{ByWeight, Retry, first, walk_bounded};
 use crate::algorithms::bounded_load::Bound;
 use crate::algorithms::choose_through_ref;
+use crate::error::{BuildError, PickError};
 use crate::pick::{
     Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static, normalise,
 };
 use crate::table::{Backends, Weights};
-use crate::{BuildError, PickError};
 
 /// Options of the nginx `hash` balancers: consistent (the ketama ring of
 /// `hash $key consistent`, the default) or not (`hash $key`).

@@ -21,11 +21,11 @@ use std::net::IpAddr;
 use super::{ByWeight, Retry, first, walk_bounded};
 use crate::algorithms::bounded_load::Bound;
 use crate::algorithms::choose_through_ref;
+use crate::error::{BuildError, PickError};
 use crate::pick::{
     Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static, normalise,
 };
 use crate::table::Backends;
-use crate::{BuildError, PickError};
 
 /// Options of the nginx `ip_hash` balancers.
 ///

@@ -23,7 +23,7 @@ pub use hash::NginxKeyTable;
 pub use ip_hash::NginxIpTable;
 
 use super::bounded_load::{Bound, from_home};
-use crate::PickError;
+use crate::error::PickError;
 use crate::pick::Candidates;
 use crate::table::{Backends, Weights};
 

@@ -8,8 +8,8 @@
 //! `W`, the height (the bias is below `n * W / 2^64`). Equal weights skip
 //! the table.
 
-use crate::PickError;
 use crate::backend::health::FULL;
+use crate::error::PickError;
 use crate::pick::Candidates;
 use crate::table::Weights;
 

@@ -14,9 +14,9 @@ use std::marker::PhantomData;
 use super::alias::{Alias, draw_available};
 use super::words::{SeededStream, Words};
 use crate::backend::peak::Estimate;
+use crate::error::{BuildError, PickError};
 use crate::pick::{Candidates, Choose, Context, NewBackends};
 use crate::table::{Backends, Weights};
-use crate::{BuildError, PickError};
 
 /// Static tables of more backends than this keep a dense copy of the
 /// active counts: a pick reads its candidates' counts from a few kilobytes
@@ -335,7 +335,7 @@ macro_rules! choices_build {
             fn build(
                 $set: &crate::pick::Set<'_, T>,
                 $opts: &$options,
-            ) -> Result<Self, crate::BuildError> {
+            ) -> Result<Self, crate::error::BuildError> {
                 let (choices, cost, seed) = $rule;
                 Ok(Self::new($set.validated(), choices, cost, seed))
             }

@@ -3,9 +3,9 @@
 use super::RandomOptions;
 use super::alias::{Alias, draw_available};
 use super::words::{SeededStream, Words};
+use crate::error::{BuildError, PickError};
 use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
 use crate::table::Backends;
-use crate::{BuildError, PickError};
 
 /// Random selection's lock-free state: the alias table and where its
 /// random words come from.

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use super::choices::{Choices, ChoicesState, Cost, check_choices, choices_build};
-use crate::BuildError;
+use crate::error::BuildError;
 use crate::pick::{LockFree, Locked, Set, Static};
 use crate::time::Nanos;
 

@@ -8,10 +8,10 @@ use super::state::SmoothState;
 use super::windows::Windows;
 use super::{BUILD_WORK_LIMIT, SCHEDULE_LIMIT, UNIT, WINDOW_WORK};
 use crate::algorithms::effective::lazy_take;
+use crate::error::{BuildError, PickError};
 use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
 use crate::sync::atomic::{AtomicI64, AtomicU16, AtomicUsize, Ordering};
 use crate::table::{Backends, Weights};
-use crate::{BuildError, PickError};
 
 /// The lock-free form: one sequence state, held in one of two places.
 ///

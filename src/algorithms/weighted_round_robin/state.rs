@@ -5,9 +5,9 @@
 use super::UNIT;
 use super::windows;
 use crate::algorithms::effective::EffectiveWeights;
+use crate::error::{BuildError, PickError};
 use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
 use crate::table::{Backends, Weights};
-use crate::{BuildError, PickError};
 
 /// Smooth weighted round-robin's sequential state: nginx's state machine,
 /// `O(n)` a pick.

@@ -1,6 +1,7 @@
-//! Loom model of the locked form (`forms.rs`): the choice and the claim
-//! run under the form's lock (the sync shim's, so loom sees it), so two
-//! picks that race never see the same counts.
+//! Loom model of the locked form (`pick/forms.rs`), on least-connections,
+//! where it matters most: the choice and the claim run under the form's
+//! lock (the sync shim's, so loom sees it), so two picks that race never
+//! see the same counts.
 
 use loom::sync::Arc;
 use loom::thread;
