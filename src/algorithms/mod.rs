@@ -74,6 +74,45 @@ pub mod locked {
     pub use super::weighted_round_robin::LockedWeightedRoundRobin as WeightedRoundRobin;
 }
 
+/// What `new` takes for each state (see [`NewBackends`](crate::NewBackends)):
+/// the values, each of weight 1, but for smooth weighted round-robin,
+/// whose weights are its point: `(value, weight)` pairs.
+macro_rules! new_backends {
+    (
+        values: $($state:ty),*;
+        values of any options: $($generic:ident),*;
+        pairs: $($paired:ty),*
+    ) => {
+        $(new_backends!(@values [] $state);)*
+        $(new_backends!(@values [O] $generic<O>);)*
+        $(
+            impl<T> crate::pick::NewBackends<T> for $paired {
+                type Item = (T, u32);
+
+                fn weigh(pair: (T, u32)) -> (T, u32) {
+                    pair
+                }
+            }
+        )*
+    };
+    (@values [$($g:ident)?] $state:ty) => {
+        impl<T $(, $g)?> crate::pick::NewBackends<T> for $state {
+            type Item = T;
+
+            fn weigh(value: T) -> (T, u32) {
+                (value, 1)
+            }
+        }
+    };
+}
+
+new_backends! {
+    values: RoundRobinCursor, RoundRobinState, LeastConnScan, LeastConnState, RandomDraw,
+        RandomState, SlotHash, NginxIpTable, NginxKeyTable;
+    values of any options: Choices, ChoicesState;
+    pairs: SmoothSchedule, SmoothState
+}
+
 /// The locked form of a state that chooses through a shared reference (one
 /// state for both forms): its `&mut self` step is the shared one.
 macro_rules! choose_through_ref {

@@ -3,7 +3,7 @@
 use crossbeam_utils::CachePadded;
 
 use crate::error::{BuildError, PickError};
-use crate::pick::{Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static};
+use crate::pick::{Build, Candidates, Choose, Context, LockFree, Locked, Set, Static};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::table::Backends;
 
@@ -143,24 +143,6 @@ impl<T> Build<T> for RoundRobinState {
     /// As [`RoundRobinCursor`]'s.
     fn resume(&mut self, previous: &Self) {
         self.rotate_to(previous.position());
-    }
-}
-
-/// `new` takes the values; weights are ignored.
-impl<T> NewBackends<T> for RoundRobinCursor {
-    type Item = T;
-
-    fn weigh(value: T) -> (T, u32) {
-        (value, 1)
-    }
-}
-
-/// `new` takes the values; weights are ignored.
-impl<T> NewBackends<T> for RoundRobinState {
-    type Item = T;
-
-    fn weigh(value: T) -> (T, u32) {
-        (value, 1)
     }
 }
 

@@ -11,7 +11,7 @@ use super::slot_table::{SlotTable, mix, rendezvous};
 use crate::algorithms::bounded_load::{Bound, from_home};
 use crate::backend::health::FULL;
 use crate::error::{BuildError, PickError};
-use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set, normalise};
+use crate::pick::{Build, Candidates, Choose, Context, Set, normalise};
 use crate::table::{Backends, Weights};
 
 /// The consistent hash's state (both forms): the slot table, each slot
@@ -261,15 +261,6 @@ impl<T: Hash> Build<T> for SlotHash {
 
     fn counts_total(&self) -> bool {
         self.bound.is_some()
-    }
-}
-
-/// `new` takes the values, each of weight 1.
-impl<T> NewBackends<T> for SlotHash {
-    type Item = T;
-
-    fn weigh(value: T) -> (T, u32) {
-        (value, 1)
     }
 }
 

@@ -8,7 +8,7 @@ use super::{capped, compare, compare_ramped, ramped};
 use crate::algorithms::effective::lazy_take;
 use crate::algorithms::weighted_round_robin::UNIT;
 use crate::error::{BuildError, PickError};
-use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
+use crate::pick::{Build, Candidates, Choose, Context, Set};
 use crate::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use crate::table::{Backends, ScanActives, Weights};
 
@@ -324,14 +324,5 @@ impl<T> Build<T> for LeastConnScan {
 
     fn build(set: &Set<'_, T>, (): &()) -> Result<Self, BuildError> {
         Ok(Self::new(set.validated().clone()))
-    }
-}
-
-/// `new` takes the values, each of weight 1.
-impl<T> NewBackends<T> for LeastConnScan {
-    type Item = T;
-
-    fn weigh(value: T) -> (T, u32) {
-        (value, 1)
     }
 }

@@ -5,7 +5,7 @@ use super::{capped, compare_ramped, load, ramped};
 use crate::algorithms::effective::EffectiveWeights;
 use crate::algorithms::weighted_round_robin::UNIT;
 use crate::error::{BuildError, PickError};
-use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
+use crate::pick::{Build, Candidates, Choose, Context, Set};
 use crate::table::{Backends, ScanActives, Weights};
 
 /// Least-connections' sequential state: nginx's
@@ -180,14 +180,5 @@ impl<T> Build<T> for LeastConnState {
             set.validated().clone(),
             EffectiveWeights::from_set(set),
         ))
-    }
-}
-
-/// `new` takes the values, each of weight 1.
-impl<T> NewBackends<T> for LeastConnState {
-    type Item = T;
-
-    fn weigh(value: T) -> (T, u32) {
-        (value, 1)
     }
 }

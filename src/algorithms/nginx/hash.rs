@@ -32,9 +32,7 @@ use super::{ByWeight, Retry, first, walk_bounded};
 use crate::algorithms::bounded_load::Bound;
 use crate::algorithms::choose_through_ref;
 use crate::error::{BuildError, PickError};
-use crate::pick::{
-    Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static, normalise,
-};
+use crate::pick::{Build, Candidates, Choose, Context, LockFree, Locked, Set, Static, normalise};
 use crate::table::{Backends, Weights};
 
 /// Options of the nginx `hash` balancers: consistent (the ketama ring of
@@ -465,15 +463,6 @@ impl<T: Display> Build<T> for NginxKeyTable {
 
     fn counts_total(&self) -> bool {
         self.bound.is_some()
-    }
-}
-
-/// `new` takes the values, each of weight 1, in nginx's `server` order.
-impl<T> NewBackends<T> for NginxKeyTable {
-    type Item = T;
-
-    fn weigh(value: T) -> (T, u32) {
-        (value, 1)
     }
 }
 

@@ -22,9 +22,7 @@ use super::{ByWeight, Retry, first, walk_bounded};
 use crate::algorithms::bounded_load::Bound;
 use crate::algorithms::choose_through_ref;
 use crate::error::{BuildError, PickError};
-use crate::pick::{
-    Build, Candidates, Choose, Context, LockFree, Locked, NewBackends, Set, Static, normalise,
-};
+use crate::pick::{Build, Candidates, Choose, Context, LockFree, Locked, Set, Static, normalise};
 use crate::table::Backends;
 
 /// Options of the nginx `ip_hash` balancers.
@@ -117,15 +115,6 @@ impl<T> Build<T> for NginxIpTable {
 
     fn counts_total(&self) -> bool {
         self.bound.is_some()
-    }
-}
-
-/// `new` takes the values, each of weight 1, in nginx's `server` order.
-impl<T> NewBackends<T> for NginxIpTable {
-    type Item = T;
-
-    fn weigh(value: T) -> (T, u32) {
-        (value, 1)
     }
 }
 

@@ -15,7 +15,7 @@ use super::alias::{Alias, draw_available};
 use super::words::{SeededStream, Words};
 use crate::backend::peak::Estimate;
 use crate::error::{BuildError, PickError};
-use crate::pick::{Candidates, Choose, Context, NewBackends};
+use crate::pick::{Candidates, Choose, Context};
 use crate::table::{Backends, Weights};
 
 /// Static tables of more backends than this keep a dense copy of the
@@ -278,24 +278,6 @@ impl<O> Choose for ChoicesState<O> {
             || stream.word(),
             |a, b| cost.better(backends, &alias.weights, a, b),
         )
-    }
-}
-
-/// `new` takes the values, each of weight 1.
-impl<T, O> NewBackends<T> for Choices<O> {
-    type Item = T;
-
-    fn weigh(value: T) -> (T, u32) {
-        (value, 1)
-    }
-}
-
-/// `new` takes the values, each of weight 1.
-impl<T, O> NewBackends<T> for ChoicesState<O> {
-    type Item = T;
-
-    fn weigh(value: T) -> (T, u32) {
-        (value, 1)
     }
 }
 

@@ -4,7 +4,7 @@ use super::RandomOptions;
 use super::alias::{Alias, draw_available};
 use super::words::{SeededStream, Words};
 use crate::error::{BuildError, PickError};
-use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
+use crate::pick::{Build, Candidates, Choose, Context, Set};
 use crate::table::Backends;
 
 /// Random selection's lock-free state: the alias table and where its
@@ -90,23 +90,5 @@ impl<T> Build<T> for RandomState {
     /// As [`RandomDraw`]'s.
     fn resume(&mut self, previous: &Self) {
         self.stream.drawn = previous.stream.drawn;
-    }
-}
-
-/// `new` takes the values: uniform.
-impl<T> NewBackends<T> for RandomDraw {
-    type Item = T;
-
-    fn weigh(value: T) -> (T, u32) {
-        (value, 1)
-    }
-}
-
-/// `new` takes the values: uniform.
-impl<T> NewBackends<T> for RandomState {
-    type Item = T;
-
-    fn weigh(value: T) -> (T, u32) {
-        (value, 1)
     }
 }

@@ -9,7 +9,7 @@ use super::windows::Windows;
 use super::{BUILD_WORK_LIMIT, SCHEDULE_LIMIT, UNIT, WINDOW_WORK};
 use crate::algorithms::effective::lazy_take;
 use crate::error::{BuildError, PickError};
-use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
+use crate::pick::{Build, Candidates, Choose, Context, Set};
 use crate::sync::atomic::{AtomicI64, AtomicU16, AtomicUsize, Ordering};
 use crate::table::{Backends, Weights};
 
@@ -379,15 +379,6 @@ impl<T> Build<T> for SmoothSchedule {
     /// Restarts at step 0 of the new set's sequence (as nginx on reload).
     fn build(set: &Set<'_, T>, (): &()) -> Result<Self, BuildError> {
         Ok(Self::new(set.validated()))
-    }
-}
-
-/// `new` takes `(value, weight)` pairs: weights are the point.
-impl<T> NewBackends<T> for SmoothSchedule {
-    type Item = (T, u32);
-
-    fn weigh(item: (T, u32)) -> (T, u32) {
-        item
     }
 }
 

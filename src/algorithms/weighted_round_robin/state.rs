@@ -6,7 +6,7 @@ use super::UNIT;
 use super::windows;
 use crate::algorithms::effective::EffectiveWeights;
 use crate::error::{BuildError, PickError};
-use crate::pick::{Build, Candidates, Choose, Context, NewBackends, Set};
+use crate::pick::{Build, Candidates, Choose, Context, Set};
 use crate::table::{Backends, Weights};
 
 /// Smooth weighted round-robin's sequential state: nginx's state machine,
@@ -103,14 +103,5 @@ impl<T> Build<T> for SmoothState {
             effective: EffectiveWeights::from_set(set),
             ..Self::new(set.validated())
         })
-    }
-}
-
-/// `new` takes `(value, weight)` pairs: weights are the point.
-impl<T> NewBackends<T> for SmoothState {
-    type Item = (T, u32);
-
-    fn weigh(item: (T, u32)) -> (T, u32) {
-        item
     }
 }
