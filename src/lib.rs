@@ -124,7 +124,7 @@ pub use error::{BuildError, PickError, UpdateError};
 pub use live::{AdminState, Assemble, Backend, Live, LiveBuilder};
 pub use pick::{
     Balancer, Build, Candidates, Choose, Context, Form, LockFree, Locked, NewBackends,
-    ParseFormError, Set, Sharing, Static, Tried,
+    ParseFormError, Rotation, Set, Sharing, Static, Tried,
 };
 #[cfg(feature = "metrics")]
 pub use pool::PrometheusText;

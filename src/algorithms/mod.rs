@@ -41,7 +41,7 @@ pub use ip_hash::SlotHash;
 pub use least_conn::{LeastConnScan, LeastConnState};
 pub use nginx::{NginxIpTable, NginxKeyTable};
 pub use random::{Choices, ChoicesState, RandomDraw, RandomState};
-pub use round_robin::{Rotation, RoundRobinCursor, RoundRobinState};
+pub use round_robin::{RoundRobinCursor, RoundRobinState};
 pub use weighted_round_robin::{SmoothSchedule, SmoothState};
 
 /// Lock-free balancers: atomics only, no lock and no allocation on the pick

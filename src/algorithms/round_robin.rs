@@ -3,7 +3,7 @@
 use crossbeam_utils::CachePadded;
 
 use crate::error::{BuildError, PickError};
-use crate::pick::{Build, Candidates, Choose, Context, LockFree, Locked, Set, Static};
+use crate::pick::{Build, Candidates, Choose, Context, LockFree, Locked, Rotation, Set, Static};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::table::Backends;
 
@@ -58,15 +58,6 @@ pub struct RoundRobinState {
     len: usize,
 }
 
-/// Where a round-robin state's sequence stands, and how to move it: the
-/// start offset both forms take.
-pub trait Rotation {
-    /// The backend the next pick goes to.
-    fn position(&self) -> usize;
-    /// Makes the next pick go to backend `index % len`.
-    fn rotate_to(&mut self, index: usize);
-}
-
 impl Rotation for RoundRobinCursor {
     fn position(&self) -> usize {
         // Relaxed: read once to carry the position over; the cursor only
@@ -87,27 +78,6 @@ impl Rotation for RoundRobinState {
 
     fn rotate_to(&mut self, index: usize) {
         self.next = index % self.len;
-    }
-}
-
-impl<T, F> Static<T, F>
-where
-    F: crate::pick::Sharing,
-    F::State: Rotation,
-{
-    /// Starts the sequence at backend `offset % len` instead of 0.
-    #[must_use]
-    pub fn with_start(mut self, offset: usize) -> Self {
-        self.form_mut()
-            .with_state_mut(|state| state.rotate_to(offset));
-        self
-    }
-
-    /// Starts at a random backend, so that many instances started together
-    /// do not all send their first requests to backend 0.
-    #[must_use]
-    pub fn with_random_start(self) -> Self {
-        self.with_start(rand::random::<u32>() as usize)
     }
 }
 

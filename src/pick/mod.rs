@@ -30,5 +30,5 @@ pub use choose::Choose;
 pub use context::Context;
 pub(crate) use context::normalise;
 pub use forms::{Form, LockFree, Locked, ParseFormError, Sharing};
-pub use static_balancer::Static;
+pub use static_balancer::{Rotation, Static};
 pub use tried::Tried;

@@ -99,6 +99,27 @@ where
     }
 }
 
+impl<T, F> Static<T, F>
+where
+    F: Sharing,
+    F::State: Rotation,
+{
+    /// Starts the sequence at backend `offset % len` instead of 0.
+    #[must_use]
+    pub fn with_start(mut self, offset: usize) -> Self {
+        self.form_mut()
+            .with_state_mut(|state| state.rotate_to(offset));
+        self
+    }
+
+    /// Starts at a random backend, so that many instances started together
+    /// do not all send their first requests to backend 0.
+    #[must_use]
+    pub fn with_random_start(self) -> Self {
+        self.with_start(rand::random::<u32>() as usize)
+    }
+}
+
 impl<T, F> Static<T, F> {
     /// The backend at `index`, or `None` past the end.
     pub fn get(&self, index: usize) -> Option<&T> {
@@ -171,4 +192,14 @@ impl<T: fmt::Debug, F> fmt::Debug for Static<T, F> {
             .field("backends_and_active", &self.backends)
             .finish_non_exhaustive()
     }
+}
+
+/// A state whose sequence steps through the backends in turn and can begin
+/// at any of them: what [`Static::with_start`] moves (both forms of
+/// round-robin; yours, if it rotates too).
+pub trait Rotation {
+    /// The backend the next pick goes to.
+    fn position(&self) -> usize;
+    /// Makes the next pick go to backend `index % len`.
+    fn rotate_to(&mut self, index: usize);
 }

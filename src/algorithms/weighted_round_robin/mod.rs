@@ -78,6 +78,8 @@ pub type WeightedRoundRobin<T> = Static<T, LockFree<SmoothSchedule>>;
 /// ```
 pub type LockedWeightedRoundRobin<T> = Static<T, Locked<SmoothState>>;
 
+/// The one part of a balancer type's API that is its algorithm's own: the
+/// bounds of the precomputed schedule (every other method is `Static`'s).
 impl<T> WeightedRoundRobin<T> {
     /// The longest period the lock-free form precomputes: 2^19 picks, stored
     /// as `u16` indices in 1 MiB.
