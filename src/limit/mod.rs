@@ -50,4 +50,4 @@ pub use keyed_concurrency::{
     KeyedConcurrencyError, KeyedConcurrencyLimit, KeyedConcurrencyStats, KeyedPermit,
 };
 pub use quota::{Quota, QuotaError};
-pub use real_ip::{ForwardedHeader, TrustedProxies};
+pub use real_ip::{ForwardedHeader, TrustedProxies, UnreadableForwarded};

@@ -54,6 +54,12 @@ impl TrustedProxies {
         self.header
     }
 
+    /// Whether `peer` is one of the trusted proxies, whose forwarding
+    /// headers (and not only the one read here) may be passed on.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.proxies.contains(peer)
+    }
+
     /// The client's address, from the connection's `peer` and the values
     /// of the configured header in the order received (several header
     /// lines count as one list). From a peer not trusted: the peer. From a
@@ -61,32 +67,90 @@ impl TrustedProxies {
     /// the first untrusted address is the client, or the last address
     /// before an entry that is not one (`unknown`, an obfuscated name), or
     /// the leftmost when all are trusted. Allocates nothing.
+    ///
+    /// A server facing clients should prefer [`try_client`](Self::try_client):
+    /// where this stops at an entry it cannot read, the client may come out
+    /// as a trusted proxy's own address, to which no limit applies.
     pub fn client<'a, I>(&self, peer: IpAddr, values: I) -> IpAddr
     where
         I: IntoIterator<Item = &'a str>,
         I::IntoIter: DoubleEndedIterator,
     {
+        let entries = values.into_iter().map(str::as_bytes);
+        self.walk(peer, entries).unwrap_or_else(|last| last)
+    }
+
+    /// The client's address as [`client`](Self::client) finds it, from the
+    /// header's raw bytes, failing closed: an entry walked (one a trusted
+    /// proxy vouches for) that is not an address, or holds bytes that are
+    /// not text, is an error rather than a stop, so a client cannot
+    /// become its trusted proxy by sending a header no one can read.
+    /// Entries left of the client are the client's own and not read.
+    /// Allocates nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use loadbalance::limit::{ForwardedHeader, IpList, TrustedProxies};
+    /// use std::net::IpAddr;
+    ///
+    /// let proxies = TrustedProxies::new(IpList::parse(["10.0.0.0/8"])?, ForwardedHeader::XForwardedFor);
+    /// let lb: IpAddr = "10.0.0.5".parse()?;
+    /// let line: &[u8] = b"\xff203.0.113.7";
+    /// assert!(proxies.try_client(lb, [line]).is_err());
+    /// let line: &[u8] = b"\xff, 203.0.113.7";
+    /// assert_eq!(proxies.try_client(lb, [line])?, "203.0.113.7".parse::<IpAddr>()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_client<'a, I>(&self, peer: IpAddr, values: I) -> Result<IpAddr, UnreadableForwarded>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+        I::IntoIter: DoubleEndedIterator,
+    {
+        self.walk(peer, values.into_iter())
+            .map_err(|_| UnreadableForwarded)
+    }
+
+    /// The walk both forms make: `Err` carries the address reached when
+    /// an entry could not be read.
+    fn walk<'a, I>(&self, peer: IpAddr, values: I) -> Result<IpAddr, IpAddr>
+    where
+        I: DoubleEndedIterator<Item = &'a [u8]>,
+    {
         if !self.proxies.contains(peer) {
-            return peer;
+            return Ok(peer);
         }
         let mut client = peer;
-        let entries = values.into_iter().rev().flat_map(|value| value.rsplit(','));
+        let entries = values.rev().flat_map(|value| value.rsplit(|&b| b == b','));
         for entry in entries {
+            let entry = std::str::from_utf8(entry).map_err(|_| client)?;
             let parsed = match self.header {
                 ForwardedHeader::XForwardedFor | ForwardedHeader::XRealIp => address(entry),
                 ForwardedHeader::Forwarded => forwarded_for(entry).and_then(address),
             };
-            let Some(address) = parsed else {
-                return client;
-            };
-            client = address;
-            if !self.proxies.contains(address) || self.header == ForwardedHeader::XRealIp {
-                return client;
+            client = parsed.ok_or(client)?;
+            if !self.proxies.contains(client) || self.header == ForwardedHeader::XRealIp {
+                return Ok(client);
             }
         }
-        client
+        Ok(client)
     }
 }
+
+/// A trusted proxy's forwarded header holds an entry, among those it
+/// vouches for, that is not an address (or not text): who the client is
+/// cannot be known, and a server should refuse the request (400).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnreadableForwarded;
+
+impl std::fmt::Display for UnreadableForwarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a trusted proxy forwarded a client address that cannot be read")
+    }
+}
+
+impl std::error::Error for UnreadableForwarded {}
 
 /// An address as proxies write it: `192.0.2.1`, `192.0.2.1:443`,
 /// `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`, maybe quoted.

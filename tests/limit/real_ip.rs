@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use loadbalance::limit::{ForwardedHeader, IpList, TrustedProxies};
+use loadbalance::limit::{ForwardedHeader, IpList, TrustedProxies, UnreadableForwarded};
 
 fn ip(text: &str) -> IpAddr {
     text.parse().expect("an address")
@@ -96,4 +96,84 @@ fn forwarded_and_x_real_ip() {
     // X-Real-IP is one address, trusted or not.
     assert_eq!(real.client(lb, ["10.3.3.3"]), ip("10.3.3.3"));
     assert_eq!(real.client(lb, ["203.0.113.4"]), ip("203.0.113.4"));
+}
+
+#[test]
+fn try_client_fails_closed_on_what_a_trusted_proxy_vouches_for() {
+    let xff = proxies(ForwardedHeader::XForwardedFor);
+    let lb = ip("10.0.0.5");
+    let bytes = |lines: &[&'static [u8]]| lines.to_vec();
+    // A byte that is not text where the client should be: an error, never
+    // the trusted proxy itself (which `client` falls back to).
+    for line in [
+        &b"203.0.113.7\xff"[..],
+        b"\xc3\xa9",
+        b"unknown",
+        b"garbage, 10.2.2.2",
+        b"203.0.113.7, , 10.2.2.2",
+    ] {
+        assert_eq!(
+            xff.try_client(lb, bytes(&[line]))
+                .map_err(|e| e.to_string()),
+            Err(UnreadableForwarded::default().to_string()),
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    assert_eq!(xff.client(lb, ["garbage, 10.2.2.2"]), ip("10.2.2.2"));
+    // What lies left of the client is the client's own and not read.
+    assert_eq!(
+        xff.try_client(lb, bytes(&[b"\xff\xfe", b"junk, 203.0.113.7, 10.9.9.9"])),
+        Ok(ip("203.0.113.7"))
+    );
+    // From a peer not trusted nothing is read.
+    let stranger = ip("198.51.100.9");
+    assert_eq!(xff.try_client(stranger, bytes(&[b"\xff"])), Ok(stranger));
+    // No header: the peer.
+    assert_eq!(xff.try_client(lb, bytes(&[])), Ok(lb));
+    let forwarded = proxies(ForwardedHeader::Forwarded);
+    assert_eq!(
+        forwarded
+            .try_client(lb, bytes(&[b"for=_hidden, for=10.1.1.1"]))
+            .map_err(|e| e.to_string()),
+        Err(UnreadableForwarded::default().to_string())
+    );
+    assert_eq!(
+        forwarded.try_client(lb, bytes(&[b"for=\"[2001:db8::7]:443\";proto=https"])),
+        Ok(ip("2001:db8::7"))
+    );
+}
+
+proptest::proptest! {
+    /// Where every entry walked can be read, both forms agree.
+    #[test]
+    fn try_client_agrees_with_client_where_it_can_read(
+        entries in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "10.0.0.1", "10.9.9.9", "203.0.113.7", "198.51.100.1", "[2001:db8::7]:443",
+                "2001:db8:ffff::2", "unknown", "", " 10.3.3.3 ",
+            ]),
+            0..6,
+        ),
+        lines in 1usize..3,
+        header in proptest::sample::select(vec![
+            ForwardedHeader::XForwardedFor, ForwardedHeader::XRealIp,
+        ]),
+    ) {
+        let trusted = proxies(header);
+        let per_line = entries.len().div_ceil(lines).max(1);
+        let values: Vec<String> = entries.chunks(per_line).map(|c| c.join(",")).collect();
+        let lb = ip("10.0.0.5");
+        let text = trusted.client(lb, values.iter().map(String::as_str));
+        match trusted.try_client(lb, values.iter().map(String::as_bytes)) {
+            Ok(client) => proptest::prop_assert_eq!(client, text),
+            // An unreadable entry was walked: `client` stopped before it,
+            // at a trusted address (or the peer).
+            Err(_) => proptest::prop_assert!(
+                text == lb || IpList::parse(["10.0.0.0/8", "2001:db8:ffff::/48"])
+                    .expect("valid")
+                    .contains(text)
+            ),
+        }
+    }
 }

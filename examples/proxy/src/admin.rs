@@ -40,9 +40,14 @@ pub struct Counters {
     /// Requests refused because the shared (Redis) limit could not answer
     /// and the policy fails closed (503).
     pub unavailable: AtomicU64,
-    /// Requests refused as malformed before routing: conflicting framing
-    /// or two `Host` headers (400).
+    /// Requests refused as malformed before routing (400, 501): framing
+    /// that conflicts or a coding other than chunked, a missing, repeated
+    /// or invalid `Host`, a path that is refused, an unreadable forwarded
+    /// address from a trusted proxy.
     pub malformed: AtomicU64,
+    /// Clients that stopped sending their request body for
+    /// `client_body_timeout_ms` (408).
+    pub client_timeouts: AtomicU64,
     /// Requests no backend could take (503).
     pub no_backend: AtomicU64,
     /// Attempts on another backend.
@@ -117,6 +122,11 @@ impl Counters {
                 &self.retries,
             ),
             (
+                "proxy_client_body_timeouts_total",
+                "Clients that stopped sending their request body (408).",
+                &self.client_timeouts,
+            ),
+            (
                 "proxy_upstream_errors_total",
                 "Exchanges with a backend that failed.",
                 &self.upstream_errors,
@@ -168,6 +178,35 @@ pub(crate) fn metrics(shared: &Shared) -> String {
     }
     let mut out = pools.render();
     shared.counters.render(&mut out);
+    let connections = &shared.connections;
+    let _ = writeln!(
+        out,
+        "# HELP proxy_connections Client connections open.\n# TYPE proxy_connections gauge\n\
+         proxy_connections {}",
+        connections.open_now()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP proxy_connections_closed_total Client connections closed by the proxy's \
+         limits, by reason.\n# TYPE proxy_connections_closed_total counter"
+    );
+    for (reason, count) in [
+        ("per_client", &connections.refused_per_client),
+        ("full", &connections.refused_full),
+        ("shed_idle", &connections.shed),
+    ] {
+        let _ = writeln!(
+            out,
+            "proxy_connections_closed_total{{reason=\"{reason}\"}} {}",
+            count.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP proxy_accept_errors_total Failed accepts (out of descriptors, most likely).\n\
+         # TYPE proxy_accept_errors_total counter\nproxy_accept_errors_total {}",
+        connections.accept_errors.load(Relaxed)
+    );
     out
 }
 

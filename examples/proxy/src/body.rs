@@ -8,7 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use loadbalance::Picked;
 use loadbalance::limit::Admission;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use super::idle::BusyGuard;
 
@@ -136,10 +136,19 @@ impl Body for ProxyBody {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {
                         let after = held.stall_after;
-                        let stall = held
-                            .stall
-                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
-                        ready!(stall.as_mut().poll(cx));
+                        // At most two turns: a stall while the client's
+                        // body is awaited is the client's (its own timeout
+                        // bounds it), and the clock starts again.
+                        loop {
+                            let stall = held
+                                .stall
+                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                            ready!(stall.as_mut().poll(cx));
+                            held.stall = None;
+                            if !held.fault.as_ref().is_some_and(ClientFault::waiting) {
+                                break;
+                            }
+                        }
                         held.finish(false);
                         return Poll::Ready(Some(Err(Box::new(Stalled))));
                     }
@@ -181,12 +190,24 @@ impl Body for ProxyBody {
     }
 }
 
-/// How a client broke its own request body, if it did; shared by the
-/// body and the response that may outlive it, so the backend is not
-/// blamed for an exchange the client broke (else any client could eject
-/// healthy backends at will).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ClientFault(Arc<AtomicU8>);
+/// How a client broke its own request body, if it did, and whether the
+/// exchange is waiting on it now; shared by the body and the response
+/// that may outlive it, so the backend is not blamed for an exchange the
+/// client broke or held up (else any client could eject healthy backends
+/// at will).
+#[derive(Clone, Debug)]
+pub(crate) struct ClientFault(Arc<BodyState>);
+
+#[derive(Debug)]
+struct BodyState {
+    fault: AtomicU8,
+    /// The body's next bytes are awaited from the client.
+    waiting: AtomicBool,
+    /// When the client last moved its body (a frame, or its end), in
+    /// nanoseconds after `since`.
+    progress: AtomicU64,
+    since: Instant,
+}
 
 /// What a client did wrong with its body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,16 +216,30 @@ pub(crate) enum Fault {
     TooLarge,
     /// Cut off, or not valid HTTP framing.
     Broken,
+    /// Silent for `client_body_timeout_ms` mid-body.
+    TimedOut,
 }
 
+// Relaxed throughout: each field is a figure on its own, written by the
+// body's task and read by the exchange on the same worker thread (one
+// event loop a connection), or after the exchange that set it ended
+// (its error reached the reader through the connection's own
+// synchronisation).
 impl ClientFault {
+    pub(crate) fn new() -> Self {
+        Self(Arc::new(BodyState {
+            fault: AtomicU8::new(0),
+            waiting: AtomicBool::new(false),
+            progress: AtomicU64::new(0),
+            since: Instant::now(),
+        }))
+    }
+
     pub(crate) fn get(&self) -> Option<Fault> {
-        // Relaxed: a flag on its own, read after the exchange that set it
-        // broke (the body's error reached the reader through the
-        // connection's own synchronisation).
-        match self.0.load(Ordering::Relaxed) {
+        match self.0.fault.load(Ordering::Relaxed) {
             1 => Some(Fault::TooLarge),
             2 => Some(Fault::Broken),
+            3 => Some(Fault::TimedOut),
             _ => None,
         }
     }
@@ -213,28 +248,56 @@ impl ClientFault {
         let code = match fault {
             Fault::TooLarge => 1,
             Fault::Broken => 2,
+            Fault::TimedOut => 3,
         };
-        self.0.store(code, Ordering::Relaxed);
+        self.0.fault.store(code, Ordering::Relaxed);
+    }
+
+    /// Whether the exchange waits on the client's body now.
+    pub(crate) fn waiting(&self) -> bool {
+        self.0.waiting.load(Ordering::Relaxed)
+    }
+
+    /// When the client last moved its body (the exchange's start if never).
+    pub(crate) fn progressed_at(&self) -> Instant {
+        self.0.since + Duration::from_nanos(self.0.progress.load(Ordering::Relaxed))
+    }
+
+    fn wait(&self, waiting: bool) {
+        self.0.waiting.store(waiting, Ordering::Relaxed);
+    }
+
+    fn progress(&self) {
+        let nanos = u64::try_from(self.0.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.0.progress.store(nanos, Ordering::Relaxed);
+        self.wait(false);
     }
 }
 
-/// A request body cut at `max_body_bytes`: past it, an error (the
+/// A request body cut at `max_body_bytes` and at `client_body_timeout_ms`
+/// of silence (nginx's `client_body_timeout`): past either, an error (the
 /// exchange breaks) and the fault recorded. A declared `Content-Length`
 /// past the limit is refused before this (413); a chunked body is only
 /// known to be too large as it streams, so the client gets a 413 if the
-/// backend has not answered yet, and a cut connection if it has.
+/// backend has not answered yet, and a cut connection if it has; a
+/// silent client gets a 408.
 pub(crate) struct Capped {
     body: Incoming,
     left: u64,
     fault: ClientFault,
+    /// The longest silence between two reads of the body.
+    timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Capped {
-    pub(crate) fn new(body: Incoming, limit: u64, fault: ClientFault) -> Self {
+    pub(crate) fn new(body: Incoming, limit: u64, timeout: Duration, fault: ClientFault) -> Self {
         Self {
             body,
             left: limit,
             fault,
+            timeout,
+            timer: None,
         }
     }
 }
@@ -251,6 +314,18 @@ impl fmt::Display for TooLarge {
 
 impl std::error::Error for TooLarge {}
 
+/// A client silent mid-body for `client_body_timeout_ms`.
+#[derive(Debug)]
+pub(crate) struct BodyTimeout;
+
+impl fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the client stopped sending its request body")
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
 impl Body for Capped {
     type Data = Bytes;
     type Error = BoxError;
@@ -260,7 +335,23 @@ impl Body for Capped {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                this.fault.wait(true);
+                let timeout = this.timeout;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(timer.as_mut().poll(cx));
+                this.timer = None;
+                this.fault.set(Fault::TimedOut);
+                this.fault.wait(false);
+                return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+            }
+        };
+        this.timer = None;
+        this.fault.progress();
         Poll::Ready(match frame {
             Some(Ok(frame)) => {
                 let size = frame.data_ref().map_or(0, |data| data.len() as u64);

@@ -45,6 +45,13 @@ pub(crate) struct ServerConfig {
     /// Worker threads, each with its own event loop serving the
     /// connections it accepts (0: one per core).
     pub(crate) workers: usize,
+    /// Client connections kept at most (0: half the process's descriptor
+    /// limit). At the limit the longest idle connection is closed to make
+    /// room; if every one is busy, the new one is.
+    pub(crate) max_connections: usize,
+    /// Client connections from one address (IPv6: one /64) at most, trusted
+    /// proxies exempt (0: no limit); more are closed at once.
+    pub(crate) max_connections_per_client: usize,
     /// A request's head must arrive within this (slowloris), and an idle
     /// keep-alive connection is closed after it.
     pub(crate) header_timeout_ms: u64,
@@ -52,6 +59,11 @@ pub(crate) struct ServerConfig {
     /// (not counting the time its request is handled: the pick and
     /// upstream timeouts bound that).
     pub(crate) idle_timeout_ms: u64,
+    /// A client silent this long while it sends its request body gets a
+    /// 408 and its connection is closed (nginx's `client_body_timeout`);
+    /// the backend is not blamed, and `upstream_timeout_ms` does not run
+    /// while the proxy waits on the client.
+    pub(crate) client_body_timeout_ms: u64,
     /// The largest request head, in bytes (at least 8192; larger heads get
     /// 431).
     pub(crate) max_header_bytes: usize,
@@ -61,7 +73,8 @@ pub(crate) struct ServerConfig {
     pub(crate) pick_timeout_ms: u64,
     /// How long connecting to a backend may take (then another backend).
     pub(crate) connect_timeout_ms: u64,
-    /// How long a backend may take to answer with its response head (504).
+    /// How long a backend may take to answer with its response head (504),
+    /// counted from when the proxy last waited on the client's body.
     pub(crate) upstream_timeout_ms: u64,
     /// Attempts per request, the first included: retries go to backends
     /// not tried yet, for requests without a body whose method is
@@ -83,8 +96,11 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             workers: 0,
+            max_connections: 0,
+            max_connections_per_client: 0,
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            client_body_timeout_ms: 60_000,
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
             pick_timeout_ms: 1_000,
@@ -106,6 +122,10 @@ impl ServerConfig {
 
     pub(crate) fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub(crate) fn client_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_body_timeout_ms)
     }
 
     pub(crate) fn pick_timeout(&self) -> Duration {
@@ -141,9 +161,10 @@ pub(crate) struct ClientsConfig {
     pub(crate) allow: Vec<String>,
     /// Requests a second per client (IPv6 clients by /64).
     pub(crate) rate: Option<RateConfig>,
-    /// Requests in flight per client at most (503 beyond).
+    /// Requests in flight per client at most (429 beyond: the client's own
+    /// doing).
     pub(crate) in_flight_per_client: Option<u32>,
-    /// Requests in flight in all at most (503 beyond).
+    /// Requests in flight in all at most (503 beyond: the server is busy).
     pub(crate) in_flight: Option<u32>,
     /// Clients refused this often are banned (403) for a while.
     pub(crate) ban: Option<BanConfig>,
@@ -287,6 +308,10 @@ impl Config {
         for (field, value) in [
             ("server.header_timeout_ms", server.header_timeout_ms),
             ("server.idle_timeout_ms", server.idle_timeout_ms),
+            (
+                "server.client_body_timeout_ms",
+                server.client_body_timeout_ms,
+            ),
             ("server.connect_timeout_ms", server.connect_timeout_ms),
             ("server.upstream_timeout_ms", server.upstream_timeout_ms),
         ] {

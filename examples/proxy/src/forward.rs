@@ -9,22 +9,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Incoming};
-use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, RETRY_AFTER};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, RETRY_AFTER};
 use hyper::http::request::Parts;
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection};
+use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection, UnreadableForwarded};
 use loadbalance::{PickError, Picked, Tried};
 
 use super::Shared;
 use super::body::{Capped, ClientFault, Fault, Held, ProxyBody};
 use super::config::ServerConfig;
 use super::framing::Head;
-use super::headers::{add_forwarded, strip_hop_by_hop};
+use super::headers::{Hop, set_forwarding, strip_hop_by_hop};
+use super::request_target;
 use super::state::{State, Upstream};
 
 /// What the proxy sends a backend: the client's body, limited in size,
@@ -83,59 +86,92 @@ async fn serve(
     head: Head,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    if head == Head::Conflicting {
+    match head {
+        Head::Clean => {}
+        Head::Conflicting => {
+            shared.counters.malformed.fetch_add(1, Relaxed);
+            return closing(error(
+                StatusCode::BAD_REQUEST,
+                "400 bad request: conflicting or invalid body framing\n",
+            ));
+        }
+        Head::UnsupportedCoding => {
+            shared.counters.malformed.fetch_add(1, Relaxed);
+            return closing(error(
+                StatusCode::NOT_IMPLEMENTED,
+                "501 a transfer coding other than chunked\n",
+            ));
+        }
+    }
+    // Tunnels are not proxied; TRACE would echo what the client sent
+    // (cross-site tracing), so nginx refuses it too.
+    if matches!(*request.method(), Method::CONNECT | Method::TRACE) {
+        let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
+        response.headers_mut().insert(
+            ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+        );
+        return response;
+    }
+    let state = shared.state.load_full();
+    let Ok(client) = client_address(&state, peer.ip(), &request) else {
+        // Fail closed: never fall back to the trusted proxy itself, to
+        // which no limit applies.
         shared.counters.malformed.fetch_add(1, Relaxed);
         return error(
             StatusCode::BAD_REQUEST,
-            "400 bad request: conflicting Content-Length and Transfer-Encoding\n",
+            "400 a trusted proxy forwarded an unreadable client address\n",
         );
-    }
-    let state = shared.state.load_full();
-    let client = client_address(&state, peer.ip(), &request);
+    };
     let admission = match admit(&state, client).await {
         Ok(admission) => admission,
         Err(rejection) => return rejected(shared, &rejection),
     };
+    let (host, path) = match request_target::read(&request) {
+        Ok(target) => (target.host.to_owned(), target.path_and_query()),
+        Err(problem) => {
+            shared.counters.malformed.fetch_add(1, Relaxed);
+            let mut response =
+                Response::new(ProxyBody::owned(format!("400 bad request: {problem}\n")));
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            return response;
+        }
+    };
     if content_length(&request).is_some_and(|length| length > shared.settings.max_body_bytes) {
-        return error(
+        return closing(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "413 request body too large\n",
-        );
+        ));
     }
-    // An absolute-form target names the host itself; Host is then
-    // ignored (RFC 9112 §3.2.2). Otherwise exactly one Host (§3.2).
-    if request.uri().host().is_none() && request.headers().get_all(HOST).iter().nth(1).is_some() {
-        shared.counters.malformed.fetch_add(1, Relaxed);
-        return error(StatusCode::BAD_REQUEST, "400 more than one Host header\n");
-    }
-    let host = match request.uri().host() {
-        Some(host) => host,
-        None => request
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
-    };
-    let Some(route) = state.router.route(host, request.uri().path()) else {
+    // The route by the path in normal form, without its query.
+    let route_path = path.split_once('?').map_or(path.as_str(), |(path, _)| path);
+    let Some(route) = state.router.route(&host, route_path) else {
         return error(StatusCode::NOT_FOUND, "404 no route\n");
     };
     let upstream = &state.upstreams[*route.target()];
-    forward(
-        shared,
-        backends,
-        upstream,
+    let trusted = state
+        .clients
+        .trusted
+        .as_ref()
+        .is_some_and(|trusted| trusted.trusts(peer.ip()));
+    let hop = Hop {
+        peer: peer.ip(),
         client,
-        peer.ip(),
-        request,
-        admission,
-    )
-    .await
+        trusted,
+        host: Some(host.as_str()),
+    };
+    forward(shared, backends, upstream, hop, &path, request, admission).await
 }
 
-/// The client: the peer, or what a trusted proxy says it forwarded for.
-fn client_address(state: &State, peer: IpAddr, request: &Request<Incoming>) -> IpAddr {
+/// The client: the peer, or what a trusted proxy says it forwarded for;
+/// an error when a trusted proxy's header cannot be read.
+fn client_address(
+    state: &State,
+    peer: IpAddr,
+    request: &Request<Incoming>,
+) -> Result<IpAddr, UnreadableForwarded> {
     let Some(trusted) = &state.clients.trusted else {
-        return peer;
+        return Ok(peer);
     };
     let name = match trusted.header() {
         ForwardedHeader::Forwarded => "forwarded",
@@ -146,8 +182,8 @@ fn client_address(state: &State, peer: IpAddr, request: &Request<Incoming>) -> I
         .headers()
         .get_all(name)
         .iter()
-        .filter_map(|value| value.to_str().ok());
-    trusted.client(peer, values)
+        .map(HeaderValue::as_bytes);
+    trusted.try_client(peer, values)
 }
 
 async fn admit(state: &State, client: IpAddr) -> Result<Admission, Rejection> {
@@ -214,8 +250,8 @@ async fn forward(
     shared: &Shared,
     backends: &Backends,
     upstream: &Upstream,
-    client: IpAddr,
-    peer: IpAddr,
+    hop: Hop<'_>,
+    path: &str,
     request: Request<Incoming>,
     admission: Admission,
 ) -> Response<ProxyBody> {
@@ -228,23 +264,24 @@ async fn forward(
         ..
     } = parts;
     let replayable = idempotent(&method) && body.is_end_stream();
-    let fault = (!body.is_end_stream()).then(ClientFault::default);
-    let mut body = fault
-        .clone()
-        .map(|fault| Capped::new(body, settings.max_body_bytes, fault));
+    let fault = (!body.is_end_stream()).then(ClientFault::new);
+    let mut body = fault.clone().map(|fault| {
+        Capped::new(
+            body,
+            settings.max_body_bytes,
+            settings.client_body_timeout(),
+            fault,
+        )
+    });
+    // An absolute-form target's authority (checked) is the Host.
     if let Some(authority) = uri.authority() {
         if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
             headers.insert(HOST, value);
         }
     }
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
     strip_hop_by_hop(&mut headers);
-    add_forwarded(&mut headers, peer, host.as_deref());
-    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let ctx = upstream.context(client, path.as_bytes());
+    set_forwarding(&mut headers, hop);
+    let ctx = upstream.context(hop.client, path.as_bytes());
     let pool = &upstream.pool;
 
     shared.budget.deposit();
@@ -286,7 +323,12 @@ async fn forward(
         };
         let more =
             replayable && tried.len() < settings.attempts as usize && tried.len() < pool.len();
-        let sent = tokio::time::timeout(settings.upstream_timeout(), backends.request(outgoing));
+        let sent = exchange(
+            backends,
+            outgoing,
+            fault.as_ref(),
+            settings.upstream_timeout(),
+        );
         match sent.await {
             Ok(Ok(response)) => {
                 let status = response.status();
@@ -307,7 +349,16 @@ async fn forward(
                 );
                 return answer(parts, held);
             }
-            Ok(Err(_)) => {
+            Ok(Err(failure)) => {
+                // Out of descriptors here is the proxy's own state, not
+                // the backend's.
+                if out_of_descriptors(&failure) {
+                    drop(picked);
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "503 the proxy is out of file descriptors\n",
+                    );
+                }
                 // The client's own body broke the exchange: the backend is
                 // not blamed.
                 match fault.as_ref().and_then(ClientFault::get) {
@@ -321,6 +372,14 @@ async fn forward(
                     Some(Fault::Broken) => {
                         drop(picked);
                         return error(StatusCode::BAD_REQUEST, "400 the request body broke off\n");
+                    }
+                    Some(Fault::TimedOut) => {
+                        drop(picked);
+                        shared.counters.client_timeouts.fetch_add(1, Relaxed);
+                        return closing(error(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "408 the request body stopped arriving\n",
+                        ));
                     }
                     None => {}
                 }
@@ -346,6 +405,60 @@ async fn forward(
         }
     }
 }
+
+/// Sends `outgoing` and waits for the response head, for at most
+/// `timeout` of the backend's own time: while the client's body is
+/// awaited the clock stands still (`client_body_timeout_ms` bounds that),
+/// so a client that stalls its upload is never counted against the
+/// backend. `Err` when the backend took too long.
+async fn exchange(
+    backends: &Backends,
+    outgoing: Request<UpstreamBody>,
+    body: Option<&ClientFault>,
+    timeout: Duration,
+) -> Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, Elapsed> {
+    let request = backends.request(outgoing);
+    let mut request = std::pin::pin!(request);
+    let mut deadline = Instant::now() + timeout;
+    // Each turn ends in the answer, the timeout, or a later deadline: the
+    // client's body moved or is awaited (bounded by its own timeout).
+    loop {
+        tokio::select! {
+            biased;
+            answer = &mut request => return Ok(answer),
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        let now = Instant::now();
+        deadline = match body {
+            Some(body) if body.waiting() => now + timeout,
+            Some(body) if body.progressed_at() + timeout > now => body.progressed_at() + timeout,
+            _ => return Err(Elapsed),
+        };
+    }
+}
+
+/// Whether `failure` comes from this process or system running out of
+/// file descriptors (a connect that could not open a socket).
+fn out_of_descriptors(failure: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(failure);
+    // Error chains are a few links long; 8 bounds a cyclic one.
+    for _ in 0..8 {
+        let Some(error) = source else {
+            return false;
+        };
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(super::EMFILE | super::ENFILE)) {
+                return true;
+            }
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// The backend did not answer within `upstream_timeout_ms`.
+#[derive(Debug)]
+struct Elapsed;
 
 /// The request for `picked`: same method, path and headers, to the
 /// backend's address.
@@ -375,6 +488,9 @@ fn outgoing(
 /// client's admission) held until the body ends.
 fn answer(mut parts: hyper::http::response::Parts, held: Held) -> Response<ProxyBody> {
     strip_hop_by_hop(&mut parts.headers);
+    // The proxy speaks its own version (RFC 9110 §6.2), whatever the
+    // backend's.
+    parts.version = Version::HTTP_11;
     Response::from_parts(parts, ProxyBody::Upstream(held))
 }
 
@@ -382,6 +498,7 @@ fn answer(mut parts: hyper::http::response::Parts, held: Held) -> Response<Proxy
 fn plain(response: Response<Incoming>, admission: Admission) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_11;
     Response::from_parts(parts, ProxyBody::Unheld(body, Some(admission)))
 }
 
@@ -393,6 +510,15 @@ fn no_backend(shared: &Shared, error_: PickError) -> Response<ProxyBody> {
         _ => "503 no backend available\n",
     };
     error(StatusCode::SERVICE_UNAVAILABLE, text)
+}
+
+/// `response`, after which the connection closes: what is left of the
+/// request cannot be read safely.
+fn closing(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// A short response of the proxy's own.

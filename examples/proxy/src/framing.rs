@@ -33,10 +33,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The verdict on one request head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Head {
-    /// At most one of `Content-Length` and `Transfer-Encoding`.
+    /// At most one of `Content-Length` and `Transfer-Encoding`, and that
+    /// one `chunked` alone.
     Clean,
-    /// Both, or a head this could not follow: answer 400, never forward.
+    /// Both, `chunked` twice, or a head this could not follow: answer 400
+    /// and close, never forward.
     Conflicting,
+    /// A transfer coding other than `chunked` (`gzip, chunked`): hyper
+    /// would drop it and read the body as chunked. Answer 501 and close
+    /// (RFC 9112 §6.1; nginx).
+    UnsupportedCoding,
 }
 
 /// The verdicts of the request heads read so far, in order. Cheap to
@@ -191,6 +197,11 @@ struct Facts {
     /// `Transfer-Encoding` seen: whether its last line's last coding is
     /// `chunked` (hyper's reading of several lines).
     chunked: Option<bool>,
+    /// `chunked` codings over every `Transfer-Encoding` line (at most 2
+    /// counted).
+    chunked_codings: u8,
+    /// A coding other than `chunked` on any line.
+    other_coding: bool,
 }
 
 impl Facts {
@@ -224,6 +235,14 @@ impl Facts {
             // hyper: the value as visible ASCII, its last comma-separated coding.
             let last = value.rsplit(|&b| b == b',').next().unwrap_or(value);
             self.chunked = Some(value.is_ascii() && trim(last).eq_ignore_ascii_case(b"chunked"));
+            // Every coding of every line, empty list elements skipped.
+            for coding in value.split(|&b| b == b',').map(trim) {
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    self.chunked_codings = self.chunked_codings.saturating_add(1).min(2);
+                } else if !coding.is_empty() {
+                    self.other_coding = true;
+                }
+            }
         }
         true
     }
@@ -333,7 +352,15 @@ impl Scanner {
             (None, Some(n)) if n > 0 => State::Length(n),
             (None, _) => State::Head,
         };
-        emit(Head::Clean);
+        // hyper reads these bodies as chunked, and so does the scanner to
+        // stay in step; the handler refuses them.
+        emit(if facts.other_coding {
+            Head::UnsupportedCoding
+        } else if facts.chunked_codings > 1 {
+            Head::Conflicting
+        } else {
+            Head::Clean
+        });
     }
 
     /// Stops following the stream: the head in hand (if any) is
@@ -420,7 +447,7 @@ mod tests {
     use hyper_util::rt::TokioIo;
     use tokio::net::{TcpListener, TcpStream};
 
-    use Head::{Clean, Conflicting};
+    use Head::{Clean, Conflicting, UnsupportedCoding};
 
     const MAX_HEAD: usize = 8192;
 
@@ -521,15 +548,23 @@ mod tests {
               GET / HTTP/1.1\r\n\r\n",
             &[Clean, Clean],
         );
+        // Another coding before chunked: hyper reads the body as chunked,
+        // the scanner follows it, and the verdict refuses the coding.
         clean(
             b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n\
               POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            &[Clean, Clean],
+            &[UnsupportedCoding, Clean],
         );
-        // A later line decides, as in hyper.
+        // A later line decides the framing, as in hyper; every line's
+        // codings count.
         clean(
             b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            &[Clean],
+            &[UnsupportedCoding],
+        );
+        clean(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, ,\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+              POST / HTTP/1.1\r\nTransfer-Encoding: identity,chunked\r\n\r\n0\r\n\r\n",
+            &[Conflicting, UnsupportedCoding],
         );
     }
 

@@ -1,6 +1,8 @@
 //! What the proxy changes in the headers it passes on: hop-by-hop headers
 //! are the connection's own and stop here (RFC 9110 §7.6.1), and the
-//! backend learns who the client is (`X-Forwarded-For`, `Forwarded`).
+//! backend learns who the client is (`X-Forwarded-For`, `Forwarded`,
+//! `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`), in headers an
+//! untrusted client cannot write.
 
 use std::net::IpAddr;
 
@@ -43,12 +45,45 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("upgrade");
 }
 
-/// Appends the peer to `X-Forwarded-For` (nginx's
-/// `$proxy_add_x_forwarded_for`) and adds an RFC 7239 `Forwarded` element
-/// for it. The chain the client sent is kept: the backend trusts it only as
-/// far as it trusts this proxy's own configuration.
-pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: Option<&str>) {
-    let peer_text = peer.to_string();
+/// Headers that say how a request came through proxies. From a peer that
+/// is not a trusted proxy they are the client's own words and are
+/// removed, then written by this proxy (nginx's `proxy_set_header
+/// X-Real-IP $remote_addr`); from a trusted proxy they are kept, and
+/// added to.
+const FORWARDING: [&str; 5] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+];
+
+/// Who sent a request, as the backend should learn it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hop<'a> {
+    /// The socket's peer.
+    pub(crate) peer: IpAddr,
+    /// The client: the peer, or whom a trusted peer forwarded for.
+    pub(crate) client: IpAddr,
+    /// Whether the peer is a trusted proxy.
+    pub(crate) trusted: bool,
+    /// The host the request named (checked).
+    pub(crate) host: Option<&'a str>,
+}
+
+/// Writes the forwarding headers: the peer appended to `X-Forwarded-For`
+/// (nginx's `$proxy_add_x_forwarded_for`; a backend believes only the
+/// entries its own proxies added, the last one first), an RFC 7239
+/// `Forwarded` element, `X-Real-IP` (the client), and
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` unless a trusted proxy set
+/// them. What an untrusted client wrote of these is removed first.
+pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: Hop<'_>) {
+    if !hop.trusted {
+        for name in FORWARDING {
+            headers.remove(name);
+        }
+    }
+    let peer_text = hop.peer.to_string();
     // Every line the client sent is one list (RFC 9110 §5.3).
     let mut chain = String::new();
     for earlier in headers
@@ -62,18 +97,19 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: Option<
         chain.push_str(", ");
     }
     chain.push_str(&peer_text);
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert("x-forwarded-for", value);
-    }
-    let node = match peer {
+    match HeaderValue::from_str(&chain) {
+        Ok(value) => headers.insert("x-forwarded-for", value),
+        // A line that is not text cannot be extended: the peer alone.
+        Err(_) => headers.insert("x-forwarded-for", address(hop.peer)),
+    };
+    let node = match hop.peer {
         IpAddr::V4(_) => peer_text,
         IpAddr::V6(_) => format!("\"[{peer_text}]\""),
     };
     let mut element = format!("for={node};proto=http");
-    if let Some(host) = host.filter(|h| {
-        h.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    }) {
+    let host = hop.host.filter(|h| !h.is_empty());
+    if let Some(host) = host {
+        // Checked: letters, digits, `-._:[]` only.
         element.push_str(";host=\"");
         element.push_str(host);
         element.push('"');
@@ -81,6 +117,23 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: Option<
     if let Ok(value) = HeaderValue::from_str(&element) {
         headers.append("forwarded", value);
     }
+    headers.insert("x-real-ip", address(hop.client));
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if let Some(host) = host {
+        if !headers.contains_key("x-forwarded-host") {
+            if let Ok(value) = HeaderValue::from_str(host) {
+                headers.insert("x-forwarded-host", value);
+            }
+        }
+    }
+}
+
+/// An address as a header value.
+fn address(ip: IpAddr) -> HeaderValue {
+    // An address's text is ASCII digits, dots, colons and hex.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
@@ -108,15 +161,80 @@ mod tests {
     fn the_peer_is_appended() {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        add_forwarded(
-            &mut headers,
-            "::1".parse().expect("address"),
-            Some("example.com"),
-        );
+        let peer = "::1".parse().expect("address");
+        let hop = Hop {
+            peer,
+            client: peer,
+            trusted: false,
+            host: Some("example.com"),
+        };
+        set_forwarding(&mut headers, hop);
         assert_eq!(headers["x-forwarded-for"], "203.0.113.9, ::1");
         assert_eq!(
             headers["forwarded"],
             "for=\"[::1]\";proto=http;host=\"example.com\""
         );
+        assert_eq!(headers["x-real-ip"], "::1");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "example.com");
+    }
+
+    #[test]
+    fn an_untrusted_client_cannot_write_forwarding_headers() {
+        let spoofed = [
+            ("forwarded", "for=10.0.0.1;proto=https"),
+            ("x-real-ip", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "admin.example"),
+            ("x-forwarded-port", "443"),
+        ];
+        let peer: IpAddr = "198.51.100.7".parse().expect("address");
+        for trusted in [false, true] {
+            let mut headers = HeaderMap::new();
+            for (name, value) in spoofed {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+            let client = if trusted {
+                "203.0.113.5".parse().expect("address")
+            } else {
+                peer
+            };
+            let hop = Hop {
+                peer,
+                client,
+                trusted,
+                host: Some("www.example"),
+            };
+            set_forwarding(&mut headers, hop);
+            let all = |name: &str| -> Vec<&str> {
+                headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().expect("text"))
+                    .collect()
+            };
+            if trusted {
+                assert_eq!(
+                    all("forwarded"),
+                    [
+                        "for=10.0.0.1;proto=https",
+                        "for=198.51.100.7;proto=http;host=\"www.example\""
+                    ]
+                );
+                assert_eq!(all("x-real-ip"), ["203.0.113.5"]);
+                assert_eq!(all("x-forwarded-proto"), ["https"]);
+                assert_eq!(all("x-forwarded-host"), ["admin.example"]);
+                assert_eq!(all("x-forwarded-port"), ["443"]);
+            } else {
+                assert_eq!(
+                    all("forwarded"),
+                    ["for=198.51.100.7;proto=http;host=\"www.example\""]
+                );
+                assert_eq!(all("x-real-ip"), ["198.51.100.7"]);
+                assert_eq!(all("x-forwarded-proto"), ["http"]);
+                assert_eq!(all("x-forwarded-host"), ["www.example"]);
+                assert!(all("x-forwarded-port").is_empty());
+            }
+        }
     }
 }

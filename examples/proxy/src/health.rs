@@ -2,6 +2,7 @@
 //! backend of a pool at an interval. `fall` failures in a row mark a
 //! backend down, `rise` successes in a row mark it up again; passive
 //! health (failures reported by requests) works beside it, in the pool.
+//! Streaks and unchanged checks carry over reloads.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,21 +12,86 @@ use std::time::Duration;
 use http_body_util::{Either, Empty};
 use hyper::{Request, Uri};
 use loadbalance::AdminState;
-use tokio::task::JoinSet;
+use parking_lot::Mutex;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::Shared;
-use super::config::CheckConfig;
+use super::config::{CheckConfig, Config};
 
 /// Streaks of one backend: successes and failures in a row.
-#[derive(Default)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Streak {
     ok: u32,
     failed: u32,
 }
 
+/// Every checked backend's streaks, by pool and server: kept across
+/// reloads (by identity, as the pool's passive health is), so reloads more
+/// often than `fall × interval_ms` cannot keep a dead backend up.
+#[derive(Default)]
+pub(crate) struct Streaks(Mutex<HashMap<(String, String), Streak>>);
+
+impl Streaks {
+    /// Adds one probe's outcome; the streak after it.
+    fn record(&self, pool: &str, server: &str, ok: bool) -> Streak {
+        let mut streaks = self.0.lock();
+        let streak = streaks
+            .entry((pool.to_owned(), server.to_owned()))
+            .or_default();
+        if ok {
+            streak.ok = streak.ok.saturating_add(1);
+            streak.failed = 0;
+        } else {
+            streak.failed = streak.failed.saturating_add(1);
+            streak.ok = 0;
+        }
+        *streak
+    }
+
+    /// Forgets the backends `config` no longer checks.
+    fn prune(&self, config: &Config) {
+        self.0.lock().retain(|(pool, server), _| {
+            config.checks.contains_key(pool)
+                && config
+                    .pools
+                    .get(pool)
+                    .is_some_and(|p| p.backends.iter().any(|b| &b.server == server))
+        });
+    }
+}
+
+/// The running checks by pool, with the settings each runs with.
+pub(crate) type Running = HashMap<String, (CheckConfig, JoinHandle<()>)>;
+
+/// Brings the running checks in line with the running configuration:
+/// a check whose settings are unchanged keeps running (its interval's
+/// phase kept), a changed one restarts, a removed one stops; streaks are
+/// kept for every backend still checked. `running` is `None` once
+/// shutdown began.
+pub(crate) fn sync(shared: &Arc<Shared>, running: &mut Option<Running>) {
+    let Some(running) = running.as_mut() else {
+        return;
+    };
+    let state = shared.state.load();
+    let checks = &state.config.checks;
+    running.retain(|name, (check, task)| {
+        let keep = checks.get(name) == Some(check) && !task.is_finished();
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for (name, check) in checks {
+        if !running.contains_key(name) {
+            let task = tokio::spawn(run(Arc::clone(shared), name.clone(), check.clone()));
+            running.insert(name.clone(), (check.clone(), task));
+        }
+    }
+    shared.streaks.prune(&state.config);
+}
+
 /// Checks pool `name` with `check` until aborted (on reload or shutdown).
-pub(crate) async fn run(shared: Arc<Shared>, name: String, check: CheckConfig) {
-    let mut streaks: HashMap<String, Streak> = HashMap::new();
+async fn run(shared: Arc<Shared>, name: String, check: CheckConfig) {
     let mut ticker = tokio::time::interval(Duration::from_millis(check.interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -48,18 +114,14 @@ pub(crate) async fn run(shared: Arc<Shared>, name: String, check: CheckConfig) {
             });
         }
         while let Some(Ok((server, ok))) = probes.join_next().await {
-            let streak = streaks.entry(server.clone()).or_default();
+            let streak = shared.streaks.record(&name, &server, ok);
             let held = shared.held.is_down(&name, &server);
             if ok {
-                streak.ok += 1;
-                streak.failed = 0;
                 if held && streak.ok >= check.rise {
                     mark(&shared, &name, &server, false).await;
                 }
             } else {
                 shared.counters.checks_failed.fetch_add(1, Relaxed);
-                streak.failed += 1;
-                streak.ok = 0;
                 if !held && streak.failed >= check.fall {
                     mark(&shared, &name, &server, true).await;
                 }

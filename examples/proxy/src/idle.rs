@@ -10,8 +10,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -129,20 +129,53 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Idle<IO> {
 }
 
 /// Requests of one connection being handled now; its [`Idle`] clock
-/// stops while any is.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Busy(Arc<AtomicUsize>);
+/// stops while any is. When none is, the connection is idle, and since
+/// when tells which to shed first ([`Connections`](super::connections)).
+#[derive(Clone, Debug)]
+pub(crate) struct Busy(Arc<BusyState>);
 
+#[derive(Debug)]
+struct BusyState {
+    requests: AtomicUsize,
+    /// When the last request ended (or the connection opened), in
+    /// nanoseconds after the process's first connection.
+    idle_since: AtomicU64,
+}
+
+impl Default for Busy {
+    fn default() -> Self {
+        Self(Arc::new(BusyState {
+            requests: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(since_start()),
+        }))
+    }
+}
+
+/// Nanoseconds since the first call: one clock for every connection.
+fn since_start() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+// Relaxed throughout: hints read on the connection's own task (which
+// also runs the handler that writes them) or, to choose whom to shed, by
+// another thread that tolerates a stale answer (a connection shed as it
+// turns busy finishes its request first).
 impl Busy {
     fn is_busy(&self) -> bool {
-        // Relaxed: a hint read on the connection's own task, which also
-        // runs the handler that writes it.
-        self.0.load(Ordering::Relaxed) > 0
+        self.0.requests.load(Ordering::Relaxed) > 0
+    }
+
+    /// Since when the connection has been idle, or `None` while a request
+    /// is handled.
+    pub(crate) fn idle_since(&self) -> Option<u64> {
+        (!self.is_busy()).then(|| self.0.idle_since.load(Ordering::Relaxed))
     }
 
     /// Marks a request handled until the returned guard drops.
     pub(crate) fn enter(&self) -> BusyGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
         BusyGuard(self.clone())
     }
 }
@@ -153,6 +186,8 @@ pub(crate) struct BusyGuard(Busy);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+        let state = &(self.0).0;
+        state.idle_since.store(since_start(), Ordering::Relaxed);
+        state.requests.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -19,11 +19,13 @@
 pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod config;
+pub(crate) mod connections;
 pub(crate) mod forward;
 pub(crate) mod framing;
 pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod idle;
+pub(crate) mod request_target;
 pub(crate) mod state;
 
 use std::convert::Infallible;
@@ -40,16 +42,22 @@ use loadbalance::{Pool, RetryBudget};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 pub use admin::Counters;
 use config::ServerConfig;
 pub use config::{Config, ConfigError};
+use connections::Connections;
 use forward::Backends;
 use framing::Framing;
 use idle::{Busy, Idle};
 use state::{HeldDown, State};
 use std::sync::atomic::Ordering::Relaxed;
+
+/// `accept`'s errors for a process (`EMFILE`) or system (`ENFILE`) out of
+/// file descriptors (Linux's numbers).
+pub(crate) const EMFILE: i32 = 24;
+pub(crate) const ENFILE: i32 = 23;
 
 /// What every request and background task of one proxy shares.
 pub(crate) struct Shared {
@@ -64,11 +72,15 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Backends the active checks hold down.
     pub(crate) held: HeldDown,
+    /// The client connections open, and their limits.
+    pub(crate) connections: Arc<Connections>,
     /// Serialises reloads and active-check marks.
     pub(crate) admin: tokio::sync::Mutex<()>,
-    /// The running active checks, restarted on reload; `None` once
+    /// The running active checks, brought in line on reload; `None` once
     /// shutdown began, so a reload racing it starts none.
-    checks: Mutex<Option<Vec<JoinHandle<()>>>>,
+    checks: Mutex<Option<health::Running>>,
+    /// The active checks' streaks, kept across reloads.
+    pub(crate) streaks: health::Streaks,
     /// The file reloads read, if any.
     path: Option<PathBuf>,
 }
@@ -137,6 +149,11 @@ impl Proxy {
             .map_err(|e| StartError::Bind(settings.admin, e))?;
 
         let client = forward::backends(&settings);
+        let max_connections = match settings.max_connections {
+            0 => connections::default_max(),
+            n => n,
+        };
+        let connections = Connections::new(max_connections, settings.max_connections_per_client);
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             client,
@@ -144,8 +161,10 @@ impl Proxy {
             settings,
             counters: Counters::default(),
             held,
+            connections,
             admin: tokio::sync::Mutex::new(()),
-            checks: Mutex::new(Some(Vec::new())),
+            checks: Mutex::new(Some(health::Running::new())),
+            streaks: health::Streaks::default(),
             path,
         });
         let (stop, stopped) = watch::channel(false);
@@ -170,7 +189,7 @@ impl Proxy {
         }
         // Started last: a worker that failed to start returned above, and
         // the dropped `stop` ends the workers already running.
-        restart_checks(&shared);
+        sync_checks(&shared);
         tokio::spawn(admin::serve(
             Arc::clone(&shared),
             admin_listener,
@@ -232,7 +251,7 @@ impl Proxy {
     /// `shutdown_grace_ms`), and returns how many connections had to be cut.
     pub async fn shutdown(self) -> usize {
         let _ = self.stop.send(true);
-        for check in self.shared.checks.lock().take().into_iter().flatten() {
+        for (_, (_, check)) in self.shared.checks.lock().take().into_iter().flatten() {
             check.abort();
         }
         let mut cut = 0;
@@ -292,6 +311,9 @@ async fn accept(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout())
         .max_buf_size(settings.max_header_bytes)
+        // A client may shut its side after its request (RFC 9112 §9.6):
+        // it still gets its answer, as from nginx.
+        .half_close(true)
         .keep_alive(true);
     let mut connections = JoinSet::new();
     loop {
@@ -299,16 +321,31 @@ async fn accept(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Out of descriptors, most likely: back off briefly.
-                    eprintln!("accept: {error}");
+                    // Out of descriptors, most likely: make room by closing
+                    // the longest idle connection, and back off briefly.
+                    if matches!(error.raw_os_error(), Some(EMFILE | ENFILE)) {
+                        shared.connections.relieve();
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
             _ = stopped(&mut stop) => break,
         };
-        let _ = stream.set_nodelay(true);
         let busy = Busy::default();
+        let trusted = shared
+            .state
+            .load()
+            .clients
+            .trusted
+            .as_ref()
+            .is_some_and(|trusted| trusted.trusts(peer.ip()));
+        let Ok(slot) = shared.connections.open(peer.ip(), trusted, busy.clone()) else {
+            // Over a limit: closed at once, before a byte is read.
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
         let (io, heads) = Framing::new(
             Idle::new(stream, settings.idle_timeout(), busy.clone()),
             settings.max_header_bytes,
@@ -330,15 +367,20 @@ async fn accept(
         let mut stopping = stop.clone();
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
+            // Shutdown or making room: an idle connection closes now, a
+            // busy one after its request.
             tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stopped(&mut stopping) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+                _ = connection.as_mut() => return,
+                _ = stopped(&mut stopping) => {}
+                () = slot.shed() => {}
             }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
         });
         while connections.try_join_next().is_some() {}
+        // Lets the new connection read its first head before the next
+        // accept, which may shed the longest idle connection.
+        tokio::task::yield_now().await;
     }
     drop(listener);
     let grace = shared.settings.shutdown_grace();
@@ -374,7 +416,7 @@ async fn apply(shared: &Arc<Shared>, config: Config) -> Result<(), ConfigError> 
             shared.held.prune(&state.config);
             shared.state.store(Arc::new(state));
             shared.counters.reloads.fetch_add(1, Relaxed);
-            restart_checks(shared);
+            sync_checks(shared);
             Ok(())
         }
         Err(error) => {
@@ -408,23 +450,9 @@ async fn reload_file(shared: &Arc<Shared>) -> Result<(), ConfigError> {
     result
 }
 
-/// Restarts the active checks for the running configuration.
-fn restart_checks(shared: &Arc<Shared>) {
-    let mut guard = shared.checks.lock();
-    let Some(checks) = guard.as_mut() else {
-        return;
-    };
-    for check in checks.drain(..) {
-        check.abort();
-    }
-    let state = shared.state.load();
-    for (name, check) in &state.config.checks {
-        checks.push(tokio::spawn(health::run(
-            Arc::clone(shared),
-            name.clone(),
-            check.clone(),
-        )));
-    }
+/// Brings the active checks in line with the running configuration.
+fn sync_checks(shared: &Arc<Shared>) {
+    health::sync(shared, &mut shared.checks.lock());
 }
 
 /// Reloads when the file's modification time or length changes.

@@ -9,5 +9,8 @@ mod backend;
 mod redis_support;
 
 mod end_to_end;
+mod harness;
+mod heads;
+mod hostile;
 #[cfg(feature = "redis")]
 mod shared_limit;
