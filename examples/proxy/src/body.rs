@@ -136,17 +136,27 @@ impl Body for ProxyBody {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {
                         let after = held.stall_after;
-                        // At most two turns: a stall while the client's
-                        // body is awaited is the client's (its own timeout
-                        // bounds it), and the clock starts again.
+                        // The stall clock counts the backend's own time: a
+                        // pause while the client's body is awaited (its own
+                        // timeout bounds that) or just after it moved is
+                        // not the backend's. At most two turns: a reset
+                        // deadline lies ahead.
                         loop {
                             let stall = held
                                 .stall
                                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
                             ready!(stall.as_mut().poll(cx));
-                            held.stall = None;
-                            if !held.fault.as_ref().is_some_and(ClientFault::waiting) {
-                                break;
+                            let now = Instant::now();
+                            let later = match &held.fault {
+                                Some(body) if body.waiting() => Some(now + after),
+                                Some(body) if body.progressed_at() + after > now => {
+                                    Some(body.progressed_at() + after)
+                                }
+                                _ => None,
+                            };
+                            match later {
+                                Some(deadline) => stall.as_mut().reset(deadline),
+                                None => break,
                             }
                         }
                         held.finish(false);
@@ -283,6 +293,8 @@ impl ClientFault {
 /// silent client gets a 408.
 pub(crate) struct Capped {
     body: Incoming,
+    /// What was read before a backend was picked, sent first.
+    prefix: Option<Bytes>,
     left: u64,
     fault: ClientFault,
     /// The longest silence between two reads of the body.
@@ -294,11 +306,23 @@ impl Capped {
     pub(crate) fn new(body: Incoming, limit: u64, timeout: Duration, fault: ClientFault) -> Self {
         Self {
             body,
+            prefix: None,
             left: limit,
             fault,
             timeout,
             timer: None,
         }
+    }
+
+    /// How the client broke this body, if it did.
+    pub(crate) fn fault(&self) -> Option<Fault> {
+        self.fault.get()
+    }
+
+    /// Sends `prefix`, read already, before the rest.
+    fn with_prefix(mut self, prefix: Bytes) -> Self {
+        self.prefix = Some(prefix);
+        self
     }
 }
 
@@ -335,7 +359,19 @@ impl Body for Capped {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        // Request trailers are dropped, as nginx does: a backend that
+        // merged them into the headers would take a client's `X-Real-IP`
+        // trailer for the proxy's. At most two turns: trailers end a body.
+        let polled = loop {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {}
+                polled => break polled,
+            }
+        };
+        let frame = match polled {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
                 this.fault.wait(true);
@@ -375,10 +411,99 @@ impl Body for Capped {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.prefix.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let rest = self.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + prefix);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + prefix);
+        }
+        hint
+    }
+}
+
+/// What the proxy sends a backend: nothing, a body read whole before the
+/// pick (replayable on a retry), or one streamed from the client (its
+/// first part read already).
+pub(crate) enum UpstreamBody {
+    Empty,
+    Whole(Option<Bytes>),
+    Streamed(Capped),
+}
+
+impl UpstreamBody {
+    /// Reads `body` before a backend is picked: whole, if it ends within
+    /// `buffer` bytes, so a slow sender never holds a backend; else the
+    /// part read and the rest streamed. `Err` when the client broke it.
+    pub(crate) async fn read(mut body: Capped, buffer: usize) -> Result<Self, Fault> {
+        let mut read = bytes::BytesMut::new();
+        // Each turn takes one frame; the body is bounded by its cap.
+        loop {
+            match http_body_util::BodyExt::frame(&mut body).await {
+                None => return Ok(Self::Whole(Some(read.freeze()))),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        read.extend_from_slice(&data);
+                        if read.len() > buffer {
+                            return Ok(Self::Streamed(body.with_prefix(read.freeze())));
+                        }
+                    }
+                }
+                Some(Err(_)) => return Err(body.fault().unwrap_or(Fault::Broken)),
+            }
+        }
+    }
+
+    /// Whether a second attempt can send it again.
+    pub(crate) fn replayable(&self) -> bool {
+        !matches!(self, Self::Streamed(_))
+    }
+
+    /// The body for one attempt: a copy of what can be replayed, else the
+    /// stream itself (once).
+    pub(crate) fn attempt(&mut self) -> Self {
+        match self {
+            Self::Empty => Self::Empty,
+            Self::Whole(bytes) => Self::Whole(bytes.clone()),
+            Self::Streamed(_) => std::mem::replace(self, Self::Empty),
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Whole(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Streamed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Whole(bytes) => bytes.is_none(),
+            Self::Streamed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Whole(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Self::Streamed(body) => body.size_hint(),
+        }
     }
 }

@@ -69,6 +69,12 @@ pub(crate) struct ServerConfig {
     pub(crate) max_header_bytes: usize,
     /// The largest request body, in bytes (413 beyond it).
     pub(crate) max_body_bytes: u64,
+    /// A request body up to this many bytes is read whole before a backend
+    /// is picked (nginx buffers bodies too), so a client sending slowly
+    /// holds no backend, and an idempotent request with it can be retried;
+    /// a longer one streams after its first part. At most this much memory
+    /// a connection.
+    pub(crate) request_buffer_bytes: usize,
     /// How long a request waits for a backend with a free slot (503 after).
     pub(crate) pick_timeout_ms: u64,
     /// How long connecting to a backend may take (then another backend).
@@ -82,6 +88,11 @@ pub(crate) struct ServerConfig {
     pub(crate) attempts: u32,
     /// Retries may add this percentage of requests at most (a budget).
     pub(crate) retry_budget_percent: u32,
+    /// A backend's own answers with these statuses are failures: retried
+    /// elsewhere (when the request can be) and counted against the
+    /// backend's passive health (as Envoy's outlier detection counts
+    /// 5xx). `[]` counts only errors and timeouts (nginx's default).
+    pub(crate) failure_statuses: Vec<u16>,
     /// How long shutdown waits for requests in flight.
     pub(crate) shutdown_grace_ms: u64,
     /// How often the file is checked for changes (0: on SIGHUP only).
@@ -103,11 +114,13 @@ impl Default for ServerConfig {
             client_body_timeout_ms: 60_000,
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
+            request_buffer_bytes: 64 * 1024,
             pick_timeout_ms: 1_000,
             connect_timeout_ms: 1_000,
             upstream_timeout_ms: 30_000,
             attempts: 2,
             retry_budget_percent: 20,
+            failure_statuses: vec![502, 503, 504],
             shutdown_grace_ms: 10_000,
             watch_ms: 1_000,
             access_log: false,
@@ -318,6 +331,16 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::invalid(field, "must be more than 0"));
             }
+        }
+        if let Some(status) = server
+            .failure_statuses
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
+            return Err(ConfigError::invalid(
+                "server.failure_statuses",
+                format!("{status} is not an HTTP status"),
+            ));
         }
         if self.pools.is_empty() {
             return Err(ConfigError::invalid("pools", "at least one pool"));

@@ -3,11 +3,14 @@
 //! `max_connections_per_client` from one address (nginx's `limit_conn`;
 //! IPv6 clients by /64, trusted proxies exempt). A connection past the
 //! per-client limit is closed at once. At the global limit, or when
-//! `accept` runs out of descriptors (`EMFILE`), the connection idle the
-//! longest (no request being handled: between keep-alive requests, or
-//! still sending its first head) is closed to make room, so a client that
-//! holds many idle connections cannot keep anyone else out; only when
-//! every connection is busy is the new one closed.
+//! `accept` runs out of descriptors (`EMFILE`), an idle connection (no
+//! request being handled: between keep-alive requests, or still sending
+//! its first head) is closed to make room, the longest idle of a bounded
+//! sample (Redis's approximate LRU), so a client that holds many idle
+//! connections cannot keep anyone else out and choosing costs the same at
+//! any scale; only when every connection sampled is busy is the new one
+//! closed. A connection told to close still counts, in all and for its
+//! client, until it has closed.
 //!
 //! # Synchronization
 //!
@@ -27,6 +30,12 @@ use tokio::sync::Notify;
 
 use super::idle::Busy;
 
+/// Connections looked at to choose one to shed.
+const SAMPLE: usize = 32;
+
+/// Places (open or free) looked at for that sample, at most.
+const SCAN: usize = 512;
+
 /// The open connections and their limits.
 pub(crate) struct Connections {
     max: usize,
@@ -34,7 +43,8 @@ pub(crate) struct Connections {
     registry: Mutex<Registry>,
     /// Connections closed at once: over the per-client limit.
     pub(crate) refused_per_client: AtomicU64,
-    /// Connections closed at once: every other one busy at the limit.
+    /// Connections closed at once: every other one sampled busy at the
+    /// limit.
     pub(crate) refused_full: AtomicU64,
     /// Idle connections closed to make room.
     pub(crate) shed: AtomicU64,
@@ -42,10 +52,15 @@ pub(crate) struct Connections {
     pub(crate) accept_errors: AtomicU64,
 }
 
+/// The open connections in places reused as they free (a slab).
 #[derive(Default)]
 struct Registry {
-    next: u64,
-    open: HashMap<u64, Open>,
+    places: Vec<Option<Open>>,
+    free: Vec<usize>,
+    /// Open connections, those told to close included.
+    open: usize,
+    /// Where the next sample starts.
+    cursor: usize,
     /// Open connections by client key; no entry holds zero.
     by_client: HashMap<IpAddr, usize>,
 }
@@ -54,6 +69,8 @@ struct Open {
     client: Option<IpAddr>,
     busy: Busy,
     shed: Arc<Notify>,
+    /// Told to close; not a candidate again.
+    shedding: bool,
 }
 
 /// Why a new connection is closed at once.
@@ -65,7 +82,7 @@ pub(crate) enum Refused {
 
 /// One open connection's place; frees it when dropped.
 pub(crate) struct Slot {
-    id: u64,
+    place: usize,
     connections: Arc<Connections>,
     shed: Arc<Notify>,
 }
@@ -80,36 +97,57 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut registry = self.connections.registry.lock();
-        if let Some(open) = registry.open.remove(&self.id) {
-            registry.release(open.client);
+        // The place is this slot's until now: nothing else frees it.
+        if let Some(open) = registry.places.get_mut(self.place).and_then(Option::take) {
+            registry.open -= 1;
+            registry.free.push(self.place);
+            if let Some(client) = open.client {
+                if let Some(count) = registry.by_client.get_mut(&client) {
+                    *count -= 1;
+                    if *count == 0 {
+                        registry.by_client.remove(&client);
+                    }
+                }
+            }
         }
     }
 }
 
 impl Registry {
-    fn release(&mut self, client: Option<IpAddr>) {
-        let Some(client) = client else { return };
-        if let Some(count) = self.by_client.get_mut(&client) {
-            *count -= 1;
-            if *count == 0 {
-                self.by_client.remove(&client);
+    /// Tells the longest idle connection of a sample to close; false when
+    /// the sample held none idle.
+    fn shed_one(&mut self) -> bool {
+        let len = self.places.len();
+        if len == 0 {
+            return false;
+        }
+        let mut oldest: Option<(u64, usize)> = None;
+        let mut sampled = 0;
+        for step in 0..len.min(SCAN) {
+            let place = (self.cursor + step) % len;
+            let Some(open) = &self.places[place] else {
+                continue;
+            };
+            if open.shedding {
+                continue;
+            }
+            sampled += 1;
+            if let Some(since) = open.busy.idle_since() {
+                if oldest.is_none_or(|(best, _)| since < best) {
+                    oldest = Some((since, place));
+                }
+            }
+            if sampled == SAMPLE {
+                break;
             }
         }
-    }
-
-    /// Closes the connection idle the longest, if any is idle.
-    fn shed_one(&mut self) -> bool {
-        let oldest = self
-            .open
-            .iter()
-            .filter_map(|(&id, open)| open.busy.idle_since().map(|since| (since, id)))
-            .min();
-        let Some((_, id)) = oldest else {
+        self.cursor = (self.cursor + SAMPLE) % len;
+        let Some((_, place)) = oldest else {
             return false;
         };
-        if let Some(open) = self.open.remove(&id) {
+        if let Some(open) = self.places[place].as_mut() {
+            open.shedding = true;
             open.shed.notify_one();
-            self.release(open.client);
         }
         true
     }
@@ -146,35 +184,42 @@ impl Connections {
                 return Err(Refused::PerClient);
             }
         }
-        if registry.open.len() >= self.max {
+        if registry.open >= self.max {
             if !registry.shed_one() {
                 self.refused_full.fetch_add(1, Relaxed);
                 return Err(Refused::Full);
             }
             self.shed.fetch_add(1, Relaxed);
         }
-        let id = registry.next;
-        registry.next += 1;
         let shed = Arc::new(Notify::new());
-        registry.open.insert(
-            id,
-            Open {
-                client,
-                busy,
-                shed: Arc::clone(&shed),
-            },
-        );
+        let open = Open {
+            client,
+            busy,
+            shed: Arc::clone(&shed),
+            shedding: false,
+        };
+        let place = match registry.free.pop() {
+            Some(place) => {
+                registry.places[place] = Some(open);
+                place
+            }
+            None => {
+                registry.places.push(Some(open));
+                registry.places.len() - 1
+            }
+        };
+        registry.open += 1;
         if let Some(client) = client {
             *registry.by_client.entry(client).or_insert(0) += 1;
         }
         Ok(Slot {
-            id,
+            place,
             connections: Arc::clone(self),
             shed,
         })
     }
 
-    /// Out of descriptors: closes the connection idle the longest.
+    /// Out of descriptors: tells an idle connection to close.
     pub(crate) fn relieve(&self) {
         self.accept_errors.fetch_add(1, Relaxed);
         if self.registry.lock().shed_one() {
@@ -182,9 +227,9 @@ impl Connections {
         }
     }
 
-    /// Connections open now.
+    /// Connections open now (those closing included).
     pub(crate) fn open_now(&self) -> usize {
-        self.registry.lock().open.len()
+        self.registry.lock().open
     }
 }
 
@@ -272,10 +317,14 @@ mod tests {
             .open(ip("192.0.2.3"), false, Busy::default())
             .expect("room: the idle one is shed");
         assert_eq!(connections.shed.load(Relaxed), 1);
+        // The shed connection was told to close, and counts until it has.
+        assert!(
+            tokio_test_notified(&oldest),
+            "the shed connection is notified"
+        );
+        assert_eq!(connections.open_now(), 3);
+        drop(oldest);
         assert_eq!(connections.open_now(), 2);
-        // The shed connection was told to close.
-        let told = tokio_test_notified(&oldest);
-        assert!(told, "the shed connection is notified");
         // Now one busy and one idle (newer): shed newer; then nothing idle.
         drop(newer);
         let third = Busy::default();
@@ -302,6 +351,58 @@ mod tests {
                 .await
                 .is_ok()
         })
+    }
+
+    #[test]
+    fn a_shed_connection_still_counts_for_its_client() {
+        let connections = Connections::new(1, 1);
+        let a = ip("192.0.2.1");
+        let first = connections.open(a, false, Busy::default()).expect("room");
+        // Another client takes the place; `a`'s connection is told to close
+        // but, still open, keeps `a` at its limit.
+        let _other = connections
+            .open(ip("192.0.2.2"), false, Busy::default())
+            .expect("room: the idle one is shed");
+        assert_eq!(
+            connections.open(a, false, Busy::default()).err(),
+            Some(Refused::PerClient)
+        );
+        drop(first);
+        assert!(connections.open(a, false, Busy::default()).is_ok());
+    }
+
+    #[test]
+    fn choosing_whom_to_shed_is_bounded_and_finds_the_idle() {
+        let max = 10_000;
+        let connections = Connections::new(max, 0);
+        let mut slots = Vec::new();
+        let mut guards = Vec::new();
+        for index in 0..max {
+            let busy = Busy::default();
+            // One connection in a hundred idle, the rest busy.
+            if index % 100 != 0 {
+                guards.push(busy.enter());
+            }
+            slots.push(
+                connections
+                    .open(ip("192.0.2.1"), false, busy)
+                    .expect("room"),
+            );
+        }
+        // Each accept at the limit sheds an idle one while the samples
+        // find them; past that, the new connection is refused.
+        let mut shed = 0;
+        for _ in 0..200 {
+            match connections.open(ip("192.0.2.9"), false, Busy::default()) {
+                Ok(slot) => {
+                    shed += 1;
+                    slots.push(slot);
+                }
+                Err(refused) => assert_eq!(refused, Refused::Full),
+            }
+        }
+        assert!(shed >= 1, "an idle connection was found");
+        assert_eq!(connections.shed.load(Relaxed), shed);
     }
 
     #[test]

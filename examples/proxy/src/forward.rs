@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::{Either, Empty};
 use hyper::body::{Body, Incoming};
-use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, RETRY_AFTER};
+use hyper::header::{
+    ALLOW, CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, RETRY_AFTER, TRAILER,
+};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
@@ -23,16 +23,12 @@ use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection, Unreadab
 use loadbalance::{PickError, Picked, Tried};
 
 use super::Shared;
-use super::body::{Capped, ClientFault, Fault, Held, ProxyBody};
+use super::body::{Capped, ClientFault, Fault, Held, ProxyBody, UpstreamBody};
 use super::config::ServerConfig;
 use super::framing::Head;
 use super::headers::{Hop, set_forwarding, strip_hop_by_hop};
 use super::request_target;
 use super::state::{State, Upstream};
-
-/// What the proxy sends a backend: the client's body, limited in size,
-/// or nothing (a retry, or a request without one).
-pub(crate) type UpstreamBody = Either<Capped, Empty<Bytes>>;
 
 /// Connections to backends, kept alive and reused: one client per worker
 /// thread, so a request and its backend connection share an event loop.
@@ -143,9 +139,12 @@ async fn serve(
             "413 request body too large\n",
         ));
     }
-    // The route by the path in normal form, without its query.
+    // The route by the path in normal form, without its query, and
+    // without `;` parameters, which Java servers strip before they
+    // resolve a path (`/admin;x/secret` is their `/admin/secret`).
     let route_path = path.split_once('?').map_or(path.as_str(), |(path, _)| path);
-    let Some(route) = state.router.route(&host, route_path) else {
+    let route_path = request_target::without_parameters(route_path);
+    let Some(route) = state.router.route(&host, &route_path) else {
         return error(StatusCode::NOT_FOUND, "404 no route\n");
     };
     let upstream = &state.upstreams[*route.target()];
@@ -237,11 +236,6 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-/// A backend's answer that another backend may do better than.
-fn failed(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 502..=504)
-}
-
 /// Picks, forwards and retries. A request may be retried when its method
 /// is idempotent and it has no body (a streamed body cannot be replayed),
 /// on a backend it has not tried, while attempts and the retry budget
@@ -263,23 +257,42 @@ async fn forward(
         mut headers,
         ..
     } = parts;
-    let replayable = idempotent(&method) && body.is_end_stream();
     let fault = (!body.is_end_stream()).then(ClientFault::new);
-    let mut body = fault.clone().map(|fault| {
-        Capped::new(
-            body,
-            settings.max_body_bytes,
-            settings.client_body_timeout(),
-            fault,
-        )
-    });
-    // An absolute-form target's authority (checked) is the Host.
-    if let Some(authority) = uri.authority() {
-        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-            headers.insert(HOST, value);
+    // The body is read before a backend is picked, whole up to
+    // `request_buffer_bytes`: a slow sender holds no backend.
+    let mut body = match &fault {
+        None => UpstreamBody::Empty,
+        Some(fault) => {
+            let capped = Capped::new(
+                body,
+                settings.max_body_bytes,
+                settings.client_body_timeout(),
+                fault.clone(),
+            );
+            match UpstreamBody::read(capped, settings.request_buffer_bytes).await {
+                Ok(body) => body,
+                Err(fault) => return body_fault(shared, fault),
+            }
         }
+    };
+    let replayable = idempotent(&method) && body.replayable();
+    // An absolute-form target's authority (checked) is the Host; a
+    // request without one (HTTP/1.0) sends an empty one (RFC 9112 §3.2),
+    // never the backend's address.
+    match uri.authority() {
+        Some(authority) => {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(HOST, value);
+            }
+        }
+        None if !headers.contains_key(HOST) => {
+            headers.insert(HOST, HeaderValue::from_static(""));
+        }
+        None => {}
     }
     strip_hop_by_hop(&mut headers);
+    // Request trailers are dropped (`Capped`), and so is their notice.
+    headers.remove(TRAILER);
     set_forwarding(&mut headers, hop);
     let ctx = upstream.context(hop.client, path.as_bytes());
     let pool = &upstream.pool;
@@ -317,7 +330,7 @@ async fn forward(
         } else {
             std::mem::take(&mut headers)
         };
-        let outgoing = match outgoing(&method, path, attempt_headers, &picked, body.take()) {
+        let outgoing = match outgoing(&method, path, attempt_headers, &picked, body.attempt()) {
             Ok(outgoing) => outgoing,
             Err(_) => return error(StatusCode::BAD_REQUEST, "400 bad request target\n"),
         };
@@ -332,7 +345,8 @@ async fn forward(
         match sent.await {
             Ok(Ok(response)) => {
                 let status = response.status();
-                if failed(status) && more && shared.budget.try_withdraw() {
+                let failed = settings.failure_statuses.contains(&status.as_u16());
+                if failed && more && shared.budget.try_withdraw() {
                     picked.failure();
                     shared.counters.retries.fetch_add(1, Relaxed);
                     last = Some(response);
@@ -342,7 +356,7 @@ async fn forward(
                 let held = Held::new(
                     body,
                     picked,
-                    !failed(status),
+                    !failed,
                     admission,
                     fault,
                     settings.upstream_timeout(),
@@ -350,38 +364,20 @@ async fn forward(
                 return answer(parts, held);
             }
             Ok(Err(failure)) => {
-                // Out of descriptors here is the proxy's own state, not
-                // the backend's.
-                if out_of_descriptors(&failure) {
+                // Out of descriptors, ports or buffers here is the proxy's
+                // own state, not the backend's.
+                if locally_exhausted(&failure) {
                     drop(picked);
                     return error(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "503 the proxy is out of file descriptors\n",
+                        "503 the proxy is out of local resources\n",
                     );
                 }
                 // The client's own body broke the exchange: the backend is
                 // not blamed.
-                match fault.as_ref().and_then(ClientFault::get) {
-                    Some(Fault::TooLarge) => {
-                        drop(picked);
-                        return error(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "413 request body too large\n",
-                        );
-                    }
-                    Some(Fault::Broken) => {
-                        drop(picked);
-                        return error(StatusCode::BAD_REQUEST, "400 the request body broke off\n");
-                    }
-                    Some(Fault::TimedOut) => {
-                        drop(picked);
-                        shared.counters.client_timeouts.fetch_add(1, Relaxed);
-                        return closing(error(
-                            StatusCode::REQUEST_TIMEOUT,
-                            "408 the request body stopped arriving\n",
-                        ));
-                    }
-                    None => {}
+                if let Some(fault) = fault.as_ref().and_then(ClientFault::get) {
+                    drop(picked);
+                    return body_fault(shared, fault);
                 }
                 picked.failure();
                 shared.counters.upstream_errors.fetch_add(1, Relaxed);
@@ -438,8 +434,12 @@ async fn exchange(
 }
 
 /// Whether `failure` comes from this process or system running out of
-/// file descriptors (a connect that could not open a socket).
-fn out_of_descriptors(failure: &(dyn std::error::Error + 'static)) -> bool {
+/// something of its own: file descriptors (`EMFILE`, `ENFILE`), local
+/// ports (`EADDRNOTAVAIL`), buffers or memory (`ENOBUFS`, `ENOMEM`).
+fn locally_exhausted(failure: &(dyn std::error::Error + 'static)) -> bool {
+    const ENOMEM: i32 = 12;
+    const EADDRNOTAVAIL: i32 = 99;
+    const ENOBUFS: i32 = 105;
     let mut source = Some(failure);
     // Error chains are a few links long; 8 bounds a cyclic one.
     for _ in 0..8 {
@@ -447,7 +447,10 @@ fn out_of_descriptors(failure: &(dyn std::error::Error + 'static)) -> bool {
             return false;
         };
         if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            if matches!(io.raw_os_error(), Some(super::EMFILE | super::ENFILE)) {
+            if matches!(
+                io.raw_os_error(),
+                Some(super::EMFILE | super::ENFILE | ENOMEM | EADDRNOTAVAIL | ENOBUFS)
+            ) {
                 return true;
             }
         }
@@ -467,17 +470,14 @@ fn outgoing(
     path: &str,
     headers: HeaderMap,
     picked: &Picked<String>,
-    body: Option<Capped>,
+    body: UpstreamBody,
 ) -> Result<Request<UpstreamBody>, hyper::http::Error> {
     let uri = Uri::builder()
         .scheme("http")
         .authority(picked.as_str())
         .path_and_query(path)
         .build()?;
-    let mut request = Request::new(match body {
-        Some(body) => Either::Left(body),
-        None => Either::Right(Empty::new()),
-    });
+    let mut request = Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
@@ -512,6 +512,24 @@ fn no_backend(shared: &Shared, error_: PickError) -> Response<ProxyBody> {
     error(StatusCode::SERVICE_UNAVAILABLE, text)
 }
 
+/// The answer to a body the client broke: never the backend's failure.
+fn body_fault(shared: &Shared, fault: Fault) -> Response<ProxyBody> {
+    closing(match fault {
+        Fault::TooLarge => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "413 request body too large\n",
+        ),
+        Fault::Broken => error(StatusCode::BAD_REQUEST, "400 the request body broke off\n"),
+        Fault::TimedOut => {
+            shared.counters.client_timeouts.fetch_add(1, Relaxed);
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "408 the request body stopped arriving\n",
+            )
+        }
+    })
+}
+
 /// `response`, after which the connection closes: what is left of the
 /// request cannot be read safely.
 fn closing(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
@@ -529,4 +547,38 @@ pub(crate) fn error(status: StatusCode, text: &'static str) -> Response<ProxyBod
         .headers_mut()
         .insert("content-type", HeaderValue::from_static("text/plain"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error wrapping `inner`, as hyper-util wraps a connect error.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("connect failed")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn local_exhaustion_is_told_from_a_backend_refusing() {
+        for errno in [24, 23, 12, 99, 105] {
+            let error = Wrapped(std::io::Error::from_raw_os_error(errno));
+            assert!(locally_exhausted(&error), "errno {errno}");
+        }
+        // ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH: the backend's side.
+        for errno in [111, 110, 113] {
+            let error = Wrapped(std::io::Error::from_raw_os_error(errno));
+            assert!(!locally_exhausted(&error), "errno {errno}");
+        }
+    }
 }

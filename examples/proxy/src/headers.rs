@@ -50,12 +50,26 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// removed, then written by this proxy (nginx's `proxy_set_header
 /// X-Real-IP $remote_addr`); from a trusted proxy they are kept, and
 /// added to.
-const FORWARDING: [&str; 5] = [
+/// The list holds the names frameworks believe: Spring and Werkzeug take
+/// `X-Forwarded-Prefix`, IIS and Symfony `X-Original-URL` and
+/// `X-Rewrite-URL`, CDNs' client-address headers are read as such.
+const FORWARDING: [&str; 16] = [
     "forwarded",
     "x-real-ip",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-protocol",
+    "x-url-scheme",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
 ];
 
 /// Who sent a request, as the backend should learn it.
@@ -82,6 +96,17 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: Hop<'_>) {
         for name in FORWARDING {
             headers.remove(name);
         }
+    }
+    // Names with `_` are dropped from everyone, as nginx does
+    // (`underscores_in_headers off`): CGI-style backends read `X_Real_IP`
+    // and `X-Real-IP` as one variable, so one could stand for the other.
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        headers.remove(name);
     }
     let peer_text = hop.peer.to_string();
     // Every line the client sent is one list (RFC 9110 §5.3).
@@ -182,6 +207,7 @@ mod tests {
     #[test]
     fn an_untrusted_client_cannot_write_forwarding_headers() {
         let spoofed = [
+            ("x_real_ip", "10.0.0.9"),
             ("forwarded", "for=10.0.0.1;proto=https"),
             ("x-real-ip", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
@@ -225,6 +251,7 @@ mod tests {
                 assert_eq!(all("x-forwarded-proto"), ["https"]);
                 assert_eq!(all("x-forwarded-host"), ["admin.example"]);
                 assert_eq!(all("x-forwarded-port"), ["443"]);
+                assert!(all("x_real_ip").is_empty());
             } else {
                 assert_eq!(
                     all("forwarded"),
@@ -234,6 +261,7 @@ mod tests {
                 assert_eq!(all("x-forwarded-proto"), ["http"]);
                 assert_eq!(all("x-forwarded-host"), ["www.example"]);
                 assert!(all("x-forwarded-port").is_empty());
+                assert!(all("x_real_ip").is_empty());
             }
         }
     }

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use http_body_util::{Either, Empty};
 use hyper::{Request, Uri};
 use loadbalance::AdminState;
 use parking_lot::Mutex;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::Shared;
+use super::body::UpstreamBody;
 use super::config::{CheckConfig, Config};
 
 /// Streaks of one backend: successes and failures in a row.
@@ -140,7 +140,7 @@ async fn probe(shared: &Shared, server: &str, path: &str, timeout: Duration) -> 
     else {
         return false;
     };
-    let mut request = Request::new(Either::Right(Empty::new()));
+    let mut request = Request::new(UpstreamBody::Empty);
     *request.uri_mut() = uri;
     match tokio::time::timeout(timeout, shared.client.request(request)).await {
         Ok(Ok(response)) => {

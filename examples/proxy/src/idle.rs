@@ -163,7 +163,8 @@ fn since_start() -> u64 {
 // another thread that tolerates a stale answer (a connection shed as it
 // turns busy finishes its request first).
 impl Busy {
-    fn is_busy(&self) -> bool {
+    /// Whether a request is being handled now.
+    pub(crate) fn is_busy(&self) -> bool {
         self.0.requests.load(Ordering::Relaxed) > 0
     }
 

@@ -57,6 +57,9 @@ use std::sync::atomic::Ordering::Relaxed;
 /// `accept`'s errors for a process (`EMFILE`) or system (`ENFILE`) out of
 /// file descriptors (Linux's numbers).
 pub(crate) const EMFILE: i32 = 24;
+
+/// How long a connection between requests, told to close, may take to.
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
 pub(crate) const ENFILE: i32 = 23;
 
 /// What every request and background task of one proxy shares.
@@ -333,6 +336,7 @@ async fn accept(
             _ = stopped(&mut stop) => break,
         };
         let busy = Busy::default();
+        let connection_busy = busy.clone();
         let trusted = shared
             .state
             .load()
@@ -367,15 +371,22 @@ async fn accept(
         let mut stopping = stop.clone();
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
-            // Shutdown or making room: an idle connection closes now, a
-            // busy one after its request.
             tokio::select! {
                 _ = connection.as_mut() => return,
                 _ = stopped(&mut stopping) => {}
                 () = slot.shed() => {}
             }
+            // Shutdown or making room: a busy connection closes after its
+            // request; one between requests closes now, outright if it has
+            // not within `CLOSE_GRACE` (hyper waits out a head begun, which
+            // a flood of partial heads would use).
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            if connection_busy.is_busy() {
+                let _ = connection.await;
+            } else {
+                let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+            }
+            drop(slot);
         });
         while connections.try_join_next().is_some() {}
         // Lets the new connection read its first head before the next

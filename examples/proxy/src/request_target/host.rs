@@ -6,8 +6,9 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 
-/// The longest host name (RFC 1035's 255 bytes), port aside.
-const MAX_NAME: usize = 255;
+/// The longest host name (RFC 1035: 253 characters in text form), a
+/// trailing dot and the port aside; the router matches no longer one.
+const MAX_NAME: usize = 253;
 
 /// Why a host is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +59,8 @@ pub(crate) fn check(authority: &[u8]) -> Result<(), HostError> {
             None => (authority, &[][..]),
         },
     };
-    let name_ok = name.len() <= MAX_NAME
+    let bare = name.strip_suffix(b".").unwrap_or(name);
+    let name_ok = bare.len() <= MAX_NAME
         && name
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))

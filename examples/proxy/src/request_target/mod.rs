@@ -13,7 +13,7 @@ use hyper::header::HOST;
 use hyper::{Request, Version};
 
 pub(crate) use host::HostError;
-pub(crate) use path::PathError;
+pub(crate) use path::{PathError, without_parameters};
 
 /// A request's target, checked.
 #[derive(Debug)]

@@ -176,6 +176,23 @@ fn remove_dot_segments(path: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
+/// `path` with every segment's `;` parameters removed: the path Java
+/// servlet containers (Tomcat, Jetty, Spring) resolve, which routes match
+/// so that a parameter cannot carry a path past a prefix route.
+pub(crate) fn without_parameters(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for (index, segment) in path.split('/').enumerate() {
+        if index > 0 {
+            out.push('/');
+        }
+        out.push_str(segment.split(';').next().unwrap_or(segment));
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +260,17 @@ mod tests {
         ] {
             assert_eq!(normalise(path), Err(error), "{path:?}");
         }
+    }
+
+    #[test]
+    fn parameters_are_removed_for_routing() {
+        assert_eq!(without_parameters("/admin;x/secret"), "/admin/secret");
+        assert_eq!(without_parameters("/a;b=c;d/e/f;g"), "/a/e/f");
+        assert_eq!(without_parameters("/;p"), "/");
+        assert!(matches!(
+            without_parameters("/plain/path"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

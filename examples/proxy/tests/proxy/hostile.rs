@@ -7,6 +7,7 @@
 
 use crate::harness::*;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -128,7 +129,8 @@ async fn a_backend_echoing_a_stalled_body_is_not_blamed() {
         let web = backend("web").await;
         let proxy = single(
             &web,
-            "attempts = 1\nupstream_timeout_ms = 200\nclient_body_timeout_ms = 600",
+            "attempts = 1\nupstream_timeout_ms = 200\nclient_body_timeout_ms = 600\n\
+             request_buffer_bytes = 0",
         )
         .await;
         let answer = raw(
@@ -395,6 +397,7 @@ async fn invalid_hosts_are_refused() {
             "GET / HTTP/1.1\r\nHost: [::1\r\n",
             "GET / HTTP/1.1\r\nHost: admin.test\r\nHost: admin.test\r\n",
             "GET ftp://admin.test/ HTTP/1.1\r\nHost: admin.test\r\n",
+            format!("GET / HTTP/1.1\r\nHost: {}.admin.test\r\n", "a".repeat(243)).as_str(),
         ] {
             let request = format!("{head}Connection: close\r\n\r\n");
             let answer = raw(proxy.addr(), request.as_bytes(), Duration::from_secs(2)).await;
@@ -524,23 +527,47 @@ async fn tunnels_and_traces_are_refused() {
     .await;
 }
 
-// Issue 24, 10: `Trailer` is end to end (RFC 9110 §6.6.2) and reaches the
-// backend, as README says.
+// Issue 24, 10 (and the review): request trailers are dropped, with their
+// `Trailer` notice, as nginx does; a backend that merged them into its
+// headers would take a client's `X-Real-IP` trailer for the proxy's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_trailer_header_is_forwarded() {
+async fn request_trailers_are_dropped() {
     bounded(async {
-        let web = backend("web").await;
-        let proxy = single(&web, "").await;
-        let answer = raw(
-            proxy.addr(),
-            b"POST /echo HTTP/1.1\r\nHost: site.test\r\nTrailer: x-sum\r\nTransfer-Encoding: chunked\r\n\
-              Connection: close\r\n\r\n3\r\nabc\r\n0\r\nx-sum: 1\r\n\r\n",
-            Duration::from_secs(2),
-        )
+        // A backend that answers with the trailers and `Trailer` it got.
+        let web = custom(|request: Request<Incoming>| async move {
+            let notice = request
+                .headers()
+                .get("trailer")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            let collected = request.into_body().collect().await;
+            let trailers = collected.ok().and_then(|c| c.trailers().cloned());
+            let text = format!("notice={notice:?} trailers={trailers:?}");
+            Response::new(Full::new(Bytes::from(text)).boxed())
+        })
         .await;
-        assert_eq!(status_of(&answer), "200", "{answer:?}");
-        assert_eq!(last_headers(&web)["trailer"], "x-sum");
-        proxy.shutdown().await;
+        for buffer in ["", "request_buffer_bytes = 0"] {
+            let toml = format!(
+                "{}{}{}",
+                server_section(buffer),
+                catch_all("web"),
+                pool_at("web", "", &[web])
+            );
+            let proxy = start(&toml).await;
+            let answer = raw(
+                proxy.addr(),
+                b"POST / HTTP/1.1\r\nHost: site.test\r\nTrailer: x-real-ip\r\n\
+                  Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+                  3\r\nabc\r\n0\r\nX-Real-IP: 10.0.0.1\r\n\r\n",
+                Duration::from_secs(2),
+            )
+            .await;
+            assert_eq!(status_of(&answer), "200", "{buffer}: {answer:?}");
+            assert!(
+                answer.ends_with("notice=None trailers=None"),
+                "{buffer}: {answer:?}"
+            );
+            proxy.shutdown().await;
+        }
     })
     .await;
 }
@@ -756,6 +783,232 @@ async fn reloads_do_not_reset_health_streaks() {
         }
         assert!(down, "the dead backend was marked down across reloads");
         assert_eq!(state_of(&proxy, "web", &good), BackendState::Up);
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// The review, 1: a client that finishes its body just before the stall
+// timeout, while the backend already streams, does not make the backend's
+// wait for that body its stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_finished_late_does_not_make_the_backend_stall() {
+    bounded(async {
+        // Answers at once with `start`, then reads the whole body, then `done`.
+        let web = custom(|request: Request<Incoming>| async move {
+            let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(2);
+            tokio::spawn(async move {
+                let _ = sender.send(Bytes::from_static(b"start")).await;
+                let _ = request.into_body().collect().await;
+                let _ = sender.send(Bytes::from_static(b"done")).await;
+            });
+            let frames = futures_lite::stream::unfold(receiver, |mut receiver| async move {
+                let chunk = receiver.recv().await?;
+                Some((Ok::<_, Infallible>(hyper::body::Frame::data(chunk)), receiver))
+            });
+            Response::new(http_body_util::StreamBody::new(frames).boxed())
+        })
+        .await;
+        let toml = format!(
+            "{}{}{}",
+            server_section(
+                "request_buffer_bytes = 0\nupstream_timeout_ms = 400\nclient_body_timeout_ms = 2000"
+            ),
+            catch_all("web"),
+            pool_at("web", "health = { max_fails = 1, fail_timeout_ms = 10000 }", &[web])
+        );
+        let proxy = start(&toml).await;
+        let mut stream = TcpStream::connect(proxy.addr()).await.expect("connects");
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nx")
+            .await
+            .expect("writes");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        stream.write_all(b"y").await.expect("writes");
+        let (answer, _) = read_all(&mut stream, Duration::from_secs(2)).await;
+        assert!(answer.contains("done"), "{answer:?}");
+        let stats = proxy
+            .pool("web")
+            .expect("the pool runs")
+            .stats_of(web.to_string().as_str())
+            .expect("in the pool");
+        assert_eq!((stats.failures, stats.state), (0, BackendState::Up));
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// The review, 2: which of a backend's own statuses count against it is
+// the operator's choice; `[]` is nginx's default (errors and timeouts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_statuses_choose_what_a_backend_answer_costs_it() {
+    bounded(async {
+        let a = backend("a").await;
+        let b = backend("b").await;
+        a.control.down.store(true, Relaxed);
+        b.control.down.store(true, Relaxed);
+        let toml = format!(
+            "{}{}{}",
+            server_section("failure_statuses = []"),
+            catch_all("web"),
+            pool_section(
+                "web",
+                "health = { max_fails = 1, fail_timeout_ms = 10000 }",
+                &[&a, &b]
+            )
+        );
+        let proxy = start(&toml).await;
+        for _ in 0..4 {
+            let reply = get(&client(), proxy.addr(), "site.test", "/").await;
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        for web in [&a, &b] {
+            assert_eq!(state_of(&proxy, "web", web), BackendState::Up);
+        }
+        assert_eq!(a.control.served() + b.control.served(), 4, "no retries");
+        assert_eq!(proxy.counters().retries.load(Relaxed), 0);
+        proxy.shutdown().await;
+        assert!(
+            Config::parse(&format!(
+                "{}{}{}",
+                server_section("failure_statuses = [600]"),
+                catch_all("web"),
+                pool_section("web", "", &[&a])
+            ))
+            .is_err()
+        );
+    })
+    .await;
+}
+
+// The review, 3: connections still sending their first head are shed too
+// (closed outright after a short grace), and stay counted until closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_heads_are_shed_and_counted_until_closed() {
+    bounded(async {
+        let web = backend("web").await;
+        let proxy = single(&web, "max_connections = 5").await;
+        let mut held = Vec::new();
+        for index in 0..20u8 {
+            let mut stream = connect_from([127, 0, 0, 10 + index], proxy.addr()).await;
+            stream
+                .write_all(b"GET /x HTTP/1.1\r\nHost: site.test\r\n")
+                .await
+                .expect("writes");
+            held.push(stream);
+        }
+        let open = || {
+            let scrape = parse_metrics(&proxy.metrics());
+            sample(&scrape, "proxy_connections", &[]).unwrap_or(f64::NAN)
+        };
+        assert!(
+            eventually(Duration::from_secs(2), || open() <= 5.0).await,
+            "{} open over a limit of 5",
+            open()
+        );
+        let mut cut = 0;
+        for stream in &mut held {
+            if closed(stream, Duration::from_millis(20)).await {
+                cut += 1;
+            }
+        }
+        assert!(cut >= 15, "{cut} of 20 partial heads closed");
+        assert_eq!(get_from([127, 0, 0, 2], proxy.addr()).await, "200");
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// The review, 4: a body within `request_buffer_bytes` is read before a
+// backend is picked, so a slow sender holds no backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_small_upload_holds_no_backend() {
+    bounded(async {
+        let web = backend("web").await;
+        let proxy = single(&web, "").await;
+        let pool = proxy.pool("web").expect("the pool runs");
+        let id = web.addr.to_string();
+        let mut stream = TcpStream::connect(proxy.addr()).await.expect("connects");
+        stream
+            .write_all(b"PUT / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 8\r\nConnection: close\r\n\r\nabcd")
+            .await
+            .expect("writes");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(pool.active_of(id.as_str()), Some(0), "no backend held");
+        assert_eq!(web.control.in_flight.load(Relaxed), 0);
+        stream.write_all(b"efgh").await.expect("writes");
+        let (answer, _) = read_all(&mut stream, Duration::from_secs(2)).await;
+        assert_eq!(status_of(&answer), "200", "{answer:?}");
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// The review, 5: `;` parameters cannot carry a path past a prefix route:
+// routes match the path Java servers resolve; the backend gets it as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_parameters_cannot_dodge_a_route() {
+    bounded(async {
+        let admin = target_echo().await;
+        let web = target_echo().await;
+        let toml = format!(
+            "{}\n[[routes]]\nname = \"admin\"\npath = \"/admin/\"\npool = \"admin\"\n{}{}{}",
+            server_section(""),
+            catch_all("web"),
+            pool_at("admin", "", &[admin]),
+            pool_at("web", "", &[web])
+        );
+        let proxy = start(&toml).await;
+        let pool = proxy.pool("admin").expect("the pool runs");
+        for target in [
+            "/admin;x/secret",
+            "/admin;jsessionid=1/secret",
+            "/admin/;x/secret",
+        ] {
+            let picks = pool.stats_of(admin.to_string().as_str()).expect("in").picks;
+            let request =
+                format!("GET {target} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n");
+            let answer = raw(proxy.addr(), request.as_bytes(), Duration::from_secs(2)).await;
+            assert_eq!(body_of(&answer), target, "forwarded as sent: {answer:?}");
+            let after = pool.stats_of(admin.to_string().as_str()).expect("in").picks;
+            assert_eq!(after, picks + 1, "{target} went to the admin route");
+        }
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// The review, 7 and 8: more forwarding names and underscored names are
+// dropped; an HTTP/1.0 request without Host sends an empty one, never the
+// backend's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_forwarding_headers_and_underscores_are_dropped() {
+    bounded(async {
+        let web = backend("web").await;
+        let proxy = single(&web, "").await;
+        let answer = raw(
+            proxy.addr(),
+            b"GET / HTTP/1.0\r\nX_Real_IP: 10.0.0.1\r\nX_Forwarded_For: 10.0.0.1\r\n\
+              X-Forwarded-Prefix: /admin\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\n\
+              True-Client-IP: 10.0.0.1\r\nX-Client-IP: 10.0.0.1\r\nX-Forwarded-Ssl: on\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(status_of(&answer), "200", "{answer:?}");
+        let seen = last_headers(&web);
+        for name in [
+            "x_real_ip",
+            "x_forwarded_for",
+            "x-forwarded-prefix",
+            "x-original-url",
+            "x-rewrite-url",
+            "true-client-ip",
+            "x-client-ip",
+            "x-forwarded-ssl",
+        ] {
+            assert!(seen.get(name).is_none(), "{name} reached the backend");
+        }
+        assert_eq!(seen["host"], "", "an empty Host, not the backend's address");
         proxy.shutdown().await;
     })
     .await;
