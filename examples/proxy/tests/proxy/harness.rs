@@ -293,3 +293,14 @@ pub(crate) fn web_config(server: &str, pool: &str, backends: &[&Backend]) -> Str
         pool_section("web", pool, backends)
     )
 }
+
+pub(crate) fn retry_after(reply: &Reply) -> u64 {
+    reply
+        .headers
+        .get("retry-after")
+        .expect("a 429 says when to retry")
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("whole seconds")
+}

@@ -2,20 +2,21 @@
 //! make the proxy blame a backend, escape a route, forge its identity,
 //! spoof what the backend learns, crowd out other clients' connections,
 //! name a host it should not, or frame a body two ways. Each class with
-//! several payloads, each test bounded in time; what held before (request
-//! smuggling, slowloris, sizes, stalls) is in `end_to_end.rs`.
+//! several payloads, each test bounded in time; at the end, what held
+//! before issue 24 (request smuggling, slowloris, sizes, stalls, spoofed
+//! addresses).
 
 use crate::harness::*;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use loadbalance::BackendState;
 use loadbalance_proxy::{Config, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1010,6 +1011,344 @@ async fn framework_forwarding_headers_and_underscores_are_dropped() {
         }
         assert_eq!(seen["host"], "", "an empty Host, not the backend's address");
         proxy.shutdown().await;
+    })
+    .await;
+}
+
+// What held before issue 24: smuggling, slowloris, sizes, stalls, spoofing.
+
+/// A chunked upload of 2048 bytes in four chunks to `path`, then close.
+fn chunked_upload(path: &str) -> Vec<u8> {
+    let mut upload = format!(
+        "POST {path} HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..4 {
+        upload.extend_from_slice(b"200\r\n");
+        upload.extend_from_slice(&[b'z'; 512]);
+        upload.extend_from_slice(b"\r\n");
+    }
+    upload.extend_from_slice(b"0\r\n\r\n");
+    upload
+}
+
+// 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_cut_at_the_header_timeout() {
+    bounded(async {
+        let web = backend("web").await;
+        let toml = web_config("header_timeout_ms = 300", "", &[&web]);
+        let proxy = start(&toml).await;
+        let mut slow = TcpStream::connect(proxy.addr()).await.expect("connects");
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\nX-Slow: ")
+            .await
+            .expect("writes a partial head");
+        let started = Instant::now();
+        let closed = tokio::spawn(async move {
+            let mut buf = [0_u8; 1024];
+            loop {
+                match slow.read(&mut buf).await {
+                    Ok(0) | Err(_) => return Instant::now(),
+                    // A 408, say: read on until the close.
+                    Ok(_) => {}
+                }
+            }
+        });
+        // Meanwhile others are served.
+        let client = client();
+        for _ in 0..5 {
+            let reply = get(&client, proxy.addr(), "site.test", "/").await;
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+        let closed_at = tokio::time::timeout(Duration::from_secs(2), closed)
+            .await
+            .expect("the stalled connection is closed within 2 s")
+            .expect("the reader task");
+        let after = closed_at - started;
+        assert!(
+            after >= Duration::from_millis(200),
+            "closed after {after:?}, before the header timeout"
+        );
+        assert_eq!(web.control.served(), 5);
+        assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
+
+// The admin port's header timeout: a half-sent head there is cut too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_admin_request_is_cut_at_the_header_timeout() {
+    bounded(async {
+        let web = backend("web").await;
+        let proxy = single(&web, "header_timeout_ms = 300").await;
+        let mut stream = TcpStream::connect(proxy.admin_addr())
+            .await
+            .expect("connects");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("writes");
+        let (_, closed) = read_all(&mut stream, Duration::from_secs(2)).await;
+        assert!(closed, "a half-sent head on the admin port outlived 2 s");
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413() {
+    bounded(async {
+        let web = backend("web").await;
+        let toml = web_config("max_body_bytes = 1024", "", &[&web]);
+        let proxy = start(&toml).await;
+        let client = client();
+        // Declared too large: refused before any backend is asked.
+        let request = build(Method::POST, proxy.addr(), "site.test", "/echo")
+            .body(Full::new(Bytes::from(vec![b'x'; 2000])))
+            .expect("a valid request");
+        let reply = send(&client, request).await;
+        assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(web.control.served(), 0);
+        // Within the limit: echoed.
+        let request = build(Method::POST, proxy.addr(), "site.test", "/echo")
+            .body(Full::new(Bytes::from(vec![b'y'; 1000])))
+            .expect("a valid request");
+        let reply = send(&client, request).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body.len(), 1000);
+        // Chunked, no length declared, to a backend that answers only
+        // after a while: the limit trips while the body streams.
+        web.control
+            .set_delay(Duration::from_millis(300), Duration::ZERO);
+        let answer = raw(proxy.addr(), &chunked_upload("/"), Duration::from_secs(2)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "a chunked body past max_body_bytes: {answer:?}"
+        );
+        let stats = proxy
+            .pool("web")
+            .expect("the pool runs")
+            .stats_of(web.addr.to_string().as_str())
+            .expect("in the pool");
+        assert_eq!(stats.failures, 0, "the client's fault, not the backend's");
+        assert_eq!(stats.active, 0);
+        assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
+
+// 4, against a backend that answers at once (`/echo` streams the body
+// back): the first chunk reaches it, its 200 head comes back, and only then
+// does the body pass the limit. Bodies stream (nothing is buffered), so the
+// 413 cannot be sent any more: the exchange is cut, and the backend, which
+// did nothing wrong, is not blamed (a client could otherwise eject healthy
+// backends at will).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_past_the_limit_after_the_answer_is_cut_and_spares_the_backend() {
+    bounded(async {
+        let web = backend("web").await;
+        let proxy = single(&web, "max_body_bytes = 1024").await;
+        let upload = chunked_upload("/echo");
+        // The head and the first 512-byte chunk.
+        let split = upload.len() - 3 * (5 + 512 + 2) - 5;
+        let mut stream = TcpStream::connect(proxy.addr()).await.expect("connects");
+        stream.write_all(&upload[..split]).await.expect("writes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The rest, past the limit (a reset is fine: the proxy may stop reading).
+        let _ = stream.write_all(&upload[split..]).await;
+        let mut read = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut buf = [0_u8; 4096];
+            while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                read.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        let answer = String::from_utf8_lossy(&read);
+        let stats = proxy
+            .pool("web")
+            .expect("the pool runs")
+            .stats_of(web.addr.to_string().as_str())
+            .expect("in the pool");
+        // A 413 if the limit tripped before the answer, else a cut body
+        // (no last chunk): never a complete 200.
+        assert!(
+            answer.starts_with("HTTP/1.1 413") || !answer.ends_with("0\r\n\r\n"),
+            "a chunked body past max_body_bytes: {answer:?}"
+        );
+        assert_eq!(stats.active, 0);
+        assert_eq!(stats.failures, 0, "the client's fault, not the backend's");
+        assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
+
+// A client aborting its own upload is not the backend's failure: no ejection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_aborting_its_upload_does_not_eject_the_backend() {
+    bounded(async {
+        // A backend that reads the whole body before it answers.
+        let web = custom(|request: Request<Incoming>| async move {
+            let text = match request.into_body().collect().await {
+                Ok(_) => "stored",
+                Err(_) => "broken",
+            };
+            Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed())
+        })
+        .await;
+        let toml = format!(
+            "{}{}{}",
+            server_section("attempts = 1"),
+            catch_all("web"),
+            pool_at(
+                "web",
+                "health = { max_fails = 1, fail_timeout_ms = 10000 }",
+                &[web]
+            )
+        );
+        let proxy = start(&toml).await;
+        let pool = proxy.pool("web").expect("the pool runs");
+        let id = web.to_string();
+
+        let mut stream = TcpStream::connect(proxy.addr()).await.expect("connects");
+        stream
+            .write_all(
+                b"POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1000\r\n\r\n0123456789",
+            )
+            .await
+            .expect("writes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The client gives up on its upload.
+        stream.shutdown().await.expect("half-closes");
+        let (answer, _) = read_all(&mut stream, Duration::from_secs(2)).await;
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let stats = pool.stats_of(id.as_str()).expect("in the pool");
+        let status = get(&client(), proxy.addr(), "site.test", "/").await.status;
+        assert_eq!(
+            (stats.failures, stats.state, status),
+            (0, BackendState::Up, StatusCode::OK),
+            "a client's broken upload is not the backend's fault; the client saw {:?}; \
+             upstream_errors = {}",
+            answer.lines().next(),
+            proxy.counters().upstream_errors.load(Relaxed)
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_framing_is_refused() {
+    bounded(async {
+        let web = backend("web").await;
+        let toml = web_config("", "", &[&web]);
+        let proxy = start(&toml).await;
+        for smuggled in [
+            &b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 5\r\n\
+               Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"[..],
+            &b"POST / HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\
+               Content-Length: 5\r\nConnection: close\r\n\r\n0\r\n\r\n"[..],
+        ] {
+            let answer = raw(proxy.addr(), smuggled, Duration::from_secs(2)).await;
+            assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+        }
+        assert_eq!(web.control.served(), 0, "the backend never saw them");
+        assert_eq!(proxy.counters().malformed.load(Relaxed), 2);
+        // The proxy still serves well-formed requests.
+        let reply = get(&client(), proxy.addr(), "site.test", "/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
+
+// A request with two Host lines is a 400 (RFC 9112 §3.2), never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_headers_are_refused() {
+    bounded(async {
+        // Host admin.test to pool admin, every other to pool public.
+        let routes = "\n[[routes]]\nname = \"admin\"\nhost = \"admin.test\"\npath = \"/\"\npool = \"admin\"\n\
+                      \n[[routes]]\nname = \"public\"\npath = \"/\"\npool = \"public\"\n";
+        let public = backend("public").await;
+        let admin = backend("admin").await;
+        let toml = format!(
+            "{}{routes}{}{}",
+            server_section(""),
+            pool_section("public", "", &[&public]),
+            pool_section("admin", "", &[&admin]),
+        );
+        let proxy = start(&toml).await;
+        let request =
+            b"GET / HTTP/1.1\r\nHost: www.test\r\nHost: admin.test\r\nConnection: close\r\n\r\n";
+        let answer = raw(proxy.addr(), request, Duration::from_secs(2)).await;
+        let seen = public
+            .control
+            .last_headers
+            .lock()
+            .clone()
+            .map(|h| h.get_all("host").iter().cloned().collect::<Vec<_>>());
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "answered {:?}; the backend saw Host {seen:?}",
+            answer.lines().next()
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// The head's size bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_head_gets_431() {
+    bounded(async {
+        let web = backend("web").await;
+        let proxy = single(&web, "max_header_bytes = 8192").await;
+        let mut head = b"GET / HTTP/1.1\r\nHost: site.test\r\nX-Big: ".to_vec();
+        head.extend_from_slice(&[b'a'; 10_000]);
+        head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        let answer = raw(proxy.addr(), &head, Duration::from_secs(2)).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+        assert_eq!(web.control.served(), 0);
+        assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
+
+// 2 and 9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_forwarded_for_does_not_escape_the_rate_limit() {
+    bounded(async {
+        let web = backend("web").await;
+        let toml = format!(
+            "{}[clients]\nrate = {{ per_second = 1, burst = 3 }}\n{}{}",
+            server_section(""),
+            catch_all("web"),
+            pool_section("web", "", &[&web])
+        );
+        let proxy = start(&toml).await;
+        let client = client();
+        let mut statuses = Vec::new();
+        let mut last = None;
+        for i in 0..6 {
+            let request = build(Method::GET, proxy.addr(), "site.test", "/")
+                .header("x-forwarded-for", format!("198.51.100.{i}"))
+                .body(Full::default())
+                .expect("a valid request");
+            let reply = send(&client, request).await;
+            statuses.push(reply.status.as_u16());
+            last = Some(reply);
+        }
+        assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+        let last = last.expect("six replies");
+        assert!(retry_after(&last) >= 1, "{:?}", last.headers);
+        assert_eq!(web.control.served(), 3);
+        assert_eq!(proxy.counters().rate_limited.load(Relaxed), 3);
+        assert_eq!(proxy.shutdown().await, 0);
     })
     .await;
 }
