@@ -108,18 +108,29 @@ impl Held {
     }
 }
 
-/// A backend that sent part of its body and then nothing for the stall
-/// timeout (`upstream_timeout_ms`).
+/// Why the proxy broke off a body.
 #[derive(Debug)]
-pub(crate) struct Stalled;
+pub(crate) enum BodyError {
+    /// A backend sent part of its body and then nothing for the stall
+    /// timeout (`upstream_timeout_ms`).
+    Stalled,
+    /// A request body past `max_body_bytes`.
+    TooLarge,
+    /// A client silent mid-body for `client_body_timeout_ms`.
+    ClientSilent,
+}
 
-impl fmt::Display for Stalled {
+impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the backend stalled mid-body")
+        f.write_str(match self {
+            Self::Stalled => "the backend stalled mid-body",
+            Self::TooLarge => "the request body is larger than max_body_bytes",
+            Self::ClientSilent => "the client stopped sending its request body",
+        })
     }
 }
 
-impl std::error::Error for Stalled {}
+impl std::error::Error for BodyError {}
 
 impl Body for ProxyBody {
     type Data = Bytes;
@@ -160,7 +171,7 @@ impl Body for ProxyBody {
                             }
                         }
                         held.finish(false);
-                        return Poll::Ready(Some(Err(Box::new(Stalled))));
+                        return Poll::Ready(Some(Err(Box::new(BodyError::Stalled))));
                     }
                 };
                 held.stall = None;
@@ -326,30 +337,6 @@ impl Capped {
     }
 }
 
-/// A request body past `max_body_bytes`.
-#[derive(Debug)]
-pub(crate) struct TooLarge;
-
-impl fmt::Display for TooLarge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the request body is larger than max_body_bytes")
-    }
-}
-
-impl std::error::Error for TooLarge {}
-
-/// A client silent mid-body for `client_body_timeout_ms`.
-#[derive(Debug)]
-pub(crate) struct BodyTimeout;
-
-impl fmt::Display for BodyTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the client stopped sending its request body")
-    }
-}
-
-impl std::error::Error for BodyTimeout {}
-
 impl Body for Capped {
     type Data = Bytes;
     type Error = BoxError;
@@ -383,7 +370,7 @@ impl Body for Capped {
                 this.timer = None;
                 this.fault.set(Fault::TimedOut);
                 this.fault.wait(false);
-                return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                return Poll::Ready(Some(Err(Box::new(BodyError::ClientSilent))));
             }
         };
         this.timer = None;
@@ -398,7 +385,7 @@ impl Body for Capped {
                     }
                     None => {
                         this.fault.set(Fault::TooLarge);
-                        Some(Err(Box::new(TooLarge)))
+                        Some(Err(Box::new(BodyError::TooLarge)))
                     }
                 }
             }
