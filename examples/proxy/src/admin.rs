@@ -56,6 +56,13 @@ pub struct Counters {
     pub upstream_errors: AtomicU64,
     /// Backends that did not answer in time.
     pub upstream_timeouts: AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    /// TLS handshakes that failed (no common version or cipher, a bad
+    /// record, a client that gave up).
+    pub tls_handshake_failures: AtomicU64,
+    /// TLS handshakes cut at `handshake_timeout_ms`.
+    pub tls_handshake_timeouts: AtomicU64,
     /// Configurations applied.
     pub reloads: AtomicU64,
     /// Configurations refused (the old one kept).
@@ -135,6 +142,21 @@ impl Counters {
                 "proxy_upstream_timeouts_total",
                 "Backends that did not answer in time.",
                 &self.upstream_timeouts,
+            ),
+            (
+                "proxy_tls_handshakes_total",
+                "TLS handshakes completed.",
+                &self.tls_handshakes,
+            ),
+            (
+                "proxy_tls_handshake_failures_total",
+                "TLS handshakes that failed.",
+                &self.tls_handshake_failures,
+            ),
+            (
+                "proxy_tls_handshake_timeouts_total",
+                "TLS handshakes cut at the handshake timeout.",
+                &self.tls_handshake_timeouts,
             ),
             (
                 "proxy_reloads_total",

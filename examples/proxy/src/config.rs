@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use loadbalance::PoolConfig;
@@ -31,6 +31,79 @@ pub struct Config {
     /// Active health checks, by pool name.
     #[serde(default)]
     pub(crate) checks: BTreeMap<String, CheckConfig>,
+    /// TLS termination: a listener of its own and the certificates (none:
+    /// plaintext only). The listener is read at start; the certificates
+    /// reload with the file.
+    #[serde(default)]
+    pub(crate) tls: Option<TlsConfig>,
+    /// HTTP/2's bounds against abuse, read at start.
+    #[serde(default)]
+    pub(crate) http2: Http2Config,
+}
+
+/// `[tls]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    /// Where TLS clients connect (besides `[server] listen`, plaintext).
+    pub(crate) listen: SocketAddr,
+    /// A handshake must finish within this (then the connection closes,
+    /// counted in /metrics).
+    #[serde(default = "default_handshake_timeout")]
+    pub(crate) handshake_timeout_ms: u64,
+    /// Certificates, each for its `names` (`example.com`,
+    /// `*.example.com`); the first also answers clients that name none of
+    /// them or no name at all.
+    pub(crate) certificates: Vec<CertificateConfig>,
+}
+
+fn default_handshake_timeout() -> u64 {
+    10_000
+}
+
+/// One certificate chain and its key, PEM files.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertificateConfig {
+    pub(crate) names: Vec<String>,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+/// `[http2]`: each known abuse bounded (defaults as nginx's and hyper's).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Http2Config {
+    /// Streams open at once on one connection (nginx: 128).
+    pub(crate) max_concurrent_streams: u32,
+    /// A request's header list, decoded, in bytes: a flood of CONTINUATION
+    /// frames ends here.
+    pub(crate) max_header_list_size: u32,
+    /// Streams the client reset before the proxy took them, pending at
+    /// once: past it the connection ends (rapid reset, CVE-2023-44487).
+    pub(crate) max_pending_accept_reset_streams: usize,
+    /// Streams the proxy had to reset for a client's protocol errors, per
+    /// connection: past it the connection ends.
+    pub(crate) max_local_error_reset_streams: usize,
+    /// Flow-control windows offered, per stream and per connection.
+    pub(crate) initial_stream_window_size: u32,
+    pub(crate) initial_connection_window_size: u32,
+    /// Bytes buffered for sending per stream.
+    pub(crate) max_send_buf_size: usize,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 128,
+            max_header_list_size: 16 * 1024,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            initial_stream_window_size: 1024 * 1024,
+            initial_connection_window_size: 1024 * 1024,
+            max_send_buf_size: 400 * 1024,
+        }
+    }
 }
 
 /// `[server]`: read once at start; a reload that changes it is logged and
@@ -341,6 +414,45 @@ impl Config {
                 "server.failure_statuses",
                 format!("{status} is not an HTTP status"),
             ));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.handshake_timeout_ms == 0 {
+                return Err(ConfigError::invalid(
+                    "tls.handshake_timeout_ms",
+                    "must be more than 0",
+                ));
+            }
+        }
+        let http2 = &self.http2;
+        for (field, value) in [
+            (
+                "http2.max_concurrent_streams",
+                u64::from(http2.max_concurrent_streams),
+            ),
+            (
+                "http2.max_header_list_size",
+                u64::from(http2.max_header_list_size),
+            ),
+            ("http2.max_send_buf_size", http2.max_send_buf_size as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(field, "must be more than 0"));
+            }
+        }
+        // RFC 9113 §6.5.2: windows from 65,535 bytes to 2^31 − 1.
+        for (field, value) in [
+            (
+                "http2.initial_stream_window_size",
+                http2.initial_stream_window_size,
+            ),
+            (
+                "http2.initial_connection_window_size",
+                http2.initial_connection_window_size,
+            ),
+        ] {
+            if !(65_535..=0x7fff_ffff).contains(&value) {
+                return Err(ConfigError::invalid(field, "from 65535 to 2147483647"));
+            }
         }
         if self.pools.is_empty() {
             return Err(ConfigError::invalid("pools", "at least one pool"));

@@ -45,16 +45,38 @@ pub(crate) fn backends(settings: &ServerConfig) -> Backends {
         .build(connector)
 }
 
+/// How a request came: the protocol, and TLS's version if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// HTTP/1.1 (or 1.0) in plaintext.
+    Http1,
+    /// HTTP/1.1 over TLS (1.3, or else 1.2).
+    Https1 { tls13: bool },
+    /// HTTP/2 over TLS.
+    H2 { tls13: bool },
+}
+
+impl Protocol {
+    /// The scheme the client used.
+    pub(crate) fn scheme(self) -> &'static str {
+        match self {
+            Self::Http1 => "http",
+            Self::Https1 { .. } | Self::H2 { .. } => "https",
+        }
+    }
+}
+
 /// Handles one request; never fails (every error is a response).
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     backends: Backends,
     peer: SocketAddr,
+    protocol: Protocol,
     head: Head,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if !shared.settings.access_log {
-        let response = serve(&shared, &backends, peer, head, request).await;
+        let response = serve(&shared, &backends, peer, protocol, head, request).await;
         shared.counters.response(response.status());
         return response;
     }
@@ -65,7 +87,7 @@ pub(crate) async fn handle(
         request.method(),
         request.uri().path()
     );
-    let response = serve(&shared, &backends, peer, head, request).await;
+    let response = serve(&shared, &backends, peer, protocol, head, request).await;
     shared.counters.response(response.status());
     eprintln!(
         "{line} {} {:.1} ms",
@@ -79,6 +101,7 @@ async fn serve(
     shared: &Shared,
     backends: &Backends,
     peer: SocketAddr,
+    protocol: Protocol,
     head: Head,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -158,6 +181,7 @@ async fn serve(
         client,
         trusted,
         host: Some(host.as_str()),
+        scheme: protocol.scheme(),
     };
     forward(shared, backends, upstream, hop, &path, request, admission).await
 }

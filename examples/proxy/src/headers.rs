@@ -83,6 +83,8 @@ pub(crate) struct Hop<'a> {
     pub(crate) trusted: bool,
     /// The host the request named (checked).
     pub(crate) host: Option<&'a str>,
+    /// `http` or `https`: how the client reached this proxy.
+    pub(crate) scheme: &'static str,
 }
 
 /// Writes the forwarding headers: the peer appended to `X-Forwarded-For`
@@ -131,7 +133,7 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: Hop<'_>) {
         IpAddr::V4(_) => peer_text,
         IpAddr::V6(_) => format!("\"[{peer_text}]\""),
     };
-    let mut element = format!("for={node};proto=http");
+    let mut element = format!("for={node};proto={}", hop.scheme);
     let host = hop.host.filter(|h| !h.is_empty());
     if let Some(host) = host {
         // Checked: letters, digits, `-._:[]` only.
@@ -144,7 +146,7 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: Hop<'_>) {
     }
     headers.insert("x-real-ip", address(hop.client));
     if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(hop.scheme));
     }
     if let Some(host) = host {
         if !headers.contains_key("x-forwarded-host") {
@@ -192,6 +194,7 @@ mod tests {
             client: peer,
             trusted: false,
             host: Some("example.com"),
+            scheme: "http",
         };
         set_forwarding(&mut headers, hop);
         assert_eq!(headers["x-forwarded-for"], "203.0.113.9, ::1");
@@ -230,6 +233,7 @@ mod tests {
                 client,
                 trusted,
                 host: Some("www.example"),
+                scheme: "http",
             };
             set_forwarding(&mut headers, hop);
             let all = |name: &str| -> Vec<&str> {

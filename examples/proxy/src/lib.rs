@@ -26,18 +26,16 @@ pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod idle;
 pub(crate) mod request_target;
+pub(crate) mod serve;
 pub(crate) mod state;
+pub(crate) mod tls;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use loadbalance::{Pool, RetryBudget};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
@@ -45,21 +43,19 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 pub use admin::Counters;
-use config::ServerConfig;
 pub use config::{Config, ConfigError};
+use config::{Http2Config, ServerConfig};
 use connections::Connections;
 use forward::Backends;
-use framing::Framing;
-use idle::{Busy, Idle};
+use idle::Busy;
 use state::{HeldDown, State};
 use std::sync::atomic::Ordering::Relaxed;
+use tls::{Resolver, TlsRuntime};
 
 /// `accept`'s errors for a process (`EMFILE`) or system (`ENFILE`) out of
 /// file descriptors (Linux's numbers).
 pub(crate) const EMFILE: i32 = 24;
 
-/// How long a connection between requests, told to close, may take to.
-const CLOSE_GRACE: Duration = Duration::from_millis(100);
 pub(crate) const ENFILE: i32 = 23;
 
 /// What every request and background task of one proxy shares.
@@ -77,6 +73,11 @@ pub(crate) struct Shared {
     pub(crate) held: HeldDown,
     /// The client connections open, and their limits.
     pub(crate) connections: Arc<Connections>,
+    /// The TLS listener's certificates and handshake, if `[tls]` was set
+    /// at start.
+    pub(crate) tls: Option<TlsRuntime>,
+    /// `[http2]` as read at start.
+    pub(crate) http2: Http2Config,
     /// Serialises reloads and active-check marks.
     pub(crate) admin: tokio::sync::Mutex<()>,
     /// The running active checks, brought in line on reload; `None` once
@@ -93,6 +94,7 @@ pub(crate) struct Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     listen: SocketAddr,
+    tls_listen: Option<SocketAddr>,
     admin: SocketAddr,
     stop: watch::Sender<bool>,
     /// Each worker's count of connections cut at shutdown.
@@ -134,6 +136,8 @@ impl Proxy {
     /// then serves until [`shutdown`](Self::shutdown).
     pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Self, StartError> {
         let settings = config.server.clone();
+        let http2 = config.http2.clone();
+        let tls_config = config.tls.clone();
         let held = HeldDown::default();
         let state = State::build(config, None, &held)
             .await
@@ -150,6 +154,31 @@ impl Proxy {
         let admin = admin_listener
             .local_addr()
             .map_err(|e| StartError::Bind(settings.admin, e))?;
+        let (tls, tls_listener) = match (&tls_config, &state.certificates) {
+            (Some(config), Some(certificates)) => {
+                let listener = std::net::TcpListener::bind(config.listen)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| StartError::Bind(config.listen, e))?;
+                let resolver = Resolver::new(Arc::clone(certificates));
+                let acceptor = tls::acceptor(Arc::clone(&resolver))
+                    .map_err(|e| StartError::Config(ConfigError::invalid("tls", e)))?;
+                let runtime = TlsRuntime {
+                    resolver,
+                    acceptor,
+                    handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
+                };
+                (Some(runtime), Some(listener))
+            }
+            _ => (None, None),
+        };
+        let tls_listen = match &tls_listener {
+            Some(listener) => Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| StartError::Bind(settings.listen, e))?,
+            ),
+            None => None,
+        };
 
         let client = forward::backends(&settings);
         let max_connections = match settings.max_connections {
@@ -165,6 +194,8 @@ impl Proxy {
             counters: Counters::default(),
             held,
             connections,
+            tls,
+            http2,
             admin: tokio::sync::Mutex::new(()),
             checks: Mutex::new(Some(health::Running::new())),
             streaks: health::Streaks::default(),
@@ -183,10 +214,15 @@ impl Proxy {
             let listener = listener
                 .try_clone()
                 .map_err(|e| StartError::Bind(listen, e))?;
+            let tls_listener = match &tls_listener {
+                Some(tls) => Some(tls.try_clone().map_err(|e| StartError::Bind(listen, e))?),
+                None => None,
+            };
             done.push(worker(
                 index,
                 Arc::clone(&shared),
                 listener,
+                tls_listener,
                 stopped.clone(),
             )?);
         }
@@ -204,6 +240,7 @@ impl Proxy {
         Ok(Self {
             shared,
             listen,
+            tls_listen,
             admin,
             stop,
             done,
@@ -213,6 +250,11 @@ impl Proxy {
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// Where TLS clients connect, if `[tls]` is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listen
     }
 
     /// Where `/metrics` is served.
@@ -275,6 +317,7 @@ fn worker(
     index: usize,
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
+    tls_listener: Option<std::net::TcpListener>,
     stop: watch::Receiver<bool>,
 ) -> Result<oneshot::Receiver<usize>, StartError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -286,9 +329,12 @@ fn worker(
         .name(format!("proxy-worker-{index}"))
         .spawn(move || {
             let cut = runtime.block_on(async move {
-                match TcpListener::from_std(listener) {
-                    Ok(listener) => accept(shared, listener, stop).await,
-                    Err(error) => {
+                let tls_listener = tls_listener.map(TcpListener::from_std).transpose();
+                match (TcpListener::from_std(listener), tls_listener) {
+                    (Ok(listener), Ok(tls_listener)) => {
+                        accept(shared, listener, tls_listener, stop).await
+                    }
+                    (Err(error), _) | (_, Err(error)) => {
                         eprintln!("worker {index}: {error}");
                         0
                     }
@@ -300,43 +346,36 @@ fn worker(
     Ok(finished)
 }
 
-/// Accepts connections until shutdown, then waits for them to finish
-/// their requests; returns how many were cut at the grace period's end.
+/// Accepts connections (plaintext, and TLS if `tls_listener`) until
+/// shutdown, then waits for them to finish their requests; returns how
+/// many were cut at the grace period's end.
 async fn accept(
     shared: Arc<Shared>,
     listener: TcpListener,
+    tls_listener: Option<TcpListener>,
     mut stop: watch::Receiver<bool>,
 ) -> usize {
-    let settings = &shared.settings;
-    let backends = forward::backends(settings);
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout())
-        .max_buf_size(settings.max_header_bytes)
-        // A client may shut its side after its request (RFC 9112 §9.6):
-        // it still gets its answer, as from nginx.
-        .half_close(true)
-        .keep_alive(true);
+    let backends = forward::backends(&shared.settings);
     let mut connections = JoinSet::new();
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of descriptors, most likely: make room by closing
-                    // the longest idle connection, and back off briefly.
-                    if matches!(error.raw_os_error(), Some(EMFILE | ENFILE)) {
-                        shared.connections.relieve();
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+        let (accepted, secure) = tokio::select! {
+            accepted = listener.accept() => (accepted, false),
+            accepted = accept_on(tls_listener.as_ref()) => (accepted, true),
             _ = stopped(&mut stop) => break,
         };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors, most likely: make room by closing
+                // the longest idle connection, and back off briefly.
+                if matches!(error.raw_os_error(), Some(EMFILE | ENFILE)) {
+                    shared.connections.relieve();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
         let busy = Busy::default();
-        let connection_busy = busy.clone();
         let trusted = shared
             .state
             .load()
@@ -349,51 +388,25 @@ async fn accept(
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let (io, heads) = Framing::new(
-            Idle::new(stream, settings.idle_timeout(), busy.clone()),
-            settings.max_header_bytes,
-        );
-        let request_shared = Arc::clone(&shared);
-        let request_backends = backends.clone();
-        let service = service_fn(move |request| {
-            let head = heads.next();
-            let shared = Arc::clone(&request_shared);
-            let backends = request_backends.clone();
-            let handling = busy.enter();
-            async move {
-                let mut response = forward::handle(shared, backends, peer, head, request).await;
-                response.body_mut().hold(handling);
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let connection = builder.serve_connection(TokioIo::new(io), service);
-        let mut stopping = stop.clone();
-        connections.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = stopped(&mut stopping) => {}
-                () = slot.shed() => {}
-            }
-            // Shutdown or making room: a busy connection closes after its
-            // request; one between requests closes now, outright if it has
-            // not within `CLOSE_GRACE` (hyper waits out a head begun, which
-            // a flood of partial heads would use).
-            connection.as_mut().graceful_shutdown();
-            if connection_busy.is_busy() {
-                let _ = connection.await;
-            } else {
-                let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
-            }
-            drop(slot);
-        });
+        let tls = secure
+            .then(|| shared.tls.as_ref().map(|tls| tls.acceptor.clone()))
+            .flatten();
+        let accepted = serve::Accepted {
+            shared: Arc::clone(&shared),
+            backends: backends.clone(),
+            peer,
+            slot,
+            busy,
+            stop: stop.clone(),
+        };
+        connections.spawn(serve::connection(accepted, stream, tls));
         while connections.try_join_next().is_some() {}
         // Lets the new connection read its first head before the next
         // accept, which may shed the longest idle connection.
         tokio::task::yield_now().await;
     }
     drop(listener);
+    drop(tls_listener);
     let grace = shared.settings.shutdown_grace();
     let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
@@ -405,6 +418,16 @@ async fn accept(
         let cut = connections.len();
         connections.abort_all();
         cut
+    }
+}
+
+/// The next connection on `listener`, or never if there is none.
+async fn accept_on(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -425,6 +448,13 @@ async fn apply(shared: &Arc<Shared>, config: Config) -> Result<(), ConfigError> 
     match State::build(config, Some(&previous), &shared.held).await {
         Ok(state) => {
             shared.held.prune(&state.config);
+            let listen = |state: &State| state.config.tls.as_ref().map(|tls| tls.listen);
+            if listen(&previous) != listen(&state) {
+                eprintln!("reload: [tls] listen changed; it takes effect after a restart");
+            }
+            if let (Some(tls), Some(certificates)) = (&shared.tls, &state.certificates) {
+                tls.resolver.set(Arc::clone(certificates));
+            }
             shared.state.store(Arc::new(state));
             shared.counters.reloads.fetch_add(1, Relaxed);
             sync_checks(shared);

@@ -25,6 +25,7 @@ use loadbalance::{Algorithm, Context, Pool, PoolConfig};
 use parking_lot::Mutex;
 
 use super::config::{ClientsConfig, Config, ConfigError};
+use super::tls::Certificates;
 
 /// One configuration, running.
 pub(crate) struct State {
@@ -33,6 +34,8 @@ pub(crate) struct State {
     /// The router's targets.
     pub(crate) upstreams: Vec<Upstream>,
     pub(crate) clients: Arc<Clients>,
+    /// `[tls]`'s certificates, loaded.
+    pub(crate) certificates: Option<Arc<Certificates>>,
 }
 
 /// A pool and how a request is keyed for it.
@@ -133,6 +136,10 @@ impl State {
             pool.validate()
                 .map_err(|e| ConfigError::invalid(format!("pools.{name}.{}", e.field), &e))?;
         }
+        let certificates = match &config.tls {
+            Some(tls) => Some(Arc::new(Certificates::load(tls)?)),
+            None => None,
+        };
         let names: Vec<&String> = config.pools.keys().collect();
         let mut router = Router::builder();
         for route in &config.routes {
@@ -205,6 +212,7 @@ impl State {
             router,
             upstreams,
             clients,
+            certificates,
         })
     }
 

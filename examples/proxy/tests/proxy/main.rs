@@ -14,3 +14,4 @@ mod heads;
 mod hostile;
 #[cfg(feature = "redis")]
 mod shared_limit;
+mod tls;

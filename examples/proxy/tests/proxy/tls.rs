@@ -1,0 +1,374 @@
+//! TLS termination and HTTP/2 to clients (issue 25), driven by a real
+//! client, Debian's `curl`, and by a rustls client where a test must hold
+//! a connection across a reload. A test certificate authority and its
+//! certificates are made at test time (rcgen) in a directory of the
+//! test's own; no private key is checked in.
+
+use crate::harness::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use loadbalance_proxy::{Config, Proxy};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+
+/// A directory of this test's own, removed when dropped.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "loadbalance-proxy-tls-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).expect("creates the test directory");
+        Self(path)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A certificate authority of the test's own.
+struct Authority {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Authority {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().expect("a key");
+        let cert = params.self_signed(&key).expect("a CA certificate");
+        Self { cert, key }
+    }
+
+    /// Writes the authority's certificate to `path`.
+    fn write(&self, path: &Path) {
+        std::fs::write(path, self.cert.pem()).expect("writes the CA");
+    }
+
+    /// A leaf certificate for `names` with subject `subject`, written to
+    /// `cert` and `key`.
+    fn issue(&self, names: &[&str], subject: &str, cert: &Path, key: &Path) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name.push(DnType::CommonName, subject);
+        let leaf_key = KeyPair::generate().expect("a key");
+        let leaf = params
+            .signed_by(&leaf_key, &self.cert, &self.key)
+            .expect("a leaf certificate");
+        std::fs::write(cert, leaf.pem()).expect("writes the certificate");
+        std::fs::write(key, leaf_key.serialize_pem()).expect("writes the key");
+    }
+}
+
+/// Whether `curl` is here; under `CI=true` its absence fails the test.
+fn have_curl() -> bool {
+    let found = Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "curl is missing (CI=true): install it (apt-get install curl)"
+        );
+        eprintln!("curl is not installed: skipping");
+    }
+    found
+}
+
+/// What one `curl` run saw.
+#[derive(Debug)]
+struct Curl {
+    ok: bool,
+    /// `%{http_version}`: `2` or `1.1`.
+    version: String,
+    body: String,
+    /// The server certificate's subject, from `-v`.
+    subject: String,
+}
+
+/// `curl` to `https://name:port/` resolved to the proxy, trusting `ca`.
+async fn curl(ca: &Path, name: &str, port: u16, http2: bool) -> Curl {
+    let ca = ca.to_owned();
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new("curl")
+            .args(["-sS", "-v", "--max-time", "5", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &format!("{name}:{port}:127.0.0.1")])
+            .arg(if http2 { "--http2" } else { "--http1.1" })
+            .args(["-w", "\n%{http_version}"])
+            .arg(format!("https://{name}:{port}/"))
+            .output()
+            .expect("runs curl");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let (body, version) = stdout.rsplit_once('\n').unwrap_or(("", ""));
+        let subject = stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("*  subject: "))
+            .unwrap_or("")
+            .to_owned();
+        Curl {
+            ok: output.status.success(),
+            version: version.to_owned(),
+            body: body.to_owned(),
+            subject,
+        }
+    })
+    .await
+    .expect("the curl task")
+}
+
+/// `[tls]` over `certificates`: (names, cert, key).
+fn tls_section(certificates: &[(&[&str], &Path, &Path)]) -> String {
+    let entries: Vec<String> = certificates
+        .iter()
+        .map(|(names, cert, key)| {
+            let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+            format!(
+                "{{ names = [{}], cert = {:?}, key = {:?} }}",
+                names.join(", "),
+                cert.display().to_string(),
+                key.display().to_string()
+            )
+        })
+        .collect();
+    format!(
+        "\n[tls]\nlisten = \"127.0.0.1:0\"\nhandshake_timeout_ms = 1000\ncertificates = [{}]\n",
+        entries.join(", ")
+    )
+}
+
+/// Three certificates: `default.test` (the default), `a.test`, `*.b.test`.
+fn certificates(dir: &Dir, authority: &Authority, generation: &str) -> String {
+    for (file, names) in [
+        ("default", &["default.test"][..]),
+        ("a", &["a.test"]),
+        ("b", &["*.b.test"]),
+    ] {
+        authority.issue(
+            names,
+            &format!("{file} {generation}"),
+            &dir.file(&format!("{file}-{generation}.pem")),
+            &dir.file(&format!("{file}-{generation}.key")),
+        );
+    }
+    let path = |file: &str, ext: &str| dir.file(&format!("{file}-{generation}.{ext}"));
+    tls_section(&[
+        (
+            &["default.test"],
+            &path("default", "pem"),
+            &path("default", "key"),
+        ),
+        (&["a.test"], &path("a", "pem"), &path("a", "key")),
+        (&["*.b.test"], &path("b", "pem"), &path("b", "key")),
+    ])
+}
+
+// Issue 25, 1 and 2: each SNI name gets its certificate (a wildcard
+// covers one label, the first certificate the rest), ALPN picks HTTP/2 or
+// HTTP/1.1 as the client asks, and both reach the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_chooses_the_certificate_and_alpn_the_protocol() {
+    if !have_curl() {
+        return;
+    }
+    bounded(async {
+        let dir = Dir::new("sni");
+        let authority = Authority::new("test CA");
+        authority.write(&dir.file("ca.pem"));
+        let web = backend("web").await;
+        let toml = format!(
+            "{}{}{}",
+            web_config("", "", &[&web]),
+            certificates(&dir, &authority, "one"),
+            ""
+        );
+        let proxy = start(&toml).await;
+        let port = proxy.tls_addr().expect("a TLS listener").port();
+        let ca = dir.file("ca.pem");
+        for (name, subject) in [
+            ("a.test", "CN=a one"),
+            ("x.b.test", "CN=b one"),
+            ("default.test", "CN=default one"),
+        ] {
+            for http2 in [true, false] {
+                let seen = curl(&ca, name, port, http2).await;
+                assert!(seen.ok, "{name} http2={http2}: {seen:?}");
+                assert_eq!(seen.subject, subject, "{name}");
+                assert_eq!(seen.version, if http2 { "2" } else { "1.1" }, "{name}");
+                assert_eq!(seen.body, "web");
+            }
+        }
+        // Names no certificate covers get the default, which curl refuses
+        // for them: `b.test` itself, two labels under `*.b.test`.
+        for name in ["b.test", "y.x.b.test", "other.test"] {
+            let seen = curl(&ca, name, port, true).await;
+            assert!(!seen.ok, "{name}: {seen:?}");
+        }
+        let forwarded = last_headers(&web);
+        assert_eq!(forwarded["x-forwarded-proto"], "https");
+        assert!(proxy.counters().tls_handshakes.load(Relaxed) >= 6);
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+/// A rustls client's connection to the proxy's TLS port for `name`.
+async fn tls_client(
+    ca: &Path,
+    addr: std::net::SocketAddr,
+    name: &'static str,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("reads the CA") {
+        roots
+            .add(cert.expect("a certificate"))
+            .expect("adds the CA");
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = TcpStream::connect(addr).await.expect("connects");
+    let tls = connector
+        .connect(ServerName::try_from(name).expect("a name"), stream)
+        .await
+        .expect("the handshake");
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("an HTTP/1.1 connection");
+    tokio::spawn(connection);
+    sender
+}
+
+// Issue 25, 1: certificates reload with the configuration: new
+// connections see the new one, an open connection keeps working; a bad
+// certificate file is a typed error naming it, and the old one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_without_dropping_connections() {
+    if !have_curl() {
+        return;
+    }
+    bounded(async {
+        let dir = Dir::new("reload");
+        let authority = Authority::new("test CA");
+        authority.write(&dir.file("ca.pem"));
+        let ca = dir.file("ca.pem");
+        let web = backend("web").await;
+        let base = web_config("", "", &[&web]);
+        let proxy = start(&format!("{base}{}", certificates(&dir, &authority, "one"))).await;
+        let addr = proxy.tls_addr().expect("a TLS listener");
+        let mut old = tls_client(&ca, addr, "a.test").await;
+        let get = |sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>| {
+            let request = Request::get("/")
+                .header("host", "a.test")
+                .body(Empty::new())
+                .expect("a request");
+            sender.send_request(request)
+        };
+        let answer = get(&mut old).await.expect("answered");
+        assert_eq!(answer.status(), 200);
+        let _ = answer.into_body().collect().await;
+
+        let bad = format!(
+            "{base}{}",
+            tls_section(&[(
+                &["a.test"],
+                &dir.file("missing.pem"),
+                &dir.file("a-one.key")
+            )])
+        );
+        let error = proxy
+            .apply(Config::parse(&bad).expect("parses"))
+            .await
+            .expect_err("a missing certificate file is refused");
+        let text = error.to_string();
+        assert!(
+            text.contains("tls.certificates[0].cert") && text.contains("missing.pem"),
+            "{text}"
+        );
+        assert_eq!(
+            curl(&ca, "a.test", addr.port(), true).await.subject,
+            "CN=a one"
+        );
+
+        let next = format!("{base}{}", certificates(&dir, &authority, "two"));
+        proxy
+            .apply(Config::parse(&next).expect("parses"))
+            .await
+            .expect("applies");
+        let seen = curl(&ca, "a.test", addr.port(), true).await;
+        assert_eq!(seen.subject, "CN=a two", "{seen:?}");
+        // The connection opened before the reload still serves.
+        let answer = get(&mut old).await.expect("the old connection answers");
+        assert_eq!(answer.status(), 200);
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// Issue 25, 1: a client that never finishes its handshake is cut at the
+// handshake timeout and counted; one that sends garbage is counted as a
+// failure; other clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_broken_handshakes_are_cut_and_counted() {
+    bounded(async {
+        let dir = Dir::new("handshake");
+        let authority = Authority::new("test CA");
+        let web = backend("web").await;
+        let proxy: Proxy = start(&format!(
+            "{}{}",
+            web_config("", "", &[&web]),
+            certificates(&dir, &authority, "one")
+        ))
+        .await;
+        let addr = proxy.tls_addr().expect("a TLS listener");
+        let mut silent = TcpStream::connect(addr).await.expect("connects");
+        let garbage = raw(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(!garbage.starts_with("HTTP/1.1 200"), "{garbage:?}");
+        let (_, closed) = read_all(&mut silent, Duration::from_secs(3)).await;
+        assert!(closed, "cut at the 1 s handshake timeout");
+        let counters = proxy.counters();
+        assert_eq!(counters.tls_handshake_timeouts.load(Relaxed), 1);
+        assert_eq!(counters.tls_handshake_failures.load(Relaxed), 1);
+        // Plaintext still serves beside TLS.
+        let reply = get(&client(), proxy.addr(), "site.test", "/").await;
+        assert_eq!(reply.body, "web");
+        proxy.shutdown().await;
+    })
+    .await;
+}
