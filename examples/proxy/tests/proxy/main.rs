@@ -12,6 +12,7 @@ mod end_to_end;
 mod harness;
 mod heads;
 mod hostile;
+mod http2;
 #[cfg(feature = "redis")]
 mod shared_limit;
 mod tls;
