@@ -223,6 +223,19 @@ pub(crate) fn metrics(shared: &Shared) -> String {
             count.load(Relaxed)
         );
     }
+    let tunnels = &shared.tunnels;
+    let _ = writeln!(
+        out,
+        "# HELP proxy_tunnels Upgrade tunnels (WebSocket) open.\n# TYPE proxy_tunnels gauge\n\
+         proxy_tunnels {}\n\
+         # HELP proxy_tunnels_total Upgrade tunnels opened.\n# TYPE proxy_tunnels_total counter\n\
+         proxy_tunnels_total {}\n\
+         # HELP proxy_tunnels_refused_total Upgrade tunnels refused: the client's limit (429).\n\
+         # TYPE proxy_tunnels_refused_total counter\nproxy_tunnels_refused_total {}",
+        tunnels.open_now(),
+        tunnels.opened.load(Relaxed),
+        tunnels.refused.load(Relaxed)
+    );
     let _ = writeln!(
         out,
         "# HELP proxy_accept_errors_total Failed accepts (out of descriptors, most likely).\n\

@@ -125,6 +125,9 @@ pub(crate) struct ServerConfig {
     /// Client connections from one address (IPv6: one /64) at most, trusted
     /// proxies exempt (0: no limit); more are closed at once.
     pub(crate) max_connections_per_client: usize,
+    /// Upgrade tunnels (WebSocket) one client may hold open at once (0: no
+    /// limit); more are refused with 429.
+    pub(crate) max_tunnels_per_client: usize,
     /// A request's head must arrive within this (slowloris), and an idle
     /// keep-alive connection is closed after it.
     pub(crate) header_timeout_ms: u64,
@@ -182,6 +185,7 @@ impl Default for ServerConfig {
             workers: 0,
             max_connections: 0,
             max_connections_per_client: 0,
+            max_tunnels_per_client: 32,
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             client_body_timeout_ms: 60_000,

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use hyper::body::{Body, Incoming};
 use hyper::header::{
-    ALLOW, CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, RETRY_AFTER, TRAILER,
+    ALLOW, CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, RETRY_AFTER, TRAILER, UPGRADE,
 };
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -29,6 +29,7 @@ use super::framing::Head;
 use super::headers::{Hop, set_forwarding, strip_hop_by_hop};
 use super::request_target;
 use super::state::{State, Upstream};
+use super::tunnel;
 
 /// Connections to backends, kept alive and reused: one client per worker
 /// thread, so a request and its backend connection share an event loop.
@@ -274,6 +275,20 @@ async fn forward(
     admission: Admission,
 ) -> Response<ProxyBody> {
     let settings = &shared.settings;
+    // A tunnel asked for: its place first (429 past the client's limit),
+    // and the client's side of the switch, taken before the request is
+    // taken apart.
+    let mut request = request;
+    let upgrade = tunnel::requested(request.method(), request.version(), request.headers());
+    let mut permit = None;
+    let mut client_upgrade = None;
+    if upgrade.is_some() {
+        permit = shared.tunnels.open(hop.client);
+        if permit.is_none() {
+            return error(StatusCode::TOO_MANY_REQUESTS, "429 too many tunnels\n");
+        }
+        client_upgrade = Some(hyper::upgrade::on(&mut request));
+    }
     let (parts, body) = request.into_parts();
     let Parts {
         method,
@@ -315,6 +330,9 @@ async fn forward(
         None => {}
     }
     strip_hop_by_hop(&mut headers);
+    if let Some(protocol) = &upgrade {
+        tunnel::restore(&mut headers, protocol.clone());
+    }
     // Request trailers are dropped (`Capped`), and so is their notice.
     headers.remove(TRAILER);
     set_forwarding(&mut headers, hop);
@@ -367,8 +385,36 @@ async fn forward(
             settings.upstream_timeout(),
         );
         match sent.await {
-            Ok(Ok(response)) => {
+            Ok(Ok(mut response)) => {
                 let status = response.status();
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    let agreed = response.headers().get(UPGRADE).cloned();
+                    let (Some(client_side), Some(place), Some(protocol)) =
+                        (client_upgrade.take(), permit.take(), agreed)
+                    else {
+                        // A switch nobody asked for, or to nothing.
+                        picked.failure();
+                        shared.counters.upstream_errors.fetch_add(1, Relaxed);
+                        return error(StatusCode::BAD_GATEWAY, "502 bad gateway\n");
+                    };
+                    let backend_side = hyper::upgrade::on(&mut response);
+                    let (mut parts, _) = response.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    tunnel::restore(&mut parts.headers, protocol);
+                    let held = tunnel::Held {
+                        picked,
+                        admission,
+                        permit: place,
+                    };
+                    tokio::spawn(tunnel::run(
+                        client_side,
+                        backend_side,
+                        held,
+                        shared.stop.clone(),
+                        settings.shutdown_grace(),
+                    ));
+                    return Response::from_parts(parts, ProxyBody::Full(None));
+                }
                 let failed = settings.failure_statuses.contains(&status.as_u16());
                 if failed && more && shared.budget.try_withdraw() {
                     picked.failure();

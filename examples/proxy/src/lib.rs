@@ -29,6 +29,7 @@ pub(crate) mod request_target;
 pub(crate) mod serve;
 pub(crate) mod state;
 pub(crate) mod tls;
+pub(crate) mod tunnel;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,7 @@ use idle::Busy;
 use state::{HeldDown, State};
 use std::sync::atomic::Ordering::Relaxed;
 use tls::{Resolver, TlsRuntime};
+use tunnel::Tunnels;
 
 /// `accept`'s errors for a process (`EMFILE`) or system (`ENFILE`) out of
 /// file descriptors (Linux's numbers).
@@ -78,6 +80,11 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<TlsRuntime>,
     /// `[http2]` as read at start.
     pub(crate) http2: Http2Config,
+    /// The upgrade tunnels open.
+    pub(crate) tunnels: Arc<Tunnels>,
+    /// Turns true when shutdown begins (tunnels then have the grace
+    /// period).
+    pub(crate) stop: watch::Receiver<bool>,
     /// Serialises reloads and active-check marks.
     pub(crate) admin: tokio::sync::Mutex<()>,
     /// The running active checks, brought in line on reload; `None` once
@@ -181,6 +188,8 @@ impl Proxy {
         };
 
         let client = forward::backends(&settings);
+        let (stop, stopped) = watch::channel(false);
+        let tunnels = Tunnels::new(settings.max_tunnels_per_client);
         let max_connections = match settings.max_connections {
             0 => connections::default_max(),
             n => n,
@@ -196,12 +205,13 @@ impl Proxy {
             connections,
             tls,
             http2,
+            tunnels,
+            stop: stopped.clone(),
             admin: tokio::sync::Mutex::new(()),
             checks: Mutex::new(Some(health::Running::new())),
             streaks: health::Streaks::default(),
             path,
         });
-        let (stop, stopped) = watch::channel(false);
         let listener = listener
             .into_std()
             .map_err(|e| StartError::Bind(listen, e))?;
@@ -410,6 +420,10 @@ async fn accept(
     let grace = shared.settings.shutdown_grace();
     let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
+        // Tunnels end by themselves at the grace period's end at most.
+        while shared.tunnels.open_now() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     })
     .await;
     if drained.is_ok() {

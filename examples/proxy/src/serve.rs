@@ -143,7 +143,10 @@ where
             Ok::<_, Infallible>(response)
         }
     });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    // Upgrades: a `101` hands the connection to its tunnel (`tunnel.rs`).
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     drive!(connection, slot, busy, stop);
 }
 

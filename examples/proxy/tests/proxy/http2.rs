@@ -87,16 +87,19 @@ async fn h2_proxy(dir: &Dir, web: &Backend, extra: &str) -> Proxy {
     .await
 }
 
-/// Reads frames until the server closes or sends GOAWAY (true), or
-/// `wait` passes (false); counts the frame types seen.
+/// Reads frames until the server closes or sends GOAWAY (true), `enough`
+/// of them are seen, or `wait` passes (false); counts the frame types.
 async fn until_goaway<S: AsyncReadExt + Unpin>(
     stream: &mut S,
     wait: Duration,
+    enough: impl Fn(&[u32; 10]) -> bool,
 ) -> (bool, [u32; 10]) {
     let mut seen = [0u32; 10];
     let mut buf = Vec::new();
-    let ended = tokio::time::timeout(wait, async {
+    let mut ended = false;
+    let _ = tokio::time::timeout(wait, async {
         let mut chunk = [0u8; 16_384];
+        // Each turn reads what came; the timeout bounds the turns.
         loop {
             while buf.len() >= 9 {
                 let length =
@@ -109,18 +112,24 @@ async fn until_goaway<S: AsyncReadExt + Unpin>(
                     seen[kind] += 1;
                 }
                 if kind == usize::from(GOAWAY) {
+                    ended = true;
                     return;
                 }
                 buf.drain(..9 + length);
             }
+            if enough(&seen) {
+                return;
+            }
             match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    ended = true;
+                    return;
+                }
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
     })
-    .await
-    .is_ok();
+    .await;
     (ended, seen)
 }
 
@@ -157,7 +166,7 @@ async fn rapid_reset_ends_the_connection() {
             out.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
         }
         let _ = stream.write_all(&out).await;
-        let (ended, _) = until_goaway(&mut stream, Duration::from_secs(3)).await;
+        let (ended, _) = until_goaway(&mut stream, Duration::from_secs(3), |_| false).await;
         assert!(ended, "the connection was ended");
         assert!(
             web.control.served() < 200,
@@ -201,7 +210,7 @@ async fn a_continuation_flood_ends_at_the_header_list_bound() {
             }
             written += filler.len();
         }
-        let (ended, _) = until_goaway(&mut stream, Duration::from_secs(3)).await;
+        let (ended, _) = until_goaway(&mut stream, Duration::from_secs(3), |_| false).await;
         assert!(refused || ended, "{written} bytes of header block taken in");
         assert_eq!(web.control.served(), 0);
         assert!(others_served(&dir, &proxy).await);
@@ -238,7 +247,9 @@ async fn streams_past_the_concurrency_bound_are_refused() {
             ));
         }
         stream.write_all(&out).await.expect("writes the streams");
-        let (_, seen) = until_goaway(&mut stream, Duration::from_secs(2)).await;
+        // Done when the 16 streams over the bound are refused.
+        let refused = |seen: &[u32; 10]| seen[usize::from(RST_STREAM)] >= 16;
+        let (_, seen) = until_goaway(&mut stream, Duration::from_secs(2), refused).await;
         assert!(
             seen[usize::from(RST_STREAM)] >= 1 || seen[usize::from(GOAWAY)] >= 1,
             "excess streams refused: {seen:?}"
@@ -285,7 +296,10 @@ async fn ping_window_and_stray_frame_abuse_is_contained() {
                 _ => out.extend(frame(DATA, END_STREAM, 99, b"x")),
             }
             let _ = stream.write_all(&out).await;
-            let (ended, seen) = until_goaway(&mut stream, Duration::from_secs(2)).await;
+            // Pings are answered (each acknowledged); the others end it.
+            let acknowledged = |seen: &[u32; 10]| seen[usize::from(PING)] >= 10_000;
+            let (ended, seen) =
+                until_goaway(&mut stream, Duration::from_secs(2), acknowledged).await;
             if abuse != "pings" {
                 assert!(ended, "{abuse}: ended, {seen:?}");
             }

@@ -16,3 +16,4 @@ mod http2;
 #[cfg(feature = "redis")]
 mod shared_limit;
 mod tls;
+mod websocket;
