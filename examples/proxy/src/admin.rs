@@ -223,6 +223,15 @@ pub(crate) fn metrics(shared: &Shared) -> String {
             count.load(Relaxed)
         );
     }
+    let dropped = shared
+        .access_log
+        .as_ref()
+        .map_or(0, |log| log.dropped.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP proxy_access_log_dropped_total Access lines dropped: the writer was behind.\n\
+         # TYPE proxy_access_log_dropped_total counter\nproxy_access_log_dropped_total {dropped}"
+    );
     let tunnels = &shared.tunnels;
     let _ = writeln!(
         out,

@@ -39,6 +39,32 @@ pub struct Config {
     /// HTTP/2's bounds against abuse, read at start.
     #[serde(default)]
     pub(crate) http2: Http2Config,
+    /// The access log and the proxy's own events, read at start.
+    #[serde(default)]
+    pub(crate) log: LogConfig,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogConfig {
+    /// `off`, `combined` (nginx's) or `json` (every field).
+    pub(crate) access: String,
+    /// Where access lines are appended (none: stderr).
+    pub(crate) access_file: Option<PathBuf>,
+    /// The proxy's own events (reloads, health marks, errors) on stderr
+    /// at this level and above: `error`, `warn`, `info`, `debug`, `trace`.
+    pub(crate) level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            access: "off".to_owned(),
+            access_file: None,
+            level: "info".to_owned(),
+        }
+    }
 }
 
 /// `[tls]`.
@@ -173,8 +199,6 @@ pub(crate) struct ServerConfig {
     pub(crate) shutdown_grace_ms: u64,
     /// How often the file is checked for changes (0: on SIGHUP only).
     pub(crate) watch_ms: u64,
-    /// One line per request on stderr.
-    pub(crate) access_log: bool,
 }
 
 impl Default for ServerConfig {
@@ -200,7 +224,6 @@ impl Default for ServerConfig {
             failure_statuses: vec![502, 503, 504],
             shutdown_grace_ms: 10_000,
             watch_ms: 1_000,
-            access_log: false,
         }
     }
 }
@@ -426,6 +449,18 @@ impl Config {
                     "must be more than 0",
                 ));
             }
+        }
+        if !["off", "combined", "json"].contains(&self.log.access.as_str()) {
+            return Err(ConfigError::invalid(
+                "log.access",
+                format!("{:?}: off, combined or json", self.log.access),
+            ));
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!("{:?}: error, warn, info, debug or trace", self.log.level),
+            ));
         }
         let http2 = &self.http2;
         for (field, value) in [

@@ -76,26 +76,33 @@ pub(crate) async fn handle(
     head: Head,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    if !shared.settings.access_log {
-        let response = serve(&shared, &backends, peer, protocol, head, request).await;
-        shared.counters.response(response.status());
-        return response;
-    }
-    let start = tokio::time::Instant::now();
-    let line = format!(
-        "{} {} {}",
-        peer.ip(),
-        request.method(),
-        request.uri().path()
-    );
-    let response = serve(&shared, &backends, peer, protocol, head, request).await;
+    let mut outcome = shared.access_log.as_ref().map(|_| Outcome::default());
+    let mut response = serve(
+        &shared,
+        &backends,
+        peer,
+        protocol,
+        head,
+        request,
+        outcome.as_mut(),
+    )
+    .await;
     shared.counters.response(response.status());
-    eprintln!(
-        "{line} {} {:.1} ms",
-        response.status().as_u16(),
-        start.elapsed().as_secs_f64() * 1e3
-    );
+    if let Some(outcome) = outcome {
+        response.extensions_mut().insert(outcome);
+    }
     response
+}
+
+/// What the access log learns of a request as it is handled: the client
+/// (after trusted proxies), the route, the backend and its time to the
+/// response head. Gathered only while the log is on.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) route: Option<String>,
+    pub(crate) upstream: Option<String>,
+    pub(crate) upstream_time: Option<Duration>,
 }
 
 async fn serve(
@@ -105,6 +112,7 @@ async fn serve(
     protocol: Protocol,
     head: Head,
     request: Request<Incoming>,
+    mut outcome: Option<&mut Outcome>,
 ) -> Response<ProxyBody> {
     match head {
         Head::Clean => {}
@@ -143,6 +151,9 @@ async fn serve(
             "400 a trusted proxy forwarded an unreadable client address\n",
         );
     };
+    if let Some(outcome) = outcome.as_deref_mut() {
+        outcome.client = Some(client);
+    }
     let admission = match admit(&state, client).await {
         Ok(admission) => admission,
         Err(rejection) => return rejected(shared, &rejection),
@@ -172,6 +183,9 @@ async fn serve(
         return error(StatusCode::NOT_FOUND, "404 no route\n");
     };
     let upstream = &state.upstreams[*route.target()];
+    if let Some(outcome) = outcome.as_deref_mut() {
+        outcome.route = Some(route.rule().to_owned());
+    }
     let trusted = state
         .clients
         .trusted
@@ -184,7 +198,25 @@ async fn serve(
         host: Some(host.as_str()),
         scheme: protocol.scheme(),
     };
-    forward(shared, backends, upstream, hop, &path, request, admission).await
+    let routed = Routed {
+        upstream,
+        hop,
+        path: &path,
+        admission,
+        outcome,
+    };
+    forward(shared, backends, routed, request).await
+}
+
+/// A request past its checks and routed: where it goes, what the backend
+/// is told of its client, the path it gets, the client's admission, and
+/// what the access log is to learn.
+struct Routed<'a> {
+    upstream: &'a Upstream,
+    hop: Hop<'a>,
+    path: &'a str,
+    admission: Admission,
+    outcome: Option<&'a mut Outcome>,
 }
 
 /// The client: the peer, or what a trusted proxy says it forwarded for;
@@ -268,12 +300,16 @@ fn idempotent(method: &Method) -> bool {
 async fn forward(
     shared: &Shared,
     backends: &Backends,
-    upstream: &Upstream,
-    hop: Hop<'_>,
-    path: &str,
+    routed: Routed<'_>,
     request: Request<Incoming>,
-    admission: Admission,
 ) -> Response<ProxyBody> {
+    let Routed {
+        upstream,
+        hop,
+        path,
+        admission,
+        mut outcome,
+    } = routed;
     let settings = &shared.settings;
     // A tunnel asked for: its place first (429 past the client's limit),
     // and the client's side of the switch, taken before the request is
@@ -384,7 +420,13 @@ async fn forward(
             fault.as_ref(),
             settings.upstream_timeout(),
         );
-        match sent.await {
+        let asked = Instant::now();
+        let sent = sent.await;
+        if let Some(outcome) = outcome.as_deref_mut() {
+            outcome.upstream = Some(picked.as_str().to_owned());
+            outcome.upstream_time = Some(asked.elapsed());
+        }
+        match sent {
             Ok(Ok(mut response)) => {
                 let status = response.status();
                 if status == StatusCode::SWITCHING_PROTOCOLS {

@@ -176,7 +176,7 @@ async fn mark(shared: &Shared, name: &str, server: &str, down: bool) {
                 &shared.counters.marked_up
             };
             counter.fetch_add(1, Relaxed);
-            eprintln!(
+            tracing::warn!(
                 "health: {name} {server} {} by active checks",
                 if down { "down" } else { "up" }
             );

@@ -16,6 +16,7 @@
 //!    response body ends and its outcome reported to the pool
 //!    (`forward.rs`).
 
+pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod config;
@@ -43,6 +44,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
+use access_log::AccessLog;
 pub use admin::Counters;
 pub use config::{Config, ConfigError};
 use config::{Http2Config, ServerConfig};
@@ -82,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) http2: Http2Config,
     /// The upgrade tunnels open.
     pub(crate) tunnels: Arc<Tunnels>,
+    /// The access log, if `[log] access` is on (read at start).
+    pub(crate) access_log: Option<Arc<AccessLog>>,
     /// Turns true when shutdown begins (tunnels then have the grace
     /// period).
     pub(crate) stop: watch::Receiver<bool>,
@@ -145,6 +149,7 @@ impl Proxy {
         let settings = config.server.clone();
         let http2 = config.http2.clone();
         let tls_config = config.tls.clone();
+        let log_config = config.log.clone();
         let held = HeldDown::default();
         let state = State::build(config, None, &held)
             .await
@@ -190,6 +195,7 @@ impl Proxy {
         let client = forward::backends(&settings);
         let (stop, stopped) = watch::channel(false);
         let tunnels = Tunnels::new(settings.max_tunnels_per_client);
+        let access_log = AccessLog::open(&log_config).map_err(StartError::Config)?;
         let max_connections = match settings.max_connections {
             0 => connections::default_max(),
             n => n,
@@ -206,6 +212,7 @@ impl Proxy {
             tls,
             http2,
             tunnels,
+            access_log,
             stop: stopped.clone(),
             admin: tokio::sync::Mutex::new(()),
             checks: Mutex::new(Some(health::Running::new())),
@@ -345,7 +352,7 @@ fn worker(
                         accept(shared, listener, tls_listener, stop).await
                     }
                     (Err(error), _) | (_, Err(error)) => {
-                        eprintln!("worker {index}: {error}");
+                        tracing::error!("worker {index}: {error}");
                         0
                     }
                 }
@@ -457,14 +464,14 @@ async fn apply(shared: &Arc<Shared>, config: Config) -> Result<(), ConfigError> 
     let _admin = shared.admin.lock().await;
     let previous = shared.state.load_full();
     if previous.config.server != config.server {
-        eprintln!("reload: [server] changed; it takes effect after a restart");
+        tracing::warn!("reload: [server] changed; it takes effect after a restart");
     }
     match State::build(config, Some(&previous), &shared.held).await {
         Ok(state) => {
             shared.held.prune(&state.config);
             let listen = |state: &State| state.config.tls.as_ref().map(|tls| tls.listen);
             if listen(&previous) != listen(&state) {
-                eprintln!("reload: [tls] listen changed; it takes effect after a restart");
+                tracing::warn!("reload: [tls] listen changed; it takes effect after a restart");
             }
             if let (Some(tls), Some(certificates)) = (&shared.tls, &state.certificates) {
                 tls.resolver.set(Arc::clone(certificates));
@@ -496,8 +503,8 @@ async fn reload_file(shared: &Arc<Shared>) -> Result<(), ConfigError> {
         }
     };
     match &result {
-        Ok(()) => eprintln!("reload: {} applied", path.display()),
-        Err(error) => eprintln!(
+        Ok(()) => tracing::info!("reload: {} applied", path.display()),
+        Err(error) => tracing::error!(
             "reload: {} rejected, old configuration kept: {error}",
             path.display()
         ),
@@ -553,6 +560,16 @@ pub fn run(path: impl Into<PathBuf>) -> std::process::ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The events' subscriber, at `[log] level` (a file that cannot be read
+    // is reported by `from_file` below).
+    let level = Config::load(&path).map_or(tracing::Level::INFO, |config| {
+        config.log.level.parse().unwrap_or(tracing::Level::INFO)
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
     runtime.block_on(async move {
         let proxy = match Proxy::from_file(&path).await {
             Ok(proxy) => proxy,
@@ -573,6 +590,42 @@ pub fn run(path: impl Into<PathBuf>) -> std::process::ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Checks the configuration file at `path` without starting anything, as
+/// `nginx -t` does: the file read, every setting checked, every pool
+/// built, every certificate and key loaded, the access log's file
+/// opened. Says on stderr what is wrong, or that all is well.
+pub fn check(path: impl Into<PathBuf>) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let path = path.into();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checked = runtime.block_on(async {
+        let config = Config::load(&path)?;
+        let log = config.log.clone();
+        State::build(config, None, &HeldDown::default()).await?;
+        AccessLog::open(&log)?;
+        Ok::<(), ConfigError>(())
+    });
+    match checked {
+        Ok(()) => {
+            eprintln!("{}: the configuration is valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{}: {error}", path.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Reloads on SIGHUP; returns on SIGINT or SIGTERM.

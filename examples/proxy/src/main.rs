@@ -6,6 +6,8 @@
 //! SIGTERM.
 //!
 //! `cargo run --release -p loadbalance-proxy -- examples/proxy/proxy.toml`
+//! (`--check` before the file validates it, certificates included,
+//! without starting, as `nginx -t` does)
 //! (or `cargo install --path examples/proxy`, then
 //! `loadbalance-proxy proxy.toml`)
 //!
@@ -14,9 +16,15 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let Some(path) = std::env::args_os().nth(1) else {
-        eprintln!("usage: loadbalance-proxy CONFIG.toml");
-        return ExitCode::from(2);
-    };
-    loadbalance_proxy::run(path)
+    let mut args = std::env::args_os().skip(1);
+    match (args.next(), args.next(), args.next()) {
+        (Some(flag), Some(path), None) if flag == "--check" => loadbalance_proxy::check(path),
+        (Some(path), None, None) if path != "--check" => loadbalance_proxy::run(path),
+        _ => {
+            eprintln!(
+                "usage: loadbalance-proxy CONFIG.toml\n       loadbalance-proxy --check CONFIG.toml"
+            );
+            ExitCode::from(2)
+        }
+    }
 }

@@ -19,6 +19,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use hyper::Request;
+use hyper::body::Incoming;
+
+use super::access_log::{self, Pending};
 use super::connections::Slot;
 use super::forward::{self, Backends, Protocol};
 use super::framing::{Framing, Head};
@@ -131,16 +135,20 @@ where
         .keep_alive(true);
     let request_shared = Arc::clone(&shared);
     let request_busy = busy.clone();
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: Request<Incoming>| {
         let head = heads.next();
         let shared = Arc::clone(&request_shared);
         let backends = backends.clone();
         let handling = request_busy.enter();
+        let line = shared
+            .access_log
+            .as_ref()
+            .map(|log| Pending::begin(log, &request, protocol));
         async move {
             let mut response =
                 forward::handle(shared, backends, peer, protocol, head, request).await;
             response.body_mut().hold(handling);
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(access_log::logged(response, line))
         }
     });
     // Upgrades: a `101` hands the connection to its tunnel (`tunnel.rs`).
@@ -179,15 +187,19 @@ where
         .max_local_error_reset_streams(Some(limits.max_local_error_reset_streams));
     let request_shared = Arc::clone(&shared);
     let request_busy = busy.clone();
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: Request<Incoming>| {
         let shared = Arc::clone(&request_shared);
         let backends = backends.clone();
         let handling = request_busy.enter();
+        let line = shared
+            .access_log
+            .as_ref()
+            .map(|log| Pending::begin(log, &request, protocol));
         async move {
             let mut response =
                 forward::handle(shared, backends, peer, protocol, Head::Clean, request).await;
             response.body_mut().hold(handling);
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(access_log::logged(response, line))
         }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);

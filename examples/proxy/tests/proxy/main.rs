@@ -13,6 +13,7 @@ mod harness;
 mod heads;
 mod hostile;
 mod http2;
+mod logs;
 #[cfg(feature = "redis")]
 mod shared_limit;
 mod tls;
