@@ -295,7 +295,7 @@ impl Pending {
                 _ => "HTTP/1.1",
             },
             tls: match protocol {
-                Protocol::Http1 => None,
+                Protocol::Http1 | Protocol::H2c => None,
                 Protocol::Https1 { tls13 } | Protocol::H2 { tls13 } => {
                     Some(if tls13 { "TLSv1.3" } else { "TLSv1.2" })
                 }

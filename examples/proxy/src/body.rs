@@ -18,6 +18,7 @@ use loadbalance::Picked;
 use loadbalance::limit::Admission;
 use tokio::time::{Instant, Sleep};
 
+use super::headers::grpc_unavailable;
 use super::idle::BusyGuard;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -175,6 +176,14 @@ impl Body for ProxyBody {
                     }
                 };
                 held.stall = None;
+                // A gRPC call's status comes in its trailers.
+                if let Some(Ok(trailers)) =
+                    frame.as_ref().map(|f| f.as_ref().map(Frame::trailers_ref))
+                {
+                    if trailers.is_some_and(grpc_unavailable) {
+                        held.success = false;
+                    }
+                }
                 match &frame {
                     None => held.finish(held.success),
                     Some(Err(_)) => held.finish(false),

@@ -42,6 +42,18 @@ pub struct Config {
     /// The access log and the proxy's own events, read at start.
     #[serde(default)]
     pub(crate) log: LogConfig,
+    /// How the proxy speaks to each pool's backends, by pool name
+    /// (HTTP/1.1 unless said).
+    #[serde(default)]
+    pub(crate) upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+/// `[upstreams.NAME]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamConfig {
+    /// `http1`, or `h2c` (HTTP/2 by prior knowledge: gRPC backends).
+    pub(crate) protocol: String,
 }
 
 /// `[log]`.
@@ -447,6 +459,20 @@ impl Config {
                 return Err(ConfigError::invalid(
                     "tls.handshake_timeout_ms",
                     "must be more than 0",
+                ));
+            }
+        }
+        for (name, upstream) in &self.upstreams {
+            if !self.pools.contains_key(name) {
+                return Err(ConfigError::invalid(
+                    format!("upstreams.{name}"),
+                    "no such pool",
+                ));
+            }
+            if !["http1", "h2c"].contains(&upstream.protocol.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("upstreams.{name}.protocol"),
+                    format!("{:?}: http1 or h2c", upstream.protocol),
                 ));
             }
         }

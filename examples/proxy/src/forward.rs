@@ -13,7 +13,8 @@ use tokio::time::Instant;
 
 use hyper::body::{Body, Incoming};
 use hyper::header::{
-    ALLOW, CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, RETRY_AFTER, TRAILER, UPGRADE,
+    ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, RETRY_AFTER, TE,
+    TRAILER, UPGRADE,
 };
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -26,7 +27,7 @@ use super::Shared;
 use super::body::{Capped, ClientFault, Fault, Held, ProxyBody, UpstreamBody};
 use super::config::ServerConfig;
 use super::framing::Head;
-use super::headers::{Hop, set_forwarding, strip_hop_by_hop};
+use super::headers::{Hop, grpc_unavailable, set_forwarding, strip_hop_by_hop};
 use super::request_target;
 use super::state::{State, Upstream};
 use super::tunnel;
@@ -55,16 +56,31 @@ pub(crate) enum Protocol {
     Https1 { tls13: bool },
     /// HTTP/2 over TLS.
     H2 { tls13: bool },
+    /// HTTP/2 in plaintext, by prior knowledge (gRPC clients).
+    H2c,
 }
 
 impl Protocol {
     /// The scheme the client used.
     pub(crate) fn scheme(self) -> &'static str {
         match self {
-            Self::Http1 => "http",
+            Self::Http1 | Self::H2c => "http",
             Self::Https1 { .. } | Self::H2 { .. } => "https",
         }
     }
+}
+
+/// A client speaking HTTP/2 only, by prior knowledge (h2c), for pools
+/// whose backends do (gRPC); shared by the workers.
+pub(crate) fn h2c_backends(settings: &ServerConfig) -> Backends {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(settings.connect_timeout()));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .timer(TokioTimer::new())
+        .build(connector)
 }
 
 /// Handles one request; never fails (every error is a response).
@@ -332,6 +348,13 @@ async fn forward(
         mut headers,
         ..
     } = parts;
+    // gRPC needs `TE: trailers` (RFC 9113 §8.2.2 allows it end to end
+    // over HTTP/2); other `TE` is hop-by-hop.
+    let te_trailers = upstream.h2c.is_some()
+        && headers
+            .get(TE)
+            .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let backends = upstream.h2c.as_ref().unwrap_or(backends);
     let fault = (!body.is_end_stream()).then(ClientFault::new);
     // The body is read before a backend is picked, whole up to
     // `request_buffer_bytes`: a slow sender holds no backend.
@@ -350,7 +373,13 @@ async fn forward(
             }
         }
     };
-    let replayable = idempotent(&method) && body.replayable();
+    // A gRPC call that came back UNAVAILABLE was not processed (gRPC's
+    // retry rule): it may go to another backend when its body was read
+    // whole, whatever its method.
+    let grpc = headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    let replayable = (idempotent(&method) || grpc) && body.replayable();
     // An absolute-form target's authority (checked) is the Host; a
     // request without one (HTTP/1.0) sends an empty one (RFC 9112 §3.2),
     // never the backend's address.
@@ -368,6 +397,9 @@ async fn forward(
     strip_hop_by_hop(&mut headers);
     if let Some(protocol) = &upgrade {
         tunnel::restore(&mut headers, protocol.clone());
+    }
+    if te_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
     }
     // Request trailers are dropped (`Capped`), and so is their notice.
     headers.remove(TRAILER);
@@ -457,7 +489,8 @@ async fn forward(
                     ));
                     return Response::from_parts(parts, ProxyBody::Full(None));
                 }
-                let failed = settings.failure_statuses.contains(&status.as_u16());
+                let failed = settings.failure_statuses.contains(&status.as_u16())
+                    || grpc_unavailable(response.headers());
                 if failed && more && shared.budget.try_withdraw() {
                     picked.failure();
                     shared.counters.retries.fetch_add(1, Relaxed);

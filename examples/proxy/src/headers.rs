@@ -157,6 +157,16 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: Hop<'_>) {
     }
 }
 
+/// Whether a gRPC answer (its headers, for a trailers-only answer, or its
+/// trailers) says UNAVAILABLE (14): the one gRPC status that is the
+/// backend's failure and may be retried elsewhere (gRPC's own retry
+/// policy); every other status is the call's own outcome.
+pub(crate) fn grpc_unavailable(headers: &HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == b"14")
+}
+
 /// An address as a header value.
 fn address(ip: IpAddr) -> HeaderValue {
     // An address's text is ASCII digits, dots, colons and hex.

@@ -72,6 +72,19 @@ pub(crate) struct Accepted {
 pub(crate) async fn connection(accepted: Accepted, stream: TcpStream, tls: Option<TlsAcceptor>) {
     let _ = stream.set_nodelay(true);
     let Some(acceptor) = tls else {
+        // HTTP/2 by prior knowledge (h2c: gRPC clients) opens with its
+        // preface; anything else is HTTP/1.1.
+        let timeout = accepted.shared.settings.header_timeout();
+        let mut stop = accepted.stop.clone();
+        let h2c = tokio::select! {
+            seen = tokio::time::timeout(timeout, h2c_preface(&stream)) => seen == Ok(true),
+            // Shed or shut down before a byte came: nothing to finish.
+            () = accepted.slot.shed() => return,
+            () = stopped(&mut stop) => return,
+        };
+        if h2c {
+            return http2_on(accepted, stream, Protocol::H2c).await;
+        }
         return http1_on(accepted, stream, Protocol::Http1).await;
     };
     let counters = &accepted.shared.counters;
@@ -80,10 +93,12 @@ pub(crate) async fn connection(accepted: Accepted, stream: TcpStream, tls: Optio
         .tls
         .as_ref()
         .map_or(Duration::from_secs(10), |tls| tls.handshake_timeout);
+    let mut stop = accepted.stop.clone();
     let handshake = tokio::select! {
         done = tokio::time::timeout(timeout, acceptor.accept(stream)) => done,
         // Shed or shut down mid-handshake: nothing to finish.
         () = accepted.slot.shed() => return,
+        () = stopped(&mut stop) => return,
     };
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
@@ -103,6 +118,30 @@ pub(crate) async fn connection(accepted: Accepted, stream: TcpStream, tls: Optio
         http2_on(accepted, stream, Protocol::H2 { tls13 }).await;
     } else {
         http1_on(accepted, stream, Protocol::Https1 { tls13 }).await;
+    }
+}
+
+/// HTTP/2's connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether `stream` opens with HTTP/2's preface: peeked (nothing read) as
+/// far as the bytes that came still match it; false at the first that
+/// does not, or an error.
+async fn h2c_preface(stream: &TcpStream) -> bool {
+    let mut seen = [0u8; 24];
+    // Each turn waits for more bytes; the caller's timeout bounds them.
+    loop {
+        let Ok(n) = stream.peek(&mut seen).await else {
+            return false;
+        };
+        if n == 0 || seen[..n] != PREFACE[..n] {
+            return false;
+        }
+        if n == PREFACE.len() {
+            return true;
+        }
+        // A prefix so far: wait for the rest without spinning.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

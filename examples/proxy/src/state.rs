@@ -25,6 +25,7 @@ use loadbalance::{Algorithm, Context, Pool, PoolConfig};
 use parking_lot::Mutex;
 
 use super::config::{ClientsConfig, Config, ConfigError};
+use super::forward::{self, Backends};
 use super::tls::Certificates;
 
 /// One configuration, running.
@@ -45,6 +46,10 @@ pub(crate) struct Upstream {
     /// `hash`: the request URI (nginx's `hash $request_uri`); the other
     /// hashes: the client's address.
     by_uri: bool,
+    /// The pool's own connections, for a protocol other than the
+    /// workers' HTTP/1.1: `h2c` (HTTP/2 by prior knowledge, as gRPC
+    /// backends speak). Shared by the workers.
+    pub(crate) h2c: Option<Backends>,
 }
 
 impl Upstream {
@@ -201,10 +206,16 @@ impl State {
                     .map_err(|e| ConfigError::invalid(format!("pools.{name}"), e))?;
             }
             let by_uri = matches!(pool.algorithm(), Algorithm::Hash(_));
+            let protocol = config
+                .upstreams
+                .get(name)
+                .map_or("http1", |u| u.protocol.as_str());
+            let h2c = (protocol == "h2c").then(|| forward::h2c_backends(&config.server));
             upstreams.push(Upstream {
                 name: name.clone(),
                 pool,
                 by_uri,
+                h2c,
             });
         }
         Ok(Self {

@@ -9,6 +9,7 @@ mod backend;
 mod redis_support;
 
 mod end_to_end;
+mod grpc;
 mod harness;
 mod heads;
 mod hostile;

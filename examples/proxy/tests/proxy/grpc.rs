@@ -1,0 +1,180 @@
+//! gRPC's needs through the proxy (issue 25, first part): HTTP/2 from the
+//! client by prior knowledge (h2c) and to `protocol = "h2c"` pools,
+//! `TE: trailers` passed on, trailers carried back, a call's failing
+//! status reaching the client, and UNAVAILABLE counted against the backend
+//! and retried on another. The backends and the client here speak gRPC's
+//! framing over hyper's HTTP/2.
+
+use crate::harness::*;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::HeaderMap;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use loadbalance::BackendState;
+use tokio::net::{TcpListener, TcpStream};
+
+/// An h2c gRPC-like backend: answers `/echo.Echo/Say` with the request's
+/// message and trailers `grpc-status: 0`, `x-served-by: name`; or, when
+/// `unavailable`, a trailers-only UNAVAILABLE. Counts its calls and the
+/// calls that came with `TE: trailers`.
+async fn grpc_backend(name: &'static str, unavailable: bool) -> (SocketAddr, Arc<[AtomicU64; 2]>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    let counts: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let served = Arc::clone(&counts);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let served = Arc::clone(&served);
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let served = Arc::clone(&served);
+                async move {
+                    served[0].fetch_add(1, Relaxed);
+                    if request
+                        .headers()
+                        .get("te")
+                        .is_some_and(|te| te == "trailers")
+                    {
+                        served[1].fetch_add(1, Relaxed);
+                    }
+                    if unavailable {
+                        let mut response = Response::new(
+                            StreamBody::new(futures_lite::stream::empty::<
+                                Result<Frame<Bytes>, Infallible>,
+                            >())
+                            .boxed(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert("content-type", "application/grpc".parse().expect("a value"));
+                        headers.insert("grpc-status", "14".parse().expect("a value"));
+                        return Ok::<_, Infallible>(response);
+                    }
+                    let message = request
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|c| c.to_bytes())
+                        .unwrap_or_default();
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().expect("a value"));
+                    trailers.insert("x-served-by", name.parse().expect("a value"));
+                    let frames = futures_lite::stream::iter([
+                        Ok::<_, Infallible>(Frame::data(message)),
+                        Ok(Frame::trailers(trailers)),
+                    ]);
+                    let mut response = Response::new(StreamBody::new(frames).boxed());
+                    response
+                        .headers_mut()
+                        .insert("content-type", "application/grpc".parse().expect("a value"));
+                    Ok(response)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, counts)
+}
+
+/// A gRPC call over h2c to the proxy: the message, its trailers.
+async fn call(
+    proxy: SocketAddr,
+    message: &'static [u8],
+) -> (u16, Bytes, Option<HeaderMap>, HeaderMap) {
+    let stream = TcpStream::connect(proxy).await.expect("connects");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("an h2c connection");
+    tokio::spawn(connection);
+    let request = Request::post(format!("http://grpc.test:{}/echo.Echo/Say", proxy.port()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(message)))
+        .expect("a request");
+    let response = sender.send_request(request).await.expect("an answer");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let collected = response.into_body().collect().await.expect("the body");
+    let trailers = collected.trailers().cloned();
+    (status, collected.to_bytes(), trailers, headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_pass_through_with_trailers_and_unavailable_is_retried() {
+    bounded(async {
+        let (good, good_counts) = grpc_backend("good", false).await;
+        let (bad, bad_counts) = grpc_backend("bad", true).await;
+        let toml = format!(
+            "{}{}{}\n[upstreams.grpc]\nprotocol = \"h2c\"\n",
+            server_section("attempts = 2"),
+            catch_all("grpc"),
+            pool_at("grpc", "health = { max_fails = 0 }", &[good, bad])
+        );
+        let proxy = start(&toml).await;
+        for _ in 0..6 {
+            let (status, message, trailers, _) =
+                call(proxy.addr(), b"\x00\x00\x00\x00\x02hi").await;
+            assert_eq!(status, 200);
+            assert_eq!(&message[..], b"\x00\x00\x00\x00\x02hi");
+            let trailers = trailers.expect("trailers carried back");
+            assert_eq!(trailers["grpc-status"], "0");
+            assert_eq!(trailers["x-served-by"], "good");
+        }
+        // Round-robin sent half the calls to the UNAVAILABLE backend first;
+        // each was retried on the good one.
+        let bad_calls = bad_counts[0].load(Relaxed);
+        assert!(bad_calls >= 2, "{bad_calls} calls tried bad first");
+        assert_eq!(good_counts[0].load(Relaxed), 6);
+        assert_eq!(proxy.counters().retries.load(Relaxed), bad_calls);
+        // `TE: trailers` reached both.
+        assert_eq!(good_counts[1].load(Relaxed), 6);
+        assert_eq!(bad_counts[1].load(Relaxed), bad_calls);
+        let pool = proxy.pool("grpc").expect("the pool");
+        let stats = pool
+            .stats_of(bad.to_string().as_str())
+            .expect("in the pool");
+        assert_eq!(stats.failures, bad_calls, "UNAVAILABLE counts against it");
+        assert_eq!(
+            pool.stats_of(good.to_string().as_str())
+                .expect("in")
+                .failures,
+            0
+        );
+        proxy.shutdown().await;
+
+        // With the good backend gone, the client gets the call's status.
+        let toml = format!(
+            "{}{}{}\n[upstreams.grpc]\nprotocol = \"h2c\"\n",
+            server_section("attempts = 1"),
+            catch_all("grpc"),
+            pool_at("grpc", "health = { max_fails = 0 }", &[bad])
+        );
+        let proxy = start(&toml).await;
+        let (status, _, _, headers) = call(proxy.addr(), b"\x00\x00\x00\x00\x02hi").await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["grpc-status"], "14");
+        assert_eq!(
+            proxy
+                .pool("grpc")
+                .expect("the pool")
+                .stats_of(bad.to_string().as_str())
+                .expect("in")
+                .state,
+            BackendState::Up,
+            "max_fails = 0: counted, never ejected"
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
