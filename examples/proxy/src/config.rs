@@ -52,8 +52,20 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpstreamConfig {
-    /// `http1`, or `h2c` (HTTP/2 by prior knowledge: gRPC backends).
+    /// `http1`, `h2c` (HTTP/2 by prior knowledge: gRPC backends) or
+    /// `https` (TLS; HTTP/2 or HTTP/1.1 by ALPN).
     pub(crate) protocol: String,
+    /// `https`: the PEM file of the authorities that sign the backends'
+    /// certificates (the system's roots if unset).
+    #[serde(default)]
+    pub(crate) ca: Option<PathBuf>,
+    /// `https`: the name sent (SNI) and verified (the backend's address if
+    /// unset).
+    #[serde(default)]
+    pub(crate) server_name: Option<String>,
+    /// `https`: accept any certificate. Only for a test bench.
+    #[serde(default)]
+    pub(crate) insecure_skip_verify: bool,
 }
 
 /// `[log]`.
@@ -469,10 +481,19 @@ impl Config {
                     "no such pool",
                 ));
             }
-            if !["http1", "h2c"].contains(&upstream.protocol.as_str()) {
+            if !["http1", "h2c", "https"].contains(&upstream.protocol.as_str()) {
                 return Err(ConfigError::invalid(
                     format!("upstreams.{name}.protocol"),
-                    format!("{:?}: http1 or h2c", upstream.protocol),
+                    format!("{:?}: http1, h2c or https", upstream.protocol),
+                ));
+            }
+            let tls_settings = upstream.ca.is_some()
+                || upstream.server_name.is_some()
+                || upstream.insecure_skip_verify;
+            if tls_settings && upstream.protocol != "https" {
+                return Err(ConfigError::invalid(
+                    format!("upstreams.{name}"),
+                    "ca, server_name and insecure_skip_verify are for protocol = \"https\"",
                 ));
             }
         }

@@ -18,34 +18,17 @@ use hyper::header::{
 };
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection, UnreadableForwarded};
 use loadbalance::{PickError, Picked, Tried};
 
 use super::Shared;
 use super::body::{Capped, ClientFault, Fault, Held, ProxyBody, UpstreamBody};
-use super::config::ServerConfig;
 use super::framing::Head;
 use super::headers::{Hop, grpc_unavailable, set_forwarding, strip_hop_by_hop};
+use super::links::{Backends, Link};
 use super::request_target;
 use super::state::{State, Upstream};
 use super::tunnel;
-
-/// Connections to backends, kept alive and reused: one client per worker
-/// thread, so a request and its backend connection share an event loop.
-pub(crate) type Backends = Client<HttpConnector, UpstreamBody>;
-
-/// A client for `settings`' timeouts, on the current runtime.
-pub(crate) fn backends(settings: &ServerConfig) -> Backends {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(settings.connect_timeout()));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .timer(TokioTimer::new())
-        .build(connector)
-}
 
 /// How a request came: the protocol, and TLS's version if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,19 +51,6 @@ impl Protocol {
             Self::Https1 { .. } | Self::H2 { .. } => "https",
         }
     }
-}
-
-/// A client speaking HTTP/2 only, by prior knowledge (h2c), for pools
-/// whose backends do (gRPC); shared by the workers.
-pub(crate) fn h2c_backends(settings: &ServerConfig) -> Backends {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(settings.connect_timeout()));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .timer(TokioTimer::new())
-        .build(connector)
 }
 
 /// Handles one request; never fails (every error is a response).
@@ -350,11 +320,11 @@ async fn forward(
     } = parts;
     // gRPC needs `TE: trailers` (RFC 9113 §8.2.2 allows it end to end
     // over HTTP/2); other `TE` is hop-by-hop.
-    let te_trailers = upstream.h2c.is_some()
+    let te_trailers = upstream.own.is_some()
         && headers
             .get(TE)
             .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    let backends = upstream.h2c.as_ref().unwrap_or(backends);
+    let link = upstream.link(backends);
     let fault = (!body.is_end_stream()).then(ClientFault::new);
     // The body is read before a backend is picked, whole up to
     // `request_buffer_bytes`: a slow sender holds no backend.
@@ -440,18 +410,19 @@ async fn forward(
         } else {
             std::mem::take(&mut headers)
         };
-        let outgoing = match outgoing(&method, path, attempt_headers, &picked, body.attempt()) {
+        let outgoing = match outgoing(
+            &method,
+            (link.scheme(), path),
+            attempt_headers,
+            &picked,
+            body.attempt(),
+        ) {
             Ok(outgoing) => outgoing,
             Err(_) => return error(StatusCode::BAD_REQUEST, "400 bad request target\n"),
         };
         let more =
             replayable && tried.len() < settings.attempts as usize && tried.len() < pool.len();
-        let sent = exchange(
-            backends,
-            outgoing,
-            fault.as_ref(),
-            settings.upstream_timeout(),
-        );
+        let sent = exchange(&link, outgoing, fault.as_ref(), settings.upstream_timeout());
         let asked = Instant::now();
         let sent = sent.await;
         if let Some(outcome) = outcome.as_deref_mut() {
@@ -553,12 +524,12 @@ async fn forward(
 /// so a client that stalls its upload is never counted against the
 /// backend. `Err` when the backend took too long.
 async fn exchange(
-    backends: &Backends,
+    link: &Link<'_>,
     outgoing: Request<UpstreamBody>,
     body: Option<&ClientFault>,
     timeout: Duration,
 ) -> Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, Elapsed> {
-    let request = backends.request(outgoing);
+    let request = link.request(outgoing);
     let mut request = std::pin::pin!(request);
     let mut deadline = Instant::now() + timeout;
     // Each turn ends in the answer, the timeout, or a later deadline: the
@@ -612,13 +583,13 @@ struct Elapsed;
 /// backend's address.
 fn outgoing(
     method: &Method,
-    path: &str,
+    (scheme, path): (&str, &str),
     headers: HeaderMap,
     picked: &Picked<String>,
     body: UpstreamBody,
 ) -> Result<Request<UpstreamBody>, hyper::http::Error> {
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(picked.as_str())
         .path_and_query(path)
         .build()?;

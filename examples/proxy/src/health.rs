@@ -108,8 +108,9 @@ async fn run(shared: Arc<Shared>, name: String, check: CheckConfig) {
             let shared = Arc::clone(&shared);
             let path = check.path.clone();
             let timeout = Duration::from_millis(check.timeout_ms);
+            let name = name.clone();
             probes.spawn(async move {
-                let ok = probe(&shared, &server, &path, timeout).await;
+                let ok = probe(&shared, &name, &server, &path, timeout).await;
                 (server, ok)
             });
         }
@@ -130,10 +131,16 @@ async fn run(shared: Arc<Shared>, name: String, check: CheckConfig) {
     }
 }
 
-/// One GET: a 2xx or 3xx within the timeout is a success.
-async fn probe(shared: &Shared, server: &str, path: &str, timeout: Duration) -> bool {
+/// One GET on pool `pool`'s own protocol (`links.rs`): a 2xx or 3xx
+/// within the timeout is a success.
+async fn probe(shared: &Shared, pool: &str, server: &str, path: &str, timeout: Duration) -> bool {
+    let state = shared.state.load_full();
+    let Some(upstream) = state.upstream(pool) else {
+        return false;
+    };
+    let link = upstream.link(&shared.client);
     let Ok(uri) = Uri::builder()
-        .scheme("http")
+        .scheme(link.scheme())
         .authority(server)
         .path_and_query(path)
         .build()
@@ -142,7 +149,7 @@ async fn probe(shared: &Shared, server: &str, path: &str, timeout: Duration) -> 
     };
     let mut request = Request::new(UpstreamBody::Empty);
     *request.uri_mut() = uri;
-    match tokio::time::timeout(timeout, shared.client.request(request)).await {
+    match tokio::time::timeout(timeout, link.request(request)).await {
         Ok(Ok(response)) => {
             let status = response.status();
             status.is_success() || status.is_redirection()

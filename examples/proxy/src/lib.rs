@@ -26,6 +26,7 @@ pub(crate) mod framing;
 pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod idle;
+pub(crate) mod links;
 pub(crate) mod request_target;
 pub(crate) mod serve;
 pub(crate) mod state;
@@ -49,8 +50,8 @@ pub use admin::Counters;
 pub use config::{Config, ConfigError};
 use config::{Http2Config, ServerConfig};
 use connections::Connections;
-use forward::Backends;
 use idle::Busy;
+use links::Backends;
 use state::{HeldDown, State};
 use std::sync::atomic::Ordering::Relaxed;
 use tls::{Resolver, TlsRuntime};
@@ -192,7 +193,7 @@ impl Proxy {
             None => None,
         };
 
-        let client = forward::backends(&settings);
+        let client = links::backends(&settings);
         let (stop, stopped) = watch::channel(false);
         let tunnels = Tunnels::new(settings.max_tunnels_per_client);
         let access_log = AccessLog::open(&log_config).map_err(StartError::Config)?;
@@ -372,7 +373,7 @@ async fn accept(
     tls_listener: Option<TcpListener>,
     mut stop: watch::Receiver<bool>,
 ) -> usize {
-    let backends = forward::backends(&shared.settings);
+    let backends = links::backends(&shared.settings);
     let mut connections = JoinSet::new();
     loop {
         let (accepted, secure) = tokio::select! {

@@ -24,9 +24,10 @@ use hyper::body::Incoming;
 
 use super::access_log::{self, Pending};
 use super::connections::Slot;
-use super::forward::{self, Backends, Protocol};
+use super::forward::{self, Protocol};
 use super::framing::{Framing, Head};
 use super::idle::{Busy, Idle};
+use super::links::Backends;
 use super::{Shared, stopped};
 
 /// How long a connection between requests, told to close, may take to.

@@ -25,7 +25,7 @@ use loadbalance::{Algorithm, Context, Pool, PoolConfig};
 use parking_lot::Mutex;
 
 use super::config::{ClientsConfig, Config, ConfigError};
-use super::forward::{self, Backends};
+use super::links::{self, Link, Own};
 use super::tls::Certificates;
 
 /// One configuration, running.
@@ -46,13 +46,22 @@ pub(crate) struct Upstream {
     /// `hash`: the request URI (nginx's `hash $request_uri`); the other
     /// hashes: the client's address.
     by_uri: bool,
-    /// The pool's own connections, for a protocol other than the
-    /// workers' HTTP/1.1: `h2c` (HTTP/2 by prior knowledge, as gRPC
-    /// backends speak). Shared by the workers.
-    pub(crate) h2c: Option<Backends>,
+    /// The pool's own client, for a protocol other than the workers'
+    /// HTTP/1.1 (`links.rs`). Shared by the workers.
+    pub(crate) own: Option<Own>,
 }
 
 impl Upstream {
+    /// The client a request to this pool goes out on: its own, or the
+    /// worker's HTTP/1.1 `default`.
+    pub(crate) fn link<'a>(&'a self, default: &'a links::Backends) -> Link<'a> {
+        match &self.own {
+            Some(Own::H2c(client)) => Link::Plain(client),
+            Some(Own::Tls(client)) => Link::Tls(client),
+            None => Link::Plain(default),
+        }
+    }
+
     /// The context a request picks with.
     pub(crate) fn context<'a>(&self, client: IpAddr, uri: &'a [u8]) -> Context<'a> {
         if self.by_uri {
@@ -206,16 +215,15 @@ impl State {
                     .map_err(|e| ConfigError::invalid(format!("pools.{name}"), e))?;
             }
             let by_uri = matches!(pool.algorithm(), Algorithm::Hash(_));
-            let protocol = config
-                .upstreams
-                .get(name)
-                .map_or("http1", |u| u.protocol.as_str());
-            let h2c = (protocol == "h2c").then(|| forward::h2c_backends(&config.server));
+            let own = match config.upstreams.get(name) {
+                Some(upstream) => links::own(name, upstream, &config.server)?,
+                None => None,
+            };
             upstreams.push(Upstream {
                 name: name.clone(),
                 pool,
                 by_uri,
-                h2c,
+                own,
             });
         }
         Ok(Self {

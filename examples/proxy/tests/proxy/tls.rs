@@ -69,7 +69,7 @@ impl Authority {
 
     /// A leaf certificate for `names` with subject `subject`, written to
     /// `cert` and `key`.
-    fn issue(&self, names: &[&str], subject: &str, cert: &Path, key: &Path) {
+    pub(crate) fn issue(&self, names: &[&str], subject: &str, cert: &Path, key: &Path) {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names).expect("params");
         params.distinguished_name.push(DnType::CommonName, subject);
@@ -390,6 +390,115 @@ async fn stalled_and_broken_handshakes_are_cut_and_counted() {
         let reply = get(&client(), proxy.addr(), "site.test", "/").await;
         assert_eq!(reply.body, "web");
         proxy.shutdown().await;
+    })
+    .await;
+}
+
+/// A backend over TLS (HTTP/1.1) with a certificate from `authority` for
+/// `backend.test` and 127.0.0.1, answering `secure`.
+async fn tls_backend(dir: &Dir, authority: &Authority) -> std::net::SocketAddr {
+    let (cert, key) = (dir.file("backend.pem"), dir.file("backend.key"));
+    authority.issue(&["backend.test", "127.0.0.1"], "backend", &cert, &key);
+    let config = loadbalance_proxy_test_tls::server_config(&cert, &key);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(Bytes::from_static(b"secure")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A rustls server configuration from PEM files (the test backend's).
+mod loadbalance_proxy_test_tls {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    pub(crate) fn server_config(cert: &Path, key: &Path) -> rustls::ServerConfig {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .expect("reads the certificate")
+            .collect::<Result<_, _>>()
+            .expect("certificates");
+        let key = PrivateKeyDer::from_pem_file(key).expect("reads the key");
+        #[allow(deprecated)] // ring, as the proxy's own
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("a certificate and its key")
+    }
+}
+
+// Issue 25, 3: TLS to backends, their certificates verified against the
+// pool's CA (or the system's roots), for their address or `server_name`;
+// not verifying only by the setting named for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_over_tls_are_verified() {
+    bounded(async {
+        let dir = Dir::new("upstream-tls");
+        let authority = Authority::new("backend CA");
+        authority.write(&dir.file("backend-ca.pem"));
+        let backend = tls_backend(&dir, &authority).await;
+        let ca = dir.file("backend-ca.pem").display().to_string();
+        for (upstream, served) in [
+            (format!("ca = {ca:?}"), true),
+            (format!("ca = {ca:?}\nserver_name = \"backend.test\""), true),
+            (format!("ca = {ca:?}\nserver_name = \"other.test\""), false),
+            // The system's roots do not know the test CA.
+            (String::new(), false),
+            ("insecure_skip_verify = true".to_owned(), true),
+        ] {
+            let toml = format!(
+                "{}{}{}\n[upstreams.web]\nprotocol = \"https\"\n{upstream}\n",
+                server_section("attempts = 1"),
+                catch_all("web"),
+                pool_at("web", "health = { max_fails = 0 }", &[backend])
+            );
+            let proxy = start(&toml).await;
+            let reply = get(&client(), proxy.addr(), "site.test", "/").await;
+            if served {
+                assert_eq!(
+                    (reply.status.as_u16(), reply.body.as_str()),
+                    (200, "secure"),
+                    "{upstream}"
+                );
+            } else {
+                assert_eq!(reply.status.as_u16(), 502, "{upstream}: {}", reply.body);
+            }
+            proxy.shutdown().await;
+        }
+        // A CA file that cannot be read is a typed error naming it.
+        let toml = format!(
+            "{}{}{}\n[upstreams.web]\nprotocol = \"https\"\nca = \"/nonexistent/ca.pem\"\n",
+            server_section(""),
+            catch_all("web"),
+            pool_at("web", "", &[backend])
+        );
+        let config = Config::parse(&toml).expect("parses");
+        let error = Proxy::start(config, None).await.err().expect("refused");
+        assert!(error.to_string().contains("upstreams.web.ca"), "{error}");
     })
     .await;
 }

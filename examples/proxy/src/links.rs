@@ -1,0 +1,221 @@
+//! How the proxy reaches backends, per pool (`[upstreams.NAME]`):
+//! - `http1` (the default): HTTP/1.1, one client per worker thread, so a
+//!   request and its backend connection share an event loop;
+//! - `h2c`: HTTP/2 by prior knowledge (gRPC backends);
+//! - `https`: TLS, HTTP/2 or HTTP/1.1 by ALPN, the backend's certificate
+//!   verified against the system's roots or the pool's `ca`, for its
+//!   address or `server_name` (SNI). Not verifying takes a setting named
+//!   for what it is, `insecure_skip_verify`, and is logged at start.
+//!
+//! The `h2c` and `https` clients are the pool's own, shared by the
+//! workers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Request;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use super::body::UpstreamBody;
+use super::config::{ConfigError, ServerConfig, UpstreamConfig};
+
+/// HTTP/1.1 or h2c to backends.
+pub(crate) type Backends = Client<HttpConnector, UpstreamBody>;
+
+/// TLS to backends.
+pub(crate) type TlsBackends = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+
+/// One pool's own client, when it does not speak the workers' HTTP/1.1.
+pub(crate) enum Own {
+    H2c(Backends),
+    Tls(TlsBackends),
+}
+
+/// The client a request goes out on.
+pub(crate) enum Link<'a> {
+    Plain(&'a Backends),
+    Tls(&'a TlsBackends),
+}
+
+impl Link<'_> {
+    /// The scheme of the URI a request to the backend carries.
+    pub(crate) fn scheme(&self) -> &'static str {
+        match self {
+            Self::Plain(_) => "http",
+            Self::Tls(_) => "https",
+        }
+    }
+
+    pub(crate) fn request(&self, request: Request<UpstreamBody>) -> ResponseFuture {
+        match self {
+            Self::Plain(client) => client.request(request),
+            Self::Tls(client) => client.request(request),
+        }
+    }
+}
+
+/// The connector for `settings`' connect timeout.
+fn connector(settings: &ServerConfig) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(settings.connect_timeout()));
+    connector.set_nodelay(true);
+    connector
+}
+
+/// A worker's HTTP/1.1 client, on the current runtime.
+pub(crate) fn backends(settings: &ServerConfig) -> Backends {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .timer(TokioTimer::new())
+        .build(connector(settings))
+}
+
+/// Pool `name`'s own client for `upstream`, if it needs one.
+pub(crate) fn own(
+    name: &str,
+    upstream: &UpstreamConfig,
+    settings: &ServerConfig,
+) -> Result<Option<Own>, ConfigError> {
+    let field = |key: &str| format!("upstreams.{name}.{key}");
+    match upstream.protocol.as_str() {
+        "h2c" => Ok(Some(Own::H2c(
+            Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .pool_idle_timeout(Duration::from_secs(30))
+                .timer(TokioTimer::new())
+                .build(connector(settings)),
+        ))),
+        "https" => {
+            let config = tls_config(upstream, &field)?;
+            let mut http = connector(settings);
+            http.enforce_http(false);
+            let builder = HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_only();
+            let builder = match &upstream.server_name {
+                Some(server_name) => {
+                    let server_name = ServerName::try_from(server_name.clone())
+                        .map_err(|e| ConfigError::invalid(field("server_name"), e))?;
+                    builder.with_server_name_resolver(FixedServerNameResolver::new(server_name))
+                }
+                None => builder,
+            };
+            let connector = builder.enable_all_versions().wrap_connector(http);
+            Ok(Some(Own::Tls(
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .timer(TokioTimer::new())
+                    .build(connector),
+            )))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// TLS 1.2 and 1.3 to a backend, ALPN h2 and http/1.1, its certificate
+/// verified against `ca` or the system's roots (or, by the explicit
+/// setting, not at all).
+fn tls_config(
+    upstream: &UpstreamConfig,
+    field: &dyn Fn(&str) -> String,
+) -> Result<rustls::ClientConfig, ConfigError> {
+    #[allow(deprecated)] // ring: see tls.rs
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::invalid(field("protocol"), e))?;
+    let config = if upstream.insecure_skip_verify {
+        tracing::warn!(
+            "{}: backends' certificates are NOT verified (insecure_skip_verify)",
+            field("insecure_skip_verify")
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &upstream.ca {
+            Some(ca) => {
+                let certificates = CertificateDer::pem_file_iter(ca)
+                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                    .map_err(|e| {
+                        ConfigError::invalid(field("ca"), format!("{}: {e}", ca.display()))
+                    })?;
+                for certificate in certificates {
+                    roots.add(certificate).map_err(|e| {
+                        ConfigError::invalid(field("ca"), format!("{}: {e}", ca.display()))
+                    })?;
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(native.certs);
+            }
+        }
+        if roots.is_empty() {
+            return Err(ConfigError::invalid(
+                field("ca"),
+                "no certificate authority to verify backends against",
+            ));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(config)
+}
+
+/// Accepts any certificate: `insecure_skip_verify`, and nothing else.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
