@@ -350,11 +350,16 @@ fn any_host() -> String {
 /// `[checks.NAME]`: an HTTP GET to `path` on each backend of pool NAME
 /// every `interval_ms`; `fall` failures in a row mark it down, `rise`
 /// successes in a row mark it up again. A success is a 2xx or 3xx within
-/// `timeout_ms`.
+/// `timeout_ms`. With `grpc_service` set, the check is gRPC's health
+/// checking protocol (`grpc.health.v1.Health/Check` for that service, ""
+/// for the server), a success a SERVING answer.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CheckConfig {
+    #[serde(default)]
     pub(crate) path: String,
+    #[serde(default)]
+    pub(crate) grpc_service: Option<String>,
     #[serde(default = "default_interval")]
     pub(crate) interval_ms: u64,
     #[serde(default = "default_check_timeout")]
@@ -559,8 +564,18 @@ impl Config {
                     "no such pool",
                 ));
             }
-            if !check.path.starts_with('/') {
+            if check.grpc_service.is_none() && !check.path.starts_with('/') {
                 return Err(ConfigError::invalid(field("path"), "must start with /"));
+            }
+            let h2 = self
+                .upstreams
+                .get(name)
+                .is_some_and(|u| u.protocol == "h2c" || u.protocol == "https");
+            if check.grpc_service.is_some() && !h2 {
+                return Err(ConfigError::invalid(
+                    field("grpc_service"),
+                    format!("gRPC checks need upstreams.{name}.protocol h2c or https"),
+                ));
             }
             if check.interval_ms == 0 || check.timeout_ms == 0 {
                 return Err(ConfigError::invalid(

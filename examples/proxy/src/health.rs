@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use hyper::{Request, Uri};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue, TE};
+use hyper::{Method, Request, StatusCode, Uri};
 use loadbalance::AdminState;
 use parking_lot::Mutex;
 use tokio::task::{JoinHandle, JoinSet};
@@ -104,13 +107,17 @@ async fn run(shared: Arc<Shared>, name: String, check: CheckConfig) {
             }
         };
         let mut probes = JoinSet::new();
+        let what = Arc::new(Probe {
+            path: check.path.clone(),
+            grpc_service: check.grpc_service.clone(),
+        });
         for server in servers {
             let shared = Arc::clone(&shared);
-            let path = check.path.clone();
+            let what = Arc::clone(&what);
             let timeout = Duration::from_millis(check.timeout_ms);
             let name = name.clone();
             probes.spawn(async move {
-                let ok = probe(&shared, &name, &server, &path, timeout).await;
+                let ok = probe(&shared, &name, &server, &what, timeout).await;
                 (server, ok)
             });
         }
@@ -131,14 +138,64 @@ async fn run(shared: Arc<Shared>, name: String, check: CheckConfig) {
     }
 }
 
-/// One GET on pool `pool`'s own protocol (`links.rs`): a 2xx or 3xx
-/// within the timeout is a success.
-async fn probe(shared: &Shared, pool: &str, server: &str, path: &str, timeout: Duration) -> bool {
+/// What a probe asks.
+struct Probe {
+    path: String,
+    grpc_service: Option<String>,
+}
+
+/// gRPC health checking's method (`grpc.health.v1.Health/Check`).
+const GRPC_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// A `HealthCheckRequest { service }` in gRPC's framing: a zero
+/// compression flag, the length, then the message (field 1, a string).
+fn grpc_check_request(service: &str) -> Bytes {
+    let mut message = Vec::with_capacity(service.len() + 3);
+    if !service.is_empty() {
+        message.push(0x0a);
+        let mut length = service.len();
+        while length >= 0x80 {
+            message.push((length as u8 & 0x7f) | 0x80);
+            length >>= 7;
+        }
+        message.push(length as u8);
+        message.extend_from_slice(service.as_bytes());
+    }
+    let mut framed = vec![0];
+    framed.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    framed.extend_from_slice(&message);
+    Bytes::from(framed)
+}
+
+/// Whether a framed `HealthCheckResponse` says SERVING (field 1 = 1).
+fn grpc_serving(framed: &[u8]) -> bool {
+    // The flag, the length, then exactly the message `08 01`.
+    matches!(framed, [0, 0, 0, 0, 2, 0x08, 0x01])
+}
+
+/// One probe on pool `pool`'s own protocol (`links.rs`): a GET to `path`,
+/// a 2xx or 3xx within the timeout a success; or, with `grpc_service`, a
+/// gRPC health check answered SERVING with status 0.
+async fn probe(
+    shared: &Shared,
+    pool: &str,
+    server: &str,
+    check: &Probe,
+    timeout: Duration,
+) -> bool {
     let state = shared.state.load_full();
     let Some(upstream) = state.upstream(pool) else {
         return false;
     };
     let link = upstream.link(&shared.client);
+    let path = match &check.grpc_service {
+        Some(_) => GRPC_CHECK,
+        None => check.path.as_str(),
+    };
     let Ok(uri) = Uri::builder()
         .scheme(link.scheme())
         .authority(server)
@@ -147,15 +204,44 @@ async fn probe(shared: &Shared, pool: &str, server: &str, path: &str, timeout: D
     else {
         return false;
     };
-    let mut request = Request::new(UpstreamBody::Empty);
+    let Some(service) = &check.grpc_service else {
+        let mut request = Request::new(UpstreamBody::Empty);
+        *request.uri_mut() = uri;
+        return match tokio::time::timeout(timeout, link.request(request)).await {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                status.is_success() || status.is_redirection()
+            }
+            _ => false,
+        };
+    };
+    let mut request = Request::new(UpstreamBody::Whole(Some(grpc_check_request(service))));
+    *request.method_mut() = Method::POST;
     *request.uri_mut() = uri;
-    match tokio::time::timeout(timeout, link.request(request)).await {
-        Ok(Ok(response)) => {
-            let status = response.status();
-            status.is_success() || status.is_redirection()
+    let headers = request.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(TE, HeaderValue::from_static("trailers"));
+    let answered = tokio::time::timeout(timeout, async {
+        let response = link.request(request).await.ok()?;
+        if response.status() != StatusCode::OK || grpc_failed(response.headers()) {
+            return None;
         }
-        _ => false,
-    }
+        // A health answer is a few bytes; a longer one is not SERVING.
+        let body = Limited::new(response.into_body(), 64)
+            .collect()
+            .await
+            .ok()?;
+        let ok = body.trailers().is_some_and(|t| !grpc_failed(t));
+        Some(ok && grpc_serving(&body.to_bytes()))
+    });
+    matches!(answered.await, Ok(Some(true)))
+}
+
+/// Whether gRPC headers or trailers carry a status other than 0.
+fn grpc_failed(headers: &HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() != b"0")
 }
 
 /// Marks `server` of pool `name` down or up, and remembers it for reloads.
@@ -187,6 +273,27 @@ async fn mark(shared: &Shared, name: &str, server: &str, down: bool) {
                 "health: {name} {server} {} by active checks",
                 if down { "down" } else { "up" }
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_health_messages() {
+        assert_eq!(&grpc_check_request("")[..], [0, 0, 0, 0, 0]);
+        assert_eq!(
+            &grpc_check_request("echo")[..],
+            [0, 0, 0, 0, 6, 0x0a, 4, b'e', b'c', b'h', b'o']
+        );
+        let long = "s".repeat(200);
+        let framed = grpc_check_request(&long);
+        assert_eq!(&framed[..8], [0, 0, 0, 0, 203, 0x0a, 0xc8, 0x01]);
+        assert!(grpc_serving(&[0, 0, 0, 0, 2, 0x08, 0x01]));
+        for other in [&[0u8, 0, 0, 0, 2, 0x08, 0x02][..], &[0, 0, 0, 0, 0], &[]] {
+            assert!(!grpc_serving(other));
         }
     }
 }

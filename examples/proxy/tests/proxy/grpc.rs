@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -175,6 +176,98 @@ async fn grpc_calls_pass_through_with_trailers_and_unavailable_is_retried() {
             "max_fails = 0: counted, never ejected"
         );
         proxy.shutdown().await;
+    })
+    .await;
+}
+
+/// An h2c server of gRPC's health checking protocol: answers `Check`
+/// SERVING while `serving`, else NOT_SERVING; keeps the last service
+/// name asked for.
+async fn health_backend(
+    serving: Arc<std::sync::atomic::AtomicBool>,
+    asked: Arc<parking_lot::Mutex<Vec<u8>>>,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (serving, asked) = (Arc::clone(&serving), Arc::clone(&asked));
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let (serving, asked) = (Arc::clone(&serving), Arc::clone(&asked));
+                async move {
+                    assert_eq!(request.uri().path(), "/grpc.health.v1.Health/Check");
+                    let framed = request
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|c| c.to_bytes())
+                        .unwrap_or_default();
+                    // Flag, length, then field 1: tag, length, the name.
+                    *asked.lock() = framed.get(7..).map(<[u8]>::to_vec).unwrap_or_default();
+                    let status = if serving.load(Relaxed) { 1 } else { 2 };
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().expect("a value"));
+                    let frames = futures_lite::stream::iter([
+                        Ok::<_, Infallible>(Frame::data(Bytes::from(vec![
+                            0, 0, 0, 0, 2, 0x08, status,
+                        ]))),
+                        Ok(Frame::trailers(trailers)),
+                    ]);
+                    Ok::<_, Infallible>(Response::new(StreamBody::new(frames)))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+// Issue 25, 4: active checks speak gRPC's health checking protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_checks_mark_backends_down_and_up() {
+    bounded(async {
+        let serving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let asked = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let backend = health_backend(Arc::clone(&serving), Arc::clone(&asked)).await;
+        let toml = format!(
+            "{}{}{}\n[upstreams.grpc]\nprotocol = \"h2c\"\n\
+             \n[checks.grpc]\ngrpc_service = \"echo.Echo\"\ninterval_ms = 50\ntimeout_ms = 500\nfall = 2\nrise = 2\n",
+            server_section(""),
+            catch_all("grpc"),
+            pool_at("grpc", "", &[backend])
+        );
+        let proxy = start(&toml).await;
+        let state = || {
+            proxy
+                .pool("grpc")
+                .expect("the pool")
+                .stats_of(backend.to_string().as_str())
+                .expect("in the pool")
+                .state
+        };
+        assert!(
+            eventually(Duration::from_secs(2), || asked.lock().as_slice() == b"echo.Echo").await,
+            "the check names its service"
+        );
+        assert_eq!(state(), BackendState::Up);
+        serving.store(false, Relaxed);
+        assert!(
+            eventually(Duration::from_secs(2), || state() == BackendState::Down).await,
+            "NOT_SERVING marks it down"
+        );
+        serving.store(true, Relaxed);
+        assert!(
+            eventually(Duration::from_secs(2), || state() == BackendState::Up).await,
+            "SERVING marks it up"
+        );
+        proxy.shutdown().await;
+        // A gRPC check on a pool that speaks HTTP/1.1 is refused.
+        let bad = toml.replace("protocol = \"h2c\"", "protocol = \"http1\"");
+        let error = loadbalance_proxy::Config::parse(&bad).expect_err("refused");
+        assert!(error.to_string().contains("checks.grpc.grpc_service"), "{error}");
     })
     .await;
 }
