@@ -333,7 +333,6 @@ wait_http "$NGINX_PORT" / "$NGINX_PROXY_PID" "nginx proxy"
 listen = "127.0.0.1:$PROXY_PORT"
 admin = "127.0.0.1:$PROXY_ADMIN_PORT"
 workers = $WORKERS
-access_log = false
 
 [[routes]]
 name = "all"
