@@ -551,15 +551,8 @@ pub fn run(path: impl Into<PathBuf>) -> std::process::ExitCode {
     let path = path.into();
     // Reloads, active checks, signals and /metrics; requests are served by
     // the proxy's worker threads.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = current_thread() else {
+        return ExitCode::FAILURE;
     };
     // The events' subscriber, at `[log] level` (a file that cannot be read
     // is reported by `from_file` below).
@@ -600,15 +593,8 @@ pub fn run(path: impl Into<PathBuf>) -> std::process::ExitCode {
 pub fn check(path: impl Into<PathBuf>) -> std::process::ExitCode {
     use std::process::ExitCode;
     let path = path.into();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = current_thread() else {
+        return ExitCode::FAILURE;
     };
     let checked = runtime.block_on(async {
         let config = Config::load(&path)?;
@@ -625,6 +611,20 @@ pub fn check(path: impl Into<PathBuf>) -> std::process::ExitCode {
         Err(error) => {
             eprintln!("{}: {error}", path.display());
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// A runtime on this thread, or `None` (said on stderr).
+fn current_thread() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            None
         }
     }
 }

@@ -19,10 +19,12 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use hyper::Request;
-use hyper::body::Incoming;
+use std::future::Future;
 
-use super::access_log::{self, Pending};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+use super::access_log::{self, Logged, Pending};
 use super::connections::Slot;
 use super::forward::{self, Protocol};
 use super::framing::{Framing, Head};
@@ -146,6 +148,38 @@ async fn h2c_preface(stream: &TcpStream) -> bool {
     }
 }
 
+/// What every request of a connection is handled with.
+struct Each<'a> {
+    shared: &'a Arc<Shared>,
+    backends: &'a Backends,
+    peer: SocketAddr,
+    protocol: Protocol,
+    busy: &'a Busy,
+}
+
+/// One request's handling, the same for HTTP/1.1 and HTTP/2: the
+/// connection counted busy until the response body ends, the access line
+/// begun at the head and written at the end.
+fn respond(
+    each: Each<'_>,
+    head: Head,
+    request: Request<Incoming>,
+) -> impl Future<Output = Result<Response<Logged>, Infallible>> + Send + use<> {
+    let shared = Arc::clone(each.shared);
+    let backends = each.backends.clone();
+    let handling = each.busy.enter();
+    let (peer, protocol) = (each.peer, each.protocol);
+    let line = shared
+        .access_log
+        .as_ref()
+        .map(|log| Pending::begin(log, &request, protocol));
+    async move {
+        let mut response = forward::handle(shared, backends, peer, protocol, head, request).await;
+        response.body_mut().hold(handling);
+        Ok(access_log::logged(response, line))
+    }
+}
+
 /// HTTP/1.1 on `io`: the framing watched, one request at a time.
 async fn http1_on<IO>(accepted: Accepted, io: IO, protocol: Protocol)
 where
@@ -177,19 +211,14 @@ where
     let request_busy = busy.clone();
     let service = service_fn(move |request: Request<Incoming>| {
         let head = heads.next();
-        let shared = Arc::clone(&request_shared);
-        let backends = backends.clone();
-        let handling = request_busy.enter();
-        let line = shared
-            .access_log
-            .as_ref()
-            .map(|log| Pending::begin(log, &request, protocol));
-        async move {
-            let mut response =
-                forward::handle(shared, backends, peer, protocol, head, request).await;
-            response.body_mut().hold(handling);
-            Ok::<_, Infallible>(access_log::logged(response, line))
-        }
+        let each = Each {
+            shared: &request_shared,
+            backends: &backends,
+            peer,
+            protocol,
+            busy: &request_busy,
+        };
+        respond(each, head, request)
     });
     // Upgrades: a `101` hands the connection to its tunnel (`tunnel.rs`).
     let connection = builder
@@ -228,19 +257,14 @@ where
     let request_shared = Arc::clone(&shared);
     let request_busy = busy.clone();
     let service = service_fn(move |request: Request<Incoming>| {
-        let shared = Arc::clone(&request_shared);
-        let backends = backends.clone();
-        let handling = request_busy.enter();
-        let line = shared
-            .access_log
-            .as_ref()
-            .map(|log| Pending::begin(log, &request, protocol));
-        async move {
-            let mut response =
-                forward::handle(shared, backends, peer, protocol, Head::Clean, request).await;
-            response.body_mut().hold(handling);
-            Ok::<_, Infallible>(access_log::logged(response, line))
-        }
+        let each = Each {
+            shared: &request_shared,
+            backends: &backends,
+            peer,
+            protocol,
+            busy: &request_busy,
+        };
+        respond(each, Head::Clean, request)
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     drive!(connection, slot, busy, stop);
