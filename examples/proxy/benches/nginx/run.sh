@@ -31,6 +31,11 @@
 # system nginx.
 #
 # Knobs (environment variables):
+#   PROTO           http (default: HTTP/1.1 in plaintext, wrk), https
+#                   (HTTP/1.1 over TLS, wrk) or h2 (HTTP/2 over TLS, h2load
+#                   from Debian's nghttp2-client); the certificate is made
+#                   with openssl for the run
+#   STREAMS         h2load's streams per connection with PROTO=h2 (10)
 #   ALGO            least_conn (default) or round_robin, for both proxies
 #   WORKERS         worker processes of nginx = worker threads of ours (2)
 #   BACKEND_WORKERS worker processes of the backends' nginx (1)
@@ -49,6 +54,8 @@
 #   KEEP_TMP=1      keep the temporary directory (configs, logs, wrk output)
 set -euo pipefail
 
+PROTO=${PROTO:-http}
+STREAMS=${STREAMS:-10}
 ALGO=${ALGO:-least_conn}
 WORKERS=${WORKERS:-2}
 BACKEND_WORKERS=${BACKEND_WORKERS:-1}
@@ -61,6 +68,7 @@ OUT=${OUT:-}
 NGINX_PORT=${NGINX_PORT:-18080}
 PROXY_PORT=${PROXY_PORT:-18081}
 PROXY_ADMIN_PORT=${PROXY_ADMIN_PORT:-18091}
+PROXY_TLS_PORT=${PROXY_TLS_PORT:-18082}
 BACKEND_PORT=${BACKEND_PORT:-19101}
 PROXY_BIN=${PROXY_BIN:-}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
@@ -69,13 +77,18 @@ KEEP_TMP=${KEEP_TMP:-0}
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+case $PROTO in
+  http) SCHEME=http ;;
+  https | h2) SCHEME=https ;;
+  *) die "PROTO must be http, https or h2, not '$PROTO'" ;;
+esac
 case $ALGO in
   least_conn) NGINX_ALGO="least_conn;" ;;
   round_robin) NGINX_ALGO="" ;; # nginx's default: no directive
   *) die "ALGO must be least_conn or round_robin, not '$ALGO'" ;;
 esac
 for knob in WORKERS BACKEND_WORKERS THREADS CONNS ROUNDS NGINX_PORT PROXY_PORT \
-  PROXY_ADMIN_PORT BACKEND_PORT BUILD_TIMEOUT; do
+  PROXY_ADMIN_PORT PROXY_TLS_PORT BACKEND_PORT BUILD_TIMEOUT STREAMS; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive integer, not '${!knob}'"
 done
 
@@ -136,6 +149,8 @@ missing=()
 command -v nginx >/dev/null || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v curl >/dev/null || missing+=(curl)
+if [[ $PROTO == h2 ]]; then command -v h2load >/dev/null || missing+=(nghttp2-client); fi
+if [[ $PROTO != http ]]; then command -v openssl >/dev/null || missing+=(openssl); fi
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   # Keep the nginx package from starting its service (policy-rc.d exit 101:
@@ -190,11 +205,13 @@ run() {
 
 # Waits until GET http://127.0.0.1:$1$2 answers 2xx, for up to 10 s, while
 # process $3 lives.
+# ($5: the scheme, http unless given; the run's own certificate is not
+# checked.)
 wait_http() {
-  local port=$1 path=$2 pid=$3 what=$4
+  local port=$1 path=$2 pid=$3 what=$4 scheme=${5:-http}
   for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || die "$what exited before answering"
-    if curl -sf -o /dev/null "http://127.0.0.1:$port$path"; then return 0; fi
+    if curl -skf -o /dev/null "$scheme://127.0.0.1:$port$path"; then return 0; fi
     sleep 0.1
   done
   die "$what did not answer on 127.0.0.1:$port$path within 10 s"
@@ -241,6 +258,14 @@ mkdir -p "$TMP"/{client_body,proxy,fastcgi,uwsgi,scgi}_temp
 require_free "$NGINX_PORT" NGINX_PORT
 require_free "$PROXY_PORT" PROXY_PORT
 require_free "$PROXY_ADMIN_PORT" PROXY_ADMIN_PORT
+if [[ $PROTO != http ]]; then
+  require_free "$PROXY_TLS_PORT" PROXY_TLS_PORT
+  # The run's own certificate (P-256, as a server's would be), for both proxies.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null || die "openssl could not make a certificate"
+  chmod 644 "$TMP/key.pem"
+fi
 for _ in 1 2 3; do add_backend_port "$BACKEND_PORT"; done
 
 # Common to both nginx configurations: nothing outside $TMP, no logging of
@@ -308,7 +333,17 @@ for port in "${BACKENDS[@]}"; do wait_http "$port" /healthz "${PIDS[-1]}" "backe
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT;
+$(case $PROTO in
+  http) echo "        listen 127.0.0.1:$NGINX_PORT;" ;;
+  https) echo "        listen 127.0.0.1:$NGINX_PORT ssl;" ;;
+  h2) echo "        listen 127.0.0.1:$NGINX_PORT ssl http2;" ;;
+esac)
+$(if [[ $PROTO != http ]]; then
+  echo "        ssl_certificate $TMP/cert.pem;"
+  echo "        ssl_certificate_key $TMP/key.pem;"
+  echo "        ssl_protocols TLSv1.2 TLSv1.3;"
+  echo "        ssl_session_cache shared:SSL:1m;"
+fi)
         location / {
             proxy_pass http://pool;
             proxy_http_version 1.1;
@@ -323,7 +358,7 @@ EOF
 log "nginx proxy on $NGINX_PORT ($WORKERS worker processes, $ALGO)"
 start_nginx nginx-proxy
 NGINX_PROXY_PID=${PIDS[-1]}
-wait_http "$NGINX_PORT" / "$NGINX_PROXY_PID" "nginx proxy"
+wait_http "$NGINX_PORT" / "$NGINX_PROXY_PID" "nginx proxy" "$SCHEME"
 
 # --- our proxy ------------------------------------------------------------------
 
@@ -350,16 +385,27 @@ EOF
     sep=","
   done
   printf ' ]\n'
+  if [[ $PROTO != http ]]; then
+    printf '\n[tls]\nlisten = "127.0.0.1:%s"\n' "$PROXY_TLS_PORT"
+    printf 'certificates = [{ names = ["localhost"], cert = "%s", key = "%s" }]\n' \
+      "$TMP/cert.pem" "$TMP/key.pem"
+  fi
 } >"$TMP/proxy.toml"
 log "our proxy on $PROXY_PORT ($WORKERS worker threads, $ALGO)"
 "$PROXY_BIN" "$TMP/proxy.toml" >>"$TMP/proxy.log" 2>&1 &
 PIDS+=($!)
 OUR_PID=$!
 wait_http "$PROXY_PORT" / "$OUR_PID" "our proxy"
+# The port measured: the TLS listener when PROTO is not http.
+OUR_PORT=$PROXY_PORT
+if [[ $PROTO != http ]]; then
+  OUR_PORT=$PROXY_TLS_PORT
+  wait_http "$OUR_PORT" / "$OUR_PID" "our proxy's TLS listener" https
+fi
 
 # --- both answer 200 --------------------------------------------------------------
-for port in "$NGINX_PORT" "$PROXY_PORT"; do
-  code=$(curl -s -o "$TMP/check-$port.body" -w '%{http_code}' "http://127.0.0.1:$port/")
+for port in "$NGINX_PORT" "$OUR_PORT"; do
+  code=$(curl -sk -o "$TMP/check-$port.body" -w '%{http_code}' "$SCHEME://127.0.0.1:$port/")
   [[ $code == 200 ]] || die "127.0.0.1:$port/ answered $code, not 200"
   log "127.0.0.1:$port/ -> 200 $(head -c 40 "$TMP/check-$port.body")..."
 done
@@ -397,13 +443,42 @@ cpu_ticks() {
 
 # One measured run of proxy $1 (process $4) on port $2 in round $3: appends
 # "name rps p50 p99 errors cpu_us_per_request" to $TMP/results.
+# One measured h2load run (PROTO=h2) of proxy $1 (process $4) on port $2 in
+# round $3, as measure() below; the latency percentiles from h2load's
+# per-request log (its third column, microseconds).
+measure_h2() {
+  local name=$1 port=$2 round=$3 pid=$4 out rps p50 p99 failed requests ticks cpu
+  local url="https://127.0.0.1:$port/" h2=(-t"$THREADS" -c"$CONNS" -m"$STREAMS")
+  out=$TMP/h2load-$name-$round.txt
+  run timeout $(($(seconds "$WARMUP") + 30)) h2load "${h2[@]}" -D "$(seconds "$WARMUP")" "$url" >/dev/null
+  ticks=$(cpu_ticks "$pid")
+  run timeout "$WRK_TIMEOUT" h2load "${h2[@]}" -D "$(seconds "$DURATION")" \
+    --log-file="$out.log" "$url" >"$out"
+  ticks=$(($(cpu_ticks "$pid") - ticks))
+  requests=$(awk '/^requests:/ { print $2 }' "$out")
+  failed=$(awk '/^requests:/ { print $10 + $12 + $14 }' "$out")
+  rps=$(awk '/^finished in/ { gsub(/,/, ""); print $4 }' "$out")
+  read -r p50 p99 < <(awk '{ print $3 }' "$out.log" | sort -n \
+    | awk '{ v[NR] = $1 } END { if (NR) printf "%.3f %.3f\n", v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000 }')
+  [[ -n $rps && -n $p50 && -n $p99 ]] || { cat "$out" >&2; die "could not parse h2load's output"; }
+  cpu=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="${requests:-0}" \
+    'BEGIN { if (n > 0) printf "%.2f", t / hz / n * 1e6; else print 0 }')
+  echo "$name $rps $p50 $p99 ${failed:-0} $cpu" >>"$TMP/results"
+  printf '   round %d %-6s %8.0f rps  p50 %7.3f ms  p99 %7.3f ms  errors %d  proxy CPU %.1f us/request\n' \
+    "$round" "$name" "$rps" "$p50" "$p99" "${failed:-0}" "$cpu" >&2
+}
+
 measure() {
   local name=$1 port=$2 round=$3 pid=$4 out rps p50 p99 non2xx sockerr requests ticks cpu
+  if [[ $PROTO == h2 ]]; then
+    measure_h2 "$@"
+    return
+  fi
   out=$TMP/wrk-$name-$round.txt
   run timeout $(($(seconds "$WARMUP") + 30)) wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" \
-    "http://127.0.0.1:$port/" >/dev/null
+    "$SCHEME://127.0.0.1:$port/" >/dev/null
   ticks=$(cpu_ticks "$pid")
-  run timeout "$WRK_TIMEOUT" wrk "${WRK_ARGS[@]}" "http://127.0.0.1:$port/" >"$out"
+  run timeout "$WRK_TIMEOUT" wrk "${WRK_ARGS[@]}" "$SCHEME://127.0.0.1:$port/" >"$out"
   ticks=$(($(cpu_ticks "$pid") - ticks))
   requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$out")
   cpu=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="${requests:-0}" \
@@ -424,11 +499,16 @@ measure() {
 }
 
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-log "wrk ${WRK_ARGS[*]} http://127.0.0.1:PORT/, warm-up $WARMUP each, $ROUNDS round(s); load average $LOAD"
+if [[ $PROTO == h2 ]]; then
+  LOAD_TOOL="h2load -t$THREADS -c$CONNS -m$STREAMS -D $(seconds "$DURATION") https://127.0.0.1:PORT/"
+else
+  LOAD_TOOL="wrk ${WRK_ARGS[*]} $SCHEME://127.0.0.1:PORT/"
+fi
+log "$LOAD_TOOL, warm-up $WARMUP each, $ROUNDS round(s); load average $LOAD"
 : >"$TMP/results"
 for round in $(seq "$ROUNDS"); do
   measure nginx "$NGINX_PORT" "$round" "$NGINX_PROXY_PID"
-  measure ours "$PROXY_PORT" "$round" "$OUR_PID"
+  measure ours "$OUR_PORT" "$round" "$OUR_PID"
 done
 
 # Median of column $2 over the rows of proxy $1.
@@ -451,10 +531,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 
 table() {
   cat <<EOF
-Proxy benchmark: loadbalance-proxy against nginx ($ALGO, 3 backends)
+Proxy benchmark: loadbalance-proxy against nginx ($ALGO, 3 backends, $PROTO)
 
-- command: \`ALGO=$ALGO WORKERS=$WORKERS BACKEND_WORKERS=$BACKEND_WORKERS THREADS=$THREADS CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS bash $INVOCATION\`
-- load: \`wrk ${WRK_ARGS[*]} http://127.0.0.1:PORT/\`, $WARMUP warm-up before each run, proxies alternating, median of $ROUNDS round(s)
+- command: \`PROTO=$PROTO ALGO=$ALGO WORKERS=$WORKERS BACKEND_WORKERS=$BACKEND_WORKERS THREADS=$THREADS CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS bash $INVOCATION\`
+- load: \`$LOAD_TOOL\`, $WARMUP warm-up before each run, proxies alternating, median of $ROUNDS round(s)
 - proxies: nginx $WORKERS worker processes, ours $WORKERS worker threads; backends: one nginx, $BACKEND_WORKERS worker process(es), ~100-byte bodies
 - versions: $NGINX_VERSION; $WRK_VERSION; $RUSTC_VERSION; loadbalance $COMMIT
 - machine: wrk, both proxies and the backends share the same $CPUS CPU(s) on loopback (load average $LOAD before the runs): the figures compare the two proxies here, not their capacity
