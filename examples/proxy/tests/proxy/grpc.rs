@@ -271,3 +271,78 @@ async fn grpc_health_checks_mark_backends_down_and_up() {
     })
     .await;
 }
+
+/// A tonic server with gRPC's health service, `echo` SERVING; its
+/// reporter to change that.
+async fn tonic_health_server() -> (SocketAddr, tonic_health::server::HealthReporter) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("echo", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    );
+    (addr, reporter)
+}
+
+// Issue 25, 4, with real gRPC on both sides (tonic): a unary call, a
+// server-streaming one that outlives a status change, and an error
+// status, all through the proxy (h2c from the client, h2c to the pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_calls_pass_through_unary_streaming_and_errors() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    bounded(async {
+        let (server, reporter) = tonic_health_server().await;
+        let toml = format!(
+            "{}{}{}\n[upstreams.grpc]\nprotocol = \"h2c\"\n",
+            server_section(""),
+            catch_all("grpc"),
+            pool_at("grpc", "", &[server])
+        );
+        let proxy = start(&toml).await;
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", proxy.addr()))
+            .expect("a URI")
+            .connect()
+            .await
+            .expect("connects through the proxy");
+        let mut client = HealthClient::new(channel);
+        let ask = |service: &str| {
+            tonic::Request::new(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+        };
+        // Unary.
+        let answer = client.check(ask("echo")).await.expect("answered");
+        assert_eq!(answer.into_inner().status(), ServingStatus::Serving);
+        // An error status, with its message, from the server's trailers.
+        let error = client
+            .check(ask("unknown"))
+            .await
+            .expect_err("an error status");
+        assert_eq!(error.code(), tonic::Code::NotFound, "{error:?}");
+        // Server streaming: the current status, then a change.
+        let mut watch = client
+            .watch(ask("echo"))
+            .await
+            .expect("a stream")
+            .into_inner();
+        let first = watch.message().await.expect("a message").expect("one");
+        assert_eq!(first.status(), ServingStatus::Serving);
+        reporter
+            .set_service_status("echo", tonic_health::ServingStatus::NotServing)
+            .await;
+        let next = watch.message().await.expect("a message").expect("one");
+        assert_eq!(next.status(), ServingStatus::NotServing);
+        drop(watch);
+        proxy.shutdown().await;
+    })
+    .await;
+}
