@@ -227,9 +227,9 @@ where
     drive!(connection, slot, busy, stop);
 }
 
-/// HTTP/2 on a TLS stream: streams served concurrently, each request a
-/// verdict of its own (HTTP/2 frames bodies itself: nothing to smuggle),
-/// within the `[http2]` bounds.
+/// HTTP/2 (over TLS by ALPN, or h2c by prior knowledge): streams served
+/// concurrently, each request a verdict of its own (HTTP/2 frames bodies
+/// itself: nothing to smuggle), within the `[http2]` bounds.
 async fn http2_on<IO>(accepted: Accepted, io: IO, protocol: Protocol)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
