@@ -61,8 +61,35 @@ struct Registry {
     open: usize,
     /// Where the next sample starts.
     cursor: usize,
-    /// Open connections by client key; no entry holds zero.
-    by_client: HashMap<IpAddr, usize>,
+    /// Open connections by client key.
+    by_client: ClientCounts,
+}
+
+/// Things open per client (connections, tunnels); no entry holds zero, so
+/// the map is bounded by what is open.
+#[derive(Debug, Default)]
+pub(crate) struct ClientCounts(HashMap<IpAddr, usize>);
+
+impl ClientCounts {
+    /// How many `client` has open.
+    pub(crate) fn count(&self, client: IpAddr) -> usize {
+        self.0.get(&client).copied().unwrap_or(0)
+    }
+
+    /// One more for `client`.
+    pub(crate) fn add(&mut self, client: IpAddr) {
+        *self.0.entry(client).or_insert(0) += 1;
+    }
+
+    /// One fewer for `client`.
+    pub(crate) fn remove(&mut self, client: IpAddr) {
+        if let Some(count) = self.0.get_mut(&client) {
+            *count -= 1;
+            if *count == 0 {
+                self.0.remove(&client);
+            }
+        }
+    }
 }
 
 struct Open {
@@ -102,12 +129,7 @@ impl Drop for Slot {
             registry.open -= 1;
             registry.free.push(self.place);
             if let Some(client) = open.client {
-                if let Some(count) = registry.by_client.get_mut(&client) {
-                    *count -= 1;
-                    if *count == 0 {
-                        registry.by_client.remove(&client);
-                    }
-                }
+                registry.by_client.remove(client);
             }
         }
     }
@@ -179,7 +201,7 @@ impl Connections {
         let client = (!trusted && self.per_client > 0).then(|| key(peer));
         let mut registry = self.registry.lock();
         if let Some(client) = client {
-            if registry.by_client.get(&client).copied().unwrap_or(0) >= self.per_client {
+            if registry.by_client.count(client) >= self.per_client {
                 self.refused_per_client.fetch_add(1, Relaxed);
                 return Err(Refused::PerClient);
             }
@@ -210,7 +232,7 @@ impl Connections {
         };
         registry.open += 1;
         if let Some(client) = client {
-            *registry.by_client.entry(client).or_insert(0) += 1;
+            registry.by_client.add(client);
         }
         Ok(Slot {
             place,

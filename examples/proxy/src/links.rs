@@ -25,6 +25,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::body::UpstreamBody;
 use super::config::{ConfigError, ServerConfig, UpstreamConfig};
+use super::tls;
 
 /// HTTP/1.1 or h2c to backends.
 pub(crate) type Backends = Client<HttpConnector, UpstreamBody>;
@@ -126,8 +127,7 @@ fn tls_config(
     upstream: &UpstreamConfig,
     field: &dyn Fn(&str) -> String,
 ) -> Result<rustls::ClientConfig, ConfigError> {
-    #[allow(deprecated)] // ring: see tls.rs
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::invalid(field("protocol"), e))?;

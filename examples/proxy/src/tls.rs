@@ -143,14 +143,19 @@ pub(crate) struct TlsRuntime {
     pub(crate) handshake_timeout: std::time::Duration,
 }
 
+/// The crypto both sides of the proxy use, to clients and to backends:
+/// ring's. It offers no post-quantum key exchange (X25519MLKEM768);
+/// rustls's aws-lc-rs provider does, but builds a C library of its own,
+/// minutes on this project's 2-core CI. TLS 1.3 with X25519 until then.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// The handshake's settings: TLS 1.2 and 1.3, no client certificates,
 /// ALPN, a session cache and tickets for resumption.
 pub(crate) fn acceptor(resolver: Arc<Resolver>) -> Result<TlsAcceptor, rustls::Error> {
-    // ring offers no post-quantum key exchange (X25519MLKEM768); rustls's
-    // aws-lc-rs provider does, but builds a C library of its own, minutes
-    // on this project's 2-core CI. TLS 1.3 with X25519 until then.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

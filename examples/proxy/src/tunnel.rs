@@ -8,7 +8,6 @@
 //! tunnel; `max_tunnels_per_client` bounds one client's tunnels; shutdown
 //! lets tunnels run until the grace period ends.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -23,6 +22,7 @@ use loadbalance::limit::Admission;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::connections::ClientCounts;
 use super::stopped;
 
 /// The protocol a request asks to switch to, if it asks for a tunnel: an
@@ -60,7 +60,7 @@ pub(crate) fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// The tunnels open, per client and in all.
 pub(crate) struct Tunnels {
     per_client: usize,
-    by_client: Mutex<HashMap<IpAddr, usize>>,
+    by_client: Mutex<ClientCounts>,
     open: AtomicUsize,
     /// Tunnels refused: the client had `max_tunnels_per_client` open.
     pub(crate) refused: AtomicU64,
@@ -79,7 +79,7 @@ impl Tunnels {
     pub(crate) fn new(per_client: usize) -> Arc<Self> {
         Arc::new(Self {
             per_client,
-            by_client: Mutex::new(HashMap::new()),
+            by_client: Mutex::new(ClientCounts::default()),
             open: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
             opened: AtomicU64::new(0),
@@ -90,12 +90,11 @@ impl Tunnels {
     /// limit open.
     pub(crate) fn open(self: &Arc<Self>, client: IpAddr) -> Option<TunnelPermit> {
         let mut by_client = self.by_client.lock();
-        let count = by_client.entry(client).or_insert(0);
-        if self.per_client > 0 && *count >= self.per_client {
+        if self.per_client > 0 && by_client.count(client) >= self.per_client {
             self.refused.fetch_add(1, Relaxed);
             return None;
         }
-        *count += 1;
+        by_client.add(client);
         // Relaxed: a figure on its own (read for /metrics and shutdown's
         // wait, which polls it).
         self.open.fetch_add(1, Relaxed);
@@ -113,13 +112,7 @@ impl Tunnels {
 
 impl Drop for TunnelPermit {
     fn drop(&mut self) {
-        let mut by_client = self.tunnels.by_client.lock();
-        if let Some(count) = by_client.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
-                by_client.remove(&self.client);
-            }
-        }
+        self.tunnels.by_client.lock().remove(self.client);
         self.tunnels.open.fetch_sub(1, Relaxed);
     }
 }
