@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use hyper::body::{Body, Incoming};
 use hyper::header::{
     ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, RETRY_AFTER, TE,
-    TRAILER, UPGRADE,
+    TRAILER,
 };
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -25,7 +25,7 @@ use super::Shared;
 use super::body::{Capped, ClientFault, Fault, Held, ProxyBody, UpstreamBody};
 use super::framing::Head;
 use super::headers::{Hop, grpc_unavailable, set_forwarding, strip_hop_by_hop};
-use super::links::{Backends, Link};
+use super::links::{Backends, Link, Own};
 use super::request_target;
 use super::state::{State, Upstream};
 use super::tunnel;
@@ -117,9 +117,11 @@ async fn serve(
             ));
         }
     }
-    // Tunnels are not proxied; TRACE would echo what the client sent
-    // (cross-site tracing), so nginx refuses it too.
-    if matches!(*request.method(), Method::CONNECT | Method::TRACE) {
+    // No tunnels to arbitrary addresses: CONNECT only as a WebSocket over
+    // HTTP/2 (RFC 8441). TRACE would echo what the client sent (cross-site
+    // tracing), so nginx refuses it too.
+    let connect = *request.method() == Method::CONNECT && !tunnel::websocket_over_h2(&request);
+    if connect || *request.method() == Method::TRACE {
         let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
         response.headers_mut().insert(
             ALLOW,
@@ -301,10 +303,17 @@ async fn forward(
     // and the client's side of the switch, taken before the request is
     // taken apart.
     let mut request = request;
-    let upgrade = tunnel::requested(request.method(), request.version(), request.headers());
+    let asked = tunnel::requested(&request);
     let mut permit = None;
     let mut client_upgrade = None;
-    if upgrade.is_some() {
+    if asked.is_some() {
+        // A tunnel is HTTP/1.1's to the backend.
+        if matches!(upstream.own, Some(Own::H2c(_))) {
+            return error(
+                StatusCode::NOT_IMPLEMENTED,
+                "501 no tunnels to an h2c pool\n",
+            );
+        }
         permit = shared.tunnels.open(hop.client);
         if permit.is_none() {
             return error(StatusCode::TOO_MANY_REQUESTS, "429 too many tunnels\n");
@@ -318,6 +327,10 @@ async fn forward(
         mut headers,
         ..
     } = parts;
+    let method = match &asked {
+        Some(asked) => asked.method(method),
+        None => method,
+    };
     // gRPC needs `TE: trailers` (RFC 9113 §8.2.2 allows it end to end
     // over HTTP/2); other `TE` is hop-by-hop.
     let te_trailers = upstream.own.is_some()
@@ -365,8 +378,8 @@ async fn forward(
         None => {}
     }
     strip_hop_by_hop(&mut headers);
-    if let Some(protocol) = &upgrade {
-        tunnel::restore(&mut headers, protocol.clone());
+    if let Some(asked) = &asked {
+        asked.ask(&mut headers);
     }
     if te_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
@@ -423,29 +436,32 @@ async fn forward(
         let more =
             replayable && tried.len() < settings.attempts as usize && tried.len() < pool.len();
         let sent = exchange(&link, outgoing, fault.as_ref(), settings.upstream_timeout());
-        let asked = Instant::now();
+        let sent_at = Instant::now();
         let sent = sent.await;
         if let Some(outcome) = outcome.as_deref_mut() {
             outcome.upstream = Some(picked.as_str().to_owned());
-            outcome.upstream_time = Some(asked.elapsed());
+            outcome.upstream_time = Some(sent_at.elapsed());
         }
         match sent {
             Ok(Ok(mut response)) => {
                 let status = response.status();
                 if status == StatusCode::SWITCHING_PROTOCOLS {
-                    let agreed = response.headers().get(UPGRADE).cloned();
-                    let (Some(client_side), Some(place), Some(protocol)) =
-                        (client_upgrade.take(), permit.take(), agreed)
+                    let backend_side = hyper::upgrade::on(&mut response);
+                    let (mut parts, _) = response.into_parts();
+                    let (Some(asked), Some(client_side), Some(place)) =
+                        (&asked, client_upgrade.take(), permit.take())
                     else {
-                        // A switch nobody asked for, or to nothing.
+                        // A switch nobody asked for.
                         picked.failure();
                         shared.counters.upstream_errors.fetch_add(1, Relaxed);
                         return error(StatusCode::BAD_GATEWAY, "502 bad gateway\n");
                     };
-                    let backend_side = hyper::upgrade::on(&mut response);
-                    let (mut parts, _) = response.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    tunnel::restore(&mut parts.headers, protocol);
+                    if !asked.agreed(&mut parts) {
+                        // A switch to nothing, or not the one asked for.
+                        picked.failure();
+                        shared.counters.upstream_errors.fetch_add(1, Relaxed);
+                        return error(StatusCode::BAD_GATEWAY, "502 bad gateway\n");
+                    }
                     let held = tunnel::Held {
                         picked,
                         admission,
@@ -459,6 +475,13 @@ async fn forward(
                         settings.shutdown_grace(),
                     ));
                     return Response::from_parts(parts, ProxyBody::Full(None));
+                }
+                if asked.as_ref().is_some_and(|asked| !asked.relayable(status)) {
+                    // The backend answered a tunnel with a success that
+                    // opens none.
+                    picked.failure();
+                    shared.counters.upstream_errors.fetch_add(1, Relaxed);
+                    return error(StatusCode::BAD_GATEWAY, "502 bad gateway\n");
                 }
                 let failed = settings.failure_statuses.contains(&status.as_u16())
                     || grpc_unavailable(response.headers());

@@ -24,7 +24,7 @@ const HOP_BY_HOP: [&str; 7] = [
 const END_TO_END: [&str; 1] = ["host"];
 
 /// Removes the hop-by-hop headers and those the `Connection` header
-/// names. `Upgrade` goes too; a tunnel puts it back (`tunnel.rs`).
+/// names. `Upgrade` goes too; a tunnel puts it back (`tunnel/ask.rs`).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // The names listed in Connection, collected before it is removed.
     let named: Vec<HeaderName> = headers

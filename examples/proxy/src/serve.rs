@@ -220,7 +220,7 @@ where
         };
         respond(each, head, request)
     });
-    // Upgrades: a `101` hands the connection to its tunnel (`tunnel.rs`).
+    // Upgrades: a `101` hands the connection to its tunnel (`tunnel/`).
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
@@ -253,7 +253,9 @@ where
         .initial_connection_window_size(limits.initial_connection_window_size)
         .max_send_buf_size(limits.max_send_buf_size)
         .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(Some(limits.max_local_error_reset_streams));
+        .max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
+        // WebSocket over HTTP/2 (RFC 8441), tunnelled as HTTP/1.1's.
+        .enable_connect_protocol();
     let request_shared = Arc::clone(&shared);
     let request_busy = busy.clone();
     let service = service_fn(move |request: Request<Incoming>| {
