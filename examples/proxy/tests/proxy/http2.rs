@@ -311,3 +311,61 @@ async fn ping_window_and_stray_frame_abuse_is_contained() {
     })
     .await;
 }
+
+/// What one `h2load` run saw: its requests' and status codes' lines, and
+/// the protocol it spoke.
+async fn h2load(url: String) -> String {
+    let child = tokio::process::Command::new("h2load")
+        // 400 requests, 4 connections, 16 streams each at once; the run
+        // ends by itself, and a stuck one is killed with the test.
+        .args(["-n", "400", "-c", "4", "-m", "16", "-t", "1", "-T", "5"])
+        .arg(url)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(6), child)
+        .await
+        .expect("h2load ends")
+        .expect("runs h2load");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+// A real HTTP/2 client, nghttp2's h2load, with many streams at once on
+// each connection, over TLS (ALPN h2) and over h2c: every request is
+// answered by the backend, none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_is_served_over_tls_and_h2c() {
+    if !crate::tls::have("h2load", "nghttp2-client") {
+        return;
+    }
+    bounded(async {
+        let dir = Dir::new("h2load");
+        let authority = Authority::new("test CA");
+        let web = backend("web").await;
+        let toml = format!(
+            "{}{}",
+            web_config("", "", &[&web]),
+            certificates(&dir, &authority, "one")
+        );
+        let proxy = start(&toml).await;
+        let tls = proxy.tls_addr().expect("a TLS listener");
+        for (url, protocol) in [
+            (format!("https://127.0.0.1:{}/", tls.port()), "h2"),
+            (format!("http://127.0.0.1:{}/", proxy.addr().port()), "h2c"),
+        ] {
+            let before = web.control.served();
+            let seen = h2load(url).await;
+            assert!(
+                seen.contains("400 done, 400 succeeded, 0 failed"),
+                "{protocol}: {seen}"
+            );
+            assert!(seen.contains("status codes: 400 2xx"), "{protocol}: {seen}");
+            assert!(
+                seen.contains(&format!("Application protocol: {protocol}")),
+                "{protocol}: {seen}"
+            );
+            assert_eq!(web.control.served() - before, 400, "{protocol}");
+        }
+        proxy.shutdown().await;
+    })
+    .await;
+}

@@ -84,16 +84,22 @@ impl Authority {
 
 /// Whether `curl` is here; under `CI=true` its absence fails the test.
 pub(crate) fn have_curl() -> bool {
-    let found = Command::new("curl")
+    have("curl", "curl")
+}
+
+/// Whether `tool` (Debian's `package`) is here; under `CI=true` its
+/// absence fails the test.
+pub(crate) fn have(tool: &str, package: &str) -> bool {
+    let found = Command::new(tool)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "curl is missing (CI=true): install it (apt-get install curl)"
+            "{tool} is missing (CI=true): install it (apt-get install {package})"
         );
-        eprintln!("curl is not installed: skipping");
+        eprintln!("{tool} is not installed: skipping");
     }
     found
 }
