@@ -1,6 +1,7 @@
 //! The admin listener (loopback unless configured otherwise): `/metrics`
 //! in the Prometheus text format, the pools' figures from the crate and
-//! the proxy's own counters.
+//! the proxy's own counters; and `DELETE /cache[/HOST/PATH]`, the cache's
+//! purge.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::body::ProxyBody;
+use super::cache::{self, Cache};
 use super::forward::error;
 use super::idle::{Busy, Idle};
 use super::{Shared, stopped};
@@ -251,7 +253,105 @@ pub(crate) fn metrics(shared: &Shared) -> String {
          # TYPE proxy_accept_errors_total counter\nproxy_accept_errors_total {}",
         connections.accept_errors.load(Relaxed)
     );
+    render_cache(&shared.cache, &mut out);
     out
+}
+
+/// The cache's figures.
+fn render_cache(cache: &Cache, out: &mut String) {
+    let counters = &cache.counters;
+    for (name, help, count) in [
+        (
+            "proxy_cache_hits_total",
+            "Answers from the cache.",
+            &counters.hits,
+        ),
+        (
+            "proxy_cache_misses_total",
+            "Lookups that found nothing for the request.",
+            &counters.misses,
+        ),
+        (
+            "proxy_cache_stale_total",
+            "Stale answers: stale-while-revalidate, stale-if-error.",
+            &counters.stale,
+        ),
+        (
+            "proxy_cache_revalidated_total",
+            "Stale entries a backend's 304 made fresh.",
+            &counters.revalidated,
+        ),
+        (
+            "proxy_cache_stored_total",
+            "Entries stored.",
+            &counters.stored,
+        ),
+        (
+            "proxy_cache_not_stored_total",
+            "Storable responses not kept: too large, cut short, no room.",
+            &counters.not_stored,
+        ),
+        (
+            "proxy_cache_collapsed_total",
+            "Misses that waited for another request's answer.",
+            &counters.collapsed,
+        ),
+        (
+            "proxy_cache_invalidated_total",
+            "URIs invalidated: unsafe methods and purges.",
+            &counters.invalidated,
+        ),
+        (
+            "proxy_cache_hit_bytes_total",
+            "Body bytes answered from the cache.",
+            &counters.hit_bytes,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            count.load(Relaxed)
+        );
+    }
+    let (bytes, entries, max) = cache.size();
+    let _ = writeln!(
+        out,
+        "# HELP proxy_cache_bytes Bytes the cache's entries hold.\n# TYPE proxy_cache_bytes gauge\n\
+         proxy_cache_bytes {bytes}\n\
+         # HELP proxy_cache_max_bytes The cache's bound.\n# TYPE proxy_cache_max_bytes gauge\n\
+         proxy_cache_max_bytes {max}\n\
+         # HELP proxy_cache_entries Entries in the cache.\n# TYPE proxy_cache_entries gauge\n\
+         proxy_cache_entries {entries}"
+    );
+}
+
+/// `DELETE /cache`: every entry; `DELETE /cache/HOST/PATH?QUERY`: the
+/// entries of that URI, over http and https (the path in the normal form
+/// routes match).
+fn purge(shared: &Shared, request: &Request<hyper::body::Incoming>) -> Response<ProxyBody> {
+    let Some(rest) = request.uri().path().strip_prefix("/cache") else {
+        return error(StatusCode::NOT_FOUND, "404 not found\n");
+    };
+    if rest.is_empty() || rest == "/" {
+        shared.cache.clear();
+        return error(StatusCode::OK, "purged every entry\n");
+    }
+    let Some(uri) = rest.strip_prefix('/') else {
+        return error(StatusCode::NOT_FOUND, "404 not found\n");
+    };
+    let (host, path) = uri
+        .find('/')
+        .map_or((uri, "/"), |slash| uri.split_at(slash));
+    let path = match request.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    for scheme in ["http", "https"] {
+        shared
+            .cache
+            .invalidate(&cache::primary(scheme, host, &path));
+    }
+    error(StatusCode::OK, "purged\n")
 }
 
 /// Serves the admin listener until shutdown.
@@ -279,7 +379,9 @@ pub(crate) async fn serve(
         };
         let request_shared = Arc::clone(&shared);
         let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-            let response = if request.uri().path() == "/metrics" {
+            let response = if request.method() == hyper::Method::DELETE {
+                purge(&request_shared, &request)
+            } else if request.uri().path() == "/metrics" {
                 let mut response = Response::new(ProxyBody::owned(metrics(&request_shared)));
                 response.headers_mut().insert(
                     "content-type",
@@ -287,7 +389,10 @@ pub(crate) async fn serve(
                 );
                 response
             } else {
-                error(StatusCode::NOT_FOUND, "404 not found: try /metrics\n")
+                error(
+                    StatusCode::NOT_FOUND,
+                    "404 not found: try GET /metrics, DELETE /cache[/HOST/PATH]\n",
+                )
             };
             std::future::ready(Ok::<_, Infallible>(response))
         });

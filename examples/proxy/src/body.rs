@@ -18,6 +18,8 @@ use loadbalance::Picked;
 use loadbalance::limit::Admission;
 use tokio::time::{Instant, Sleep};
 
+use super::cache::Recording;
+use super::compress::Compressing;
 use super::headers::grpc_unavailable;
 use super::idle::BusyGuard;
 
@@ -31,6 +33,10 @@ pub(crate) enum ProxyBody {
     /// 5xx that was the last word); the client's admission is held until
     /// it ends.
     Unheld(Incoming, Option<Admission>),
+    /// A body compressed as it streams (`compress/`).
+    Compressed(Box<Compressing>),
+    /// A body stored in the cache as it streams (`cache/`).
+    Recorded(Box<Recording>),
 }
 
 impl ProxyBody {
@@ -46,8 +52,11 @@ impl ProxyBody {
     /// ends (its pauses are the backend's, bounded by the stall timeout,
     /// not the client's idleness).
     pub(crate) fn hold(&mut self, busy: BusyGuard) {
-        if let Self::Upstream(held) = self {
-            held.busy = Some(busy);
+        match self {
+            Self::Upstream(held) => held.busy = Some(busy),
+            Self::Compressed(body) => body.inner_mut().hold(busy),
+            Self::Recorded(body) => body.inner_mut().hold(busy),
+            Self::Full(_) | Self::Unheld(..) => {}
         }
     }
 }
@@ -75,7 +84,7 @@ impl Held {
         body: Incoming,
         picked: Picked<String>,
         success: bool,
-        admission: Admission,
+        admission: Option<Admission>,
         fault: Option<ClientFault>,
         stall_after: Duration,
     ) -> Self {
@@ -83,7 +92,7 @@ impl Held {
             body,
             picked: Some(picked),
             success,
-            admission: Some(admission),
+            admission,
             fault,
             busy: None,
             stall_after,
@@ -199,6 +208,8 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
+            Self::Compressed(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            Self::Recorded(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -207,6 +218,8 @@ impl Body for ProxyBody {
             Self::Full(bytes) => bytes.is_none(),
             Self::Upstream(held) => held.body.is_end_stream(),
             Self::Unheld(body, _) => body.is_end_stream(),
+            Self::Compressed(body) => body.is_end_stream(),
+            Self::Recorded(body) => body.is_end_stream(),
         }
     }
 
@@ -216,6 +229,8 @@ impl Body for ProxyBody {
             Self::Full(None) => SizeHint::with_exact(0),
             Self::Upstream(held) => held.body.size_hint(),
             Self::Unheld(body, _) => body.size_hint(),
+            Self::Compressed(body) => body.size_hint(),
+            Self::Recorded(body) => body.size_hint(),
         }
     }
 }

@@ -14,6 +14,9 @@ use std::time::Duration;
 use loadbalance::PoolConfig;
 use serde::Deserialize;
 
+use super::cache::CacheConfig;
+use super::compress::{Compression, CompressionConfig};
+
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +49,10 @@ pub struct Config {
     /// (HTTP/1.1 unless said).
     #[serde(default)]
     pub(crate) upstreams: BTreeMap<String, UpstreamConfig>,
+    /// The response cache the routes with `cache = true` share, read at
+    /// start.
+    #[serde(default)]
+    pub(crate) cache: CacheConfig,
 }
 
 /// `[upstreams.NAME]`.
@@ -341,6 +348,39 @@ pub(crate) struct RouteConfig {
     pub(crate) path: String,
     /// A pool of `[pools]`.
     pub(crate) pool: String,
+    /// Whether the route's GET and HEAD answers go through the shared
+    /// cache (`[cache]`).
+    #[serde(default)]
+    pub(crate) cache: bool,
+    /// Whether the route's responses are compressed: `true` for the
+    /// defaults, or a table of [`CompressionConfig`]'s settings.
+    #[serde(default)]
+    pub(crate) compress: Compress,
+}
+
+/// A route's `compress`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub(crate) enum Compress {
+    Switch(bool),
+    With(CompressionConfig),
+}
+
+impl Default for Compress {
+    fn default() -> Self {
+        Self::Switch(false)
+    }
+}
+
+impl Compress {
+    /// The settings, when compression is on.
+    pub(crate) fn settings(&self) -> Option<CompressionConfig> {
+        match self {
+            Self::Switch(false) => None,
+            Self::Switch(true) => Some(CompressionConfig::default()),
+            Self::With(config) => Some(config.clone()),
+        }
+    }
 }
 
 fn any_host() -> String {
@@ -555,7 +595,15 @@ impl Config {
                     format!("no pool named {:?}", route.pool),
                 ));
             }
+            if let Some(settings) = route.compress.settings() {
+                Compression::new(&settings).map_err(|(field, why)| {
+                    ConfigError::invalid(format!("routes[{index}].compress.{field}"), why)
+                })?;
+            }
         }
+        self.cache
+            .check()
+            .map_err(|(field, why)| ConfigError::invalid(format!("cache.{field}"), why))?;
         for (name, check) in &self.checks {
             let field = |key: &str| format!("checks.{name}.{key}");
             if !self.pools.contains_key(name) {

@@ -21,8 +21,15 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection, UnreadableForwarded};
 use loadbalance::{PickError, Picked, Tried};
 
+use std::future::Future;
+use std::pin::Pin;
+
+use hyper::upgrade::OnUpgrade;
+
 use super::Shared;
 use super::body::{Capped, ClientFault, Fault, Held, ProxyBody, UpstreamBody};
+use super::cache::{self, Cache, Fetched};
+use super::compress::Accepted;
 use super::framing::Head;
 use super::headers::{Hop, grpc_unavailable, set_forwarding, strip_hop_by_hop};
 use super::links::{Backends, Link, Own};
@@ -92,7 +99,7 @@ pub(crate) struct Outcome {
 }
 
 async fn serve(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     backends: &Backends,
     peer: SocketAddr,
     protocol: Protocol,
@@ -120,8 +127,9 @@ async fn serve(
     // No tunnels to arbitrary addresses: CONNECT only as a WebSocket over
     // HTTP/2 (RFC 8441). TRACE would echo what the client sent (cross-site
     // tracing), so nginx refuses it too.
-    let connect = *request.method() == Method::CONNECT && !tunnel::websocket_over_h2(&request);
-    if connect || *request.method() == Method::TRACE {
+    let (head, body) = request.into_parts();
+    let connect = head.method == Method::CONNECT && !tunnel::websocket_over_h2(&head);
+    if connect || head.method == Method::TRACE {
         let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
         response.headers_mut().insert(
             ALLOW,
@@ -130,7 +138,7 @@ async fn serve(
         return response;
     }
     let state = shared.state.load_full();
-    let Ok(client) = client_address(&state, peer.ip(), &request) else {
+    let Ok(client) = client_address(&state, peer.ip(), &head.headers) else {
         // Fail closed: never fall back to the trusted proxy itself, to
         // which no limit applies.
         shared.counters.malformed.fetch_add(1, Relaxed);
@@ -146,7 +154,7 @@ async fn serve(
         Ok(admission) => admission,
         Err(rejection) => return rejected(shared, &rejection),
     };
-    let (host, path) = match request_target::read(&request) {
+    let (host, path) = match request_target::read(&head) {
         Ok(target) => (target.host.to_owned(), target.path_and_query()),
         Err(problem) => {
             shared.counters.malformed.fetch_add(1, Relaxed);
@@ -156,7 +164,7 @@ async fn serve(
             return response;
         }
     };
-    if content_length(&request).is_some_and(|length| length > shared.settings.max_body_bytes) {
+    if content_length(&head.headers).is_some_and(|length| length > shared.settings.max_body_bytes) {
         return closing(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "413 request body too large\n",
@@ -167,18 +175,43 @@ async fn serve(
     // resolve a path (`/admin;x/secret` is their `/admin/secret`).
     let route_path = path.split_once('?').map_or(path.as_str(), |(path, _)| path);
     let route_path = request_target::without_parameters(route_path);
-    let Some(route) = state.router.route(&host, &route_path) else {
+    let Some(matched) = state.router.route(&host, &route_path) else {
         return error(StatusCode::NOT_FOUND, "404 no route\n");
     };
-    let upstream = &state.upstreams[*route.target()];
+    let index = *matched.target();
+    let route = &state.routes[index];
+    let upstream = &state.upstreams[route.upstream];
     if let Some(outcome) = outcome.as_deref_mut() {
-        outcome.route = Some(route.rule().to_owned());
+        outcome.route = Some(matched.rule().to_owned());
     }
     let trusted = state
         .clients
         .trusted
         .as_ref()
         .is_some_and(|trusted| trusted.trusts(peer.ip()));
+    let has_body = !body.is_end_stream();
+    let tunnel = tunnel::requested(&head).is_some();
+    if route.cache && !tunnel && Cache::handles(&head, has_body) {
+        let key = cache::primary(protocol.scheme(), &host, &path);
+        let origin = Arc::new(ToBackends {
+            shared: Arc::clone(shared),
+            backends: backends.clone(),
+            state: Arc::clone(&state),
+            route: index,
+            peer: peer.ip(),
+            client,
+            trusted,
+            host,
+            scheme: protocol.scheme(),
+            path,
+        });
+        let fetched = shared.cache.serve(origin, head, key, admission).await;
+        if let Some(outcome) = outcome {
+            outcome.upstream = fetched.upstream;
+            outcome.upstream_time = fetched.upstream_time;
+        }
+        return fetched.response;
+    }
     let hop = Hop {
         peer: peer.ip(),
         client,
@@ -186,14 +219,100 @@ async fn serve(
         host: Some(host.as_str()),
         scheme: protocol.scheme(),
     };
+    let method = head.method.clone();
+    let accepted = route
+        .compression
+        .as_ref()
+        .map(|_| Accepted::read(&head.headers));
     let routed = Routed {
         upstream,
         hop,
         path: &path,
-        admission,
+        admission: Some(admission),
         outcome,
     };
-    forward(shared, backends, routed, request).await
+    let mut response = forward(shared, backends, routed, head, has_body.then_some(body)).await;
+    if route.cache {
+        // Past the cache: an unsafe method answered without an error
+        // invalidates its URI (RFC 9111 §4.4).
+        let safe = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        let status = response.status();
+        if !safe && (status.is_success() || status.is_redirection()) {
+            shared
+                .cache
+                .invalidate(&cache::primary(protocol.scheme(), &host, &path));
+        }
+        let why = if safe { "fwd=bypass" } else { "fwd=method" };
+        cache::set_status(response.headers_mut(), why);
+    }
+    match (&route.compression, accepted) {
+        (Some(compression), Some(accepted)) => compression.apply(&method, &accepted, response),
+        _ => response,
+    }
+}
+
+/// A cached route's backends, as a miss reaches them: owned, so a
+/// background refresh can outlive its request.
+struct ToBackends {
+    shared: Arc<Shared>,
+    backends: Backends,
+    state: Arc<State>,
+    /// The route (an index into `state.routes`).
+    route: usize,
+    peer: IpAddr,
+    client: IpAddr,
+    trusted: bool,
+    host: String,
+    scheme: &'static str,
+    path: String,
+}
+
+impl cache::Origin for ToBackends {
+    fn fetch(
+        self: Arc<Self>,
+        head: Parts,
+        admission: Option<Admission>,
+    ) -> Pin<Box<dyn Future<Output = Fetched> + Send>> {
+        Box::pin(async move {
+            let route = &self.state.routes[self.route];
+            let hop = Hop {
+                peer: self.peer,
+                client: self.client,
+                trusted: self.trusted,
+                host: Some(self.host.as_str()),
+                scheme: self.scheme,
+            };
+            let method = head.method.clone();
+            let accepted = route
+                .compression
+                .as_ref()
+                .map(|_| Accepted::read(&head.headers));
+            let mut outcome = Outcome::default();
+            let routed = Routed {
+                upstream: &self.state.upstreams[route.upstream],
+                hop,
+                path: &self.path,
+                admission,
+                outcome: Some(&mut outcome),
+            };
+            let response = forward(&self.shared, &self.backends, routed, head, None).await;
+            // Compressed before it is stored: each coding a variant.
+            let response = match (&route.compression, accepted) {
+                (Some(compression), Some(accepted)) => {
+                    compression.apply(&method, &accepted, response)
+                }
+                _ => response,
+            };
+            Fetched {
+                response,
+                upstream: outcome.upstream,
+                upstream_time: outcome.upstream_time,
+            }
+        })
+    }
 }
 
 /// A request past its checks and routed: where it goes, what the backend
@@ -203,7 +322,8 @@ struct Routed<'a> {
     upstream: &'a Upstream,
     hop: Hop<'a>,
     path: &'a str,
-    admission: Admission,
+    /// The client's admission; none for the cache's background refresh.
+    admission: Option<Admission>,
     outcome: Option<&'a mut Outcome>,
 }
 
@@ -212,7 +332,7 @@ struct Routed<'a> {
 fn client_address(
     state: &State,
     peer: IpAddr,
-    request: &Request<Incoming>,
+    headers: &HeaderMap,
 ) -> Result<IpAddr, UnreadableForwarded> {
     let Some(trusted) = &state.clients.trusted else {
         return Ok(peer);
@@ -222,11 +342,7 @@ fn client_address(
         ForwardedHeader::XRealIp => "x-real-ip",
         _ => "x-forwarded-for",
     };
-    let values = request
-        .headers()
-        .get_all(name)
-        .iter()
-        .map(HeaderValue::as_bytes);
+    let values = headers.get_all(name).iter().map(HeaderValue::as_bytes);
     trusted.try_client(peer, values)
 }
 
@@ -263,14 +379,8 @@ fn rejected(shared: &Shared, rejection: &Rejection) -> Response<ProxyBody> {
     response
 }
 
-fn content_length(request: &Request<Incoming>) -> Option<u64> {
-    request
-        .headers()
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// Idempotent methods (RFC 9110 §9.2.2): sending one twice does no harm.
@@ -289,7 +399,8 @@ async fn forward(
     shared: &Shared,
     backends: &Backends,
     routed: Routed<'_>,
-    request: Request<Incoming>,
+    head: Parts,
+    body: Option<Incoming>,
 ) -> Response<ProxyBody> {
     let Routed {
         upstream,
@@ -302,8 +413,8 @@ async fn forward(
     // A tunnel asked for: its place first (429 past the client's limit),
     // and the client's side of the switch, taken before the request is
     // taken apart.
-    let mut request = request;
-    let asked = tunnel::requested(&request);
+    let mut head = head;
+    let asked = tunnel::requested(&head);
     let mut permit = None;
     let mut client_upgrade = None;
     if asked.is_some() {
@@ -318,15 +429,14 @@ async fn forward(
         if permit.is_none() {
             return error(StatusCode::TOO_MANY_REQUESTS, "429 too many tunnels\n");
         }
-        client_upgrade = Some(hyper::upgrade::on(&mut request));
+        client_upgrade = head.extensions.remove::<OnUpgrade>();
     }
-    let (parts, body) = request.into_parts();
     let Parts {
         method,
         uri,
         mut headers,
         ..
-    } = parts;
+    } = head;
     let method = match &asked {
         Some(asked) => asked.method(method),
         None => method,
@@ -338,12 +448,12 @@ async fn forward(
             .get(TE)
             .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
     let link = upstream.link(backends);
-    let fault = (!body.is_end_stream()).then(ClientFault::new);
+    let body = body.filter(|body| !body.is_end_stream());
+    let fault = body.as_ref().map(|_| ClientFault::new());
     // The body is read before a backend is picked, whole up to
     // `request_buffer_bytes`: a slow sender holds no backend.
-    let mut body = match &fault {
-        None => UpstreamBody::Empty,
-        Some(fault) => {
+    let mut body = match (&fault, body) {
+        (Some(fault), Some(body)) => {
             let capped = Capped::new(
                 body,
                 settings.max_body_bytes,
@@ -355,6 +465,7 @@ async fn forward(
                 Err(fault) => return body_fault(shared, fault),
             }
         }
+        _ => UpstreamBody::Empty,
     };
     // A gRPC call that came back UNAVAILABLE was not processed (gRPC's
     // retry rule): it may go to another backend when its body was read
@@ -634,11 +745,11 @@ fn answer(mut parts: hyper::http::response::Parts, held: Held) -> Response<Proxy
 }
 
 /// A response already reported (a retried 5xx that was the last word).
-fn plain(response: Response<Incoming>, admission: Admission) -> Response<ProxyBody> {
+fn plain(response: Response<Incoming>, admission: Option<Admission>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, ProxyBody::Unheld(body, Some(admission)))
+    Response::from_parts(parts, ProxyBody::Unheld(body, admission))
 }
 
 fn no_backend(shared: &Shared, error_: PickError) -> Response<ProxyBody> {

@@ -19,6 +19,8 @@
 pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod body;
+pub(crate) mod cache;
+pub(crate) mod compress;
 pub(crate) mod config;
 pub(crate) mod connections;
 pub(crate) mod forward;
@@ -47,6 +49,7 @@ use tokio::task::JoinSet;
 
 use access_log::AccessLog;
 pub use admin::Counters;
+use cache::Cache;
 pub use config::{Config, ConfigError};
 use config::{Http2Config, ServerConfig};
 use connections::Connections;
@@ -87,6 +90,9 @@ pub(crate) struct Shared {
     pub(crate) tunnels: Arc<Tunnels>,
     /// The access log, if `[log] access` is on (read at start).
     pub(crate) access_log: Option<Arc<AccessLog>>,
+    /// The response cache of the routes with `cache = true` (`[cache]`,
+    /// read at start; kept across reloads).
+    pub(crate) cache: Arc<Cache>,
     /// Turns true when shutdown begins (tunnels then have the grace
     /// period).
     pub(crate) stop: watch::Receiver<bool>,
@@ -151,6 +157,9 @@ impl Proxy {
         let http2 = config.http2.clone();
         let tls_config = config.tls.clone();
         let log_config = config.log.clone();
+        let cache = Cache::new(&config.cache).map_err(|(field, why)| {
+            StartError::Config(ConfigError::invalid(format!("cache.{field}"), why))
+        })?;
         let held = HeldDown::default();
         let state = State::build(config, None, &held)
             .await
@@ -214,6 +223,7 @@ impl Proxy {
             http2,
             tunnels,
             access_log,
+            cache,
             stop: stopped.clone(),
             admin: tokio::sync::Mutex::new(()),
             checks: Mutex::new(Some(health::Running::new())),

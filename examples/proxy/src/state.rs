@@ -24,6 +24,7 @@ use loadbalance::route::Router;
 use loadbalance::{Algorithm, Context, Pool, PoolConfig};
 use parking_lot::Mutex;
 
+use super::compress::Compression;
 use super::config::{ClientsConfig, Config, ConfigError};
 use super::links::{self, Link, Own};
 use super::tls::Certificates;
@@ -31,12 +32,25 @@ use super::tls::Certificates;
 /// One configuration, running.
 pub(crate) struct State {
     pub(crate) config: Config,
+    /// Each rule's target: an index into `routes`.
     pub(crate) router: Router<usize>,
-    /// The router's targets.
+    /// What each route does.
+    pub(crate) routes: Vec<Route>,
+    /// The pools, with how they are reached.
     pub(crate) upstreams: Vec<Upstream>,
     pub(crate) clients: Arc<Clients>,
     /// `[tls]`'s certificates, loaded.
     pub(crate) certificates: Option<Arc<Certificates>>,
+}
+
+/// A route: its pool, and what the proxy adds in front of it.
+pub(crate) struct Route {
+    /// An index into `upstreams`.
+    pub(crate) upstream: usize,
+    /// Through the shared cache.
+    pub(crate) cache: bool,
+    /// Responses compressed.
+    pub(crate) compression: Option<Arc<Compression>>,
 }
 
 /// A pool and how a request is keyed for it.
@@ -156,12 +170,26 @@ impl State {
         };
         let names: Vec<&String> = config.pools.keys().collect();
         let mut router = Router::builder();
-        for route in &config.routes {
-            let target = names
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (index, route) in config.routes.iter().enumerate() {
+            let upstream = names
                 .iter()
                 .position(|name| **name == route.pool)
                 .ok_or_else(|| ConfigError::invalid("routes", "unknown pool"))?;
-            router = router.rule(&route.name, &route.host, &route.path, target);
+            let compression = match route.compress.settings() {
+                Some(settings) => Some(Arc::new(Compression::new(&settings).map_err(
+                    |(field, why)| {
+                        ConfigError::invalid(format!("routes[{index}].compress.{field}"), why)
+                    },
+                )?)),
+                None => None,
+            };
+            routes.push(Route {
+                upstream,
+                cache: route.cache,
+                compression,
+            });
+            router = router.rule(&route.name, &route.host, &route.path, index);
         }
         let router = router
             .build()
@@ -229,6 +257,7 @@ impl State {
         Ok(Self {
             config,
             router,
+            routes,
             upstreams,
             clients,
             certificates,

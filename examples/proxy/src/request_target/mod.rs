@@ -9,8 +9,9 @@ mod path;
 use std::borrow::Cow;
 use std::fmt;
 
+use hyper::Version;
 use hyper::header::HOST;
-use hyper::{Request, Version};
+use hyper::http::request::Parts;
 
 pub(crate) use host::HostError;
 pub(crate) use path::{PathError, without_parameters};
@@ -60,8 +61,8 @@ impl fmt::Display for TargetError {
 /// the host itself and `Host` is then ignored (RFC 9112 §3.2.2), but must
 /// still be one valid line; otherwise an HTTP/1.1 request needs exactly
 /// one `Host` (§3.2).
-pub(crate) fn read<B>(request: &Request<B>) -> Result<Target<'_>, TargetError> {
-    let mut lines = request.headers().get_all(HOST).iter();
+pub(crate) fn read(head: &Parts) -> Result<Target<'_>, TargetError> {
+    let mut lines = head.headers.get_all(HOST).iter();
     let header = lines.next();
     if lines.next().is_some() {
         return Err(TargetError::Host(HostError::Repeated));
@@ -69,7 +70,7 @@ pub(crate) fn read<B>(request: &Request<B>) -> Result<Target<'_>, TargetError> {
     if let Some(value) = header {
         host::check(value.as_bytes()).map_err(TargetError::Host)?;
     }
-    let uri = request.uri();
+    let uri = &head.uri;
     if let Some(scheme) = uri.scheme_str() {
         if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
             return Err(TargetError::Scheme);
@@ -85,7 +86,7 @@ pub(crate) fn read<B>(request: &Request<B>) -> Result<Target<'_>, TargetError> {
             Some(value) => value
                 .to_str()
                 .map_err(|_| TargetError::Host(HostError::Invalid))?,
-            None if request.version() == Version::HTTP_10 => "",
+            None if head.version == Version::HTTP_10 => "",
             None => return Err(TargetError::Host(HostError::Missing)),
         },
     };
@@ -103,12 +104,12 @@ pub(crate) fn read<B>(request: &Request<B>) -> Result<Target<'_>, TargetError> {
 mod tests {
     use super::*;
 
-    fn request(version: Version, target: &str, hosts: &[&str]) -> Request<()> {
-        let mut builder = Request::builder().version(version).uri(target);
+    fn request(version: Version, target: &str, hosts: &[&str]) -> Parts {
+        let mut builder = hyper::Request::builder().version(version).uri(target);
         for host in hosts {
             builder = builder.header(HOST, *host);
         }
-        builder.body(()).expect("a request")
+        builder.body(()).expect("a request").into_parts().0
     }
 
     #[test]

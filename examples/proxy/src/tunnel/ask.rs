@@ -11,8 +11,9 @@ use hyper::ext::Protocol;
 use hyper::header::{
     CONNECTION, HeaderMap, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE,
 };
+use hyper::http::request::Parts;
 use hyper::http::response;
-use hyper::{Method, Request, StatusCode, Version};
+use hyper::{Method, StatusCode, Version};
 
 use super::websocket_key::Key;
 use crate::headers::strip_hop_by_hop;
@@ -26,22 +27,22 @@ pub(crate) enum Asked {
     WebSocketOverH2(Key),
 }
 
-/// The tunnel `request` asks for, if any.
-pub(crate) fn requested<B>(request: &Request<B>) -> Option<Asked> {
-    if websocket_over_h2(request) {
+/// The tunnel a request with `head` asks for, if any.
+pub(crate) fn requested(head: &Parts) -> Option<Asked> {
+    if websocket_over_h2(head) {
         return Some(Asked::WebSocketOverH2(Key::new()));
     }
-    upgrade(request.method(), request.version(), request.headers()).map(Asked::Upgrade)
+    upgrade(&head.method, head.version, &head.headers).map(Asked::Upgrade)
 }
 
-/// Whether `request` is RFC 8441's WebSocket: an HTTP/2 CONNECT with
-/// `:protocol` websocket. Any other CONNECT is refused (no tunnels to
-/// arbitrary addresses).
-pub(crate) fn websocket_over_h2<B>(request: &Request<B>) -> bool {
-    request.method() == Method::CONNECT
-        && request.version() == Version::HTTP_2
-        && request
-            .extensions()
+/// Whether a request with `head` is RFC 8441's WebSocket: an HTTP/2
+/// CONNECT with `:protocol` websocket. Any other CONNECT is refused (no
+/// tunnels to arbitrary addresses).
+pub(crate) fn websocket_over_h2(head: &Parts) -> bool {
+    head.method == Method::CONNECT
+        && head.version == Version::HTTP_2
+        && head
+            .extensions
             .get::<Protocol>()
             .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"))
 }
@@ -138,8 +139,8 @@ impl Asked {
 mod tests {
     use super::*;
 
-    fn request(method: Method, version: Version, headers: &[(&str, &str)]) -> Request<()> {
-        let mut request = Request::new(());
+    fn request(method: Method, version: Version, headers: &[(&str, &str)]) -> Parts {
+        let mut request = hyper::Request::new(());
         *request.method_mut() = method;
         *request.version_mut() = version;
         for (name, value) in headers {
@@ -148,7 +149,7 @@ mod tests {
                 HeaderValue::from_str(value).expect("a value"),
             );
         }
-        request
+        request.into_parts().0
     }
 
     #[test]
@@ -177,18 +178,18 @@ mod tests {
         let mut connect = request(Method::CONNECT, Version::HTTP_2, &[]);
         assert!(!websocket_over_h2(&connect), "a plain CONNECT");
         connect
-            .extensions_mut()
+            .extensions
             .insert(Protocol::from_static("connect-udp"));
         assert!(!websocket_over_h2(&connect), "another protocol");
         connect
-            .extensions_mut()
+            .extensions
             .insert(Protocol::from_static("websocket"));
         assert!(websocket_over_h2(&connect));
         assert!(matches!(
             requested(&connect),
             Some(Asked::WebSocketOverH2(_))
         ));
-        *connect.version_mut() = Version::HTTP_11;
+        connect.version = Version::HTTP_11;
         assert!(!websocket_over_h2(&connect), "HTTP/1.1 has no :protocol");
     }
 
@@ -197,7 +198,7 @@ mod tests {
         let Some(asked @ Asked::WebSocketOverH2(_)) = requested(&{
             let mut connect = request(Method::CONNECT, Version::HTTP_2, &[]);
             connect
-                .extensions_mut()
+                .extensions
                 .insert(Protocol::from_static("websocket"));
             connect
         }) else {

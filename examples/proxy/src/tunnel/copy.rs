@@ -16,7 +16,7 @@ use crate::stopped;
 /// What a tunnel holds for its life.
 pub(crate) struct Held {
     pub(crate) picked: Picked<String>,
-    pub(crate) admission: Admission,
+    pub(crate) admission: Option<Admission>,
     pub(crate) permit: TunnelPermit,
 }
 
