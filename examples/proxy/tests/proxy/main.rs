@@ -8,6 +8,8 @@ mod backend;
 #[path = "../../../../tests/redis_support/mod.rs"]
 mod redis_support;
 
+mod cache;
+mod compression;
 mod end_to_end;
 mod grpc;
 mod harness;
