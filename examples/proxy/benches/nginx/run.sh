@@ -31,6 +31,12 @@
 # system nginx.
 #
 # Knobs (environment variables):
+#   MODE            proxy (default: every request to a backend), cache
+#                   (both proxies cache the backends' answers, which say
+#                   max-age=3600: every measured request is a hit; nginx's
+#                   proxy_cache, our `cache = true`) or gzip (4 KiB HTML
+#                   answers compressed for wrk's `Accept-Encoding: gzip`,
+#                   both at gzip level 1, nginx's default)
 #   PROTO           http (default: HTTP/1.1 in plaintext, wrk), https
 #                   (HTTP/1.1 over TLS, wrk) or h2 (HTTP/2 over TLS, h2load
 #                   from Debian's nghttp2-client); the certificate is made
@@ -54,6 +60,7 @@
 #   KEEP_TMP=1      keep the temporary directory (configs, logs, wrk output)
 set -euo pipefail
 
+MODE=${MODE:-proxy}
 PROTO=${PROTO:-http}
 STREAMS=${STREAMS:-10}
 ALGO=${ALGO:-least_conn}
@@ -81,6 +88,10 @@ case $PROTO in
   http) SCHEME=http ;;
   https | h2) SCHEME=https ;;
   *) die "PROTO must be http, https or h2, not '$PROTO'" ;;
+esac
+case $MODE in
+  proxy | cache | gzip) ;;
+  *) die "MODE must be proxy, cache or gzip, not '$MODE'" ;;
 esac
 case $ALGO in
   least_conn) NGINX_ALGO="least_conn;" ;;
@@ -295,6 +306,15 @@ EOF
 
 # --- backends -----------------------------------------------------------------
 BODY="backend %d of the loadbalance nginx benchmark: a short fixed body of one hundred bytes, padded......"
+BACKEND_HEADERS=""
+if [[ $MODE == gzip ]]; then
+  # 4 KiB of HTML: forty lines, which compress as a page does.
+  line="<p>backend %d of the loadbalance nginx benchmark, a page of forty lines of text.</p>"
+  BODY=$line
+  for _ in $(seq 39); do BODY+="\\n$line"; done
+  BACKEND_HEADERS="default_type text/html;"
+fi
+if [[ $MODE == cache ]]; then BACKEND_HEADERS='add_header Cache-Control "max-age=3600";'; fi
 {
   nginx_common backends "$BACKEND_WORKERS"
   echo "http {"
@@ -306,7 +326,7 @@ BODY="backend %d of the loadbalance nginx benchmark: a short fixed body of one h
     cat <<EOF
     server {
         listen 127.0.0.1:$port;
-        location / { return 200 "$body\n"; }
+        location / { $BACKEND_HEADERS return 200 "$body\n"; }
         location /healthz { return 200 "ok\n"; }
     }
 EOF
@@ -348,11 +368,30 @@ fi)
             proxy_pass http://pool;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+$(case $MODE in
+  cache)
+    echo "            proxy_cache hot;"
+    echo "            proxy_cache_lock on;"
+    echo "            add_header Cache-Status \$upstream_cache_status;"
+    ;;
+  gzip)
+    echo "            gzip on;"
+    echo "            gzip_types text/html;"
+    echo "            gzip_min_length 256;"
+    echo "            gzip_vary on;"
+    ;;
+esac)
         }
     }
 }
 EOF
 } >"$TMP/nginx-proxy.conf"
+if [[ $MODE == cache ]]; then
+  # The cache's zone in memory, its files under $TMP (page-cache backed:
+  # hits are read from memory, as ours are).
+  sed -i "s|^http {|http {\n    proxy_cache_path $TMP/cache levels=1:2 keys_zone=hot:10m max_size=64m inactive=60m use_temp_path=off;|" \
+    "$TMP/nginx-proxy.conf"
+fi
 "$NGINX" -p "$TMP" -e "$TMP/nginx-proxy-error.log" -c "$TMP/nginx-proxy.conf" -t -q \
   || die "the nginx proxy's configuration is invalid"
 log "nginx proxy on $NGINX_PORT ($WORKERS worker processes, $ALGO)"
@@ -374,6 +413,10 @@ name = "all"
 host = "*"
 path = "/"
 pool = "backends"
+$(case $MODE in
+  cache) echo "cache = true" ;;
+  gzip) echo 'compress = { codings = ["gzip"], gzip_level = 1, min_bytes = 256 }' ;;
+esac)
 
 [pools.backends]
 algorithm = "$ALGO"
@@ -408,10 +451,24 @@ for port in "$NGINX_PORT" "$OUR_PORT"; do
   code=$(curl -sk -o "$TMP/check-$port.body" -w '%{http_code}' "$SCHEME://127.0.0.1:$port/")
   [[ $code == 200 ]] || die "127.0.0.1:$port/ answered $code, not 200"
   log "127.0.0.1:$port/ -> 200 $(head -c 40 "$TMP/check-$port.body")..."
+  # Each mode's work is done by both: a hit, a gzip body.
+  case $MODE in
+    cache)
+      curl -sk -D "$TMP/check-$port.head" -o /dev/null "$SCHEME://127.0.0.1:$port/"
+      grep -qi '^cache-status: .*hit' "$TMP/check-$port.head" || die "127.0.0.1:$port/ is not a cache hit"
+      ;;
+    gzip)
+      curl -sk -H 'Accept-Encoding: gzip' -D "$TMP/check-$port.head" -o /dev/null "$SCHEME://127.0.0.1:$port/"
+      grep -qi '^content-encoding: gzip' "$TMP/check-$port.head" || die "127.0.0.1:$port/ did not compress"
+      ;;
+  esac
 done
 
 # --- measuring ----------------------------------------------------------------------
 WRK_ARGS=(-t"$THREADS" -c"$CONNS" -d"$DURATION" --latency)
+WRK_HEADERS=()
+if [[ $MODE == gzip ]]; then WRK_HEADERS=(-H "Accept-Encoding: gzip"); fi
+WRK_ARGS+=("${WRK_HEADERS[@]}")
 WRK_TIMEOUT=$(($(seconds "$DURATION") + 30))
 
 # wrk's latency with its unit (us, ms, s, m) in ms.
@@ -476,7 +533,7 @@ measure() {
   fi
   out=$TMP/wrk-$name-$round.txt
   run timeout $(($(seconds "$WARMUP") + 30)) wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" \
-    "$SCHEME://127.0.0.1:$port/" >/dev/null
+    "${WRK_HEADERS[@]}" "$SCHEME://127.0.0.1:$port/" >/dev/null
   ticks=$(cpu_ticks "$pid")
   run timeout "$WRK_TIMEOUT" wrk "${WRK_ARGS[@]}" "$SCHEME://127.0.0.1:$port/" >"$out"
   ticks=$(($(cpu_ticks "$pid") - ticks))
@@ -531,9 +588,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 
 table() {
   cat <<EOF
-Proxy benchmark: loadbalance-proxy against nginx ($ALGO, 3 backends, $PROTO)
+Proxy benchmark: loadbalance-proxy against nginx ($ALGO, 3 backends, $PROTO, $MODE)
 
-- command: \`PROTO=$PROTO ALGO=$ALGO WORKERS=$WORKERS BACKEND_WORKERS=$BACKEND_WORKERS THREADS=$THREADS CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS bash $INVOCATION\`
+- command: \`MODE=$MODE PROTO=$PROTO ALGO=$ALGO WORKERS=$WORKERS BACKEND_WORKERS=$BACKEND_WORKERS THREADS=$THREADS CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS bash $INVOCATION\`
 - load: \`$LOAD_TOOL\`, $WARMUP warm-up before each run, proxies alternating, median of $ROUNDS round(s)
 - proxies: nginx $WORKERS worker processes, ours $WORKERS worker threads; backends: one nginx, $BACKEND_WORKERS worker process(es), ~100-byte bodies
 - versions: $NGINX_VERSION; $WRK_VERSION; $RUSTC_VERSION; loadbalance $COMMIT

@@ -49,6 +49,8 @@ pub(crate) struct Control {
     pub(crate) health_checks: AtomicU64,
     /// The headers of the last request other than `/healthz`.
     pub(crate) last_headers: Mutex<Option<HeaderMap>>,
+    /// `Cache-Control` of every 200 answer, when set.
+    pub(crate) cache_control: Mutex<Option<hyper::header::HeaderValue>>,
 }
 
 impl Control {
@@ -166,7 +168,15 @@ async fn answer(request: Request<Incoming>, name: Bytes, control: Arc<Control>) 
             let stream = tokio_stream(receiver);
             Response::new(StreamBody::new(stream).boxed_unsync())
         }
-        _ => text(StatusCode::OK, name),
+        _ => {
+            let mut response = text(StatusCode::OK, name);
+            if let Some(value) = control.cache_control.lock().clone() {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CACHE_CONTROL, value);
+            }
+            response
+        }
     }
 }
 
