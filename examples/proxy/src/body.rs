@@ -55,7 +55,7 @@ impl ProxyBody {
         match self {
             Self::Upstream(held) => held.busy = Some(busy),
             Self::Compressed(body) => body.inner_mut().hold(busy),
-            Self::Recorded(body) => body.inner_mut().hold(busy),
+            Self::Recorded(body) => body.hold(busy),
             Self::Full(_) | Self::Unheld(..) => {}
         }
     }

@@ -52,7 +52,7 @@ use collapse::{Flight, Flights, Joined};
 use conditional::{PRECONDITIONS, not_modified, not_modified_headers, updated, validators};
 use directives::{RequestDirectives, ResponseDirectives};
 use freshness::{Age, Heuristic, lifetime, storable};
-use recording::{Pending, drain};
+use recording::Pending;
 use store::{Slot, Store, Stored};
 
 /// `Cache-Status` (RFC 9211).
@@ -270,6 +270,9 @@ impl Cache {
     fn lookup(&self, key: &str, headers: &HeaderMap) -> Found {
         match self.store.get(key) {
             None => Found::UriMiss,
+            // A coding the client does not take is never sent, even when
+            // the backend forgot its `Vary: Accept-Encoding`.
+            Some(Slot::Response(stored)) if !takes(headers, &stored.headers) => Found::UriMiss,
             Some(Slot::Response(stored)) => Found::Entry {
                 stored,
                 variant: None,
@@ -466,9 +469,8 @@ impl Cache {
                     request_time,
                 );
             } else if !failed(response.status()) {
-                let (response, _) =
-                    cache.store(response, &client, &key, request_time, Some(flight));
-                drain(response.into_body()).await;
+                // Stored by its pump; nobody reads it here.
+                drop(cache.store(response, &client, &key, request_time, Some(flight)));
             }
         });
     }
@@ -666,8 +668,8 @@ impl Cache {
             response.status(),
             response.headers(),
         ) {
-            let (parts, body) = response.into_parts();
-            tokio::spawn(drain(body));
+            // The body, if being stored, goes on into the cache.
+            let (parts, _) = response.into_parts();
             let mut answer = Response::new(ProxyBody::Full(None));
             *answer.status_mut() = StatusCode::NOT_MODIFIED;
             *answer.headers_mut() = not_modified_headers(&parts.headers);
@@ -675,8 +677,7 @@ impl Cache {
         } else if head.method == Method::HEAD {
             // The GET fetched for the cache: its head answers, its body
             // goes into the cache.
-            let (parts, body) = response.into_parts();
-            tokio::spawn(drain(body));
+            let (parts, _) = response.into_parts();
             response = Response::from_parts(parts, ProxyBody::Full(None));
         }
         set_status(response.headers_mut(), status_text);

@@ -1,21 +1,41 @@
-//! A response stored as it streams to the client: each piece is passed on
-//! at once and kept aside; at the end the pieces become the stored entry.
-//! A body past `max_entry_bytes` is passed on uncached (what was kept is
-//! let go), and so is one that breaks, carries trailers, or whose client
-//! leaves first. Whatever ends the recording wakes the misses that
-//! waited on it.
+//! A response stored as it streams. A pump task reads the backend's body
+//! at the backend's pace, keeps each piece aside for the cache, and hands
+//! it on to the client, who reads at its own: a client that reads slowly
+//! (or leaves) neither holds the backend nor delays the entry, and so
+//! never holds up the misses collapsed behind it (nginx buffers a cached
+//! response the same way). At the end the pieces become the stored entry
+//! and the waiting misses are woken.
+//!
+//! A body past `max_entry_bytes` is passed on uncached: what was kept is
+//! let go, the waiting misses go their own way, and from then on the pump
+//! waits for the client whenever `max_entry_bytes` are unread, so memory a
+//! response is bounded by that either way. A body that breaks or carries
+//! trailers is not stored either.
+//!
+//! # Synchronization
+//! The tape (the pieces unread by the client, the end, and whether the
+//! client is gone) is one mutex's; the pump wakes the client's waker after
+//! each change, and the client wakes the pump's `Notify` after each read,
+//! so neither misses the other's progress.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::HeaderMap;
 use hyper::body::{Body, Frame, SizeHint};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use super::Cache;
 use super::collapse::Flight;
 use super::store::{Slot, Stored};
 use crate::body::{BoxError, ProxyBody};
+use crate::idle::BusyGuard;
 
 /// What will be stored when the body has all arrived.
 pub(crate) struct Pending {
@@ -26,53 +46,139 @@ pub(crate) struct Pending {
     pub(crate) flight: Option<Flight>,
 }
 
-/// A body on its way to the client and into the cache.
+/// How a body ended.
+enum End {
+    Whole(Option<HeaderMap>),
+    Broken(String),
+}
+
+#[derive(Default)]
+struct TapeState {
+    unread: VecDeque<Bytes>,
+    unread_bytes: usize,
+    end: Option<End>,
+    reader: Option<Waker>,
+    reader_gone: bool,
+}
+
+/// The pieces between the pump and the client.
+#[derive(Default)]
+struct Tape {
+    state: Mutex<TapeState>,
+    /// The client read, or left.
+    read: Notify,
+}
+
+/// The client's side: the body as the pump hands it on.
 pub(crate) struct Recording {
-    inner: ProxyBody,
-    pending: Option<Pending>,
-    kept: Vec<Bytes>,
-    bytes: usize,
+    tape: Arc<Tape>,
+    size: SizeHint,
+    /// The connection's idle clock stays stopped until the body ends.
+    busy: Option<BusyGuard>,
+    done: bool,
 }
 
 impl Recording {
+    /// Starts the pump over `inner` for `pending`.
     pub(crate) fn new(inner: ProxyBody, pending: Pending) -> Self {
-        let mut recording = Self {
-            inner,
-            pending: Some(pending),
-            kept: Vec::new(),
-            bytes: 0,
-        };
-        // An empty body may never be polled.
-        if recording.inner.is_end_stream() {
-            recording.complete();
+        let tape = Arc::new(Tape::default());
+        let size = inner.size_hint();
+        let limit = pending.cache.settings.max_entry_bytes;
+        tokio::spawn(pump(inner, Arc::clone(&tape), pending, limit));
+        Self {
+            tape,
+            size,
+            busy: None,
+            done: false,
         }
-        recording
     }
 
-    pub(crate) fn inner_mut(&mut self) -> &mut ProxyBody {
-        &mut self.inner
+    pub(crate) fn hold(&mut self, busy: BusyGuard) {
+        self.busy = Some(busy);
     }
+}
 
-    fn give_up(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            pending
-                .cache
-                .counters
-                .not_stored
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// Reads `body` at the backend's pace onto `tape`, keeping the pieces for
+/// `pending` until they pass `limit`; stores them at the end.
+async fn pump(mut body: ProxyBody, tape: Arc<Tape>, pending: Pending, limit: usize) {
+    let mut pending = Some(pending);
+    let mut kept: Vec<Bytes> = Vec::new();
+    let mut bytes = 0usize;
+    let give_up = |pending: &mut Option<Pending>, kept: &mut Vec<Bytes>| {
+        if let Some(pending) = pending.take() {
+            pending.cache.counters.not_stored.fetch_add(1, Relaxed);
         }
-        self.kept = Vec::new();
+        kept.clear();
+    };
+    loop {
+        // Not storing: wait while the client has `limit` bytes unread,
+        // and stop if it has left.
+        if pending.is_none() {
+            loop {
+                let notified = tape.read.notified();
+                {
+                    let state = tape.state.lock();
+                    if state.reader_gone {
+                        return;
+                    }
+                    if state.unread_bytes < limit {
+                        break;
+                    }
+                }
+                notified.await;
+            }
+        }
+        let frame = body.frame().await;
+        let mut state = tape.state.lock();
+        match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if pending.is_some() {
+                        if bytes + data.len() > limit {
+                            give_up(&mut pending, &mut kept);
+                        } else {
+                            bytes += data.len();
+                            kept.push(data.clone());
+                        }
+                    }
+                    if !state.reader_gone {
+                        state.unread_bytes += data.len();
+                        state.unread.push_back(data);
+                    }
+                }
+                Err(frame) => {
+                    // Trailers cannot be replayed from the cache.
+                    give_up(&mut pending, &mut kept);
+                    if let Ok(trailers) = frame.into_trailers() {
+                        state.end = Some(End::Whole(Some(trailers)));
+                    }
+                }
+            },
+            Some(Err(error)) => {
+                give_up(&mut pending, &mut kept);
+                state.end = Some(End::Broken(error.to_string()));
+            }
+            None => {
+                if state.end.is_none() {
+                    state.end = Some(End::Whole(None));
+                }
+            }
+        }
+        let ended = state.end.is_some();
+        if let Some(waker) = state.reader.take() {
+            waker.wake();
+        }
+        drop(state);
+        if ended {
+            break;
+        }
     }
-
-    fn complete(&mut self) {
-        let Some(mut pending) = self.pending.take() else {
-            return;
-        };
-        let mut body = BytesMut::with_capacity(self.bytes);
-        for piece in self.kept.drain(..) {
-            body.extend_from_slice(&piece);
+    if let Some(mut pending) = pending {
+        let mut whole = BytesMut::with_capacity(bytes);
+        for piece in kept {
+            whole.extend_from_slice(&piece);
         }
-        pending.entry.body = body.freeze();
+        pending.entry.body = whole.freeze();
         let cache = Arc::clone(&pending.cache);
         cache.keep(pending.key, Slot::Response(Arc::new(pending.entry)));
         // The waiters are woken once the entry is in.
@@ -88,60 +194,53 @@ impl Body for Recording {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => match frame.data_ref() {
-                Some(data) if this.pending.is_some() => {
-                    let limit = this
-                        .pending
-                        .as_ref()
-                        .map_or(0, |p| p.cache.settings.max_entry_bytes);
-                    if this.bytes + data.len() > limit {
-                        this.give_up();
-                    } else {
-                        this.bytes += data.len();
-                        this.kept.push(data.clone());
-                    }
-                }
-                Some(_) => {}
-                // Trailers cannot be replayed from the cache.
-                None => this.give_up(),
-            },
-            Some(Err(_)) => this.give_up(),
-            None => this.complete(),
+        if self.done {
+            return Poll::Ready(None);
         }
-        if frame.as_ref().is_some_and(Result::is_ok) && this.inner.is_end_stream() {
-            this.complete();
+        let tape = Arc::clone(&self.tape);
+        let mut state = tape.state.lock();
+        if let Some(piece) = state.unread.pop_front() {
+            state.unread_bytes -= piece.len();
+            drop(state);
+            tape.read.notify_one();
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
         }
-        Poll::Ready(frame)
+        let answer = match state.end.take() {
+            None => {
+                state.reader = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Some(End::Whole(None)) => None,
+            Some(End::Whole(Some(trailers))) => Some(Ok(Frame::trailers(trailers))),
+            Some(End::Broken(error)) => Some(Err(error.into())),
+        };
+        drop(state);
+        self.done = true;
+        self.busy = None;
+        Poll::Ready(answer)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        if self.done {
+            return true;
+        }
+        let state = self.tape.state.lock();
+        state.unread.is_empty() && matches!(state.end, Some(End::Whole(None)))
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.size
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        // The client left before the end: nothing is stored.
-        if self.pending.is_some() {
-            self.give_up();
-        }
-    }
-}
-
-/// Reads `body` to its end (a response stored while its client was
-/// answered otherwise, or a background refresh).
-pub(crate) async fn drain(mut body: ProxyBody) {
-    use http_body_util::BodyExt;
-    while let Some(frame) = body.frame().await {
-        if frame.is_err() {
-            return;
-        }
+        let mut state = self.tape.state.lock();
+        state.reader_gone = true;
+        state.unread.clear();
+        state.unread_bytes = 0;
+        drop(state);
+        // The pump, if it waits for room, stops.
+        self.tape.read.notify_one();
     }
 }

@@ -743,3 +743,47 @@ async fn responses_stream_to_the_client_while_they_are_stored() {
     })
     .await;
 }
+
+// A client that asks first and then reads slowly holds up nobody: the
+// response is read from the backend at the backend's pace into the
+// cache, and the misses that waited for it are answered as soon as it is
+// stored, not when the slow client has read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_does_not_hold_up_the_misses_behind_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        const SIZE: usize = 6 << 20;
+        let origin =
+            Origin::start(|_, _| Answer::ok(&[("cache-control", "max-age=60")], vec![b'x'; SIZE]))
+                .await;
+        let proxy = cached(&origin, "max_entry_bytes = 8388608", "").await;
+        let mut slow = tokio::net::TcpStream::connect(proxy.addr())
+            .await
+            .expect("connects");
+        slow.write_all(b"GET /big HTTP/1.1\r\nhost: cache.test\r\n\r\n")
+            .await
+            .expect("asks");
+        let mut head = [0u8; 64];
+        let read = slow.read(&mut head).await.expect("the head's start");
+        assert!(
+            head[..read].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &head[..read]
+        );
+        // It reads nothing more; another client asks for the same.
+        let client = client();
+        let started = std::time::Instant::now();
+        let other = fetch(&client, &proxy, Method::GET, "/big", &[]).await;
+        assert_eq!(other.body.len(), SIZE);
+        assert!(status(&other).contains("hit"), "{}", status(&other));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(origin.count(), 1);
+        drop(slow);
+        proxy.shutdown().await;
+    })
+    .await;
+}
