@@ -390,10 +390,11 @@ mod tests {
 
     #[test]
     fn each_coding_round_trips_through_other_decoders() {
-        let text: Vec<u8> = (0..20_000)
+        let text: Vec<u8> = (0..2_000)
             .flat_map(|i| format!("line {i} of a compressible text\n").into_bytes())
             .collect();
         let pieces: Vec<&[u8]> = text.chunks(7_919).collect();
+        assert!(pieces.len() > 5, "several pieces");
         // Each coding three times: the later ones on the state the earlier
         // left to this thread, after one abandoned mid-stream.
         let runs = [Coding::Gzip, Coding::Brotli, Coding::Zstd].repeat(3);
