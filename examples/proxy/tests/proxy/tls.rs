@@ -163,7 +163,7 @@ fn tls_section(certificates: &[(&[&str], &Path, &Path)]) -> String {
         })
         .collect();
     format!(
-        "\n[tls]\nlisten = \"127.0.0.1:0\"\nhandshake_timeout_ms = 1000\ncertificates = [{}]\n",
+        "\n[tls]\nlisten = \"127.0.0.1:0\"\nhandshake_timeout_ms = 500\ncertificates = [{}]\n",
         entries.join(", ")
     )
 }
@@ -378,7 +378,7 @@ async fn stalled_and_broken_handshakes_are_cut_and_counted() {
         .await;
         assert!(!garbage.starts_with("HTTP/1.1 200"), "{garbage:?}");
         let (_, closed) = read_all(&mut silent, Duration::from_secs(3)).await;
-        assert!(closed, "cut at the 1 s handshake timeout");
+        assert!(closed, "cut at the 0.5 s handshake timeout");
         // Counted as the handshake task ends, just after the close.
         let counters = proxy.counters();
         let counted = || {
