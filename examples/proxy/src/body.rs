@@ -18,8 +18,6 @@ use loadbalance::Picked;
 use loadbalance::limit::Admission;
 use tokio::time::{Instant, Sleep};
 
-use super::cache::Recording;
-use super::compress::Compressing;
 use super::headers::grpc_unavailable;
 use super::idle::BusyGuard;
 
@@ -33,10 +31,16 @@ pub(crate) enum ProxyBody {
     /// 5xx that was the last word); the client's admission is held until
     /// it ends.
     Unheld(Incoming, Option<Admission>),
-    /// A body compressed as it streams (`compress/`).
-    Compressed(Box<Compressing>),
-    /// A body stored in the cache as it streams (`cache/`).
-    Recorded(Box<Recording>),
+    /// A body passed through a layer on its way: compressed
+    /// (`compress/`), or stored in the cache (`cache/`).
+    Layered(Box<dyn Layer>),
+}
+
+/// A body that carries another on its way to the client.
+pub(crate) trait Layer: Body<Data = Bytes, Error = BoxError> + Send + Unpin {
+    /// Hands the connection's busy mark to whatever reads the backend's
+    /// body, so the client's idle clock stands still until it ends.
+    fn hold(&mut self, busy: BusyGuard);
 }
 
 impl ProxyBody {
@@ -54,8 +58,7 @@ impl ProxyBody {
     pub(crate) fn hold(&mut self, busy: BusyGuard) {
         match self {
             Self::Upstream(held) => held.busy = Some(busy),
-            Self::Compressed(body) => body.inner_mut().hold(busy),
-            Self::Recorded(body) => body.hold(busy),
+            Self::Layered(body) => body.hold(busy),
             Self::Full(_) | Self::Unheld(..) => {}
         }
     }
@@ -208,8 +211,7 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Self::Compressed(body) => Pin::new(body.as_mut()).poll_frame(cx),
-            Self::Recorded(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            Self::Layered(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -218,8 +220,7 @@ impl Body for ProxyBody {
             Self::Full(bytes) => bytes.is_none(),
             Self::Upstream(held) => held.body.is_end_stream(),
             Self::Unheld(body, _) => body.is_end_stream(),
-            Self::Compressed(body) => body.is_end_stream(),
-            Self::Recorded(body) => body.is_end_stream(),
+            Self::Layered(body) => body.is_end_stream(),
         }
     }
 
@@ -229,8 +230,7 @@ impl Body for ProxyBody {
             Self::Full(None) => SizeHint::with_exact(0),
             Self::Upstream(held) => held.body.size_hint(),
             Self::Unheld(body, _) => body.size_hint(),
-            Self::Compressed(body) => body.size_hint(),
-            Self::Recorded(body) => body.size_hint(),
+            Self::Layered(body) => body.size_hint(),
         }
     }
 }

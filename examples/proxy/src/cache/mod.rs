@@ -9,6 +9,7 @@
 //! - [`conditional`]: clients' conditional requests answered, stale
 //!   entries validated (§4.3);
 //! - [`collapse`]: one request to the backend for a burst of misses;
+//! - [`counters`]: what /metrics shows;
 //! - [`recording`]: a response stored as it streams;
 //! - [`store`]: the entries, bounded by their bytes.
 //!
@@ -24,6 +25,7 @@
 
 mod collapse;
 mod conditional;
+mod counters;
 mod directives;
 mod freshness;
 mod key;
@@ -44,7 +46,6 @@ use loadbalance::limit::Admission;
 use serde::Deserialize;
 
 pub(crate) use key::primary;
-pub(crate) use recording::Recording;
 
 use crate::body::ProxyBody;
 use crate::compress::Accepted;
@@ -52,8 +53,10 @@ use collapse::{Flight, Flights, Joined};
 use conditional::{PRECONDITIONS, not_modified, not_modified_headers, updated, validators};
 use directives::{RequestDirectives, ResponseDirectives};
 use freshness::{Age, Heuristic, lifetime, storable};
-use recording::Pending;
+use recording::{Pending, Recording};
 use store::{Slot, Store, Stored};
+
+pub(crate) use counters::Counters;
 
 /// `Cache-Status` (RFC 9211).
 pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -125,27 +128,6 @@ pub(crate) struct Settings {
     heuristic: Heuristic,
 }
 
-/// What /metrics shows of the cache.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    /// Stale answers (`stale-while-revalidate`, `stale-if-error`).
-    pub(crate) stale: AtomicU64,
-    /// Stale entries a backend's `304` made fresh again.
-    pub(crate) revalidated: AtomicU64,
-    pub(crate) stored: AtomicU64,
-    /// Responses meant for the cache that were not kept (too large, cut
-    /// short, no room).
-    pub(crate) not_stored: AtomicU64,
-    /// Misses that waited for another's response instead of going to the
-    /// backend.
-    pub(crate) collapsed: AtomicU64,
-    /// Body bytes answered from the cache.
-    pub(crate) hit_bytes: AtomicU64,
-    pub(crate) invalidated: AtomicU64,
-}
-
 /// Where a cache's misses go: the route's backends. Owned, so that a
 /// background refresh can outlive the request that started it.
 pub(crate) trait Origin: Send + Sync + 'static {
@@ -201,10 +183,10 @@ enum Use {
 
 /// The shared cache.
 pub(crate) struct Cache {
-    store: Store,
+    store: Arc<Store>,
     flights: Arc<Flights>,
     pub(crate) settings: Settings,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
     max_bytes: u64,
     /// The next generation of variant keys.
     generations: AtomicU64,
@@ -215,7 +197,7 @@ impl Cache {
     pub(crate) fn new(config: &CacheConfig) -> Result<Arc<Self>, (&'static str, String)> {
         config.check()?;
         Ok(Arc::new(Self {
-            store: Store::new(config.max_bytes),
+            store: Arc::new(Store::new(config.max_bytes)),
             flights: Arc::default(),
             settings: Settings {
                 max_entry_bytes: usize::try_from(config.max_entry_bytes).unwrap_or(usize::MAX),
@@ -226,7 +208,7 @@ impl Cache {
                     max: Duration::from_millis(config.heuristic_max_ms),
                 },
             },
-            counters: Counters::default(),
+            counters: Arc::default(),
             max_bytes: config.max_bytes,
             generations: AtomicU64::new(1),
         }))
@@ -260,11 +242,7 @@ impl Cache {
 
     /// Stores `slot` at `key`, counted.
     fn keep(&self, key: String, slot: Slot) {
-        if self.store.insert(key, slot) {
-            self.counters.stored.fetch_add(1, Relaxed);
-        } else {
-            self.counters.not_stored.fetch_add(1, Relaxed);
-        }
+        self.store.keep(key, slot, &self.counters);
     }
 
     fn lookup(&self, key: &str, headers: &HeaderMap) -> Found {
@@ -562,12 +540,14 @@ impl Cache {
         };
         let (parts, body) = response.into_parts();
         let pending = Pending {
-            cache: Arc::clone(self),
+            store: Arc::clone(&self.store),
+            counters: Arc::clone(&self.counters),
+            limit: self.settings.max_entry_bytes,
             key: store_key,
             entry,
             flight,
         };
-        let body = ProxyBody::Recorded(Box::new(Recording::new(body, pending)));
+        let body = ProxyBody::Layered(Box::new(Recording::new(body, pending)));
         (Response::from_parts(parts, body), true)
     }
 

@@ -31,15 +31,18 @@ use hyper::body::{Body, Frame, SizeHint};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::Cache;
 use super::collapse::Flight;
-use super::store::{Slot, Stored};
-use crate::body::{BoxError, ProxyBody};
+use super::counters::Counters;
+use super::store::{Slot, Store, Stored};
+use crate::body::{BoxError, Layer, ProxyBody};
 use crate::idle::BusyGuard;
 
 /// What will be stored when the body has all arrived.
 pub(crate) struct Pending {
-    pub(crate) cache: Arc<Cache>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) counters: Arc<Counters>,
+    /// `max_entry_bytes`.
+    pub(crate) limit: usize,
     pub(crate) key: String,
     /// The entry, its body still empty.
     pub(crate) entry: Stored,
@@ -83,7 +86,7 @@ impl Recording {
     pub(crate) fn new(inner: ProxyBody, pending: Pending) -> Self {
         let tape = Arc::new(Tape::default());
         let size = inner.size_hint();
-        let limit = pending.cache.settings.max_entry_bytes;
+        let limit = pending.limit;
         tokio::spawn(pump(inner, Arc::clone(&tape), pending, limit));
         Self {
             tape,
@@ -92,8 +95,10 @@ impl Recording {
             done: false,
         }
     }
+}
 
-    pub(crate) fn hold(&mut self, busy: BusyGuard) {
+impl Layer for Recording {
+    fn hold(&mut self, busy: BusyGuard) {
         self.busy = Some(busy);
     }
 }
@@ -106,7 +111,7 @@ async fn pump(mut body: ProxyBody, tape: Arc<Tape>, pending: Pending, limit: usi
     let mut bytes = 0usize;
     let give_up = |pending: &mut Option<Pending>, kept: &mut Vec<Bytes>| {
         if let Some(pending) = pending.take() {
-            pending.cache.counters.not_stored.fetch_add(1, Relaxed);
+            pending.counters.not_stored.fetch_add(1, Relaxed);
         }
         kept.clear();
     };
@@ -179,8 +184,14 @@ async fn pump(mut body: ProxyBody, tape: Arc<Tape>, pending: Pending, limit: usi
             whole.extend_from_slice(&piece);
         }
         pending.entry.body = whole.freeze();
-        let cache = Arc::clone(&pending.cache);
-        cache.keep(pending.key, Slot::Response(Arc::new(pending.entry)));
+        let Pending {
+            store,
+            counters,
+            key,
+            entry,
+            ..
+        } = pending;
+        store.keep(key, Slot::Response(Arc::new(entry)), &counters);
         // The waiters are woken once the entry is in.
         drop(pending.flight.take());
     }

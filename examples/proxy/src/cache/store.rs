@@ -23,6 +23,7 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use hyper::header::{HeaderMap, HeaderName};
 
+use super::counters::Counters;
 use super::directives::ResponseDirectives;
 use super::freshness::Age;
 
@@ -129,6 +130,15 @@ impl Store {
             }
         }
         false
+    }
+
+    /// [`insert`](Self::insert), counted as stored or not.
+    pub(crate) fn keep(&self, key: String, slot: Slot, counters: &Counters) {
+        if self.insert(key, slot) {
+            counters.stored.fetch_add(1, Relaxed);
+        } else {
+            counters.not_stored.fetch_add(1, Relaxed);
+        }
     }
 
     pub(crate) fn remove(&self, key: &str) {

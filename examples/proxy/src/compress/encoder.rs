@@ -15,7 +15,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::negotiate::Coding;
-use crate::body::{BoxError, ProxyBody};
+use crate::body::{BoxError, Layer, ProxyBody};
+use crate::idle::BusyGuard;
 
 /// Bytes of compressed output gathered before they are sent even while
 /// the backend keeps sending.
@@ -285,12 +286,14 @@ impl Compressing {
         }
     }
 
-    pub(crate) fn inner_mut(&mut self) -> &mut ProxyBody {
-        &mut self.inner
-    }
-
     fn failed(error: std::io::Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Poll::Ready(Some(Err(Box::new(error))))
+    }
+}
+
+impl Layer for Compressing {
+    fn hold(&mut self, busy: BusyGuard) {
+        self.inner.hold(busy);
     }
 }
 

@@ -195,7 +195,7 @@ impl Compression {
         let Ok(encoder) = Encoder::new(coding, self.levels) else {
             return Response::from_parts(parts, body);
         };
-        let body = ProxyBody::Compressed(Box::new(Compressing::new(body, encoder)));
+        let body = ProxyBody::Layered(Box::new(Compressing::new(body, encoder)));
         parts.headers.remove(CONTENT_LENGTH);
         parts.headers.remove(ACCEPT_RANGES);
         parts
