@@ -31,7 +31,7 @@ use super::body::{Capped, ClientFault, Fault, Held, ProxyBody, UpstreamBody};
 use super::cache::{self, Cache, Fetched};
 use super::compress::Accepted;
 use super::framing::Head;
-use super::headers::{Hop, grpc_unavailable, set_forwarding, strip_hop_by_hop};
+use super::headers::{Hop, grpc_unavailable, set_forwarding, strip_hop_by_hop, url_forwarding};
 use super::links::{Backends, Link, Own};
 use super::request_target;
 use super::state::{State, Upstream};
@@ -127,7 +127,7 @@ async fn serve(
     // No tunnels to arbitrary addresses: CONNECT only as a WebSocket over
     // HTTP/2 (RFC 8441). TRACE would echo what the client sent (cross-site
     // tracing), so nginx refuses it too.
-    let (head, body) = request.into_parts();
+    let (mut head, body) = request.into_parts();
     let connect = head.method == Method::CONNECT && !tunnel::websocket_over_h2(&head);
     if connect || head.method == Method::TRACE {
         let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
@@ -205,6 +205,20 @@ async fn serve(
             scheme: protocol.scheme(),
             path,
         });
+        // What a trusted proxy says of the URL reaches the backend, so it
+        // keys the response as `Vary` would.
+        // An untrusted client's words of the URL never reach the backend
+        // (`set_forwarding` drops them): dropped here, they key nothing.
+        let also_by = url_forwarding(&head.headers);
+        let also_by = if trusted {
+            also_by
+        } else {
+            for name in &also_by {
+                head.headers.remove(name);
+            }
+            Vec::new()
+        };
+        let key = cache::Key { uri: key, also_by };
         let fetched = shared.cache.serve(origin, head, key, admission).await;
         if let Some(outcome) = outcome {
             outcome.upstream = fetched.upstream;

@@ -72,6 +72,34 @@ const FORWARDING: [&str; 16] = [
     "cf-connecting-ip",
 ];
 
+/// Forwarding headers that say what URL the client asked for (its host,
+/// scheme, port, prefix or path), which a backend may build links and
+/// redirects from: passed on from a trusted proxy, so the cache keys its
+/// responses by them too (an unkeyed `X-Forwarded-Host` is the classic
+/// way to poison a cache).
+const URL_FORWARDING: [&str; 11] = [
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-protocol",
+    "x-url-scheme",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// The URL-describing forwarding headers `headers` carries.
+pub(crate) fn url_forwarding(headers: &HeaderMap) -> Vec<HeaderName> {
+    URL_FORWARDING
+        .iter()
+        .filter(|name| headers.contains_key(**name))
+        .map(|name| HeaderName::from_static(name))
+        .collect()
+}
+
 /// Who sent a request, as the backend should learn it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hop<'a> {

@@ -28,8 +28,7 @@ pub(crate) enum NotStored {
     SetCookie,
     /// `Vary: *`: no later request can match.
     VaryAny,
-    /// Neither explicit freshness, a heuristically cacheable status, nor a
-    /// validator to revalidate with.
+    /// Neither explicit freshness nor a validator.
     NothingToKeep,
 }
 
@@ -96,13 +95,17 @@ pub(crate) fn storable(
     if vary_any {
         return Err(NotStored::VaryAny);
     }
+    // Explicit freshness, or a validator (`Last-Modified` is also what
+    // heuristic freshness needs). A status cacheable by default with
+    // neither is not kept: nothing says it may be shared (nginx keeps
+    // such answers out too).
     let explicit = said.public
         || said.max_age.is_some()
         || said.s_maxage.is_some()
         || response.contains_key(EXPIRES);
     let validator =
         response.contains_key(hyper::header::ETAG) || response.contains_key(LAST_MODIFIED);
-    if !(explicit || heuristically_cacheable(status) || validator) {
+    if !(explicit || validator) {
         return Err(NotStored::NothingToKeep);
     }
     Ok(())
@@ -297,9 +300,25 @@ mod tests {
                 "{leave}"
             );
         }
-        // A status cacheable by default, or a validator, is enough; a 500
-        // without either is not.
-        assert_eq!(check(Method::GET, &[], 404, &[]), Ok(()));
+        // A validator is enough; a status cacheable by default without
+        // one or explicit freshness is not.
+        assert_eq!(
+            check(Method::GET, &[], 404, &[]),
+            Err(NotStored::NothingToKeep)
+        );
+        assert_eq!(
+            check(Method::GET, &[], 200, &[]),
+            Err(NotStored::NothingToKeep)
+        );
+        assert_eq!(
+            check(
+                Method::GET,
+                &[],
+                200,
+                &[("last-modified", "Sun, 06 Dec 2026 00:00:00 GMT")]
+            ),
+            Ok(())
+        );
         assert_eq!(check(Method::GET, &[], 500, &[("etag", "\"a\"")]), Ok(()));
         assert_eq!(
             check(Method::GET, &[], 500, &[]),

@@ -39,7 +39,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use hyper::header::{AGE, CONTENT_ENCODING, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{
+    AGE, CONTENT_ENCODING, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, SET_COOKIE,
+};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use loadbalance::limit::Admission;
@@ -157,6 +159,19 @@ impl Fetched {
     }
 }
 
+/// What a request is stored and found by: its URI's key, and the request
+/// headers keyed beside the response's own `Vary` (what a trusted proxy
+/// says of the URL).
+#[derive(Debug)]
+pub(crate) struct Key {
+    pub(crate) uri: String,
+    pub(crate) also_by: Vec<HeaderName>,
+}
+
+/// Header names one URI's variants may be keyed by in all; past this a
+/// response is not stored.
+const MAX_NAMES: usize = 32;
+
 /// What a lookup found.
 enum Found {
     /// An entry (at `variant`, when the URI's responses vary).
@@ -197,7 +212,10 @@ impl Cache {
     pub(crate) fn new(config: &CacheConfig) -> Result<Arc<Self>, (&'static str, String)> {
         config.check()?;
         Ok(Arc::new(Self {
-            store: Arc::new(Store::new(config.max_bytes)),
+            store: Arc::new(Store::new(
+                config.max_bytes,
+                store::entry_weight_bound(config.max_entry_bytes),
+            )),
             flights: Arc::default(),
             settings: Settings {
                 max_entry_bytes: usize::try_from(config.max_entry_bytes).unwrap_or(usize::MAX),
@@ -245,9 +263,11 @@ impl Cache {
         self.store.keep(key, slot, &self.counters);
     }
 
-    fn lookup(&self, key: &str, headers: &HeaderMap) -> Found {
+    fn lookup(&self, key: &str, also_by: &[HeaderName], headers: &HeaderMap) -> Found {
         match self.store.get(key) {
             None => Found::UriMiss,
+            // Keyed by more than the entry was: fetched and stored by all.
+            Some(Slot::Response(_)) if !also_by.is_empty() => Found::UriMiss,
             // A coding the client does not take is never sent, even when
             // the backend forgot its `Vary: Accept-Encoding`.
             Some(Slot::Response(stored)) if !takes(headers, &stored.headers) => Found::UriMiss,
@@ -256,6 +276,11 @@ impl Cache {
                 variant: None,
             },
             Some(Slot::Variants { names, generation }) => {
+                if also_by.iter().any(|name| !names.contains(name)) {
+                    let mut wider = names.to_vec();
+                    wider.extend(also_by.iter().cloned());
+                    return Found::VaryMiss(key::variant(key, generation, &wider, headers));
+                }
                 let variant = key::variant(key, generation, &names, headers);
                 match self.store.get(&variant) {
                     Some(Slot::Response(stored)) if takes(headers, &stored.headers) => {
@@ -276,11 +301,13 @@ impl Cache {
         self: &Arc<Self>,
         origin: Arc<dyn Origin>,
         head: Parts,
-        key: String,
+        key: Key,
         admission: Admission,
     ) -> Fetched {
+        let Key { uri: key, also_by } = key;
+        let also_by: Arc<[HeaderName]> = also_by.into();
         let asked = RequestDirectives::read(&head.headers);
-        match self.lookup(&key, &head.headers) {
+        match self.lookup(&key, &also_by, &head.headers) {
             Found::Entry { stored, variant } => {
                 let age = stored.age.now();
                 match decide(&stored, age, &asked) {
@@ -291,7 +318,8 @@ impl Cache {
                     Use::StaleWhileRevalidate => {
                         self.counters.stale.fetch_add(1, Relaxed);
                         let flight_key = variant.clone().unwrap_or_else(|| key.clone());
-                        self.refresh(origin, &head, key, flight_key, Arc::clone(&stored));
+                        let keys = (key, flight_key, Arc::clone(&also_by));
+                        self.refresh(origin, &head, keys, Arc::clone(&stored));
                         let text = hit(&stored, age, Some("stale-while-revalidate"));
                         Fetched::local(self.answer(&head, &stored, age, &text))
                     }
@@ -301,7 +329,8 @@ impl Cache {
                     Use::Validate { asked: by_request } => {
                         let flight_key = variant.unwrap_or_else(|| key.clone());
                         let fwd = if by_request { "request" } else { "stale" };
-                        self.forward(origin, head, key, flight_key, Some(stored), fwd, admission)
+                        let keys = (key, flight_key, also_by);
+                        self.forward(origin, head, keys, Some(stored), fwd, admission)
                             .await
                     }
                 }
@@ -311,14 +340,21 @@ impl Cache {
             }
             Found::UriMiss => {
                 self.counters.misses.fetch_add(1, Relaxed);
-                let flight_key = key.clone();
-                self.forward(origin, head, key, flight_key, None, "uri-miss", admission)
+                let keys = (key.clone(), key, also_by);
+                self.forward(origin, head, keys, None, "uri-miss", admission)
                     .await
             }
             Found::VaryMiss(variant) => {
                 self.counters.misses.fetch_add(1, Relaxed);
-                self.forward(origin, head, key, variant, None, "vary-miss", admission)
-                    .await
+                self.forward(
+                    origin,
+                    head,
+                    (key, variant, also_by),
+                    None,
+                    "vary-miss",
+                    admission,
+                )
+                .await
             }
         }
     }
@@ -330,8 +366,7 @@ impl Cache {
         self: &Arc<Self>,
         origin: Arc<dyn Origin>,
         head: Parts,
-        key: String,
-        flight_key: String,
+        (key, flight_key, also_by): (String, String, Arc<[HeaderName]>),
         stale: Option<Arc<Stored>>,
         fwd: &'static str,
         admission: Admission,
@@ -342,13 +377,17 @@ impl Cache {
                 self.counters.collapsed.fetch_add(1, Relaxed);
                 let started = tokio::time::Instant::now();
                 collapse::wait(waiting, self.settings.collapse_timeout).await;
-                if let Found::Entry { stored, .. } = self.lookup(&key, &head.headers) {
+                if let Found::Entry { stored, .. } = self.lookup(&key, &also_by, &head.headers) {
                     let age = stored.age.now();
                     let asked = RequestDirectives::read(&head.headers);
-                    // Received since this request began, the entry is as
-                    // good as this request's own fetch (a burst of
-                    // `no-cache` requests is one request too).
-                    if stored.age.received() >= started || decide(&stored, age, &asked) == Use::Hit
+                    // An entry fresh by its own terms answers; one received
+                    // since this request began is as good as this request's
+                    // own fetch, whatever its `no-cache` or `max-age` (a
+                    // burst of them is one request too).
+                    let fresh = decide(&stored, age, &RequestDirectives::default()) == Use::Hit;
+                    if fresh
+                        && (stored.age.received() >= started
+                            || decide(&stored, age, &asked) == Use::Hit)
                     {
                         self.counters.hits.fetch_add(1, Relaxed);
                         let text = hit(&stored, age, Some("collapsed"));
@@ -377,7 +416,7 @@ impl Cache {
         let response = match stale {
             Some(stored) if validating.is_some() && status == StatusCode::NOT_MODIFIED => {
                 let stored = self.revalidated(
-                    &key,
+                    (&key, &also_by),
                     &head.headers,
                     &stored,
                     response.headers(),
@@ -401,7 +440,8 @@ impl Cache {
                 self.answer(&head, &stored, age, &text)
             }
             _ => {
-                let (response, stored) = self.store(response, &head, &key, request_time, flight);
+                let (response, stored) =
+                    self.store(response, &head, (&key, &also_by), request_time, flight);
                 let mut status_text = format!("fwd={fwd}; fwd-status={}", status.as_u16());
                 if stored {
                     status_text.push_str("; stored");
@@ -422,8 +462,7 @@ impl Cache {
         self: &Arc<Self>,
         origin: Arc<dyn Origin>,
         head: &Parts,
-        key: String,
-        flight_key: String,
+        (key, flight_key, also_by): (String, String, Arc<[HeaderName]>),
         stale: Arc<Stored>,
     ) {
         let Some(flight) = self.flights.lead(&flight_key) else {
@@ -440,7 +479,7 @@ impl Cache {
             let response = origin.fetch(sent, None).await.response;
             if response.status() == StatusCode::NOT_MODIFIED {
                 cache.revalidated(
-                    &key,
+                    (&key, &also_by),
                     &client.headers,
                     &stale,
                     response.headers(),
@@ -448,7 +487,8 @@ impl Cache {
                 );
             } else if !failed(response.status()) {
                 // Stored by its pump; nobody reads it here.
-                drop(cache.store(response, &client, &key, request_time, Some(flight)));
+                let keys = (key.as_str(), &also_by[..]);
+                drop(cache.store(response, &client, keys, request_time, Some(flight)));
             }
         });
     }
@@ -456,7 +496,7 @@ impl Cache {
     /// The stored entry updated by a `304` and stored again.
     fn revalidated(
         &self,
-        key: &str,
+        (key, also_by): (&str, &[HeaderName]),
         request: &HeaderMap,
         stored: &Stored,
         fresh: &HeaderMap,
@@ -465,6 +505,12 @@ impl Cache {
         self.counters.revalidated.fetch_add(1, Relaxed);
         let headers = updated(&stored.headers, fresh);
         let said = ResponseDirectives::read(&headers);
+        // What the 304 says of this client (its cookie, `private`) is its
+        // own: the entry keeps the rest, or goes when it may no longer be
+        // shared.
+        let shared = !(said.private || said.no_store);
+        let mut kept = headers.clone();
+        kept.remove(SET_COOKIE);
         let entry = Arc::new(Stored {
             status: stored.status,
             lifetime: lifetime(
@@ -479,8 +525,20 @@ impl Cache {
             headers,
             body: stored.body.clone(),
         });
-        if let Some(store_key) = self.store_key(key, &entry.headers, request) {
-            self.keep(store_key, Slot::Response(Arc::clone(&entry)));
+        if let Some(store_key) = self.store_key((key, also_by), &kept, request) {
+            if shared {
+                let stored = Stored {
+                    status: entry.status,
+                    headers: kept,
+                    body: entry.body.clone(),
+                    age: entry.age,
+                    lifetime: entry.lifetime,
+                    said: entry.said.clone(),
+                };
+                self.keep(store_key, Slot::Response(Arc::new(stored)));
+            } else {
+                self.store.remove(&store_key);
+            }
         }
         entry
     }
@@ -491,7 +549,7 @@ impl Cache {
         self: &Arc<Self>,
         response: Response<ProxyBody>,
         head: &Parts,
-        key: &str,
+        key: (&str, &[HeaderName]),
         request_time: SystemTime,
         flight: Option<Flight>,
     ) -> (Response<ProxyBody>, bool) {
@@ -554,29 +612,49 @@ impl Cache {
     /// The key a response with `headers` to a request with `request`
     /// headers is stored at: the URI's, or its variant's (the URI's slot
     /// then names the headers it varies by). `None`: not storable here.
-    fn store_key(&self, key: &str, headers: &HeaderMap, request: &HeaderMap) -> Option<String> {
-        let names = key::vary_names(headers)?;
-        if names.is_empty() {
-            return Some(key.to_owned());
+    fn store_key(
+        &self,
+        (key, also_by): (&str, &[HeaderName]),
+        headers: &HeaderMap,
+        request: &HeaderMap,
+    ) -> Option<String> {
+        let mut names = key::vary_names(headers)?;
+        for name in also_by {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
         }
-        let generation = match self.store.get(key) {
+        // The URI's variants are keyed by every name any of its responses
+        // or requests needed (so they never flap between two sets).
+        let known = match self.store.get(key) {
             Some(Slot::Variants {
                 names: known,
                 generation,
-            }) if *known == names[..] => generation,
-            _ => {
-                let generation = self.generations.fetch_add(1, Relaxed);
-                let slot = Slot::Variants {
-                    names: names.clone().into(),
-                    generation,
-                };
-                if !self.store.insert(key.to_owned(), slot) {
-                    return None;
-                }
-                generation
+            }) if names.iter().all(|name| known.contains(name)) => {
+                return Some(key::variant(key, generation, &known, request));
             }
+            Some(Slot::Variants { names: known, .. }) => known.to_vec(),
+            _ if names.is_empty() => return Some(key.to_owned()),
+            _ => Vec::new(),
         };
-        Some(key::variant(key, generation, &names, request))
+        let mut wider = known;
+        for name in names {
+            if !wider.contains(&name) {
+                wider.push(name);
+            }
+        }
+        if wider.len() > MAX_NAMES {
+            return None;
+        }
+        let generation = self.generations.fetch_add(1, Relaxed);
+        let slot = Slot::Variants {
+            names: wider.clone().into(),
+            generation,
+        };
+        if !self.store.insert(key.to_owned(), slot) {
+            return None;
+        }
+        Some(key::variant(key, generation, &wider, request))
     }
 
     /// Whether `stored` may answer while its validation failed with an
@@ -586,11 +664,19 @@ impl Cache {
         if stored.said.forbids_stale() || stored.said.no_cache {
             return false;
         }
-        let window = stored
-            .said
-            .stale_if_error
-            .or(RequestDirectives::read(request).stale_if_error)
-            .unwrap_or(self.settings.stale_if_error);
+        // The response's own word; else, where the operator allows stale
+        // answers at all, the client's or the operator's, for an entry
+        // that was ever fresh (one with no freshness was never meant to
+        // answer for others).
+        let window = match stored.said.stale_if_error {
+            Some(window) => window,
+            None if self.settings.stale_if_error.is_zero() || stored.lifetime.is_zero() => {
+                return false;
+            }
+            None => RequestDirectives::read(request)
+                .stale_if_error
+                .unwrap_or(self.settings.stale_if_error),
+        };
         let staleness = stored.age.now().saturating_sub(stored.lifetime);
         staleness <= window
     }

@@ -68,6 +68,15 @@ pub(crate) enum Slot {
     },
 }
 
+/// Head and key bytes an entry may weigh beside its body; an entry with
+/// more is not stored.
+const MAX_HEAD: u64 = 16 << 10;
+
+/// The most an entry of `max_entry_bytes` of body may weigh.
+pub(crate) fn entry_weight_bound(max_entry_bytes: u64) -> u64 {
+    max_entry_bytes + MAX_HEAD + OVERHEAD
+}
+
 fn weight(key: &str, slot: &Slot) -> u64 {
     let own = match slot {
         Slot::Response(stored) => stored.weight(),
@@ -81,14 +90,21 @@ pub(crate) struct Store {
     entries: moka::sync::Cache<String, Slot>,
     held: Arc<AtomicU64>,
     max_bytes: u64,
+    /// The most one entry may weigh.
+    max_entry: u64,
 }
 
 impl Store {
-    pub(crate) fn new(max_bytes: u64) -> Self {
+    /// A store of `max_bytes`, whose entries weigh at most `max_entry`.
+    /// moka is given `max_entry` less: it evicts only past its capacity,
+    /// so its capacity must leave room for one more entry under the
+    /// bound, or a full store would refuse every new entry forever.
+    pub(crate) fn new(max_bytes: u64, max_entry: u64) -> Self {
         let held = Arc::new(AtomicU64::new(0));
         let released = Arc::clone(&held);
+        let capacity = max_bytes.saturating_sub(max_entry + OVERHEAD).max(1);
         let entries = moka::sync::Cache::builder()
-            .max_capacity(max_bytes)
+            .max_capacity(capacity)
             .weigher(|key: &String, slot: &Slot| {
                 u32::try_from(weight(key, slot)).unwrap_or(u32::MAX)
             })
@@ -101,6 +117,7 @@ impl Store {
             entries,
             held,
             max_bytes,
+            max_entry,
         }
     }
 
@@ -109,9 +126,13 @@ impl Store {
     }
 
     /// Stores `slot` at `key` if its bytes fit under the bound; `false`
-    /// when they do not, even once moka's housekeeping has run.
+    /// when they do not, even once moka's housekeeping has run, or when
+    /// the entry weighs more than one may.
     pub(crate) fn insert(&self, key: String, slot: Slot) -> bool {
         let weight = weight(&key, &slot);
+        if weight > self.max_entry {
+            return false;
+        }
         for attempt in 0..2 {
             // Relaxed: see Synchronization.
             let reserved = self
@@ -200,7 +221,7 @@ mod tests {
     #[test]
     fn the_byte_bound_is_never_exceeded_and_nothing_leaks() {
         const MAX: u64 = 1 << 20;
-        let store = Arc::new(Store::new(MAX));
+        let store = Arc::new(Store::new(MAX, entry_weight_bound(4_000)));
         let threads: Vec<_> = (0..2)
             .map(|t| {
                 let store = Arc::clone(&store);
