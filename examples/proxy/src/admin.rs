@@ -22,6 +22,7 @@ use super::body::ProxyBody;
 use super::cache::{self, Cache};
 use super::forward::error;
 use super::idle::{Busy, Idle};
+use super::request_target;
 use super::{Shared, stopped};
 
 /// What the proxy counts, beside the pools' own figures. Each counter is
@@ -342,9 +343,13 @@ fn purge(shared: &Shared, request: &Request<hyper::body::Incoming>) -> Response<
     let (host, path) = uri
         .find('/')
         .map_or((uri, "/"), |slash| uri.split_at(slash));
+    // The normal form routes match and the cache keys by.
+    let Ok(path) = request_target::normalise(path) else {
+        return error(StatusCode::BAD_REQUEST, "400 a path the proxy refuses\n");
+    };
     let path = match request.uri().query() {
         Some(query) => format!("{path}?{query}"),
-        None => path.to_owned(),
+        None => path.into_owned(),
     };
     for scheme in ["http", "https"] {
         shared

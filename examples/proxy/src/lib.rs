@@ -157,9 +157,10 @@ impl Proxy {
         let http2 = config.http2.clone();
         let tls_config = config.tls.clone();
         let log_config = config.log.clone();
-        let cache = Cache::new(&config.cache).map_err(|(field, why)| {
-            StartError::Config(ConfigError::invalid(format!("cache.{field}"), why))
-        })?;
+        let cache =
+            Cache::new(&config.cache, settings.upstream_timeout()).map_err(|(field, why)| {
+                StartError::Config(ConfigError::invalid(format!("cache.{field}"), why))
+            })?;
         let held = HeldDown::default();
         let state = State::build(config, None, &held)
             .await

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -14,8 +15,12 @@ use tokio::sync::watch;
 /// The misses in flight, by key.
 #[derive(Default)]
 pub(crate) struct Flights {
-    open: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    open: Mutex<HashMap<String, Open>>,
 }
+
+/// A flight under way: what its waiters wait on, and its invalidation
+/// mark.
+type Open = (watch::Receiver<bool>, Arc<AtomicBool>);
 
 /// The first miss for a key: while it lives, later misses wait; when it
 /// is dropped (its response stored, or given up) they are woken.
@@ -23,6 +28,8 @@ pub(crate) struct Flight {
     flights: Arc<Flights>,
     key: String,
     done: watch::Sender<bool>,
+    /// Set when the URI is invalidated while the flight is under way.
+    invalidated: Arc<AtomicBool>,
 }
 
 /// A miss's place in a burst.
@@ -37,15 +44,17 @@ impl Flights {
     /// Joins the burst of misses for `key`.
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Joined {
         let mut open = self.open.lock();
-        if let Some(waiting) = open.get(key) {
+        if let Some((waiting, _)) = open.get(key) {
             return Joined::Waiter(waiting.clone());
         }
         let (done, waiting) = watch::channel(false);
-        open.insert(key.to_owned(), waiting);
+        let invalidated = Arc::new(AtomicBool::new(false));
+        open.insert(key.to_owned(), (waiting, Arc::clone(&invalidated)));
         Joined::Leader(Flight {
             flights: Arc::clone(self),
             key: key.to_owned(),
             done,
+            invalidated,
         })
     }
 
@@ -58,10 +67,40 @@ impl Flights {
         }
     }
 
+    /// Marks the flights of URI `key` (itself and its variants, whose
+    /// keys begin with it and a line break) as bringing what is old, and
+    /// runs `remove` under the same lock: a flight's store either comes
+    /// before (and is removed) or sees the mark (and stores nothing).
+    pub(crate) fn invalidate(&self, key: &str, remove: impl FnOnce()) {
+        let variants = format!("{key}\n");
+        let open = self.open.lock();
+        for (flight, (_, invalidated)) in open.iter() {
+            if flight == key || flight.starts_with(&variants) {
+                // Relaxed: written and read under `open`'s lock.
+                invalidated.store(true, Relaxed);
+            }
+        }
+        remove();
+    }
+
     /// Flights under way.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.open.lock().len()
+    }
+}
+
+impl Flight {
+    /// Runs `store` unless the URI was invalidated since the flight
+    /// began, under the lock `invalidate` takes; whether it ran.
+    pub(crate) fn store_unless_invalidated(&self, store: impl FnOnce()) -> bool {
+        let _open = self.flights.open.lock();
+        // Relaxed: written and read under `open`'s lock.
+        if self.invalidated.load(Relaxed) {
+            return false;
+        }
+        store();
+        true
     }
 }
 

@@ -102,11 +102,14 @@ pub(crate) fn validators(stored: &HeaderMap) -> Option<HeaderMap> {
 /// the `304` carries replaces the stored one, but for the framing and
 /// coding of the stored body, which the `304` does not describe.
 pub(crate) fn updated(stored: &HeaderMap, fresh: &HeaderMap) -> HeaderMap {
-    const KEPT: [&str; 4] = [
+    // The tag too: a 304 validates the stored body, whose tag may be the
+    // weakened one of a compressed variant.
+    const KEPT: [&str; 5] = [
         "content-length",
         "content-encoding",
         "transfer-encoding",
         "content-range",
+        "etag",
     ];
     let mut out = stored.clone();
     for name in fresh.keys() {

@@ -127,8 +127,13 @@ impl ResponseDirectives {
         let mut out = Self::default();
         each(headers, |name, argument| match name {
             // An unreadable max-age is invalid: stale at once.
-            "max-age" => out.max_age = Some(seconds(argument).unwrap_or(Duration::ZERO)),
-            "s-maxage" => out.s_maxage = Some(seconds(argument).unwrap_or(Duration::ZERO)),
+            // The first of a repeated directive counts (§4.2.1).
+            "max-age" if out.max_age.is_none() => {
+                out.max_age = Some(seconds(argument).unwrap_or(Duration::ZERO));
+            }
+            "s-maxage" if out.s_maxage.is_none() => {
+                out.s_maxage = Some(seconds(argument).unwrap_or(Duration::ZERO));
+            }
             "no-store" => out.no_store = true,
             "no-cache" => out.no_cache = true,
             "private" => out.private = true,
@@ -231,6 +236,16 @@ mod tests {
         assert_eq!(read.max_age, Some(Duration::from_secs(MAX_SECONDS)));
         let read = ResponseDirectives::read(&headers(&["max-age"]));
         assert_eq!(read.max_age, Some(Duration::ZERO));
+        let read = ResponseDirectives::read(&headers(&[
+            "max-age=5",
+            "max-age=600, s-maxage=1, s-maxage=9",
+        ]));
+        assert_eq!(
+            read.max_age,
+            Some(Duration::from_secs(5)),
+            "the first counts"
+        );
+        assert_eq!(read.s_maxage, Some(Duration::from_secs(1)));
         assert_eq!(
             ResponseDirectives::read(&headers(&[""])),
             ResponseDirectives::default()

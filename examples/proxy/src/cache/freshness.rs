@@ -162,11 +162,16 @@ impl Age {
         let apparent = date(headers, DATE)
             .and_then(|date| response_time.duration_since(date).ok())
             .unwrap_or(Duration::ZERO);
+        // Delta-seconds (RFC 9111 §1.2.2): digits, at most 2^31 however
+        // many; anything else is no Age.
         let age_value = headers
             .get(hyper::header::AGE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(Duration::ZERO, |s| Duration::from_secs(s.min(1 << 31)));
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(Duration::ZERO, |v| {
+                Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX).min(1 << 31))
+            });
         let delay = response_time
             .duration_since(request_time)
             .unwrap_or(Duration::ZERO);
@@ -418,5 +423,15 @@ mod tests {
             response_time,
         );
         assert_eq!(age.initial, Duration::from_secs(2), "a Date ahead counts 0");
+        let age = Age::at_arrival(
+            &map(&[("age", "99999999999999999999999")]),
+            request_time,
+            response_time,
+        );
+        assert_eq!(
+            age.initial,
+            Duration::from_secs((1 << 31) + 2),
+            "2^31 at most"
+        );
     }
 }

@@ -65,12 +65,12 @@ pub(crate) fn variant(
         // (§4.1 allows this normalisation).
         let mut first = true;
         for line in headers.get_all(name) {
-            for item in String::from_utf8_lossy(line.as_bytes()).split(',') {
+            for item in line.as_bytes().split(|b| *b == b',') {
                 if !first {
                     key.push(',');
                 }
                 first = false;
-                key.push_str(item.trim());
+                push_escaped(&mut key, item.trim_ascii());
             }
         }
         if first {
@@ -79,6 +79,21 @@ pub(crate) fn variant(
         }
     }
     key
+}
+
+/// `bytes` as text, each byte that is not visible ASCII (nor a space) as
+/// `\xNN`, and `\` doubled: distinct values stay distinct.
+fn push_escaped(key: &mut String, bytes: &[u8]) {
+    use std::fmt::Write as _;
+    for &byte in bytes {
+        match byte {
+            b'\\' => key.push_str("\\\\"),
+            b' '..=b'~' => key.push(char::from(byte)),
+            _ => {
+                let _ = write!(key, "\\x{byte:02x}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -125,6 +125,9 @@ impl CacheConfig {
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) max_entry_bytes: usize,
+    /// A backend silent this long mid-body has failed
+    /// (`upstream_timeout_ms`).
+    stall: Duration,
     collapse_timeout: Duration,
     stale_if_error: Duration,
     heuristic: Heuristic,
@@ -205,11 +208,17 @@ pub(crate) struct Cache {
     max_bytes: u64,
     /// The next generation of variant keys.
     generations: AtomicU64,
+    /// Bytes clients have not read yet of responses on their way.
+    unread: Arc<AtomicU64>,
 }
 
 impl Cache {
     /// The cache `config` describes; the field that is wrong, and why.
-    pub(crate) fn new(config: &CacheConfig) -> Result<Arc<Self>, (&'static str, String)> {
+    /// A backend silent for `stall` mid-body has failed.
+    pub(crate) fn new(
+        config: &CacheConfig,
+        stall: Duration,
+    ) -> Result<Arc<Self>, (&'static str, String)> {
         config.check()?;
         Ok(Arc::new(Self {
             store: Arc::new(Store::new(
@@ -219,6 +228,7 @@ impl Cache {
             flights: Arc::default(),
             settings: Settings {
                 max_entry_bytes: usize::try_from(config.max_entry_bytes).unwrap_or(usize::MAX),
+                stall,
                 collapse_timeout: Duration::from_millis(config.collapse_timeout_ms),
                 stale_if_error: Duration::from_millis(config.stale_if_error_ms),
                 heuristic: Heuristic {
@@ -229,6 +239,7 @@ impl Cache {
             counters: Arc::default(),
             max_bytes: config.max_bytes,
             generations: AtomicU64::new(1),
+            unread: Arc::default(),
         }))
     }
 
@@ -239,18 +250,24 @@ impl Cache {
     }
 
     /// Whether the cache can answer a `head` request: GET or HEAD, no
-    /// body, no range (a part is passed through).
+    /// body, no range (a part is passed through), and no precondition
+    /// but those it answers itself (`If-Match`, `If-Unmodified-Since` and
+    /// `If-Range` go to the backend, which can answer 412).
     pub(crate) fn handles(head: &Parts, has_body: bool) -> bool {
+        use hyper::header::{IF_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE};
         (head.method == Method::GET || head.method == Method::HEAD)
             && !has_body
-            && !head.headers.contains_key(hyper::header::RANGE)
+            && ![RANGE, IF_MATCH, IF_UNMODIFIED_SINCE, IF_RANGE]
+                .iter()
+                .any(|name| head.headers.contains_key(name))
     }
 
     /// Forgets `key`'s responses: an unsafe method's non-error answer
     /// (§4.4), or a purge.
     pub(crate) fn invalidate(&self, key: &str) {
         self.counters.invalidated.fetch_add(1, Relaxed);
-        self.store.remove(key);
+        // A response of the URI on its way into the cache is old now.
+        self.flights.invalidate(key, || self.store.remove(key));
     }
 
     /// Forgets every response.
@@ -572,6 +589,12 @@ impl Cache {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let fits = length.is_none_or(|length| length <= self.settings.max_entry_bytes as u64);
+        // An event stream never ends as a response to keep.
+        let streaming = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+        let fits = fits && !streaming;
         if !allowed || !fits {
             if allowed {
                 self.counters.not_stored.fetch_add(1, Relaxed);
@@ -601,6 +624,9 @@ impl Cache {
             store: Arc::clone(&self.store),
             counters: Arc::clone(&self.counters),
             limit: self.settings.max_entry_bytes,
+            stall: self.settings.stall,
+            unread: Arc::clone(&self.unread),
+            budget: self.max_bytes,
             key: store_key,
             entry,
             flight,

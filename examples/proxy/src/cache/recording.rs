@@ -8,9 +8,13 @@
 //!
 //! A body past `max_entry_bytes` is passed on uncached: what was kept is
 //! let go, the waiting misses go their own way, and from then on the pump
-//! waits for the client whenever `max_entry_bytes` are unread, so memory a
-//! response is bounded by that either way. A body that breaks or carries
-//! trailers is not stored either.
+//! waits for the client whenever 64 KiB are unread. The bytes clients
+//! have not read of responses being stored are bounded in all by
+//! `max_bytes` again (past it a response is no longer stored), so slow
+//! readers cannot make the proxy hold more than that. A body that breaks,
+//! stalls past `upstream_timeout_ms` or carries trailers is not stored
+//! either; a pump whose client has left and that no longer stores stops
+//! at once.
 //!
 //! # Synchronization
 //! The tape (the pieces unread by the client, the end, and whether the
@@ -21,7 +25,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
@@ -43,6 +47,12 @@ pub(crate) struct Pending {
     pub(crate) counters: Arc<Counters>,
     /// `max_entry_bytes`.
     pub(crate) limit: usize,
+    /// A backend silent this long mid-body has failed.
+    pub(crate) stall: std::time::Duration,
+    /// Bytes on every tape that their clients have not read yet, and the
+    /// most the responses being stored may leave there in all.
+    pub(crate) unread: Arc<AtomicU64>,
+    pub(crate) budget: u64,
     pub(crate) key: String,
     /// The entry, its body still empty.
     pub(crate) entry: Stored,
@@ -75,6 +85,8 @@ struct Tape {
 /// The client's side: the body as the pump hands it on.
 pub(crate) struct Recording {
     tape: Arc<Tape>,
+    /// The bytes unread on every tape (this one's among them).
+    unread: Arc<AtomicU64>,
     size: SizeHint,
     /// The connection's idle clock stays stopped until the body ends.
     busy: Option<BusyGuard>,
@@ -86,9 +98,10 @@ impl Recording {
     pub(crate) fn new(inner: ProxyBody, pending: Pending) -> Self {
         let tape = Arc::new(Tape::default());
         let size = inner.size_hint();
-        let limit = pending.limit;
-        tokio::spawn(pump(inner, Arc::clone(&tape), pending, limit));
+        let unread = Arc::clone(&pending.unread);
+        tokio::spawn(pump(inner, Arc::clone(&tape), pending));
         Self {
+            unread,
             tape,
             size,
             busy: None,
@@ -103,9 +116,18 @@ impl Layer for Recording {
     }
 }
 
+/// Unread bytes a client may have on a tape once its response is no
+/// longer being stored: past them the pump waits for the client (as a
+/// proxy's buffers do).
+const UNSTORED_UNREAD: usize = 64 << 10;
+
 /// Reads `body` at the backend's pace onto `tape`, keeping the pieces for
-/// `pending` until they pass `limit`; stores them at the end.
-async fn pump(mut body: ProxyBody, tape: Arc<Tape>, pending: Pending, limit: usize) {
+/// `pending` until they pass its limit, or the unread bytes of every
+/// response being stored pass the budget; stores them at the end. A
+/// backend silent for the stall bound ends the body broken.
+async fn pump(mut body: ProxyBody, tape: Arc<Tape>, pending: Pending) {
+    let (limit, stall) = (pending.limit, pending.stall);
+    let unread = Arc::clone(&pending.unread);
     let mut pending = Some(pending);
     let mut kept: Vec<Bytes> = Vec::new();
     let mut bytes = 0usize;
@@ -116,30 +138,28 @@ async fn pump(mut body: ProxyBody, tape: Arc<Tape>, pending: Pending, limit: usi
         kept.clear();
     };
     loop {
-        // Not storing: wait while the client has `limit` bytes unread,
-        // and stop if it has left.
-        if pending.is_none() {
-            loop {
-                let notified = tape.read.notified();
-                {
-                    let state = tape.state.lock();
-                    if state.reader_gone {
-                        return;
-                    }
-                    if state.unread_bytes < limit {
-                        break;
-                    }
-                }
-                notified.await;
+        // Not storing: wait while the client has enough unread, and stop
+        // as soon as it has left (even mid-wait for the backend).
+        let next = tokio::time::timeout(stall, body.frame());
+        let frame = if pending.is_some() {
+            next.await
+        } else {
+            if !room(&tape).await {
+                return;
             }
-        }
-        let frame = body.frame().await;
+            tokio::select! {
+                frame = next => frame,
+                () = left(&tape) => return,
+            }
+        };
+        let frame = frame.unwrap_or_else(|_| Some(Err("the backend stalled".into())));
         let mut state = tape.state.lock();
         match frame {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
-                    if pending.is_some() {
-                        if bytes + data.len() > limit {
+                    if let Some(storing) = &pending {
+                        let over_budget = storing.unread.load(Relaxed) > storing.budget;
+                        if bytes + data.len() > limit || over_budget {
                             give_up(&mut pending, &mut kept);
                         } else {
                             bytes += data.len();
@@ -148,6 +168,7 @@ async fn pump(mut body: ProxyBody, tape: Arc<Tape>, pending: Pending, limit: usi
                     }
                     if !state.reader_gone {
                         state.unread_bytes += data.len();
+                        unread.fetch_add(data.len() as u64, Relaxed);
                         state.unread.push_back(data);
                     }
                 }
@@ -179,6 +200,7 @@ async fn pump(mut body: ProxyBody, tape: Arc<Tape>, pending: Pending, limit: usi
         }
     }
     if let Some(mut pending) = pending {
+        let flight = pending.flight.take();
         let mut whole = BytesMut::with_capacity(bytes);
         for piece in kept {
             whole.extend_from_slice(&piece);
@@ -191,9 +213,50 @@ async fn pump(mut body: ProxyBody, tape: Arc<Tape>, pending: Pending, limit: usi
             entry,
             ..
         } = pending;
-        store.keep(key, Slot::Response(Arc::new(entry)), &counters);
+        let slot = Slot::Response(Arc::new(entry));
+        // A URI invalidated while its response streamed keeps nothing of
+        // it.
+        let kept = match &flight {
+            Some(flight) => flight.store_unless_invalidated(|| store.keep(key, slot, &counters)),
+            None => {
+                store.keep(key, slot, &counters);
+                true
+            }
+        };
+        if !kept {
+            counters.not_stored.fetch_add(1, Relaxed);
+        }
         // The waiters are woken once the entry is in.
-        drop(pending.flight.take());
+        drop(flight);
+    }
+}
+
+/// Waits until the client has fewer than [`UNSTORED_UNREAD`] bytes
+/// unread; `false` when it has left.
+async fn room(tape: &Tape) -> bool {
+    loop {
+        let read = tape.read.notified();
+        {
+            let state = tape.state.lock();
+            if state.reader_gone {
+                return false;
+            }
+            if state.unread_bytes < UNSTORED_UNREAD {
+                return true;
+            }
+        }
+        read.await;
+    }
+}
+
+/// Waits until the client has left.
+async fn left(tape: &Tape) {
+    loop {
+        let read = tape.read.notified();
+        if tape.state.lock().reader_gone {
+            return;
+        }
+        read.await;
     }
 }
 
@@ -212,6 +275,7 @@ impl Body for Recording {
         let mut state = tape.state.lock();
         if let Some(piece) = state.unread.pop_front() {
             state.unread_bytes -= piece.len();
+            self.unread.fetch_sub(piece.len() as u64, Relaxed);
             drop(state);
             tape.read.notify_one();
             return Poll::Ready(Some(Ok(Frame::data(piece))));
@@ -249,6 +313,7 @@ impl Drop for Recording {
         let mut state = self.tape.state.lock();
         state.reader_gone = true;
         state.unread.clear();
+        self.unread.fetch_sub(state.unread_bytes as u64, Relaxed);
         state.unread_bytes = 0;
         drop(state);
         // The pump, if it waits for room, stops.

@@ -37,6 +37,10 @@ pub(crate) struct Levels {
 /// of it page faults and `madvise`). A response's encoder is reset and
 /// kept here when it ends.
 const KEEP: usize = 16;
+/// zstd contexts a thread keeps, and the highest level kept (a context
+/// of level 9 is a few MiB).
+const KEEP_ZSTD: usize = 4;
+const KEEP_ZSTD_LEVEL: i32 = 9;
 
 #[derive(Default)]
 struct Idle {
@@ -187,7 +191,8 @@ impl Drop for Gzip {
         if let Some(mut deflate) = self.deflate.take() {
             deflate.reset();
             let level = self.level;
-            IDLE.with(|idle| {
+            // Not during the thread's own teardown.
+            let _ = IDLE.try_with(|idle| {
                 let mut idle = idle.borrow_mut();
                 if idle.deflate.len() < KEEP {
                     idle.deflate.push((level, deflate));
@@ -252,11 +257,12 @@ impl Drop for Zstd {
     fn drop(&mut self) {
         if let Some(writer) = self.writer.take() {
             let (_, mut encoder) = writer.into_inner();
-            if encoder.reinit().is_ok() {
+            // High levels' contexts are tens of MiB: not kept.
+            if self.level <= KEEP_ZSTD_LEVEL && encoder.reinit().is_ok() {
                 let level = self.level;
-                IDLE.with(|idle| {
+                let _ = IDLE.try_with(|idle| {
                     let mut idle = idle.borrow_mut();
-                    if idle.zstd.len() < KEEP {
+                    if idle.zstd.len() < KEEP_ZSTD {
                         idle.zstd.push((level, encoder));
                     }
                 });

@@ -14,7 +14,7 @@ use hyper::header::HOST;
 use hyper::http::request::Parts;
 
 pub(crate) use host::HostError;
-pub(crate) use path::{PathError, without_parameters};
+pub(crate) use path::{PathError, normalise, without_parameters};
 
 /// A request's target, checked.
 #[derive(Debug)]

@@ -455,7 +455,8 @@ async fn unsafe_methods_and_purges_invalidate() {
             }
         };
         assert_eq!(
-            purge("/cache/cache.test/a".to_owned()).await,
+            // The path in the routes' normal form: `/./a` is `/a`.
+            purge("/cache/cache.test/./a".to_owned()).await,
             StatusCode::OK
         );
         assert_eq!(get("/a").await, "5", "purged");
@@ -670,6 +671,20 @@ async fn the_cache_holds_at_most_its_bytes() {
         assert!(!status(&big).contains("stored"), "{}", status(&big));
         fetch(&client, &proxy, Method::GET, "/big", &[]).await;
         assert_eq!(origin.count() - before, 2, "passed through uncached");
+        // Preconditions the backend must judge (412) are passed to it.
+        let judged = fetch(
+            &client,
+            &proxy,
+            Method::GET,
+            "/item/1",
+            &[("if-match", "\"x\"")],
+        )
+        .await;
+        assert!(
+            status(&judged).contains("fwd=bypass"),
+            "{}",
+            status(&judged)
+        );
         let only = fetch(
             &client,
             &proxy,
@@ -1036,6 +1051,132 @@ async fn a_trusted_proxys_url_headers_are_keyed() {
         let plain = fetch(&client, &proxy, Method::GET, "/login", &[]).await;
         assert_eq!(plain.body, "cache.test");
         assert!(status(&plain).contains("hit"), "{}", status(&plain));
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+/// An origin that streams `first` bytes, then holds the rest until `gate`.
+async fn held_stream(
+    content_type: &'static str,
+    first: usize,
+    gate: Arc<tokio::sync::Notify>,
+) -> SocketAddr {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    custom(move |_| {
+        let gate = Arc::clone(&gate);
+        async move {
+            let pieces = futures_lite::stream::unfold(0, move |step| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    match step {
+                        0 => Some((Ok(Frame::data(Bytes::from(vec![b'x'; first]))), 1)),
+                        1 => {
+                            gate.notified().await;
+                            Some((Ok(Frame::data(Bytes::from_static(b"end"))), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            let mut response = Response::new(BodyExt::boxed(StreamBody::new(pieces)));
+            let headers = response.headers_mut();
+            headers.insert("cache-control", "max-age=60".parse().expect("a value"));
+            headers.insert("content-type", content_type.parse().expect("a value"));
+            response
+        }
+    })
+    .await
+}
+
+/// A proxy with one cached route over `origin`, `[cache]` `cache` lines,
+/// `pool` lines in the pool.
+async fn cached_at(origin: SocketAddr, cache: &str, pool: &str) -> Proxy {
+    start(&format!(
+        "{}\n[cache]\n{cache}\n\n[[routes]]\nname = \"all\"\npath = \"/\"\npool = \"web\"\ncache = true\n{}",
+        server_section(""),
+        pool_at("web", pool, &[origin])
+    ))
+    .await
+}
+
+// An event stream is never stored: a second client of the same URI does
+// not wait for the first one's stream to end (it never might).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_not_stored_nor_waited_for() {
+    bounded(async {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let origin = held_stream("text/event-stream", 10, Arc::clone(&gate)).await;
+        let proxy = cached_at(origin, "collapse_timeout_ms = 60000", "").await;
+        let client = client();
+        let open = |client: HttpClient| {
+            let addr = proxy.addr();
+            async move {
+                let request = build(Method::GET, addr, "cache.test", "/events")
+                    .body(Full::default())
+                    .expect("a request");
+                let response = client.request(request).await.expect("an answer");
+                let mut body = response.into_body();
+                let first = body.frame().await.expect("a frame").expect("data");
+                (first.into_data().expect("data").len(), body)
+            }
+        };
+        let (first, _one) = open(client.clone()).await;
+        assert_eq!(first, 10);
+        let (second, _two) = open(client.clone()).await;
+        assert_eq!(second, 10, "its own stream, at once");
+        gate.notify_waiters();
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// A response too large to keep, whose client leaves while the backend
+// holds the rest: the proxy lets the backend go at once, without waiting
+// for a byte that may never come. (The client is on HTTP/2, whose
+// stream reset the proxy sees at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_an_uncached_stream_frees_its_backend() {
+    bounded(async {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let origin = held_stream("text/plain", 20_000, Arc::clone(&gate)).await;
+        let proxy = cached_at(
+            origin,
+            "max_entry_bytes = 16384",
+            "algorithm = \"least_conn\"",
+        )
+        .await;
+        let stream = tokio::net::TcpStream::connect(proxy.addr())
+            .await
+            .expect("connects");
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .expect("an h2c connection");
+        tokio::spawn(connection);
+        let request = Request::get(format!("http://cache.test:{}/big", proxy.addr().port()))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("a request");
+        let response = sender.send_request(request).await.expect("an answer");
+        let mut body = response.into_body();
+        body.frame().await.expect("a frame").expect("data");
+        let active = || {
+            proxy
+                .pool("web")
+                .expect("the pool")
+                .active_of(origin.to_string().as_str())
+        };
+        assert_eq!(active(), Some(1), "the backend is held while it streams");
+        drop(body);
+        assert!(
+            eventually(Duration::from_secs(2), || active() == Some(0)).await,
+            "let go when the client left: {:?}",
+            active()
+        );
+        gate.notify_waiters();
         proxy.shutdown().await;
     })
     .await;
