@@ -37,6 +37,14 @@
 #                   proxy_cache, our `cache = true`) or gzip (4 KiB HTML
 #                   answers compressed for wrk's `Accept-Encoding: gzip`,
 #                   both at gzip level 1, nginx's default)
+#   SIZE            the backends' body in bytes (default: the ~100-byte
+#                   line; e.g. 65536: a file of that size)
+#   CLOSE=1         wrk sends `Connection: close`: a new connection to the
+#                   proxy for every request
+#   IDLE            idle keep-alive connections (each has had one answer)
+#                   held open to the measured proxy during its runs (0);
+#                   both proxies keep idle connections 75 s (nginx's
+#                   keepalive_timeout default; ours header_timeout_ms)
 #   PROTO           http (default: HTTP/1.1 in plaintext, wrk), https
 #                   (HTTP/1.1 over TLS, wrk) or h2 (HTTP/2 over TLS, h2load
 #                   from Debian's nghttp2-client); the certificate is made
@@ -61,6 +69,9 @@
 set -euo pipefail
 
 MODE=${MODE:-proxy}
+SIZE=${SIZE:-}
+CLOSE=${CLOSE:-0}
+IDLE=${IDLE:-0}
 PROTO=${PROTO:-http}
 STREAMS=${STREAMS:-10}
 ALGO=${ALGO:-least_conn}
@@ -98,6 +109,10 @@ case $ALGO in
   round_robin) NGINX_ALGO="" ;; # nginx's default: no directive
   *) die "ALGO must be least_conn or round_robin, not '$ALGO'" ;;
 esac
+[[ -z $SIZE || $SIZE =~ ^[1-9][0-9]*$ ]] || die "SIZE must be a number of bytes, not '$SIZE'"
+[[ $IDLE =~ ^[0-9]+$ ]] || die "IDLE must be a number, not '$IDLE'"
+# Both proxies, the idle holder and wrk need descriptors beyond 1,024.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 for knob in WORKERS BACKEND_WORKERS THREADS CONNS ROUNDS NGINX_PORT PROXY_PORT \
   PROXY_ADMIN_PORT PROXY_TLS_PORT BACKEND_PORT BUILD_TIMEOUT STREAMS; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive integer, not '${!knob}'"
@@ -315,6 +330,15 @@ if [[ $MODE == gzip ]]; then
   BACKEND_HEADERS="default_type text/html;"
 fi
 if [[ $MODE == cache ]]; then BACKEND_HEADERS='add_header Cache-Control "max-age=3600";'; fi
+BACKEND_BODY=""
+if [[ -n $SIZE ]]; then
+  # A file of SIZE bytes, served by the backends for every path.
+  mkdir -p "$TMP/www"
+  head -c "$SIZE" /dev/zero | tr '\0' 'x' >"$TMP/www/body"
+  chmod 755 "$TMP/www"
+  chmod 644 "$TMP/www/body"
+  BACKEND_BODY="root $TMP/www; try_files /body =404;"
+fi
 {
   nginx_common backends "$BACKEND_WORKERS"
   echo "http {"
@@ -326,7 +350,11 @@ if [[ $MODE == cache ]]; then BACKEND_HEADERS='add_header Cache-Control "max-age
     cat <<EOF
     server {
         listen 127.0.0.1:$port;
-        location / { $BACKEND_HEADERS return 200 "$body\n"; }
+$(if [[ -n $BACKEND_BODY ]]; then
+      echo "        location / { $BACKEND_HEADERS $BACKEND_BODY }"
+    else
+      echo "        location / { $BACKEND_HEADERS return 200 \"$body\\n\"; }"
+    fi)
         location /healthz { return 200 "ok\n"; }
     }
 EOF
@@ -407,6 +435,8 @@ wait_http "$NGINX_PORT" / "$NGINX_PROXY_PID" "nginx proxy" "$SCHEME"
 listen = "127.0.0.1:$PROXY_PORT"
 admin = "127.0.0.1:$PROXY_ADMIN_PORT"
 workers = $WORKERS
+# Idle keep-alive connections kept as long as nginx's keepalive_timeout.
+header_timeout_ms = 75000
 
 [[routes]]
 name = "all"
@@ -468,6 +498,7 @@ done
 WRK_ARGS=(-t"$THREADS" -c"$CONNS" -d"$DURATION" --latency)
 WRK_HEADERS=()
 if [[ $MODE == gzip ]]; then WRK_HEADERS=(-H "Accept-Encoding: gzip"); fi
+if [[ $CLOSE == 1 ]]; then WRK_HEADERS+=(-H "Connection: close"); fi
 WRK_ARGS+=("${WRK_HEADERS[@]}")
 WRK_TIMEOUT=$(($(seconds "$DURATION") + 30))
 
@@ -525,7 +556,53 @@ measure_h2() {
     "$round" "$name" "$rps" "$p50" "$p99" "${failed:-0}" "$cpu" >&2
 }
 
+# Holds IDLE keep-alive connections to port $1, each after one answer,
+# until killed; its pid in IDLE_PID.
+IDLE_PID=""
+hold_idle() {
+  ((IDLE > 0)) || return 0
+  python3 - "$1" "$IDLE" "$SCHEME" >"$TMP/idle-$1.log" 2>&1 <<'PY' &
+import resource, socket, ssl, sys, time
+port, count, scheme = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+resource.setrlimit(resource.RLIMIT_NOFILE, (count + 64, count + 64))
+context = ssl._create_unverified_context() if scheme == "https" else None
+held = []
+for _ in range(count):
+    conn = socket.create_connection(("127.0.0.1", port))
+    if context:
+        conn = context.wrap_socket(conn, server_hostname="localhost")
+    conn.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    conn.recv(65536)
+    held.append(conn)
+print(f"holding {len(held)}", flush=True)
+time.sleep(3600)
+PY
+  IDLE_PID=$!
+  PIDS+=("$IDLE_PID")
+  for _ in $(seq 300); do
+    grep -q holding "$TMP/idle-$1.log" 2>/dev/null && return 0
+    kill -0 "$IDLE_PID" 2>/dev/null || die "the idle connections could not be opened: $(cat "$TMP/idle-$1.log")"
+    sleep 0.1
+  done
+  die "the idle connections took more than 30 s to open"
+}
+
+release_idle() {
+  if [[ -n $IDLE_PID ]]; then
+    kill -TERM "$IDLE_PID" 2>/dev/null || true
+    wait "$IDLE_PID" 2>/dev/null || true
+    IDLE_PID=""
+  fi
+}
+
 measure() {
+  local name=$1 port=$2 round=$3 pid=$4 out rps p50 p99 non2xx sockerr requests ticks cpu
+  hold_idle "$port"
+  measure_one "$@"
+  release_idle
+}
+
+measure_one() {
   local name=$1 port=$2 round=$3 pid=$4 out rps p50 p99 non2xx sockerr requests ticks cpu
   if [[ $PROTO == h2 ]]; then
     measure_h2 "$@"
@@ -586,11 +663,16 @@ read -r n_rps n_p50 n_p99 n_cpu < <(echo "$(median nginx 2) $(median nginx 3) $(
 read -r o_rps o_p50 o_p99 o_cpu < <(echo "$(median ours 2) $(median ours 3) $(median ours 4) $(median ours 6)")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
+SCENARIO=""
+if [[ -n $SIZE ]]; then SCENARIO+=", $SIZE-byte bodies"; fi
+if [[ $CLOSE == 1 ]]; then SCENARIO+=", a new connection a request"; fi
+if ((IDLE > 0)); then SCENARIO+=", $IDLE idle connections beside"; fi
+
 table() {
   cat <<EOF
-Proxy benchmark: loadbalance-proxy against nginx ($ALGO, 3 backends, $PROTO, $MODE)
+Proxy benchmark: loadbalance-proxy against nginx ($ALGO, 3 backends, $PROTO, $MODE$SCENARIO)
 
-- command: \`MODE=$MODE PROTO=$PROTO ALGO=$ALGO WORKERS=$WORKERS BACKEND_WORKERS=$BACKEND_WORKERS THREADS=$THREADS CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS bash $INVOCATION\`
+- command: \`MODE=$MODE SIZE=$SIZE CLOSE=$CLOSE IDLE=$IDLE PROTO=$PROTO ALGO=$ALGO WORKERS=$WORKERS BACKEND_WORKERS=$BACKEND_WORKERS THREADS=$THREADS CONNS=$CONNS DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS bash $INVOCATION\`
 - load: \`$LOAD_TOOL\`, $WARMUP warm-up before each run, proxies alternating, median of $ROUNDS round(s)
 - proxies: nginx $WORKERS worker processes, ours $WORKERS worker threads; backends: one nginx, $BACKEND_WORKERS worker process(es), ~100-byte bodies
 - versions: $NGINX_VERSION; $WRK_VERSION; $RUSTC_VERSION; loadbalance $COMMIT
