@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use hyper::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, UPGRADE};
 
 /// Headers that only concern one connection, never forwarded (RFC 9110
 /// §7.6.1; the `Proxy-*` credentials are for this proxy).
@@ -33,16 +33,25 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !END_TO_END.contains(&name.as_str()))
         .collect();
-    for name in named {
-        if !END_TO_END.contains(&name.as_str()) {
-            headers.remove(name);
-        }
-    }
-    for name in HOP_BY_HOP {
+    remove_where(headers, |name| {
+        HOP_BY_HOP.contains(&name.as_str()) || name == UPGRADE || named.contains(name)
+    });
+}
+
+/// Removes the headers `doomed` names, in one pass over the names present
+/// (a request carries a handful; most carry none to remove), rather than
+/// one lookup a listed name.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| doomed(name))
+        .cloned()
+        .collect();
+    for name in found {
         headers.remove(name);
     }
-    headers.remove("upgrade");
 }
 
 /// Headers that say how a request came through proxies. From a peer that
@@ -122,22 +131,13 @@ pub(crate) struct Hop<'a> {
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` unless a trusted proxy set
 /// them. What an untrusted client wrote of these is removed first.
 pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: Hop<'_>) {
-    if !hop.trusted {
-        for name in FORWARDING {
-            headers.remove(name);
-        }
-    }
     // Names with `_` are dropped from everyone, as nginx does
     // (`underscores_in_headers off`): CGI-style backends read `X_Real_IP`
     // and `X-Real-IP` as one variable, so one could stand for the other.
-    let underscored: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().contains('_'))
-        .cloned()
-        .collect();
-    for name in underscored {
-        headers.remove(name);
-    }
+    remove_where(headers, |name| {
+        let name = name.as_str();
+        (!hop.trusted && FORWARDING.contains(&name)) || name.contains('_')
+    });
     let peer_text = hop.peer.to_string();
     // Every line the client sent is one list (RFC 9110 §5.3).
     let mut chain = String::new();
