@@ -190,8 +190,8 @@ async fn serve(
         .as_ref()
         .is_some_and(|trusted| trusted.trusts(peer.ip()));
     let has_body = !body.is_end_stream();
-    let tunnel = tunnel::requested(&head).is_some();
-    if route.cache && !tunnel && Cache::handles(&head, has_body) {
+    // A tunnel is never cached (checked last: only cached routes pay).
+    if route.cache && Cache::handles(&head, has_body) && tunnel::requested(&head).is_none() {
         let key = cache::primary(protocol.scheme(), &host, &path);
         let origin = Arc::new(ToBackends {
             shared: Arc::clone(shared),

@@ -54,32 +54,18 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
     }
 }
 
-/// Headers that say how a request came through proxies. From a peer that
-/// is not a trusted proxy they are the client's own words and are
-/// removed, then written by this proxy (nginx's `proxy_set_header
-/// X-Real-IP $remote_addr`); from a trusted proxy they are kept, and
-/// added to.
-/// The list holds the names frameworks believe: Spring and Werkzeug take
+/// Headers that say how a request came through proxies: what URL the
+/// client asked for ([`URL_FORWARDING`]) and who the client and the proxy
+/// are ([`WHO_FORWARDED`]). From a peer that is not a trusted proxy they
+/// are the client's own words and are removed, then written by this proxy
+/// (nginx's `proxy_set_header X-Real-IP $remote_addr`); from a trusted
+/// proxy they are kept, and added to.
+/// The lists hold the names frameworks believe: Spring and Werkzeug take
 /// `X-Forwarded-Prefix`, IIS and Symfony `X-Original-URL` and
 /// `X-Rewrite-URL`, CDNs' client-address headers are read as such.
-const FORWARDING: [&str; 16] = [
-    "forwarded",
-    "x-real-ip",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-forwarded-scheme",
-    "x-forwarded-protocol",
-    "x-url-scheme",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-client-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-];
+fn forwarding(name: &str) -> bool {
+    URL_FORWARDING.contains(&name) || WHO_FORWARDED.contains(&name)
+}
 
 /// Forwarding headers that say what URL the client asked for (its host,
 /// scheme, port, prefix or path), which a backend may build links and
@@ -98,6 +84,17 @@ const URL_FORWARDING: [&str; 11] = [
     "x-url-scheme",
     "x-original-url",
     "x-rewrite-url",
+];
+
+/// Forwarding headers that name the client or a proxy on the way
+/// (`X-Forwarded-For` is not among them: it is appended to, never
+/// replaced).
+const WHO_FORWARDED: [&str; 5] = [
+    "x-real-ip",
+    "x-forwarded-server",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
 ];
 
 /// The URL-describing forwarding headers `headers` carries.
@@ -136,7 +133,7 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: Hop<'_>) {
     // and `X-Real-IP` as one variable, so one could stand for the other.
     remove_where(headers, |name| {
         let name = name.as_str();
-        (!hop.trusted && FORWARDING.contains(&name)) || name.contains('_')
+        (!hop.trusted && forwarding(name)) || name.contains('_')
     });
     let peer_text = hop.peer.to_string();
     // Every line the client sent is one list (RFC 9110 §5.3).

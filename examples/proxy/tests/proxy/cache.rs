@@ -142,14 +142,10 @@ impl Drop for Origin {
     }
 }
 
-/// A proxy with one cached route over `origin`, `[cache]` `cache` lines.
-pub(crate) async fn cached(origin: &Origin, cache: &str, route: &str) -> Proxy {
-    start(&format!(
-        "{}\n[cache]\n{cache}\n\n[[routes]]\nname = \"all\"\npath = \"/\"\npool = \"web\"\ncache = true\n{route}\n{}",
-        server_section(""),
-        pool_at("web", "", &[origin.addr])
-    ))
-    .await
+/// A proxy with one cached route over `origin`, `[cache]` `cache` lines,
+/// `pool` lines in the pool.
+pub(crate) async fn cached(origin: &Origin, cache: &str, pool: &str) -> Proxy {
+    cached_at(origin.addr, cache, pool).await
 }
 
 pub(crate) async fn fetch(
@@ -1090,8 +1086,7 @@ async fn held_stream(
     .await
 }
 
-/// A proxy with one cached route over `origin`, `[cache]` `cache` lines,
-/// `pool` lines in the pool.
+/// [`cached`] over an origin given by address.
 async fn cached_at(origin: SocketAddr, cache: &str, pool: &str) -> Proxy {
     start(&format!(
         "{}\n[cache]\n{cache}\n\n[[routes]]\nname = \"all\"\npath = \"/\"\npool = \"web\"\ncache = true\n{}",

@@ -127,6 +127,24 @@ where
     }
 }
 
+/// Closes both sockets with the close handshake, then lets their
+/// connections go.
+async fn close_both<S>(mut first: WebSocketStream<S>, mut second: WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    first.close(None).await.expect("closes");
+    second.close(None).await.expect("closes");
+}
+
+/// Whether `servers` are all back to no active pick within 2 s.
+async fn released(proxy: &Proxy, servers: [SocketAddr; 2]) -> bool {
+    eventually(Duration::from_secs(2), || {
+        servers.iter().all(|s| active(proxy, *s) == Some(0))
+    })
+    .await
+}
+
 fn active(proxy: &Proxy, server: SocketAddr) -> Option<usize> {
     proxy
         .pool("ws")
@@ -161,16 +179,8 @@ async fn websockets_echo_through_and_hold_their_backend() {
         assert_eq!(reply, expected);
         let scrape = parse_metrics(&proxy.metrics());
         assert_eq!(sample(&scrape, "proxy_tunnels", &[]), Some(2.0));
-        first.close(None).await.expect("closes");
-        second.close(None).await.expect("closes");
-        // The close handshake done, the clients let their connections go.
-        drop((first, second));
-        assert!(
-            eventually(Duration::from_secs(2), || active(&proxy, one) == Some(0)
-                && active(&proxy, two) == Some(0))
-            .await,
-            "released at close"
-        );
+        close_both(first, second).await;
+        assert!(released(&proxy, [one, two]).await, "released at close");
         proxy.shutdown().await;
     })
     .await;
@@ -279,15 +289,8 @@ async fn websockets_over_http2_are_tunnelled_to_http1_backends() {
                 "{protocol:?}"
             );
         }
-        first.close(None).await.expect("closes");
-        second.close(None).await.expect("closes");
-        drop((first, second));
-        assert!(
-            eventually(Duration::from_secs(2), || active(&proxy, one) == Some(0)
-                && active(&proxy, two) == Some(0))
-            .await,
-            "released at close"
-        );
+        close_both(first, second).await;
+        assert!(released(&proxy, [one, two]).await, "released at close");
         proxy.shutdown().await;
     })
     .await;
