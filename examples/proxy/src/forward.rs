@@ -19,7 +19,7 @@ use hyper::header::{
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection, UnreadableForwarded};
-use loadbalance::{PickError, Picked, Tried};
+use loadbalance::{PickError, Tried};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,12 +27,12 @@ use std::pin::Pin;
 use hyper::upgrade::OnUpgrade;
 
 use super::Shared;
-use super::body::{Capped, ClientFault, Fault, Held, ProxyBody, UpstreamBody};
+use super::body::{BoxError, Capped, ClientFault, Fault, Held, ProxyBody, UpstreamBody};
 use super::cache::{self, Cache, Fetched};
 use super::compress::Accepted;
 use super::framing::Head;
 use super::headers::{Hop, grpc_unavailable, set_forwarding, strip_hop_by_hop, url_forwarding};
-use super::links::{Backends, Link, Own};
+use super::links::{Http1, Link, Own};
 use super::request_target;
 use super::state::{State, Upstream};
 use super::tunnel;
@@ -63,7 +63,7 @@ impl Protocol {
 /// Handles one request; never fails (every error is a response).
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    backends: Backends,
+    backends: Http1,
     peer: SocketAddr,
     protocol: Protocol,
     head: Head,
@@ -100,7 +100,7 @@ pub(crate) struct Outcome {
 
 async fn serve(
     shared: &Arc<Shared>,
-    backends: &Backends,
+    backends: &Http1,
     peer: SocketAddr,
     protocol: Protocol,
     head: Head,
@@ -219,7 +219,8 @@ async fn serve(
             Vec::new()
         };
         let key = cache::Key { uri: key, also_by };
-        let fetched = shared.cache.serve(origin, head, key, admission).await;
+        // Boxed: the cache's future would otherwise widen every request's.
+        let fetched = Box::pin(shared.cache.serve(origin, head, key, admission)).await;
         if let Some(outcome) = outcome {
             outcome.upstream = fetched.upstream;
             outcome.upstream_time = fetched.upstream_time;
@@ -245,7 +246,16 @@ async fn serve(
         admission: Some(admission),
         outcome,
     };
-    let mut response = forward(shared, backends, routed, head, has_body.then_some(body)).await;
+    // Boxed: every future around it (the connection's service, the access
+    // log's) would otherwise be as wide and be moved whole per request.
+    let mut response = Box::pin(forward(
+        shared,
+        backends,
+        routed,
+        head,
+        has_body.then_some(body),
+    ))
+    .await;
     if route.cache {
         // Past the cache: an unsafe method answered without an error
         // invalidates its URI (RFC 9111 §4.4).
@@ -272,7 +282,7 @@ async fn serve(
 /// background refresh can outlive its request.
 struct ToBackends {
     shared: Arc<Shared>,
-    backends: Backends,
+    backends: Http1,
     state: Arc<State>,
     /// The route (an index into `state.routes`).
     route: usize,
@@ -411,7 +421,7 @@ fn idempotent(method: &Method) -> bool {
 /// last; a refused connection, a timeout and a 502/503/504 are retried.
 async fn forward(
     shared: &Shared,
-    backends: &Backends,
+    backends: &Http1,
     routed: Routed<'_>,
     head: Parts,
     body: Option<Incoming>,
@@ -474,7 +484,10 @@ async fn forward(
                 settings.client_body_timeout(),
                 fault.clone(),
             );
-            match UpstreamBody::read(capped, settings.request_buffer_bytes).await {
+            // Boxed: a body is the rarer case, and its reading would
+            // otherwise widen every request's future (moved whole per
+            // request).
+            match Box::pin(UpstreamBody::read(capped, settings.request_buffer_bytes)).await {
                 Ok(body) => body,
                 Err(fault) => return body_fault(shared, fault),
             }
@@ -548,19 +561,19 @@ async fn forward(
         } else {
             std::mem::take(&mut headers)
         };
-        let outgoing = match outgoing(
-            &method,
-            (link.scheme(), path),
-            attempt_headers,
-            &picked,
-            body.attempt(),
-        ) {
+        let outgoing = match outgoing(&method, path, attempt_headers, body.attempt()) {
             Ok(outgoing) => outgoing,
             Err(_) => return error(StatusCode::BAD_REQUEST, "400 bad request target\n"),
         };
         let more =
             replayable && tried.len() < settings.attempts as usize && tried.len() < pool.len();
-        let sent = exchange(&link, outgoing, fault.as_ref(), settings.upstream_timeout());
+        let sent = exchange(
+            &link,
+            picked.as_str(),
+            outgoing,
+            fault.as_ref(),
+            settings.upstream_timeout(),
+        );
         let sent_at = Instant::now();
         let sent = sent.await;
         if let Some(outcome) = outcome.as_deref_mut() {
@@ -630,7 +643,7 @@ async fn forward(
             Ok(Err(failure)) => {
                 // Out of descriptors, ports or buffers here is the proxy's
                 // own state, not the backend's.
-                if locally_exhausted(&failure) {
+                if locally_exhausted(failure.as_ref()) {
                     drop(picked);
                     return error(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -673,11 +686,12 @@ async fn forward(
 /// backend. `Err` when the backend took too long.
 async fn exchange(
     link: &Link<'_>,
+    address: &str,
     outgoing: Request<UpstreamBody>,
     body: Option<&ClientFault>,
     timeout: Duration,
-) -> Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, Elapsed> {
-    let request = link.request(outgoing);
+) -> Result<Result<Response<Incoming>, BoxError>, Elapsed> {
+    let request = link.request(address, outgoing);
     let mut request = std::pin::pin!(request);
     let mut deadline = Instant::now() + timeout;
     // Each turn ends in the answer, the timeout, or a later deadline: the
@@ -727,20 +741,16 @@ fn locally_exhausted(failure: &(dyn std::error::Error + 'static)) -> bool {
 #[derive(Debug)]
 struct Elapsed;
 
-/// The request for `picked`: same method, path and headers, to the
-/// backend's address.
+/// The request to a backend: same method, path and headers, the target
+/// in origin form (the link adds the backend's address where its client
+/// wants it).
 fn outgoing(
     method: &Method,
-    (scheme, path): (&str, &str),
+    path: &str,
     headers: HeaderMap,
-    picked: &Picked<String>,
     body: UpstreamBody,
 ) -> Result<Request<UpstreamBody>, hyper::http::Error> {
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(picked.as_str())
-        .path_and_query(path)
-        .build()?;
+    let uri = Uri::try_from(path)?;
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;

@@ -4,7 +4,10 @@
 //! `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`), in headers an
 //! untrusted client cannot write.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
+
+use bytes::Bytes;
 
 use hyper::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, UPGRADE};
 
@@ -135,50 +138,130 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: Hop<'_>) {
         let name = name.as_str();
         (!hop.trusted && forwarding(name)) || name.contains('_')
     });
-    let peer_text = hop.peer.to_string();
+    // Written once and shared (a header value is reference-counted): the
+    // common request has no chain before it and comes from its client.
+    let peer = Text::address(hop.peer);
+    let peer_value = peer.value();
     // Every line the client sent is one list (RFC 9110 §5.3).
-    let mut chain = String::new();
-    for earlier in headers
-        .get_all("x-forwarded-for")
+    let mut earlier = headers
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
-    {
-        chain.push_str(earlier);
-        chain.push_str(", ");
-    }
-    chain.push_str(&peer_text);
-    match HeaderValue::from_str(&chain) {
-        Ok(value) => headers.insert("x-forwarded-for", value),
+        .peekable();
+    let forwarded_for = if earlier.peek().is_none() {
+        peer_value.clone()
+    } else {
+        let mut chain = String::new();
+        for entry in earlier {
+            chain.push_str(entry);
+            chain.push_str(", ");
+        }
+        chain.push_str(peer.as_str());
         // A line that is not text cannot be extended: the peer alone.
-        Err(_) => headers.insert("x-forwarded-for", address(hop.peer)),
+        HeaderValue::from_maybe_shared(Bytes::from(chain)).unwrap_or_else(|_| peer_value.clone())
     };
-    let node = match hop.peer {
-        IpAddr::V4(_) => peer_text,
-        IpAddr::V6(_) => format!("\"[{peer_text}]\""),
-    };
-    let mut element = format!("for={node};proto={}", hop.scheme);
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
     let host = hop.host.filter(|h| !h.is_empty());
+    if let Some(element) = forwarded_element(&peer, hop.peer, hop.scheme, host) {
+        headers.append(FORWARDED, element);
+    }
+    let client = if hop.client == hop.peer {
+        peer_value
+    } else {
+        Text::address(hop.client).value()
+    };
+    headers.insert(X_REAL_IP, client);
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.scheme));
+    }
     if let Some(host) = host {
-        // Checked: letters, digits, `-._:[]` only.
-        element.push_str(";host=\"");
-        element.push_str(host);
-        element.push('"');
-    }
-    if let Ok(value) = HeaderValue::from_str(&element) {
-        headers.append("forwarded", value);
-    }
-    headers.insert("x-real-ip", address(hop.client));
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(hop.scheme));
-    }
-    if let Some(host) = host {
-        if !headers.contains_key("x-forwarded-host") {
+        if !headers.contains_key(X_FORWARDED_HOST) {
             if let Ok(value) = HeaderValue::from_str(host) {
-                headers.insert("x-forwarded-host", value);
+                headers.insert(X_FORWARDED_HOST, value);
             }
         }
+    }
+}
+
+// The names written, made once (a name given as text is parsed, and a
+// name outside the standard set copied, on every use).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// An RFC 7239 element for this hop, `for=...;proto=...;host="..."`,
+/// written into one buffer of its exact length (no copy on the way to a
+/// header value).
+fn forwarded_element(
+    peer: &Text,
+    address: IpAddr,
+    scheme: &str,
+    host: Option<&str>,
+) -> Option<HeaderValue> {
+    // An IPv6 node is quoted and bracketed (RFC 7239 §6).
+    let (open, close) = match address {
+        IpAddr::V4(_) => ("", ""),
+        IpAddr::V6(_) => ("\"[", "]\""),
+    };
+    let parts = [
+        "for=",
+        open,
+        peer.as_str(),
+        close,
+        ";proto=",
+        scheme,
+        if host.is_some() { ";host=\"" } else { "" },
+        // Checked: letters, digits, `-._:[]` only.
+        host.unwrap_or(""),
+        if host.is_some() { "\"" } else { "" },
+    ];
+    let mut element = Vec::with_capacity(parts.iter().map(|part| part.len()).sum());
+    for part in parts {
+        element.extend_from_slice(part.as_bytes());
+    }
+    HeaderValue::from_maybe_shared(Bytes::from(element)).ok()
+}
+
+/// An address's text, written on the stack (the longest, an IPv6 address
+/// with an IPv4 tail, is 45 bytes).
+struct Text {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Text {
+    fn address(ip: IpAddr) -> Self {
+        let mut text = Self {
+            bytes: [0; 48],
+            len: 0,
+        };
+        // Cannot fail: every address fits.
+        let _ = write!(text, "{ip}");
+        text
+    }
+
+    fn as_str(&self) -> &str {
+        // Only `write_str` fills it, with whole `str`s.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("unknown")
+    }
+
+    fn value(&self) -> HeaderValue {
+        // An address's text is ASCII digits, dots, colons and hex.
+        HeaderValue::from_str(self.as_str()).unwrap_or(HeaderValue::from_static("unknown"))
+    }
+}
+
+impl std::fmt::Write for Text {
+    fn write_str(&mut self, part: &str) -> std::fmt::Result {
+        let end = self.len + part.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(part.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -190,12 +273,6 @@ pub(crate) fn grpc_unavailable(headers: &HeaderMap) -> bool {
     headers
         .get("grpc-status")
         .is_some_and(|status| status.as_bytes() == b"14")
-}
-
-/// An address as a header value.
-fn address(ip: IpAddr) -> HeaderValue {
-    // An address's text is ASCII digits, dots, colons and hex.
-    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue, TE};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderValue, TE};
 use hyper::{Method, Request, StatusCode, Uri};
 use loadbalance::AdminState;
 use parking_lot::Mutex;
@@ -196,18 +196,15 @@ async fn probe(
         Some(_) => GRPC_CHECK,
         None => check.path.as_str(),
     };
-    let Ok(uri) = Uri::builder()
-        .scheme(link.scheme())
-        .authority(server)
-        .path_and_query(path)
-        .build()
-    else {
+    // The backend's address names it, as hyper-util's clients would.
+    let (Ok(uri), Ok(host)) = (Uri::try_from(path), HeaderValue::from_str(server)) else {
         return false;
     };
     let Some(service) = &check.grpc_service else {
         let mut request = Request::new(UpstreamBody::Empty);
         *request.uri_mut() = uri;
-        return match tokio::time::timeout(timeout, link.request(request)).await {
+        request.headers_mut().insert(HOST, host);
+        return match tokio::time::timeout(timeout, link.request(server, request)).await {
             Ok(Ok(response)) => {
                 let status = response.status();
                 status.is_success() || status.is_redirection()
@@ -221,8 +218,9 @@ async fn probe(
     let headers = request.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(TE, HeaderValue::from_static("trailers"));
+    headers.insert(HOST, host);
     let answered = tokio::time::timeout(timeout, async {
-        let response = link.request(request).await.ok()?;
+        let response = link.request(server, request).await.ok()?;
         if response.status() != StatusCode::OK || grpc_failed(response.headers()) {
             return None;
         }

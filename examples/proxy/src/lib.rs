@@ -54,7 +54,7 @@ pub use config::{Config, ConfigError};
 use config::{Http2Config, ServerConfig};
 use connections::Connections;
 use idle::Busy;
-use links::Backends;
+use links::Http1;
 use state::{HeldDown, State};
 use std::sync::atomic::Ordering::Relaxed;
 use tls::{Resolver, TlsRuntime};
@@ -71,7 +71,7 @@ pub(crate) struct Shared {
     /// The running configuration, swapped whole on reload.
     pub(crate) state: ArcSwap<State>,
     /// The active checks' connections to backends.
-    pub(crate) client: Backends,
+    pub(crate) client: Http1,
     /// Retries add at most `retry_budget_percent` of requests.
     pub(crate) budget: RetryBudget,
     /// `[server]` as read at start.

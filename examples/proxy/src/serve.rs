@@ -29,7 +29,7 @@ use super::connections::Slot;
 use super::forward::{self, Protocol};
 use super::framing::{Framing, Head};
 use super::idle::{Busy, Idle};
-use super::links::Backends;
+use super::links::Http1;
 use super::{Shared, stopped};
 
 /// How long a connection between requests, told to close, may take to.
@@ -63,7 +63,7 @@ macro_rules! drive {
 /// Everything one connection needs besides its socket.
 pub(crate) struct Accepted {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) backends: Backends,
+    pub(crate) backends: Http1,
     pub(crate) peer: SocketAddr,
     pub(crate) slot: Slot,
     pub(crate) busy: Busy,
@@ -151,7 +151,7 @@ async fn h2c_preface(stream: &TcpStream) -> bool {
 /// What every request of a connection is handled with.
 struct Each<'a> {
     shared: &'a Arc<Shared>,
-    backends: &'a Backends,
+    backends: &'a Http1,
     peer: SocketAddr,
     protocol: Protocol,
     busy: &'a Busy,

@@ -61,18 +61,18 @@ pub(crate) struct Upstream {
     /// hashes: the client's address.
     by_uri: bool,
     /// The pool's own client, for a protocol other than the workers'
-    /// HTTP/1.1 (`links.rs`). Shared by the workers.
+    /// HTTP/1.1 (`links/`). Shared by the workers.
     pub(crate) own: Option<Own>,
 }
 
 impl Upstream {
     /// The client a request to this pool goes out on: its own, or the
     /// worker's HTTP/1.1 `default`.
-    pub(crate) fn link<'a>(&'a self, default: &'a links::Backends) -> Link<'a> {
+    pub(crate) fn link<'a>(&'a self, default: &'a links::Http1) -> Link<'a> {
         match &self.own {
-            Some(Own::H2c(client)) => Link::Plain(client),
+            Some(Own::H2c(client)) => Link::H2c(client),
             Some(Own::Tls(client)) => Link::Tls(client),
-            None => Link::Plain(default),
+            None => Link::Http1(default),
         }
     }
 

@@ -1,6 +1,7 @@
 //! How the proxy reaches backends, per pool (`[upstreams.NAME]`):
-//! - `http1` (the default): HTTP/1.1, one client per worker thread, so a
-//!   request and its backend connection share an event loop;
+//! - `http1` (the default): HTTP/1.1, each worker thread its own
+//!   connections ([`Http1`]), so a request and its backend connection
+//!   share an event loop;
 //! - `h2c`: HTTP/2 by prior knowledge (gRPC backends);
 //! - `https`: TLS, HTTP/2 or HTTP/1.1 by ALPN, the backend's certificate
 //!   verified against the system's roots or the pool's `ca`, for its
@@ -10,56 +11,80 @@
 //! The `h2c` and `https` clients are the pool's own, shared by the
 //! workers.
 
+mod http1;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::Request;
+use hyper::body::Incoming;
+use hyper::http::uri::{Authority, Scheme};
+use hyper::{Request, Response, Uri};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::body::UpstreamBody;
+use super::body::{BoxError, UpstreamBody};
 use super::config::{ConfigError, ServerConfig, UpstreamConfig};
 use super::tls;
 
-/// HTTP/1.1 or h2c to backends.
-pub(crate) type Backends = Client<HttpConnector, UpstreamBody>;
+pub(crate) use http1::Http1;
+
+/// HTTP/2 by prior knowledge to backends.
+pub(crate) type H2c = Client<HttpConnector, UpstreamBody>;
 
 /// TLS to backends.
 pub(crate) type TlsBackends = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// One pool's own client, when it does not speak the workers' HTTP/1.1.
 pub(crate) enum Own {
-    H2c(Backends),
+    H2c(H2c),
     Tls(TlsBackends),
 }
 
 /// The client a request goes out on.
 pub(crate) enum Link<'a> {
-    Plain(&'a Backends),
+    Http1(&'a Http1),
+    H2c(&'a H2c),
     Tls(&'a TlsBackends),
 }
 
 impl Link<'_> {
-    /// The scheme of the URI a request to the backend carries.
-    pub(crate) fn scheme(&self) -> &'static str {
+    /// Sends `request`, its target in origin form, to the backend at
+    /// `address`; the response head, or why there is none.
+    pub(crate) async fn request(
+        &self,
+        address: &str,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
         match self {
-            Self::Plain(_) => "http",
-            Self::Tls(_) => "https",
+            Self::Http1(client) => client.request(address, request).await,
+            Self::H2c(client) => Ok(client
+                .request(absolute(Scheme::HTTP, address, request)?)
+                .await?),
+            Self::Tls(client) => Ok(client
+                .request(absolute(Scheme::HTTPS, address, request)?)
+                .await?),
         }
     }
+}
 
-    pub(crate) fn request(&self, request: Request<UpstreamBody>) -> ResponseFuture {
-        match self {
-            Self::Plain(client) => client.request(request),
-            Self::Tls(client) => client.request(request),
-        }
-    }
+/// `request` with its target in absolute form, as hyper-util's clients
+/// take it (they pool by scheme and authority).
+fn absolute(
+    scheme: Scheme,
+    address: &str,
+    mut request: Request<UpstreamBody>,
+) -> Result<Request<UpstreamBody>, BoxError> {
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(Authority::try_from(address)?);
+    *request.uri_mut() = Uri::from_parts(parts)?;
+    Ok(request)
 }
 
 /// The connector for `settings`' connect timeout.
@@ -70,12 +95,9 @@ fn connector(settings: &ServerConfig) -> HttpConnector {
     connector
 }
 
-/// A worker's HTTP/1.1 client, on the current runtime.
-pub(crate) fn backends(settings: &ServerConfig) -> Backends {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .timer(TokioTimer::new())
-        .build(connector(settings))
+/// A worker's HTTP/1.1 client.
+pub(crate) fn backends(settings: &ServerConfig) -> Http1 {
+    Http1::new(settings.connect_timeout())
 }
 
 /// Pool `name`'s own client for `upstream`, if it needs one.
