@@ -41,6 +41,8 @@ pub(crate) struct Http1 {
 struct Inner {
     lists: Mutex<Lists>,
     connect_timeout: Duration,
+    /// [`MAX_KEPT`], smaller in tests.
+    max_kept: usize,
 }
 
 #[derive(Default)]
@@ -78,10 +80,15 @@ impl Drop for Lease<'_> {
 impl Http1 {
     /// A client whose connections take at most `connect_timeout` to open.
     pub(crate) fn new(connect_timeout: Duration) -> Self {
+        Self::keeping(connect_timeout, MAX_KEPT)
+    }
+
+    fn keeping(connect_timeout: Duration, max_kept: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
                 lists: Mutex::new(Lists::default()),
                 connect_timeout,
+                max_kept,
             }),
         }
     }
@@ -129,10 +136,10 @@ impl Http1 {
     /// the current event loop (upgrades included: a `101` hands the
     /// socket to a tunnel).
     async fn connect(&self, address: &str) -> Result<SendRequest<UpstreamBody>, BoxError> {
-        let stream = tokio::time::timeout(self.inner.connect_timeout, open(address))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
+        let stream = open(address, self.inner.connect_timeout).await?;
+        // Latency over packet count, as for every socket of the proxy; a
+        // socket that refuses it still works.
+        let _ = stream.set_nodelay(true);
         let (sender, connection) = Builder::new().handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             // Its end (or error) reaches the request through its sender.
@@ -155,6 +162,9 @@ impl Http1 {
         let inner: Weak<Inner> = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(SWEEP);
+            // A late tick is not made up for by a burst of sweeps (two in a
+            // row would close connections idle for no time at all).
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // The first tick is at once.
             ticks.tick().await;
             loop {
@@ -199,6 +209,10 @@ impl Inner {
         None
     }
 
+    /// Puts a connection back (its response head is in; it may still be
+    /// reading the body). A full list drops its closed connections, then
+    /// lets go of a busy one (it finishes its response, then closes) to
+    /// keep the one put back; a list full of idle ones has enough.
     fn put(&self, address: &str, sender: SendRequest<UpstreamBody>) {
         if sender.is_closed() {
             return;
@@ -209,20 +223,34 @@ impl Inner {
             Some(kept) => kept,
             None => lists.by_address.entry(address.into()).or_default(),
         };
-        if kept.len() < MAX_KEPT {
-            kept.push(Kept { sender, epoch });
+        if kept.len() >= self.max_kept {
+            kept.retain(|k| !k.sender.is_closed());
         }
+        if kept.len() >= self.max_kept {
+            match kept.iter().position(|k| !k.sender.is_ready()) {
+                Some(busy) => drop(kept.swap_remove(busy)),
+                None => return,
+            }
+        }
+        kept.push(Kept { sender, epoch });
     }
 
-    /// Closes the connections idle since before the current period and
-    /// drops the closed ones; then a new period begins.
+    /// Closes the connections idle through the whole period that ends
+    /// now and drops the closed ones; then a new period begins. A busy
+    /// connection counts as used in the next period.
     fn sweep(&self) {
         let mut lists = self.lists.lock();
         let epoch = lists.epoch;
         lists.by_address.retain(|_, kept| {
-            kept.retain(|k| {
-                let idle_long = k.sender.is_ready() && k.epoch < epoch;
-                !k.sender.is_closed() && !idle_long
+            kept.retain_mut(|k| {
+                if k.sender.is_closed() {
+                    return false;
+                }
+                if !k.sender.is_ready() {
+                    k.epoch = epoch + 1;
+                    return true;
+                }
+                k.epoch >= epoch
             });
             !kept.is_empty()
         });
@@ -230,18 +258,54 @@ impl Inner {
     }
 }
 
-/// A TCP connection to `address`: a socket address, or a name tried
-/// address by address.
-async fn open(address: &str) -> io::Result<TcpStream> {
+/// Where hyper-util's connector connects for an address without a port.
+const DEFAULT_PORT: u16 = 80;
+
+/// A TCP connection to `address`: a socket address, or a name, with or
+/// without a port (80), each of its addresses tried in turn within an
+/// equal share of `timeout`, as hyper-util's connector does (without its
+/// IPv4/IPv6 race). The name's resolution is outside that timeout,
+/// bounded by the request's upstream timeout.
+async fn open(address: &str, timeout: Duration) -> io::Result<TcpStream> {
     if let Ok(socket) = address.parse::<SocketAddr>() {
-        return TcpStream::connect(socket).await;
+        return connect_any(&[socket], timeout).await;
     }
+    let (host, port) = host_and_port(address)?;
+    let sockets: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .collect();
+    connect_any(&sockets, timeout).await
+}
+
+/// The host (IPv6 without its brackets) and port (80 if none) of a
+/// backend's `address`.
+fn host_and_port(address: &str) -> io::Result<(String, u16)> {
+    let authority = address
+        .parse::<hyper::http::uri::Authority>()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "not a backend address"))?;
+    let port = authority.port_u16().unwrap_or(DEFAULT_PORT);
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Ok((host.to_owned(), port))
+}
+
+/// The first of `sockets` to accept a connection, each given an equal
+/// share of `timeout`.
+async fn connect_any(sockets: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
+    let count = u32::try_from(sockets.len()).unwrap_or(u32::MAX).max(1);
+    let share = timeout / count;
     let mut last = None;
-    // As many turns as the name has addresses.
-    for socket in tokio::net::lookup_host(address).await? {
-        match TcpStream::connect(socket).await {
-            Ok(stream) => return Ok(stream),
-            Err(error) => last = Some(error),
+    // As many turns as there are addresses.
+    for socket in sockets {
+        match tokio::time::timeout(share, TcpStream::connect(socket)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(error)) => last = Some(error),
+            Err(_) => {
+                last = Some(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+            }
         }
     }
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
@@ -385,5 +449,103 @@ mod tests {
         // Idle through the whole next one: closed.
         client.inner.sweep();
         assert_eq!(client.kept(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_busy_at_a_sweep_gets_a_whole_period_once_idle() {
+        let long: &'static str = "x".repeat(1 << 20).leak();
+        let (address, _) = backend(usize::MAX, long).await;
+        let client = Http1::new(Duration::from_secs(1));
+        let address = address.to_string();
+        let response = client.request(&address, get()).await.expect("answer");
+        client.inner.sweep();
+        client.inner.sweep();
+        // Busy through two sweeps: still kept.
+        assert_eq!(client.kept(), 1);
+        assert_eq!(read_whole(response).await.len(), long.len());
+        tokio::task::yield_now().await;
+        // Idle for no time at all: not closed at the next sweep.
+        client.inner.sweep();
+        assert_eq!(client.kept(), 1);
+        client.inner.sweep();
+        assert_eq!(client.kept(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_list_full_of_busy_connections_still_keeps_an_idle_one() {
+        let long: &'static str = "x".repeat(1 << 20).leak();
+        // Two kept at most: two long answers held unread fill the list.
+        let (address, accepted) = backend(usize::MAX, long).await;
+        let client = Http1::keeping(Duration::from_secs(1), 2);
+        let address = address.to_string();
+        let held = [
+            client.request(&address, get()).await.expect("answer"),
+            client.request(&address, get()).await.expect("answer"),
+        ];
+        assert_eq!(client.kept(), 2);
+        // Each of these reads its answer whole and is reused by the next.
+        for _ in 0..3 {
+            let response = client.request(&address, get()).await.expect("answer");
+            assert_eq!(read_whole(response).await.len(), long.len());
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(accepted.load(Relaxed), 3);
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_before_its_answer_leaves_no_usable_connection_behind() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&accepted);
+        // The first connection's first request is answered after 300 ms.
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let first = counted.fetch_add(1, Relaxed) == 0;
+                tokio::spawn(async move {
+                    let service = service_fn(move |_: Request<Incoming>| async move {
+                        if first {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        Ok::<_, Infallible>(Response::new(String::from("ok")))
+                    });
+                    let _ = server::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let client = Http1::new(Duration::from_secs(1));
+        let given_up =
+            tokio::time::timeout(Duration::from_millis(50), client.request(&address, get())).await;
+        assert!(given_up.is_err(), "answered before the timeout");
+        let response = client.request(&address, get()).await.expect("answer");
+        assert_eq!(read_whole(response).await, b"ok");
+        assert_eq!(accepted.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn an_address_without_a_port_is_port_80() {
+        let parts = |address| host_and_port(address).expect("an address");
+        assert_eq!(parts("backend"), ("backend".to_owned(), 80));
+        assert_eq!(parts("backend:8080"), ("backend".to_owned(), 8080));
+        assert_eq!(parts("10.0.0.1"), ("10.0.0.1".to_owned(), 80));
+        assert_eq!(parts("[::1]"), ("::1".to_owned(), 80));
+        assert_eq!(parts("[::1]:9000"), ("::1".to_owned(), 9000));
+        assert!(host_and_port("back end").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_gives_way_to_the_next() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let refused = closed.local_addr().expect("address");
+        drop(closed);
+        let live = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let open = live.local_addr().expect("address");
+        let stream = connect_any(&[refused, open], Duration::from_secs(1))
+            .await
+            .expect("the second address");
+        assert_eq!(stream.peer_addr().expect("peer"), open);
     }
 }
