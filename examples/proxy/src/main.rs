@@ -8,7 +8,7 @@
 //! `cargo run --release -p loadbalance-proxy -- examples/proxy/proxy.toml`
 //! (`--check` before the file validates it, certificates included,
 //! without starting, as `nginx -t` does)
-//! (or `cargo install --path examples/proxy`, then
+//! (or `cargo install --path examples/proxy --profile production`, then
 //! `loadbalance-proxy proxy.toml`)
 //!
 //! README.md's "Run the proxy" explains the configuration file.

@@ -27,11 +27,11 @@ trap 'rm -rf "$TMP"' EXIT
 
 if [[ -z ${PROXY_BIN:-} ]]; then
   printf '== building the proxy\n' >&2
-  timeout "$BUILD_TIMEOUT" cargo build -q --release --manifest-path "$REPO/Cargo.toml" \
+  timeout "$BUILD_TIMEOUT" cargo build -q --profile production --manifest-path "$REPO/Cargo.toml" \
     -p loadbalance-proxy --bin loadbalance-proxy || die "cargo build failed"
   target=${CARGO_TARGET_DIR:-$REPO/target}
   [[ $target == /* ]] || target=$PWD/$target
-  PROXY_BIN=$target/release/loadbalance-proxy
+  PROXY_BIN=$target/production/loadbalance-proxy
 fi
 export PROXY_BIN
 

@@ -24,7 +24,8 @@
 #
 # It installs nginx, wrk and curl with apt-get when they are not on PATH
 # (without letting the package start its service), builds the example with
-# `cargo build --release -p loadbalance-proxy`
+# `cargo build --profile production -p loadbalance-proxy` (the workspace's
+# profile for the installed proxy: release with whole-program optimisation)
 # (CARGO_TARGET_DIR and CARGO_BUILD_JOBS are honoured), starts the backends
 # and both proxies from a temporary directory, and stops all it started on
 # exit, failures and Ctrl-C included. It does not use port 80 nor touch a
@@ -267,12 +268,12 @@ start_nginx() {
 # --- building our proxy (before anything runs) -------------------------------
 if [[ -z $PROXY_BIN ]]; then
   log "building the proxy"
-  run timeout "$BUILD_TIMEOUT" cargo build -q --release --manifest-path "$REPO/Cargo.toml" \
+  run timeout "$BUILD_TIMEOUT" cargo build -q --profile production --manifest-path "$REPO/Cargo.toml" \
     -p loadbalance-proxy --bin loadbalance-proxy || die "cargo build failed"
   # Where cargo put it: CARGO_TARGET_DIR (relative to here) or the repository's target/.
   target=${CARGO_TARGET_DIR:-$REPO/target}
   [[ $target == /* ]] || target=$PWD/$target
-  PROXY_BIN=$target/release/loadbalance-proxy
+  PROXY_BIN=$target/production/loadbalance-proxy
 fi
 [[ -x $PROXY_BIN ]] || die "no proxy binary at $PROXY_BIN"
 
