@@ -443,7 +443,9 @@ impl Body for Capped {
 pub(crate) enum UpstreamBody {
     Empty,
     Whole(Option<Bytes>),
-    Streamed(Capped),
+    /// Boxed: the rarer case, and every request to a backend carries
+    /// this enum (moved along with it) at the size of its largest form.
+    Streamed(Box<Capped>),
 }
 
 impl UpstreamBody {
@@ -460,7 +462,7 @@ impl UpstreamBody {
                     if let Ok(data) = frame.into_data() {
                         read.extend_from_slice(&data);
                         if read.len() > buffer {
-                            return Ok(Self::Streamed(body.with_prefix(read.freeze())));
+                            return Ok(Self::Streamed(Box::new(body.with_prefix(read.freeze()))));
                         }
                     }
                 }
@@ -496,7 +498,7 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
             Self::Whole(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Self::Streamed(body) => Pin::new(body).poll_frame(cx),
+            Self::Streamed(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 

@@ -72,24 +72,34 @@ pub(crate) struct Accepted {
 
 /// Serves `stream` until it closes, shutdown, or it is shed: over TLS
 /// when `tls` is given.
+///
+/// Plaintext HTTP/1.1 is the common case and runs in this future; TLS
+/// and HTTP/2 are boxed (their states are several times larger, and a
+/// task's future is moved whole when it is spawned, once a connection).
 pub(crate) async fn connection(accepted: Accepted, stream: TcpStream, tls: Option<TlsAcceptor>) {
     let _ = stream.set_nodelay(true);
-    let Some(acceptor) = tls else {
-        // HTTP/2 by prior knowledge (h2c: gRPC clients) opens with its
-        // preface; anything else is HTTP/1.1.
-        let timeout = accepted.shared.settings.header_timeout();
-        let mut stop = accepted.stop.clone();
-        let h2c = tokio::select! {
-            seen = tokio::time::timeout(timeout, h2c_preface(&stream)) => seen == Ok(true),
-            // Shed or shut down before a byte came: nothing to finish.
-            () = accepted.slot.shed() => return,
-            () = stopped(&mut stop) => return,
-        };
-        if h2c {
-            return http2_on(accepted, stream, Protocol::H2c).await;
-        }
-        return http1_on(accepted, stream, Protocol::Http1).await;
+    if let Some(acceptor) = tls {
+        return Box::pin(secure(accepted, stream, acceptor)).await;
+    }
+    // HTTP/2 by prior knowledge (h2c: gRPC clients) opens with its
+    // preface; anything else is HTTP/1.1.
+    let timeout = accepted.shared.settings.header_timeout();
+    let mut stop = accepted.stop.clone();
+    let h2c = tokio::select! {
+        seen = tokio::time::timeout(timeout, h2c_preface(&stream)) => seen == Ok(true),
+        // Shed or shut down before a byte came: nothing to finish.
+        () = accepted.slot.shed() => return,
+        () = stopped(&mut stop) => return,
     };
+    if h2c {
+        return Box::pin(http2_on(accepted, stream, Protocol::H2c)).await;
+    }
+    http1_on(accepted, stream, Protocol::Http1).await;
+}
+
+/// A connection to the TLS listener: the handshake (bounded by
+/// `handshake_timeout_ms`), then HTTP/2 or HTTP/1.1 by ALPN.
+async fn secure(accepted: Accepted, stream: TcpStream, acceptor: TlsAcceptor) {
     let counters = &accepted.shared.counters;
     let timeout = accepted
         .shared
@@ -118,7 +128,7 @@ pub(crate) async fn connection(accepted: Accepted, stream: TcpStream, tls: Optio
     let (_, session) = stream.get_ref();
     let tls13 = session.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
     if session.alpn_protocol() == Some(b"h2") {
-        http2_on(accepted, stream, Protocol::H2 { tls13 }).await;
+        Box::pin(http2_on(accepted, stream, Protocol::H2 { tls13 })).await;
     } else {
         http1_on(accepted, stream, Protocol::Https1 { tls13 }).await;
     }

@@ -103,7 +103,16 @@ impl Http1 {
         address: &str,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, BoxError> {
-        if let Some(sender) = self.inner.take(address) {
+        let mut kept = self.inner.take(address);
+        // Two turns at most: a kept connection, then a new one. One send
+        // in the loop keeps this future small (it is moved per request).
+        loop {
+            let reused = kept.is_some();
+            let sender = match kept.take() {
+                Some(sender) => sender,
+                // Boxed: opening a connection is the rare case.
+                None => Box::pin(self.connect(address)).await?,
+            };
             let mut lease = self.lease(sender, address);
             let Some(sender) = lease.sender.as_mut() else {
                 return Err("no connection".into());
@@ -111,17 +120,11 @@ impl Http1 {
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(response),
                 Err(mut failed) => match failed.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(failed.into_error().into()),
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(failed.into_error().into()),
                 },
             }
         }
-        let sender = self.connect(address).await?;
-        let mut lease = self.lease(sender, address);
-        let Some(sender) = lease.sender.as_mut() else {
-            return Err("no connection".into());
-        };
-        Ok(sender.send_request(request).await?)
     }
 
     fn lease<'a>(&'a self, sender: SendRequest<UpstreamBody>, address: &'a str) -> Lease<'a> {
