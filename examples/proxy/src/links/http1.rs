@@ -94,10 +94,11 @@ impl Http1 {
     }
 
     /// Sends `request` (its target in origin form, its `Host` set) to the
-    /// backend at `address` and returns the response head. On a kept
-    /// connection the backend closed just as the request went out (its
-    /// keep-alive timeout), hyper hands the request back unsent and it
-    /// goes on a new connection; any other error is the backend's.
+    /// backend at `address` and returns the response head. When hyper
+    /// learns that a kept connection was closed (the backend's keep-alive
+    /// timeout) before the request goes out, it hands the request back
+    /// unsent and it goes on a new connection; a close after the request
+    /// was written is an error (never sent twice), as is any other.
     pub(crate) async fn request(
         &self,
         address: &str,
@@ -283,10 +284,25 @@ async fn open(address: &str, timeout: Duration) -> io::Result<TcpStream> {
 /// The host (IPv6 without its brackets) and port (80 if none) of a
 /// backend's `address`.
 fn host_and_port(address: &str) -> io::Result<(String, u16)> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, "not a backend address");
     let authority = address
         .parse::<hyper::http::uri::Authority>()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "not a backend address"))?;
-    let port = authority.port_u16().unwrap_or(DEFAULT_PORT);
+        .map_err(|_| invalid())?;
+    let text = authority.as_str();
+    // An authority may carry credentials; a backend's address may not.
+    if text.contains('@') {
+        return Err(invalid());
+    }
+    // The port's text, after an IPv6 address's brackets or the last `:`;
+    // one that is there but is not a port is an error, never port 80.
+    let port = match text.rfind(']') {
+        Some(end) => text[end + 1..].strip_prefix(':'),
+        None => text.rsplit_once(':').map(|(_, port)| port),
+    };
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(port) => port.parse::<u16>().map_err(|_| invalid())?,
+    };
     let host = authority.host();
     let host = host
         .strip_prefix('[')
@@ -296,22 +312,38 @@ fn host_and_port(address: &str) -> io::Result<(String, u16)> {
 }
 
 /// The first of `sockets` to accept a connection, each given an equal
-/// share of `timeout`.
+/// share of `timeout`; else the error that says most of the backend.
 async fn connect_any(sockets: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
     let count = u32::try_from(sockets.len()).unwrap_or(u32::MAX).max(1);
     let share = timeout / count;
-    let mut last = None;
+    let mut failed = Vec::new();
     // As many turns as there are addresses.
     for socket in sockets {
         match tokio::time::timeout(share, TcpStream::connect(socket)).await {
             Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(error)) => last = Some(error),
-            Err(_) => {
-                last = Some(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
-            }
+            Ok(Err(error)) => failed.push(error),
+            Err(_) => failed.push(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
+    Err(reported(failed))
+}
+
+/// Which of a name's failed addresses is reported: the first that is the
+/// backend's (refused, timed out, ...) rather than an address this host
+/// cannot use at all (`EADDRNOTAVAIL`: `::1` where IPv6 is off), which
+/// the proxy would otherwise read as running out of its own ports.
+fn reported(failed: Vec<io::Error>) -> io::Error {
+    const EADDRNOTAVAIL: i32 = 99;
+    let mut failed = failed.into_iter();
+    let mut first = None;
+    // As many turns as there were addresses.
+    for error in failed.by_ref() {
+        if error.raw_os_error() != Some(EADDRNOTAVAIL) {
+            return error;
+        }
+        first.get_or_insert(error);
+    }
+    first.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
 }
 
 #[cfg(test)]
@@ -537,6 +569,26 @@ mod tests {
         assert_eq!(parts("[::1]"), ("::1".to_owned(), 80));
         assert_eq!(parts("[::1]:9000"), ("::1".to_owned(), 9000));
         assert!(host_and_port("back end").is_err());
+        // A port that is there but is not one is an error, never port 80.
+        for bad in [
+            "backend:99999",
+            "backend:8o80",
+            "backend:",
+            "[::1]:99999",
+            "u@backend:81",
+        ] {
+            assert!(host_and_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_address_this_host_cannot_use_gives_way_to_the_backends_own_error() {
+        let unusable = || io::Error::from_raw_os_error(99);
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let error = reported(vec![unusable(), refused]);
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(reported(vec![unusable()]).raw_os_error(), Some(99));
+        assert_eq!(reported(Vec::new()).kind(), io::ErrorKind::NotFound);
     }
 
     #[tokio::test]
