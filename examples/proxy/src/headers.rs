@@ -4,7 +4,6 @@
 //! `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`), in headers an
 //! untrusted client cannot write.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -140,8 +139,8 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: Hop<'_>) {
     });
     // Written once and shared (a header value is reference-counted): the
     // common request has no chain before it and comes from its client.
-    let peer = Text::address(hop.peer);
-    let peer_value = peer.value();
+    let peer = hop.peer.to_string();
+    let peer_value = address(&peer);
     // Every line the client sent is one list (RFC 9110 §5.3).
     let mut earlier = headers
         .get_all(&X_FORWARDED_FOR)
@@ -158,7 +157,7 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: Hop<'_>) {
             chain.push_str(entry);
             chain.push_str(", ");
         }
-        chain.push_str(peer.as_str());
+        chain.push_str(&peer);
         // A line that is not text cannot be extended: the peer alone.
         HeaderValue::from_maybe_shared(Bytes::from(chain)).unwrap_or_else(|_| peer_value.clone())
     };
@@ -170,7 +169,7 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, hop: Hop<'_>) {
     let client = if hop.client == hop.peer {
         peer_value
     } else {
-        Text::address(hop.client).value()
+        address(&hop.client.to_string())
     };
     headers.insert(X_REAL_IP, client);
     if !headers.contains_key(X_FORWARDED_PROTO) {
@@ -197,7 +196,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// written into one buffer of its exact length (no copy on the way to a
 /// header value).
 fn forwarded_element(
-    peer: &Text,
+    peer: &str,
     address: IpAddr,
     scheme: &str,
     host: Option<&str>,
@@ -210,7 +209,7 @@ fn forwarded_element(
     let parts = [
         "for=",
         open,
-        peer.as_str(),
+        peer,
         close,
         ";proto=",
         scheme,
@@ -226,43 +225,10 @@ fn forwarded_element(
     HeaderValue::from_maybe_shared(Bytes::from(element)).ok()
 }
 
-/// An address's text, written on the stack (the longest, an IPv6 address
-/// with an IPv4 tail, is 45 bytes).
-struct Text {
-    bytes: [u8; 48],
-    len: usize,
-}
-
-impl Text {
-    fn address(ip: IpAddr) -> Self {
-        let mut text = Self {
-            bytes: [0; 48],
-            len: 0,
-        };
-        // Cannot fail: every address fits.
-        let _ = write!(text, "{ip}");
-        text
-    }
-
-    fn as_str(&self) -> &str {
-        // Only `write_str` fills it, with whole `str`s.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("unknown")
-    }
-
-    fn value(&self) -> HeaderValue {
-        // An address's text is ASCII digits, dots, colons and hex.
-        HeaderValue::from_str(self.as_str()).unwrap_or(HeaderValue::from_static("unknown"))
-    }
-}
-
-impl std::fmt::Write for Text {
-    fn write_str(&mut self, part: &str) -> std::fmt::Result {
-        let end = self.len + part.len();
-        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        room.copy_from_slice(part.as_bytes());
-        self.len = end;
-        Ok(())
-    }
+/// An address's text as a header value.
+fn address(text: &str) -> HeaderValue {
+    // An address's text is ASCII digits, dots, colons and hex.
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Whether a gRPC answer (its headers, for a trailers-only answer, or its

@@ -355,9 +355,20 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     use tokio::net::TcpListener;
 
+    /// A body past what hyper reads ahead: a connection stays busy until
+    /// it is read.
+    fn long() -> &'static str {
+        "x".repeat(1 << 20).leak()
+    }
+
+    /// A client that opens connections within a second.
+    fn client() -> Http1 {
+        Http1::new(Duration::from_secs(1))
+    }
+
     /// A backend answering `body`, counting the connections it accepted
     /// and closing each after `per_connection` requests.
-    async fn backend(per_connection: usize, body: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+    async fn backend(per_connection: usize, body: &'static str) -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -385,7 +396,7 @@ mod tests {
                 });
             }
         });
-        (address, accepted)
+        (address.to_string(), accepted)
     }
 
     fn get() -> Request<UpstreamBody> {
@@ -405,8 +416,7 @@ mod tests {
     #[tokio::test]
     async fn one_connection_serves_requests_in_turn() {
         let (address, accepted) = backend(usize::MAX, "ok").await;
-        let client = Http1::new(Duration::from_secs(1));
-        let address = address.to_string();
+        let client = client();
         for _ in 0..20 {
             let response = client.request(&address, get()).await.expect("answer");
             assert_eq!(read_whole(response).await, b"ok");
@@ -421,8 +431,7 @@ mod tests {
     async fn a_connection_the_backend_closed_is_not_used_again() {
         // Every connection closes after its second request.
         let (address, accepted) = backend(2, "ok").await;
-        let client = Http1::new(Duration::from_secs(1));
-        let address = address.to_string();
+        let client = client();
         for _ in 0..10 {
             let response = client.request(&address, get()).await.expect("answer");
             assert_eq!(read_whole(response).await, b"ok");
@@ -433,12 +442,9 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_requests_take_connections_of_their_own() {
-        // Bodies past what hyper reads ahead: a connection is busy until
-        // its body is read.
-        let long: &'static str = "x".repeat(1 << 20).leak();
+        let long = long();
         let (address, accepted) = backend(usize::MAX, long).await;
-        let client = Http1::new(Duration::from_secs(1));
-        let address = address.to_string();
+        let client = client();
         let mut open = Vec::new();
         for _ in 0..4 {
             open.push(client.request(&address, get()).await.expect("answer"));
@@ -462,7 +468,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address").to_string();
         drop(listener);
-        let client = Http1::new(Duration::from_secs(1));
+        let client = client();
         let error = client.request(&address, get()).await.expect_err("refused");
         let io = error.downcast_ref::<io::Error>().expect("an io error");
         assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
@@ -472,8 +478,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_are_closed_after_a_whole_period() {
         let (address, _) = backend(usize::MAX, "ok").await;
-        let client = Http1::new(Duration::from_secs(1));
-        let address = address.to_string();
+        let client = client();
         let response = client.request(&address, get()).await.expect("answer");
         assert_eq!(read_whole(response).await, b"ok");
         tokio::task::yield_now().await;
@@ -488,10 +493,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_busy_at_a_sweep_gets_a_whole_period_once_idle() {
-        let long: &'static str = "x".repeat(1 << 20).leak();
+        let long = long();
         let (address, _) = backend(usize::MAX, long).await;
-        let client = Http1::new(Duration::from_secs(1));
-        let address = address.to_string();
+        let client = client();
         let response = client.request(&address, get()).await.expect("answer");
         client.inner.sweep();
         client.inner.sweep();
@@ -508,11 +512,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_list_full_of_busy_connections_still_keeps_an_idle_one() {
-        let long: &'static str = "x".repeat(1 << 20).leak();
+        let long = long();
         // Two kept at most: two long answers held unread fill the list.
         let (address, accepted) = backend(usize::MAX, long).await;
         let client = Http1::keeping(Duration::from_secs(1), 2);
-        let address = address.to_string();
         let held = [
             client.request(&address, get()).await.expect("answer"),
             client.request(&address, get()).await.expect("answer"),
@@ -551,7 +554,7 @@ mod tests {
                 });
             }
         });
-        let client = Http1::new(Duration::from_secs(1));
+        let client = client();
         let given_up =
             tokio::time::timeout(Duration::from_millis(50), client.request(&address, get())).await;
         assert!(given_up.is_err(), "answered before the timeout");
