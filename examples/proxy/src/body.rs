@@ -20,6 +20,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::headers::grpc_unavailable;
 use super::idle::BusyGuard;
+use super::links::Answer;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -30,7 +31,7 @@ pub(crate) enum ProxyBody {
     /// A backend's body whose outcome was already reported (a retried
     /// 5xx that was the last word); the client's admission is held until
     /// it ends.
-    Unheld(Incoming, Option<Admission>),
+    Unheld(Answer, Option<Admission>),
     /// A body passed through a layer on its way: compressed
     /// (`compress/`), or stored in the cache (`cache/`).
     Layered(Box<dyn Layer>),
@@ -70,7 +71,7 @@ impl ProxyBody {
 /// or broke its own request. The client's admission (its in-flight slots)
 /// is held as long.
 pub(crate) struct Held {
-    body: Incoming,
+    body: Answer,
     picked: Option<Picked<String>>,
     success: bool,
     admission: Option<Admission>,
@@ -84,7 +85,7 @@ pub(crate) struct Held {
 
 impl Held {
     pub(crate) fn new(
-        body: Incoming,
+        body: Answer,
         picked: Picked<String>,
         success: bool,
         admission: Option<Admission>,
@@ -202,14 +203,14 @@ impl Body for ProxyBody {
                     Some(Ok(_)) if held.body.is_end_stream() => held.finish(held.success),
                     Some(Ok(_)) => {}
                 }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             Self::Unheld(body, admission) => {
                 let frame = ready!(Pin::new(body).poll_frame(cx));
                 if frame.is_none() {
                     *admission = None;
                 }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             Self::Layered(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }

@@ -32,7 +32,7 @@ use super::cache::{self, Cache, Fetched};
 use super::compress::Accepted;
 use super::framing::Head;
 use super::headers::{Hop, grpc_unavailable, set_forwarding, strip_hop_by_hop, url_forwarding};
-use super::links::{Http1, Link, Own};
+use super::links::{self, Answer, Http1, Link, Own};
 use super::request_target;
 use super::state::{State, Upstream};
 use super::tunnel;
@@ -532,7 +532,7 @@ async fn forward(
     let mut tried = Tried::new();
     // The last attempt's answer, when a retry finds no backend left: a
     // backend's 5xx, or the proxy's own 502 or 504.
-    let mut last: Option<Response<Incoming>> = None;
+    let mut last: Option<Response<Answer>> = None;
     let mut last_error: Option<(StatusCode, &'static str)> = None;
     loop {
         let picked = if tried.is_empty() {
@@ -584,7 +584,7 @@ async fn forward(
             Ok(Ok(mut response)) => {
                 let status = response.status();
                 if status == StatusCode::SWITCHING_PROTOCOLS {
-                    let backend_side = hyper::upgrade::on(&mut response);
+                    let backend_side = links::switched(&mut response);
                     let (mut parts, _) = response.into_parts();
                     let (Some(asked), Some(client_side), Some(place)) =
                         (&asked, client_upgrade.take(), permit.take())
@@ -690,7 +690,7 @@ async fn exchange(
     outgoing: Request<UpstreamBody>,
     body: Option<&ClientFault>,
     timeout: Duration,
-) -> Result<Result<Response<Incoming>, BoxError>, Elapsed> {
+) -> Result<Result<Response<Answer>, BoxError>, Elapsed> {
     let request = link.request(address, outgoing);
     let mut request = std::pin::pin!(request);
     let mut deadline = Instant::now() + timeout;
@@ -769,7 +769,7 @@ fn answer(mut parts: hyper::http::response::Parts, held: Held) -> Response<Proxy
 }
 
 /// A response already reported (a retried 5xx that was the last word).
-fn plain(response: Response<Incoming>, admission: Option<Admission>) -> Response<ProxyBody> {
+fn plain(response: Response<Answer>, admission: Option<Admission>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;

@@ -16,8 +16,13 @@ mod http1;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::http::uri::{Authority, Scheme};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, Uri};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -32,7 +37,7 @@ use super::body::{BoxError, UpstreamBody};
 use super::config::{ConfigError, ServerConfig, UpstreamConfig};
 use super::tls;
 
-pub(crate) use http1::Http1;
+pub(crate) use http1::{Http1, Switched};
 
 /// HTTP/2 by prior knowledge to backends.
 pub(crate) type H2c = Client<HttpConnector, UpstreamBody>;
@@ -60,15 +65,71 @@ impl Link<'_> {
         &self,
         address: &str,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, BoxError> {
+    ) -> Result<Response<Answer>, BoxError> {
         match self {
-            Self::Http1(client) => client.request(address, request).await,
+            Self::Http1(client) => Ok(client.request(address, request).await?.map(Answer::Http1)),
             Self::H2c(client) => Ok(client
                 .request(absolute(Scheme::HTTP, address, request)?)
-                .await?),
+                .await?
+                .map(Answer::Hyper)),
             Self::Tls(client) => Ok(client
                 .request(absolute(Scheme::HTTPS, address, request)?)
-                .await?),
+                .await?
+                .map(Answer::Hyper)),
+        }
+    }
+}
+
+/// A backend's response body, from whichever client fetched it.
+// The HTTP/1.1 form is the common one and is not boxed: a box would be an
+// allocation a response.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Answer {
+    Http1(http1::Streaming),
+    Hyper(Incoming),
+}
+
+/// The backend's side of a `101`: a connection now the tunnel's.
+pub(crate) enum Switch {
+    Http1(Option<Switched>),
+    Hyper(OnUpgrade),
+}
+
+/// What a `101` response switched to on the backend's side.
+pub(crate) fn switched(response: &mut Response<Answer>) -> Switch {
+    match response.body_mut() {
+        Answer::Http1(body) => Switch::Http1(body.switched()),
+        Answer::Hyper(_) => Switch::Hyper(hyper::upgrade::on(response)),
+    }
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Http1(body) => Pin::new(body).poll_frame(cx),
+            Self::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Http1(body) => body.is_end_stream(),
+            Self::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Http1(body) => body.size_hint(),
+            Self::Hyper(body) => body.size_hint(),
         }
     }
 }

@@ -8,9 +8,11 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use loadbalance::Picked;
 use loadbalance::limit::Admission;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::places::TunnelPermit;
+use crate::links::Switch;
 use crate::stopped;
 
 /// What a tunnel holds for its life.
@@ -25,17 +27,37 @@ pub(crate) struct Held {
 /// side's idle bound included), or shutdown's grace period ends.
 pub(crate) async fn run(
     client: OnUpgrade,
-    backend: OnUpgrade,
+    backend: Switch,
+    held: Held,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let Ok(client) = client.await else {
+        return;
+    };
+    let client = TokioIo::new(client);
+    match backend {
+        Switch::Http1(Some(backend)) => copy(client, backend, held, stop, grace).await,
+        Switch::Hyper(backend) => {
+            if let Ok(backend) = backend.await {
+                copy(client, TokioIo::new(backend), held, stop, grace).await;
+            }
+        }
+        Switch::Http1(None) => {}
+    }
+}
+
+async fn copy<C, B>(
+    mut client: C,
+    mut backend: B,
     held: Held,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
-) {
-    let (Ok(client), Ok(backend)) = (client.await, backend.await) else {
-        return;
-    };
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     held.permit.opened();
-    let mut client = TokioIo::new(client);
-    let mut backend = TokioIo::new(backend);
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
         () = async {
