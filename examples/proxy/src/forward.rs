@@ -17,7 +17,7 @@ use hyper::header::{
     TRAILER,
 };
 use hyper::http::request::Parts;
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection, UnreadableForwarded};
 use loadbalance::{PickError, Tried};
 
@@ -32,7 +32,7 @@ use super::cache::{self, Cache, Fetched};
 use super::compress::Accepted;
 use super::framing::Head;
 use super::headers::{Hop, grpc_unavailable, set_forwarding, strip_hop_by_hop, url_forwarding};
-use super::links::{self, Answer, Http1, Link, Own};
+use super::links::{self, Answer, Http1, Link, Outgoing, Own};
 use super::request_target;
 use super::state::{State, Upstream};
 use super::tunnel;
@@ -516,6 +516,9 @@ async fn forward(
         None => {}
     }
     strip_hop_by_hop(&mut headers);
+    if !links::sendable(path) {
+        return error(StatusCode::BAD_REQUEST, "400 bad request target\n");
+    }
     if let Some(asked) = &asked {
         asked.ask(&mut headers);
     }
@@ -554,16 +557,11 @@ async fn forward(
             }
         };
         tried.insert(picked.guard());
-        // Only a replayable request makes a second attempt and needs its
-        // headers again.
-        let attempt_headers = if replayable {
-            headers.clone()
-        } else {
-            std::mem::take(&mut headers)
-        };
-        let outgoing = match outgoing(&method, path, attempt_headers, body.attempt()) {
-            Ok(outgoing) => outgoing,
-            Err(_) => return error(StatusCode::BAD_REQUEST, "400 bad request target\n"),
+        let outgoing = Outgoing {
+            method: &method,
+            target: path,
+            headers: &headers,
+            body: body.attempt(),
         };
         let more =
             replayable && tried.len() < settings.attempts as usize && tried.len() < pool.len();
@@ -687,7 +685,7 @@ async fn forward(
 async fn exchange(
     link: &Link<'_>,
     address: &str,
-    outgoing: Request<UpstreamBody>,
+    outgoing: Outgoing<'_>,
     body: Option<&ClientFault>,
     timeout: Duration,
 ) -> Result<Result<Response<Answer>, BoxError>, Elapsed> {
@@ -741,25 +739,6 @@ fn locally_exhausted(failure: &(dyn std::error::Error + 'static)) -> bool {
 #[derive(Debug)]
 struct Elapsed;
 
-/// The request to a backend: same method, path and headers, the target
-/// in origin form (the link adds the backend's address where its client
-/// wants it).
-fn outgoing(
-    method: &Method,
-    path: &str,
-    headers: HeaderMap,
-    body: UpstreamBody,
-) -> Result<Request<UpstreamBody>, hyper::http::Error> {
-    let uri = Uri::try_from(path)?;
-    let mut request = Request::new(body);
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
-    Ok(request)
-}
-
-/// The backend's response, streamed to the client with its pick (and the
-/// client's admission) held until the body ends.
 fn answer(mut parts: hyper::http::response::Parts, held: Held) -> Response<ProxyBody> {
     strip_hop_by_hop(&mut parts.headers);
     // The proxy speaks its own version (RFC 9110 §6.2), whatever the

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderValue, TE};
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::{Method, StatusCode};
 use loadbalance::AdminState;
 use parking_lot::Mutex;
 use tokio::task::{JoinHandle, JoinSet};
@@ -20,6 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::Shared;
 use super::body::UpstreamBody;
 use super::config::{CheckConfig, Config};
+use super::links::Outgoing;
 
 /// Streaks of one backend: successes and failures in a row.
 #[derive(Clone, Copy, Debug, Default)]
@@ -197,13 +198,18 @@ async fn probe(
         None => check.path.as_str(),
     };
     // The backend's address names it, as hyper-util's clients would.
-    let (Ok(uri), Ok(host)) = (Uri::try_from(path), HeaderValue::from_str(server)) else {
+    let Ok(host) = HeaderValue::from_str(server) else {
         return false;
     };
+    let mut headers = HeaderMap::new();
+    headers.insert(HOST, host);
     let Some(service) = &check.grpc_service else {
-        let mut request = Request::new(UpstreamBody::Empty);
-        *request.uri_mut() = uri;
-        request.headers_mut().insert(HOST, host);
+        let request = Outgoing {
+            method: &Method::GET,
+            target: path,
+            headers: &headers,
+            body: UpstreamBody::Empty,
+        };
         return match tokio::time::timeout(timeout, link.request(server, request)).await {
             Ok(Ok(response)) => {
                 let status = response.status();
@@ -212,13 +218,14 @@ async fn probe(
             _ => false,
         };
     };
-    let mut request = Request::new(UpstreamBody::Whole(Some(grpc_check_request(service))));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = uri;
-    let headers = request.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(TE, HeaderValue::from_static("trailers"));
-    headers.insert(HOST, host);
+    let request = Outgoing {
+        method: &Method::POST,
+        target: path,
+        headers: &headers,
+        body: UpstreamBody::Whole(Some(grpc_check_request(service))),
+    };
     let answered = tokio::time::timeout(timeout, async {
         let response = link.request(server, request).await.ok()?;
         if response.status() != StatusCode::OK || grpc_failed(response.headers()) {

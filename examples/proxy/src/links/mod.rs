@@ -23,7 +23,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::http::uri::{Authority, Scheme};
 use hyper::upgrade::OnUpgrade;
-use hyper::{Request, Response, Uri};
+use hyper::{HeaderMap, Method, Request, Response, Uri};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -58,22 +58,53 @@ pub(crate) enum Link<'a> {
     Tls(&'a TlsBackends),
 }
 
+/// A request on its way to a backend: borrowed from the client's, so a
+/// second attempt needs no copy of its head.
+pub(crate) struct Outgoing<'a> {
+    pub(crate) method: &'a Method,
+    /// In origin form, every byte visible ASCII ([`sendable`]).
+    pub(crate) target: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: UpstreamBody,
+}
+
+/// Whether `target` can go on a request line as it is: visible ASCII
+/// only (no space, CR or LF to end it early), and not empty.
+pub(crate) fn sendable(target: &str) -> bool {
+    !target.is_empty() && target.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl Outgoing<'_> {
+    /// As a request of its own, with the target in absolute form, as
+    /// hyper-util's clients take it (they pool by scheme and authority).
+    fn absolute(self, scheme: Scheme, address: &str) -> Result<Request<UpstreamBody>, BoxError> {
+        let mut parts = Uri::try_from(self.target)?.into_parts();
+        parts.scheme = Some(scheme);
+        parts.authority = Some(Authority::try_from(address)?);
+        let mut request = Request::new(self.body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = Uri::from_parts(parts)?;
+        *request.headers_mut() = self.headers.clone();
+        Ok(request)
+    }
+}
+
 impl Link<'_> {
-    /// Sends `request`, its target in origin form, to the backend at
-    /// `address`; the response head, or why there is none.
+    /// Sends `request` to the backend at `address`; the response head, or
+    /// why there is none.
     pub(crate) async fn request(
         &self,
         address: &str,
-        request: Request<UpstreamBody>,
+        request: Outgoing<'_>,
     ) -> Result<Response<Answer>, BoxError> {
         match self {
             Self::Http1(client) => Ok(client.request(address, request).await?.map(Answer::Http1)),
             Self::H2c(client) => Ok(client
-                .request(absolute(Scheme::HTTP, address, request)?)
+                .request(request.absolute(Scheme::HTTP, address)?)
                 .await?
                 .map(Answer::Hyper)),
             Self::Tls(client) => Ok(client
-                .request(absolute(Scheme::HTTPS, address, request)?)
+                .request(request.absolute(Scheme::HTTPS, address)?)
                 .await?
                 .map(Answer::Hyper)),
         }
@@ -132,20 +163,6 @@ impl Body for Answer {
             Self::Hyper(body) => body.size_hint(),
         }
     }
-}
-
-/// `request` with its target in absolute form, as hyper-util's clients
-/// take it (they pool by scheme and authority).
-fn absolute(
-    scheme: Scheme,
-    address: &str,
-    mut request: Request<UpstreamBody>,
-) -> Result<Request<UpstreamBody>, BoxError> {
-    let mut parts = std::mem::take(request.uri_mut()).into_parts();
-    parts.scheme = Some(scheme);
-    parts.authority = Some(Authority::try_from(address)?);
-    *request.uri_mut() = Uri::from_parts(parts)?;
-    Ok(request)
 }
 
 /// The connector for `settings`' connect timeout.
@@ -300,5 +317,18 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sendable;
+
+    #[test]
+    fn only_visible_ascii_goes_on_a_request_line() {
+        assert!(sendable("/a/b?c=d%20e"));
+        for bad in ["", "/a b", "/a\r\nX-Injected: 1", "/a\tb", "/caf\u{e9}", "/a\u{7f}"] {
+            assert!(!sendable(bad), "{bad:?}");
+        }
     }
 }

@@ -40,6 +40,8 @@ pub(crate) enum WireError {
     ClosedBeforeHead,
     /// The connection closed before the body was whole.
     Truncated,
+    /// A request target that cannot go on a request line as it is.
+    Target,
 }
 
 impl fmt::Display for WireError {
@@ -53,6 +55,7 @@ impl fmt::Display for WireError {
             Self::Interim => "the backend sent too many interim responses",
             Self::ClosedBeforeHead => "the backend closed the connection before its response",
             Self::Truncated => "the backend closed the connection mid-body",
+            Self::Target => "the request target is not visible ASCII",
         })
     }
 }

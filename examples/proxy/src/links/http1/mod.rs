@@ -30,12 +30,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hyper::{Request, Response};
+use hyper::Response;
 use parking_lot::Mutex;
 
 use self::answer::Home;
 use self::send::Conn;
-use crate::body::{BoxError, UpstreamBody};
+use super::Outgoing;
+use crate::body::BoxError;
 
 pub(crate) use answer::Streaming;
 pub(crate) use switched::Switched;
@@ -109,16 +110,21 @@ impl Http1 {
     pub(crate) async fn request(
         &self,
         address: &str,
-        request: Request<UpstreamBody>,
+        request: Outgoing<'_>,
     ) -> Result<Response<Streaming>, BoxError> {
-        let (parts, mut body) = request.into_parts();
+        let Outgoing {
+            method,
+            target,
+            headers,
+            mut body,
+        } = request;
         let (kept, address) = self.inner.take(address);
         let mut conn = match kept {
             Some(conn) => conn,
             // Boxed: opening a connection is the rare case.
             None => Box::pin(self.connect(&address)).await?,
         };
-        let (head, upload) = conn.exchange(&parts, &mut body).await?;
+        let (head, upload) = conn.exchange(method, target, headers, &mut body).await?;
         let home = head.reusable.then(|| Home {
             client: self.clone(),
             address,
@@ -231,6 +237,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::Request;
     use hyper::body::Incoming;
     use hyper::server::conn::http1 as server;
     use hyper::service::service_fn;
@@ -284,12 +291,15 @@ mod tests {
         (address.to_string(), accepted)
     }
 
-    fn get() -> Request<UpstreamBody> {
-        let mut request = Request::new(UpstreamBody::Empty);
-        request
-            .headers_mut()
-            .insert("host", "backend".parse().expect("value"));
-        request
+    fn get() -> Outgoing<'static> {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("host", "backend".parse().expect("value"));
+        Outgoing {
+            method: &hyper::Method::GET,
+            target: "/",
+            headers: Box::leak(Box::new(headers)),
+            body: crate::body::UpstreamBody::Empty,
+        }
     }
 
     async fn read_whole(response: Response<Streaming>) -> Vec<u8> {

@@ -13,10 +13,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
-use hyper::Method;
 use hyper::body::Body;
 use hyper::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use hyper::http::request::Parts;
+use hyper::{HeaderMap, Method};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -79,17 +78,22 @@ impl Conn {
             && matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Sends the request (`parts`, `body`) and reads the response head;
+    /// Sends the request and reads the response head;
     /// with it, what is left to send of a streamed body the backend
     /// answered before it had it all (sent on as the answer is read).
     pub(super) async fn exchange(
         &mut self,
-        parts: &Parts,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
         body: &mut UpstreamBody,
     ) -> Result<(Head, Option<Box<Upload>>), BoxError> {
-        let head_request = parts.method == Method::HEAD;
+        if !super::super::sendable(target) {
+            return Err(Box::new(WireError::Target));
+        }
+        let head_request = method == Method::HEAD;
         self.write.clear();
-        let plan = encode(parts, body, &mut self.write);
+        let plan = encode(method, target, headers, body, &mut self.write);
         let mut upload = None;
         match body {
             UpstreamBody::Whole(Some(bytes)) if !bytes.is_empty() => {
@@ -259,21 +263,26 @@ impl Reading {
 
 /// The request head into `out`, with the body's framing: a whole body's
 /// length, a streamed one's own `Content-Length`, else chunked.
-fn encode(parts: &Parts, body: &UpstreamBody, out: &mut Vec<u8>) -> Plan {
+fn encode(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: &UpstreamBody,
+    out: &mut Vec<u8>,
+) -> Plan {
     let (plan, length) = match body {
         UpstreamBody::Empty | UpstreamBody::Whole(None) => (Plan::Written, None),
         UpstreamBody::Whole(Some(bytes)) => (Plan::Written, Some(bytes.len() as u64)),
-        UpstreamBody::Streamed(_) => match declared_length(parts) {
+        UpstreamBody::Streamed(_) => match declared_length(headers) {
             Some(n) => (Plan::Length(n), None),
             None => (Plan::Chunked, None),
         },
     };
-    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
+    for (name, value) in headers {
         // This exchange frames the body itself.
         if name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && length.is_some()) {
             continue;
@@ -297,9 +306,8 @@ fn encode(parts: &Parts, body: &UpstreamBody, out: &mut Vec<u8>) -> Plan {
 
 /// The client's `Content-Length` (checked by the server side: one
 /// number).
-fn declared_length(parts: &Parts) -> Option<u64> {
-    parts
-        .headers
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(CONTENT_LENGTH)?
         .to_str()
         .ok()?
@@ -321,7 +329,8 @@ mod tests {
         }
         let (parts, ()) = request.body(()).expect("request").into_parts();
         let mut out = Vec::new();
-        let plan = encode(&parts, body, &mut out);
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let plan = encode(&parts.method, target, &parts.headers, body, &mut out);
         (String::from_utf8(out).expect("text"), plan)
     }
 
