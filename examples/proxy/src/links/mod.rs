@@ -175,7 +175,7 @@ fn connector(settings: &ServerConfig) -> HttpConnector {
 
 /// A worker's HTTP/1.1 client.
 pub(crate) fn backends(settings: &ServerConfig) -> Http1 {
-    Http1::new(settings.connect_timeout())
+    Http1::new(settings.connect_timeout(), settings.upstream_timeout())
 }
 
 /// Pool `name`'s own client for `upstream`, if it needs one.
@@ -327,7 +327,14 @@ mod tests {
     #[test]
     fn only_visible_ascii_goes_on_a_request_line() {
         assert!(sendable("/a/b?c=d%20e"));
-        for bad in ["", "/a b", "/a\r\nX-Injected: 1", "/a\tb", "/caf\u{e9}", "/a\u{7f}"] {
+        for bad in [
+            "",
+            "/a b",
+            "/a\r\nX-Injected: 1",
+            "/a\tb",
+            "/caf\u{e9}",
+            "/a\u{7f}",
+        ] {
             assert!(!sendable(bad), "{bad:?}");
         }
     }

@@ -14,7 +14,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use super::Http1;
 use super::chunked::{Chunked, Step};
 use super::head::{Framing, WireError};
-use super::send::{Conn, READ_SIZE, Upload};
+use super::send::{Conn, Cut, READ_SIZE, Upload};
 use super::switched::Switched;
 use crate::body::BoxError;
 
@@ -110,12 +110,19 @@ impl Streaming {
             .map(|conn| Switched::new(conn.stream, conn.read.freeze()))
     }
 
-    /// The body has ended: its connection goes home if it may.
+    /// The body has ended: its connection goes home if it may, or sends
+    /// the rest of an upload the backend answered early.
     fn finish(&mut self) {
         self.reading = Reading::Done;
-        let upload = self.upload.take();
-        let (Some(home), Some(conn), None) = (self.home.take(), self.conn.take(), upload) else {
-            self.conn = None;
+        let conn = self.conn.take();
+        let home = self.home.take();
+        if let Some(upload) = self.upload.take() {
+            if let Some(conn) = conn {
+                tokio::spawn(upload.finish(conn.stream));
+            }
+            return;
+        }
+        let (Some(home), Some(conn)) = (home, conn) else {
             return;
         };
         // Bytes past the body's end: the backend and this reading disagree
@@ -189,7 +196,10 @@ impl Body for Streaming {
         if let (Some(upload), Some(conn)) = (this.upload.as_mut(), this.conn.as_mut()) {
             match upload.poll_send(&mut conn.stream, cx) {
                 Poll::Ready(Ok(())) => this.upload = None,
-                Poll::Ready(Err(error)) => return this.fail(error),
+                Poll::Ready(Err(Cut::Client(error))) => return this.fail(error),
+                // The backend takes no more: its answer is read to its end
+                // all the same (a reset leaves what came before it).
+                Poll::Ready(Err(Cut::Backend)) => this.upload = None,
                 Poll::Pending => {}
             }
         }

@@ -26,6 +26,9 @@ mod head;
 mod send;
 mod switched;
 
+#[cfg(test)]
+mod hostile_backends;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -57,6 +60,8 @@ pub(crate) struct Http1 {
 struct Inner {
     lists: Mutex<Lists>,
     connect_timeout: Duration,
+    /// How long a backend may take none of an upload it answered early.
+    stall: Duration,
     /// [`MAX_KEPT`], smaller in tests.
     max_kept: usize,
 }
@@ -86,16 +91,19 @@ struct Kept {
 }
 
 impl Http1 {
-    /// A client whose connections take at most `connect_timeout` to open.
-    pub(crate) fn new(connect_timeout: Duration) -> Self {
-        Self::keeping(connect_timeout, MAX_KEPT)
+    /// A client whose connections take at most `connect_timeout` to open,
+    /// and whose backends may take nothing of an upload they answered
+    /// early for `stall`.
+    pub(crate) fn new(connect_timeout: Duration, stall: Duration) -> Self {
+        Self::keeping(connect_timeout, stall, MAX_KEPT)
     }
 
-    fn keeping(connect_timeout: Duration, max_kept: usize) -> Self {
+    fn keeping(connect_timeout: Duration, stall: Duration, max_kept: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
                 lists: Mutex::new(Lists::default()),
                 connect_timeout,
+                stall,
                 max_kept,
             }),
         }
@@ -124,7 +132,9 @@ impl Http1 {
             // Boxed: opening a connection is the rare case.
             None => Box::pin(self.connect(&address)).await?,
         };
-        let (head, upload) = conn.exchange(method, target, headers, &mut body).await?;
+        let (head, upload) = conn
+            .exchange(method, target, headers, &mut body, self.inner.stall)
+            .await?;
         let home = head.reusable.then(|| Home {
             client: self.clone(),
             address,
@@ -255,7 +265,7 @@ mod tests {
 
     /// A client that opens connections within a second.
     fn client() -> Http1 {
-        Http1::new(Duration::from_secs(1))
+        Http1::new(Duration::from_secs(1), Duration::from_secs(1))
     }
 
     /// A backend answering `body`, counting the connections it accepted
@@ -422,7 +432,7 @@ mod tests {
     async fn a_full_list_closes_what_comes_back() {
         let long = long();
         let (address, accepted) = backend(usize::MAX, long).await;
-        let client = Http1::keeping(Duration::from_secs(1), 2);
+        let client = Http1::keeping(Duration::from_secs(1), Duration::from_secs(1), 2);
         let open = [
             client.request(&address, get()).await.expect("answer"),
             client.request(&address, get()).await.expect("answer"),

@@ -11,6 +11,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use hyper::body::Body;
@@ -70,12 +71,17 @@ impl Conn {
     }
 
     /// Whether the backend may still use this idle connection: nothing
-    /// to read (no close, no stray bytes). Asks the socket only when its
-    /// readiness says something came.
+    /// in the socket (no close, no stray bytes). Asks the kernel (a
+    /// peek), not the event loop's readiness, which a busy worker updates
+    /// only now and then: bytes or a close that came since would
+    /// otherwise be taken for the next request's answer.
     pub(super) fn idle_and_open(&self) -> bool {
-        let mut probe = [0u8; 1];
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         self.read.is_empty()
-            && matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            && matches!(
+                socket2::SockRef::from(&self.stream).peek(&mut probe),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            )
     }
 
     /// Sends the request and reads the response head;
@@ -87,6 +93,7 @@ impl Conn {
         target: &str,
         headers: &HeaderMap,
         body: &mut UpstreamBody,
+        stall: Duration,
     ) -> Result<(Head, Option<Box<Upload>>), BoxError> {
         if !super::super::sendable(target) {
             return Err(Box::new(WireError::Target));
@@ -103,22 +110,42 @@ impl Conn {
             UpstreamBody::Streamed(_) => {
                 self.stream.write_all(&self.write).await?;
                 let body = std::mem::replace(body, UpstreamBody::Empty);
-                upload = Some(Box::new(Upload::new(body, plan)));
+                upload = Some(Box::new(Upload::new(body, plan, stall)));
             }
             _ => self.stream.write_all(&self.write).await?,
         }
         let mut reading = Reading::new(head_request);
+        // Whether the backend stopped taking the upload before it ended.
+        let mut cut = false;
         let head = std::future::poll_fn(|cx| {
+            // The answer first, as hyper's dispatcher reads before it
+            // writes: an early answer in the socket is heard even when the
+            // upload's next write would fail (the backend reset after it).
+            if let Poll::Ready(head) = reading.poll_head(&mut self.stream, &mut self.read, cx) {
+                return Poll::Ready(head);
+            }
             if let Some(sending) = upload.as_mut() {
                 match sending.poll_send(&mut self.stream, cx) {
                     Poll::Ready(Ok(())) => upload = None,
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Ready(Err(Cut::Client(error))) => return Poll::Ready(Err(error)),
+                    // Its answer (or its close) is read next.
+                    Poll::Ready(Err(Cut::Backend)) => {
+                        upload = None;
+                        cut = true;
+                    }
                     Poll::Pending => {}
                 }
             }
-            reading.poll_head(&mut self.stream, &mut self.read, cx)
+            Poll::Pending
         })
-        .await?;
+        .await;
+        let mut head = head?;
+        // Answered before it had the whole request: the backend may take
+        // the rest of the body for a request of its own, so nothing more
+        // is asked on this connection.
+        if cut || upload.is_some() {
+            head.reusable = false;
+        }
         Ok((head, upload))
     }
 }
@@ -132,36 +159,53 @@ pub(crate) struct Upload {
     /// Data bytes taken from the body so far.
     sent: u64,
     ended: bool,
+    /// Set at each write that moved bytes.
+    moved: bool,
+    /// How long a backend may take nothing, once its answer has ended.
+    stall: Duration,
+}
+
+/// Why an upload stopped before its end.
+pub(super) enum Cut {
+    /// The client's body broke (or did not match its length).
+    Client(BoxError),
+    /// The backend takes no more (it closed or reset): its answer says
+    /// the rest.
+    Backend,
 }
 
 impl Upload {
-    fn new(body: UpstreamBody, plan: Plan) -> Self {
+    fn new(body: UpstreamBody, plan: Plan, stall: Duration) -> Self {
         Self {
             body,
             plan,
             pending: BytesMut::new(),
             sent: 0,
             ended: false,
+            moved: false,
+            stall,
         }
     }
 
     /// Writes on until the body has been sent whole (`Ready(Ok)`), the
     /// client or the socket has no more for now (`Pending`), or either
-    /// failed.
+    /// side stopped.
     pub(super) fn poll_send(
         &mut self,
         stream: &mut TcpStream,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(), BoxError>> {
+    ) -> Poll<Result<(), Cut>> {
         // Each turn writes framed bytes or frames a body frame; the body
         // is bounded by its cap.
         loop {
             if !self.pending.is_empty() {
-                let written = ready!(Pin::new(&mut *stream).poll_write(cx, &self.pending))?;
-                if written == 0 {
-                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                match ready!(Pin::new(&mut *stream).poll_write(cx, &self.pending)) {
+                    Ok(0) | Err(_) => return Poll::Ready(Err(Cut::Backend)),
+                    Ok(written) => {
+                        self.pending.advance(written);
+                        self.moved = true;
+                    }
                 }
-                self.pending.advance(written);
                 continue;
             }
             if self.ended {
@@ -171,20 +215,41 @@ impl Upload {
                 Some(Ok(frame)) => {
                     // Trailers are not sent on.
                     if let Ok(data) = frame.into_data() {
-                        self.frame(&data)?;
+                        self.frame(&data).map_err(Cut::Client)?;
                     }
                 }
-                Some(Err(error)) => return Poll::Ready(Err(error)),
+                Some(Err(error)) => return Poll::Ready(Err(Cut::Client(error))),
                 None => {
                     self.ended = true;
                     match self.plan {
                         Plan::Chunked => self.pending.extend_from_slice(b"0\r\n\r\n"),
                         Plan::Length(length) if self.sent != length => {
-                            return Poll::Ready(Err(Box::new(BodyLength)));
+                            return Poll::Ready(Err(Cut::Client(Box::new(BodyLength))));
                         }
                         Plan::Length(_) | Plan::Written => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// Sends the rest once the backend's answer has ended, as hyper's
+    /// connection task would: the backend may still be reading it. Gives
+    /// up when either side stops, or the backend takes nothing for the
+    /// stall timeout; the connection closes after.
+    pub(super) async fn finish(mut self: Box<Self>, mut stream: TcpStream) {
+        let stall = self.stall;
+        // Each turn moves bytes or ends; a stall ends it.
+        loop {
+            self.moved = false;
+            let step = std::future::poll_fn(|cx| match self.poll_send(&mut stream, cx) {
+                Poll::Pending if self.moved => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(done) => Poll::Ready(Some(done)),
+            });
+            match tokio::time::timeout(stall, step).await {
+                Ok(None) => {}
+                Ok(Some(_)) | Err(_) => return,
             }
         }
     }
