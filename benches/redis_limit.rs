@@ -6,7 +6,8 @@
 //! - exact mode (`EVALSHA`, one round trip, local denials);
 //! - batched mode (leases of up to 64 requests spent locally);
 //!
-//! and the rate at which locally cached denials are answered.
+//! and the rate at which locally cached denials are answered; and a shared
+//! concurrency permit's acquire and release beside the local limit's.
 //!
 //! `cargo bench --bench redis_limit --features redis` (about 30 s). Tasks
 //! take turns over 64 hot keys (API keys, say: the traffic batched mode is
@@ -21,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use loadbalance::limit::Quota;
-use loadbalance::limit::redis::{Mode, RedisLimiter};
+use loadbalance::limit::redis::{Mode, RedisConcurrencyLimit, RedisLimiter};
+use loadbalance::limit::{ConcurrencyLimit, Quota};
 use redis_support::RedisServer;
 
 const RUN: Duration = Duration::from_secs(2);
@@ -34,6 +35,11 @@ enum Approach {
     SeedPair(redis::aio::MultiplexedConnection),
     Eval(redis::aio::MultiplexedConnection),
     Limiter(RedisLimiter),
+    /// Acquire and release: a shared concurrency permit.
+    Permits(RedisConcurrencyLimit),
+    /// Acquire and release: a local concurrency permit, for scale (with a
+    /// yield to the runtime a pair, as a request's task would).
+    Local(Arc<ConcurrencyLimit>),
 }
 
 impl Approach {
@@ -69,6 +75,13 @@ impl Approach {
                 reply.is_ok_and(|(granted, _)| granted > 0)
             }
             Self::Limiter(limiter) => limiter.check(&key.to_string()).await.is_ok(),
+            Self::Permits(limit) => limit.acquire(&key.to_string()).await.is_ok(),
+            Self::Local(limit) => {
+                let acquired = limit.try_acquire().is_ok();
+                // A task that never waits would hold its worker for good.
+                tokio::task::yield_now().await;
+                acquired
+            }
         }
     }
 }
@@ -162,6 +175,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         println!();
         println!("exact mode: {:?}", exact.stats());
+        // Concurrency permits: acquire, then release on drop (a shared
+        // permit's release goes out in the background, batched).
+        let permits = RedisConcurrencyLimit::builder(server.url(), 1_000_000)
+            .prefix("permits:")
+            .build()
+            .await?;
+        let local = Arc::new(ConcurrencyLimit::new(std::num::NonZeroU32::new(1_000_000).ok_or("nonzero")?));
+        let pairs = [
+            ("local ConcurrencyLimit", Approach::Local(local)),
+            ("shared (RedisConcurrencyLimit)", Approach::Permits(permits.clone())),
+        ];
+        println!();
+        println!("| permit, acquire + release | tasks | pairs/s | p50 | p99 | ratio to the local limit |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        for tasks in [1, 16, 256] {
+            let mut base = None;
+            for (name, approach) in &pairs {
+                let figures = run(approach.clone(), tasks).await;
+                let base = *base.get_or_insert(figures.per_second);
+                println!(
+                    "| {name} | {tasks} | {:.0} | {:.1} µs | {:.1} µs | {:.5} |",
+                    figures.per_second,
+                    figures.p50.as_secs_f64() * 1e6,
+                    figures.p99.as_secs_f64() * 1e6,
+                    figures.per_second / base
+                );
+            }
+        }
+        println!("shared permits: {:?}", permits.stats());
         // Local denials: one key far over a quota of 1 a minute.
         let tight = RedisLimiter::builder(server.url(), Quota::per_minute(1)?).prefix("deny:").build().await?;
         let _ = tight.check("one").await;

@@ -15,9 +15,9 @@ use loadbalance::limit::redis::{Mode, OnFailure, RedisLimitError, RedisLimiter, 
 
 /// One test at a time: they load both cores, and the fault tests time
 /// every check.
-static SERIAL: Mutex<()> = Mutex::new(());
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -40,7 +40,7 @@ fn redis_time(port: u16) -> u64 {
 
 /// Every key under `prefix` on the node at `port` has a TTL; returns how
 /// many there were.
-fn every_key_expires(port: u16, prefix: &str) -> usize {
+pub(crate) fn every_key_expires(port: u16, prefix: &str) -> usize {
     let pattern = format!("{prefix}*");
     let keys = redis_cli(port, &["--scan", "--pattern", &pattern]);
     let keys: Vec<&str> = keys

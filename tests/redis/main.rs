@@ -7,3 +7,4 @@ mod redis_support;
 
 mod harness;
 mod limit;
+mod permits;

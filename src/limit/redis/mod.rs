@@ -1,5 +1,6 @@
 //! Rate limits shared by every instance of a service, kept in Redis or a
-//! Redis Cluster (feature `redis`).
+//! Redis Cluster (feature `redis`); and concurrency limits shared the same
+//! way ([`RedisConcurrencyLimit`], `permits.rs`).
 //!
 //! - **Exact mode**: each check runs the GCRA as one Lua script (EVALSHA)
 //!   on Redis's own clock, one round trip, the key written with its expiry
@@ -34,6 +35,7 @@
 
 mod batch;
 mod connection;
+mod permits;
 mod script;
 
 use crate::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +46,10 @@ use std::time::Duration;
 use self::batch::Batcher;
 use self::connection::Connection;
 use self::script::{GCRA, Reply};
+
+pub use self::permits::{
+    PermitDenied, PermitStats, RedisConcurrencyLimit, RedisConcurrencyLimitBuilder, SharedPermit,
+};
 use super::capacity::{Capacity, CapacityError};
 use super::table::{Entries, KeyHasher, Table, WAYS, Write};
 use super::time::Time;
@@ -123,6 +129,14 @@ pub enum RedisLimitError {
     BracesInPrefix,
     /// The local tables' capacity.
     Capacity(CapacityError),
+    /// A shared concurrency limit of 0 would refuse every request.
+    ZeroLimit,
+    /// A permit TTL under 300 ms or under three deadlines: renewals could
+    /// not land in time.
+    TtlTooShort {
+        /// The TTL asked for.
+        ttl: Duration,
+    },
 }
 
 impl fmt::Display for RedisLimitError {
@@ -139,6 +153,11 @@ impl fmt::Display for RedisLimitError {
                 f.write_str("a key prefix cannot hold { or }: it would be every key's hash tag")
             }
             Self::Capacity(error) => error.fmt(f),
+            Self::ZeroLimit => f.write_str("a shared concurrency limit needs a limit above 0"),
+            Self::TtlTooShort { ttl } => write!(
+                f,
+                "a permit TTL of {ttl:?} is too short: at least 300 ms and three deadlines"
+            ),
         }
     }
 }
@@ -255,6 +274,26 @@ pub struct RedisLimiterBuilder {
 enum Target {
     Single(String),
     Cluster(Vec<String>),
+}
+
+impl Target {
+    /// The connection, each command bounded by `deadline`: a single
+    /// server's made on first use, a cluster's now (to learn its slots).
+    async fn connect(&self, deadline: Duration) -> Result<Connection, RedisLimitError> {
+        match self {
+            Self::Single(url) => {
+                Connection::single(url, deadline).map_err(RedisLimitError::InvalidUrl)
+            }
+            Self::Cluster(urls) => {
+                for url in urls {
+                    redis::Client::open(url.as_str()).map_err(RedisLimitError::InvalidUrl)?;
+                }
+                Connection::cluster(urls, deadline)
+                    .await
+                    .map_err(RedisLimitError::Connect)
+            }
+        }
+    }
 }
 
 /// Local denials: `[until]`, idle once passed.
@@ -621,19 +660,7 @@ impl RedisLimiterBuilder {
         if self.prefix.contains(['{', '}']) {
             return Err(RedisLimitError::BracesInPrefix);
         }
-        let connection = match &self.target {
-            Target::Single(url) => {
-                Connection::single(url, self.deadline).map_err(RedisLimitError::InvalidUrl)?
-            }
-            Target::Cluster(urls) => {
-                for url in urls {
-                    redis::Client::open(url.as_str()).map_err(RedisLimitError::InvalidUrl)?;
-                }
-                Connection::cluster(urls, self.deadline)
-                    .await
-                    .map_err(RedisLimitError::Connect)?
-            }
-        };
+        let connection = self.target.connect(self.deadline).await?;
         let table = |set_bytes| {
             self.local
                 .sets(set_bytes, WAYS, 0)

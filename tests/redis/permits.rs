@@ -1,0 +1,512 @@
+//! Shared concurrency limits against real Redis processes started by the
+//! tests: four instances never over the limit (counted where the requests
+//! land), a killed instance's permits back within the TTL, a frozen
+//! server answered by policy within the deadline, a restarted server
+//! given back the permits still held, cancelled acquires leaving nothing,
+//! a three-master cluster, bad configuration, and no key without a TTL.
+#![cfg(feature = "redis")]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use crate::limit::{SERIAL, every_key_expires, runtime};
+use crate::redis_support::{RedisCluster, RedisServer, redis_cli};
+use loadbalance::limit::redis::{
+    OnFailure, PermitDenied, RedisConcurrencyLimit, RedisLimitError, SharedPermit,
+};
+
+/// Where the requests land: how many are in flight now, and the most ever.
+#[derive(Default)]
+struct Backend {
+    now: AtomicU32,
+    most: AtomicU32,
+}
+
+impl Backend {
+    /// A request in flight for `hold`.
+    async fn serve(&self, hold: Duration) {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(hold).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How many permits Redis holds for `redis_key` on the node at `port`.
+fn held_in_redis(port: u16, redis_key: &str) -> usize {
+    redis_cli(port, &["ZCARD", redis_key])
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// Waits (at most `within`) until Redis holds `count` permits of the key.
+fn until_held(port: u16, redis_key: &str, count: usize, within: Duration) -> Duration {
+    let begun = Instant::now();
+    loop {
+        let held = held_in_redis(port, redis_key);
+        if held == count {
+            return begun.elapsed();
+        }
+        assert!(
+            begun.elapsed() < within,
+            "{held} permits held, not {count}, after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `tasks` tasks on each limit, each asking `rounds` times for a place
+/// under `key` and holding it at the backend for a moment; the permits
+/// granted.
+async fn crowd(
+    limits: &[RedisConcurrencyLimit],
+    keys: &[&'static str],
+    tasks: usize,
+    rounds: usize,
+    backends: &Arc<Vec<Backend>>,
+) -> u64 {
+    let granted = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for limit in limits {
+        for task in 0..tasks {
+            let (limit, backends, granted) =
+                (limit.clone(), Arc::clone(backends), Arc::clone(&granted));
+            let keys = keys.to_vec();
+            handles.push(tokio::spawn(async move {
+                for round in 0..rounds {
+                    let which = (task + round) % keys.len();
+                    match limit.acquire(keys[which]).await {
+                        Ok(permit) => {
+                            assert!(permit.is_shared(), "let in by policy: {:?}", limit.stats());
+                            granted.fetch_add(1, Ordering::Relaxed);
+                            let hold = Duration::from_millis(1 + (task % 3) as u64);
+                            backends[which].serve(hold).await;
+                            drop(permit);
+                        }
+                        Err(PermitDenied::Full { .. }) => {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Err(PermitDenied::Unavailable) => panic!("Redis is up"),
+                    }
+                }
+            }));
+        }
+    }
+    for handle in handles {
+        handle.await.expect("no panic");
+    }
+    granted.load(Ordering::Relaxed)
+}
+
+/// Four instances, 64 tasks each, one key of 8 places: the backend never
+/// sees more than 8 at once; every permit is released afterwards.
+#[test]
+fn four_instances_never_hold_more_than_the_limit() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let mut limits = Vec::new();
+        for _ in 0..4 {
+            limits.push(
+                RedisConcurrencyLimit::builder(server.url(), 8)
+                    .prefix("four:")
+                    .deadline(Duration::from_millis(500))
+                    .build()
+                    .await
+                    .expect("builds"),
+            );
+        }
+        let backends = Arc::new(vec![Backend::default()]);
+        let granted = crowd(&limits, &["api"], 64, 10, &backends).await;
+        let most = backends[0].most.load(Ordering::SeqCst);
+        eprintln!(
+            "four instances: {granted} granted of 2,560, at most {most} at once; {:?}",
+            limits[0].stats()
+        );
+        assert!(most <= 8, "{most} in flight at once");
+        assert_eq!(
+            most, 8,
+            "the limit was never reached: no contention to test"
+        );
+        assert!(granted >= 64, "{granted} granted");
+        for limit in &limits {
+            assert_eq!(limit.held(), 0);
+        }
+        let key = limits[0].redis_key("api");
+        until_held(server.port(), &key, 0, Duration::from_secs(2));
+    });
+    every_key_expires(server.port(), "four:");
+}
+
+/// The instance a test starts as a process of its own and kills: holds
+/// `LB_HOLD_COUNT` permits of key `crash` on `LB_HOLD_URL`, says `held`,
+/// and waits to be killed. Ignored: it runs only as that child.
+#[test]
+#[ignore = "a child process of a_killed_instance_permits_come_back_within_the_ttl"]
+fn holder() {
+    let (Ok(url), Ok(count)) = (std::env::var("LB_HOLD_URL"), std::env::var("LB_HOLD_COUNT"))
+    else {
+        panic!("run by a_killed_instance_permits_come_back_within_the_ttl only");
+    };
+    let count: usize = count.parse().expect("a count");
+    runtime().block_on(async {
+        let limit = RedisConcurrencyLimit::builder(url, 8)
+            .prefix("crash:")
+            .ttl(Duration::from_secs(2))
+            .deadline(Duration::from_millis(500))
+            .build()
+            .await
+            .expect("builds");
+        let mut held: Vec<SharedPermit> = Vec::new();
+        for _ in 0..count {
+            held.push(limit.acquire("crash").await.expect("a place"));
+        }
+        println!("held");
+        // Killed long before this ends.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(held);
+    });
+}
+
+/// An instance holding every place is killed with SIGKILL: its permits
+/// come back within the TTL (2 s) plus a second, and not before the
+/// renewals stop.
+#[test]
+fn a_killed_instance_permits_come_back_within_the_ttl() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut child = Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "permits::holder",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LB_HOLD_URL", server.url())
+        .env("LB_HOLD_COUNT", "8")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the holder starts");
+    let stdout = child.stdout.take().expect("its output");
+    let (said, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            // libtest may print the test's name on the same line first.
+            if line.trim_end().ends_with("held") {
+                let _ = said.send(());
+                return;
+            }
+        }
+    });
+    if heard.recv_timeout(Duration::from_secs(20)).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the holder never held its permits");
+    }
+    runtime().block_on(async {
+        let limit = RedisConcurrencyLimit::builder(server.url(), 8)
+            .prefix("crash:")
+            .ttl(Duration::from_secs(2))
+            .deadline(Duration::from_millis(500))
+            .build()
+            .await
+            .expect("builds");
+        // Held, and renewed past their first TTL while the holder lives.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(
+            matches!(
+                limit.acquire("crash").await,
+                Err(PermitDenied::Full { held: 8 })
+            ),
+            "the holder's permits lapsed while it lived"
+        );
+        child.kill().expect("SIGKILL");
+        let killed = Instant::now();
+        let _ = child.wait();
+        let mut mine = Vec::new();
+        while mine.len() < 8 {
+            assert!(
+                killed.elapsed() < Duration::from_secs(3),
+                "{} of 8 places back {:?} after the kill",
+                mine.len(),
+                killed.elapsed()
+            );
+            match limit.acquire("crash").await {
+                Ok(permit) => mine.push(permit),
+                Err(PermitDenied::Full { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(PermitDenied::Unavailable) => panic!("Redis is up"),
+            }
+        }
+        eprintln!(
+            "killed instance: its 8 permits back {:?} after SIGKILL (TTL 2 s)",
+            killed.elapsed()
+        );
+    });
+    every_key_expires(server.port(), "crash:");
+}
+
+/// A frozen server (SIGSTOP): every acquire is answered by its policy
+/// within the deadline + 10 ms, closed or open; after SIGCONT the limit
+/// is exact again within a second.
+#[test]
+fn a_frozen_server_is_answered_by_policy_within_the_deadline() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let deadline = Duration::from_millis(50);
+        let build = |policy| {
+            RedisConcurrencyLimit::builder(server.url(), 2)
+                .prefix("frozen:")
+                .deadline(deadline)
+                .on_failure(policy)
+                .build()
+        };
+        let closed = build(OnFailure::Closed).await.expect("builds");
+        let open = build(OnFailure::Open).await.expect("builds");
+        drop(closed.acquire("warm").await.expect("a place"));
+        drop(open.acquire("warm").await.expect("a place"));
+        server.pause();
+        let slowest = Arc::new(Mutex::new(Duration::ZERO));
+        let mut handles = Vec::new();
+        for task in 0..16 {
+            let (closed, open, slowest) = (closed.clone(), open.clone(), Arc::clone(&slowest));
+            handles.push(tokio::spawn(async move {
+                for round in 0..5 {
+                    let key = format!("key-{task}-{round}");
+                    let begun = Instant::now();
+                    let refused = closed.acquire(&key).await;
+                    let let_in = open.acquire(&key).await;
+                    let took = begun.elapsed();
+                    assert_eq!(refused.err(), Some(PermitDenied::Unavailable));
+                    let let_in = let_in.expect("let in by policy");
+                    assert!(!let_in.is_shared(), "held in a frozen Redis?");
+                    let mut slowest = slowest.lock().unwrap_or_else(PoisonError::into_inner);
+                    *slowest = (*slowest).max(took);
+                }
+            }));
+        }
+        for handle in handles {
+            handle.await.expect("no panic");
+        }
+        let slowest = *slowest.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            slowest <= 2 * deadline + Duration::from_millis(20),
+            "two acquires took {slowest:?}"
+        );
+        assert_eq!(closed.stats().by_policy, 80, "{:?}", closed.stats());
+        assert_eq!(open.stats().by_policy, 80, "{:?}", open.stats());
+        server.resume();
+        let resumed = Instant::now();
+        let first = loop {
+            assert!(
+                resumed.elapsed() < Duration::from_secs(1),
+                "not back within a second: {:?}",
+                closed.stats()
+            );
+            if let Ok(permit) = closed.acquire("fresh").await {
+                break permit;
+            }
+        };
+        let second = closed.acquire("fresh").await.expect("the second place");
+        assert_eq!(
+            closed.acquire("fresh").await.err(),
+            Some(PermitDenied::Full { held: 2 })
+        );
+        drop((first, second));
+        let key = closed.redis_key("fresh");
+        until_held(server.port(), &key, 0, Duration::from_secs(2));
+    });
+    every_key_expires(server.port(), "frozen:");
+}
+
+/// A server restarted empty (persistence off): the permits still held are
+/// written back by the next renewal, so the limit counts them again.
+#[test]
+fn a_restarted_server_gets_the_permits_still_held() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let limit = RedisConcurrencyLimit::builder(server.url(), 4)
+            .prefix("restart:")
+            .ttl(Duration::from_millis(900))
+            .deadline(Duration::from_millis(200))
+            .build()
+            .await
+            .expect("builds");
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(limit.acquire("job").await.expect("a place"));
+        }
+        let key = limit.redis_key("job");
+        assert_eq!(held_in_redis(server.port(), &key), 3);
+        server.restart();
+        assert_eq!(
+            held_in_redis(server.port(), &key),
+            0,
+            "the restart kept data?"
+        );
+        // A renewal every 300 ms: written back within a second.
+        let took = until_held(server.port(), &key, 3, Duration::from_secs(1));
+        assert!(limit.stats().restored >= 3, "{:?}", limit.stats());
+        eprintln!(
+            "restart: 3 held permits written back in {took:?}; {:?}",
+            limit.stats()
+        );
+        held.push(limit.acquire("job").await.expect("the fourth place"));
+        assert_eq!(
+            limit.acquire("job").await.err(),
+            Some(PermitDenied::Full { held: 4 })
+        );
+        drop(held);
+        until_held(server.port(), &key, 0, Duration::from_secs(2));
+    });
+    every_key_expires(server.port(), "restart:");
+}
+
+/// Acquires given up at every point of their round trip leave nothing
+/// held once their releases have gone out.
+#[test]
+fn cancelled_acquires_leave_nothing_held() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let limit = RedisConcurrencyLimit::builder(server.url(), 1_000)
+            .prefix("cancel:")
+            .deadline(Duration::from_millis(500))
+            .build()
+            .await
+            .expect("builds");
+        drop(limit.acquire("warm").await.expect("a place"));
+        let mut answered = 0;
+        // Each acquire is polled 1 to 10 times, 20 µs apart (the
+        // connection's task runs on the other worker meanwhile), then
+        // dropped: before it was sent, while Redis ran it, after Redis
+        // granted it and before its answer was read.
+        for attempt in 0..200 {
+            let acquire = limit.acquire("job");
+            tokio::pin!(acquire);
+            for _ in 0..=attempt % 10 {
+                let polled =
+                    std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
+                if let Poll::Ready(answer) = polled {
+                    answered += 1;
+                    drop(answer.expect("a place"));
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(20));
+                tokio::task::yield_now().await;
+            }
+        }
+        let key = limit.redis_key("job");
+        until_held(server.port(), &key, 0, Duration::from_secs(2));
+        let stats = limit.stats();
+        eprintln!("cancelled: {answered} of 200 answered in time; {stats:?}");
+        assert!(answered < 200, "no acquire was cancelled");
+        assert!(answered > 0, "none answered: none cancelled late");
+        assert_eq!(limit.held(), 0);
+    });
+    every_key_expires(server.port(), "cancel:");
+}
+
+/// A three-master cluster: two instances share three keys' places, each
+/// key on its own slot, and no key is ever over its limit.
+#[test]
+fn a_cluster_shares_permits() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    runtime().block_on(async {
+        let mut limits = Vec::new();
+        for _ in 0..2 {
+            limits.push(
+                RedisConcurrencyLimit::cluster_builder(cluster.urls(), 4)
+                    .prefix("cluster:")
+                    .deadline(Duration::from_millis(500))
+                    .build()
+                    .await
+                    .expect("builds"),
+            );
+        }
+        let keys = ["red", "green", "blue"];
+        let backends = Arc::new(vec![
+            Backend::default(),
+            Backend::default(),
+            Backend::default(),
+        ]);
+        let granted = crowd(&limits, &keys, 32, 10, &backends).await;
+        let most: Vec<u32> = backends
+            .iter()
+            .map(|b| b.most.load(Ordering::SeqCst))
+            .collect();
+        eprintln!("cluster: {granted} granted, at most {most:?} at once");
+        assert!(most.iter().all(|&m| m <= 4), "{most:?}");
+        assert!(
+            most.iter().all(|&m| m == 4),
+            "a key never reached its limit: {most:?}"
+        );
+    });
+    // Every key expires.
+    let mut remaining = 0;
+    for port in cluster.ports() {
+        remaining += crate::limit::every_key_expires(port, "cluster:");
+    }
+    eprintln!("cluster: {remaining} keys left, each with a TTL");
+}
+
+#[test]
+fn bad_configuration_is_refused() {
+    runtime().block_on(async {
+        let url = "redis://127.0.0.1:1/";
+        let build = |limit| RedisConcurrencyLimit::builder(url, limit);
+        assert!(matches!(
+            build(0).build().await,
+            Err(RedisLimitError::ZeroLimit)
+        ));
+        assert!(matches!(
+            build(1).deadline(Duration::ZERO).build().await,
+            Err(RedisLimitError::ZeroDeadline)
+        ));
+        assert!(matches!(
+            build(1).ttl(Duration::from_millis(200)).build().await,
+            Err(RedisLimitError::TtlTooShort { .. })
+        ));
+        assert!(matches!(
+            build(1)
+                .deadline(Duration::from_millis(400))
+                .ttl(Duration::from_secs(1))
+                .build()
+                .await,
+            Err(RedisLimitError::TtlTooShort { .. })
+        ));
+        assert!(matches!(
+            build(1).prefix("a{b}").build().await,
+            Err(RedisLimitError::BracesInPrefix)
+        ));
+        assert!(matches!(
+            RedisConcurrencyLimit::builder("not a url", 1).build().await,
+            Err(RedisLimitError::InvalidUrl(_))
+        ));
+    });
+}
