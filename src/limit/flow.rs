@@ -129,6 +129,8 @@ impl FlowControl {
                 allow_listed: true,
                 _global: self.global_permit(key)?,
                 _per_client: None,
+                #[cfg(feature = "redis")]
+                _shared: Vec::new(),
             });
         }
         let hash = self.hasher.hash(&key);
@@ -177,6 +179,8 @@ impl FlowControl {
             allow_listed: false,
             _global: self.global_permit(key)?,
             _per_client: per_client,
+            #[cfg(feature = "redis")]
+            _shared: Vec::new(),
         })
     }
 
@@ -204,24 +208,6 @@ impl FlowControl {
             return Ok(admission);
         }
         let key = admission.client;
-        let reject = |reason, retry_after| {
-            let banned = self
-                .bans
-                .as_ref()
-                .map(|bans| bans.strike_hashed(self.hasher.hash(&key), self.time.nanos()));
-            match banned {
-                Some(Strike::Banned(left)) => Rejection {
-                    reason: Reason::Banned,
-                    retry_after: Some(left),
-                    client: key,
-                },
-                _ => Rejection {
-                    reason,
-                    retry_after,
-                    client: key,
-                },
-            }
-        };
         match shared.check(&key.to_string()).await {
             Ok(allowed) => {
                 admission.remaining = Some(
@@ -232,13 +218,92 @@ impl FlowControl {
                 Ok(admission)
             }
             Err(SharedDenied::Limited(denied)) => {
-                Err(reject(Reason::RateLimited, Some(denied.retry_after)))
+                Err(self.struck(key, Reason::RateLimited, Some(denied.retry_after)))
             }
             Err(SharedDenied::Unavailable) => Err(Rejection {
                 reason: Reason::Unavailable,
                 retry_after: None,
                 client: key,
             }),
+        }
+    }
+
+    /// As [`check`](Self::check), then the limits every instance shares
+    /// through Redis (feature `redis`), each if given: the client's rate
+    /// (as [`check_shared`](Self::check_shared)), the client's requests in
+    /// flight, and the requests in flight in all. Local checks first, so
+    /// refused clients cost no round trip; a client over its shared
+    /// in-flight limit is struck as over its local one. Allow-listed
+    /// clients skip the per-client limits, not the limit in all. The
+    /// [`Admission`] holds the shared permits too: dropping it releases
+    /// them (in the background).
+    ///
+    /// # Errors
+    ///
+    /// As [`check_shared`](Self::check_shared); [`Reason::ClientInFlight`]
+    /// or [`Reason::ServerInFlight`] when a shared in-flight limit is full;
+    /// [`Reason::Unavailable`] when Redis failed and a limit fails closed.
+    #[cfg(feature = "redis")]
+    pub async fn check_shared_limits(
+        &self,
+        client: IpAddr,
+        shared: &SharedLimits,
+    ) -> Result<Admission, Rejection> {
+        use super::redis::PermitDenied;
+        let mut admission = match &shared.rate {
+            Some(rate) => self.check_shared(client, rate).await?,
+            None => self.check(client)?,
+        };
+        let key = admission.client;
+        let unavailable = Rejection {
+            reason: Reason::Unavailable,
+            retry_after: None,
+            client: key,
+        };
+        if let (Some(limit), false) = (&shared.in_flight_per_client, admission.allow_listed) {
+            match limit.acquire(&key.to_string()).await {
+                Ok(permit) => admission._shared.push(permit),
+                Err(PermitDenied::Full { .. }) => {
+                    return Err(self.struck(key, Reason::ClientInFlight, None));
+                }
+                Err(PermitDenied::Unavailable) => return Err(unavailable),
+            }
+        }
+        if let Some(limit) = &shared.in_flight {
+            match limit.acquire(IN_FLIGHT_KEY).await {
+                Ok(permit) => admission._shared.push(permit),
+                Err(PermitDenied::Full { .. }) => {
+                    return Err(Rejection {
+                        reason: Reason::ServerInFlight,
+                        retry_after: None,
+                        client: key,
+                    });
+                }
+                Err(PermitDenied::Unavailable) => return Err(unavailable),
+            }
+        }
+        Ok(admission)
+    }
+
+    /// A refusal of `key` for `reason` that counts toward a ban: the ban,
+    /// if this strike earned one.
+    #[cfg(feature = "redis")]
+    fn struck(&self, key: ClientKey, reason: Reason, retry_after: Option<Duration>) -> Rejection {
+        let banned = self
+            .bans
+            .as_ref()
+            .map(|bans| bans.strike_hashed(self.hasher.hash(&key), self.time.nanos()));
+        match banned {
+            Some(Strike::Banned(left)) => Rejection {
+                reason: Reason::Banned,
+                retry_after: Some(left),
+                client: key,
+            },
+            _ => Rejection {
+                reason,
+                retry_after,
+                client: key,
+            },
         }
     }
 
@@ -396,6 +461,56 @@ impl FlowControlBuilder {
     }
 }
 
+/// The key of the requests in flight in all, in a [`SharedLimits`]'s
+/// `in_flight` limit.
+#[cfg(feature = "redis")]
+const IN_FLIGHT_KEY: &str = "all";
+
+/// The limits every instance shares through Redis (feature `redis`), for
+/// [`FlowControl::check_shared_limits`]: each optional.
+#[cfg(feature = "redis")]
+#[derive(Clone, Debug, Default)]
+pub struct SharedLimits {
+    rate: Option<super::redis::RedisLimiter>,
+    in_flight_per_client: Option<super::redis::RedisConcurrencyLimit>,
+    in_flight: Option<super::redis::RedisConcurrencyLimit>,
+}
+
+#[cfg(feature = "redis")]
+impl SharedLimits {
+    /// None yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Each client's rate.
+    #[must_use]
+    pub fn rate(mut self, limiter: super::redis::RedisLimiter) -> Self {
+        self.rate = Some(limiter);
+        self
+    }
+
+    /// Each client's requests in flight (keyed by its [`ClientKey`] as
+    /// text): past it, 429.
+    #[must_use]
+    pub fn in_flight_per_client(mut self, limit: super::redis::RedisConcurrencyLimit) -> Self {
+        self.in_flight_per_client = Some(limit);
+        self
+    }
+
+    /// The requests in flight in all (one key, `all`): past it, 503.
+    #[must_use]
+    pub fn in_flight(mut self, limit: super::redis::RedisConcurrencyLimit) -> Self {
+        self.in_flight = Some(limit);
+        self
+    }
+
+    /// Whether any limit is given.
+    pub fn is_empty(&self) -> bool {
+        self.rate.is_none() && self.in_flight_per_client.is_none() && self.in_flight.is_none()
+    }
+}
+
 /// A request let in. Hold it until the request is done: dropping it gives
 /// back its in-flight permits.
 #[must_use = "the request counts as in flight until the admission is dropped"]
@@ -407,6 +522,9 @@ pub struct Admission {
     /// Held for their `Drop`, which gives the slots back.
     _global: Option<Permit>,
     _per_client: Option<KeyedPermit>,
+    /// Permits held in Redis ([`SharedLimits`]).
+    #[cfg(feature = "redis")]
+    _shared: Vec<super::redis::SharedPermit>,
 }
 
 impl Admission {

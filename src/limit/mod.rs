@@ -43,6 +43,8 @@ pub use capacity::{Capacity, CapacityError};
 pub use cidr::{CidrError, IpList, IpNet};
 pub use client::{ClientGrouping, ClientKey, GroupingError};
 pub use concurrency::{AtCapacity, ConcurrencyLimit, Permit};
+#[cfg(feature = "redis")]
+pub use flow::SharedLimits;
 pub use flow::{Admission, DEFAULT_CAPACITY, FlowControl, FlowControlBuilder, Reason, Rejection};
 pub use gcra::{Allowed, CheckNError, Denied, RateLimiter};
 pub use keyed::{KeyedRateLimiter, KeyedStats};

@@ -510,3 +510,66 @@ fn bad_configuration_is_refused() {
         ));
     });
 }
+
+/// `FlowControl::check_shared_limits`: a client over its shared in-flight
+/// limit is refused with 429 and struck toward a ban, like over a local
+/// one; an allow-listed client skips the per-client limit, not the one in
+/// all; the admission holds the permits until dropped.
+#[test]
+fn flow_control_holds_shared_permits_and_strikes_toward_a_ban() {
+    use loadbalance::limit::{BanRule, FlowControl, IpList, Reason, SharedLimits};
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let limit = |prefix: &str, max| {
+            RedisConcurrencyLimit::builder(server.url(), max)
+                .prefix(prefix)
+                .deadline(Duration::from_millis(500))
+                .build()
+        };
+        let shared = SharedLimits::new()
+            .in_flight_per_client(limit("flow:client:", 1).await.expect("builds"))
+            .in_flight(limit("flow:all:", 2).await.expect("builds"));
+        let flow = FlowControl::builder()
+            .allow(IpList::parse(["10.0.0.0/8"]).expect("a list"))
+            .ban(BanRule::new(2, Duration::from_secs(10), Duration::from_secs(60)).expect("a rule"))
+            .build()
+            .expect("builds");
+        let client: std::net::IpAddr = "192.0.2.7".parse().expect("an address");
+        let held = flow
+            .check_shared_limits(client, &shared)
+            .await
+            .expect("the first is in");
+        // The first refusal is a strike; the second earns the ban (two
+        // refusals within the window), the third is the ban, answered
+        // locally.
+        for expected in [Reason::ClientInFlight, Reason::Banned, Reason::Banned] {
+            let refused = flow
+                .check_shared_limits(client, &shared)
+                .await
+                .expect_err("over its limit");
+            assert_eq!(refused.reason(), expected, "{refused}");
+        }
+        // Allow-listed: no per-client limit, but one of the two places in
+        // all (the banned client's admission holds the other).
+        let friend: std::net::IpAddr = "10.1.2.3".parse().expect("an address");
+        let second = flow
+            .check_shared_limits(friend, &shared)
+            .await
+            .expect("a place in all");
+        let refused = flow
+            .check_shared_limits(friend, &shared)
+            .await
+            .expect_err("no place left in all");
+        assert_eq!(refused.reason(), Reason::ServerInFlight);
+        drop((held, second));
+        let key = limit("flow:all:", 2)
+            .await
+            .expect("builds")
+            .redis_key("all");
+        until_held(server.port(), &key, 0, Duration::from_secs(2));
+    });
+    every_key_expires(server.port(), "flow:");
+}

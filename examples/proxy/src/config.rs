@@ -312,8 +312,9 @@ pub(crate) struct ClientsConfig {
     pub(crate) in_flight: Option<u32>,
     /// Clients refused this often are banned (403) for a while.
     pub(crate) ban: Option<BanConfig>,
-    /// A Redis URL (`redis://127.0.0.1:6379`): the rate is then shared by
-    /// every proxy on that Redis (needs the crate's `redis` feature).
+    /// A Redis URL (`redis://127.0.0.1:6379`): the rate and the in-flight
+    /// limits above are then shared by every proxy on that Redis (needs
+    /// the crate's `redis` feature).
     pub(crate) redis: Option<String>,
 }
 

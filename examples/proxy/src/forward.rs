@@ -373,7 +373,7 @@ fn client_address(
 async fn admit(state: &State, client: IpAddr) -> Result<Admission, Rejection> {
     #[cfg(feature = "redis")]
     if let Some(shared) = &state.clients.shared {
-        return state.clients.flow.check_shared(client, shared).await;
+        return state.clients.flow.check_shared_limits(client, shared).await;
     }
     state.clients.flow.check(client)
 }

@@ -90,8 +90,9 @@ impl Upstream {
 pub(crate) struct Clients {
     pub(crate) flow: FlowControl,
     pub(crate) trusted: Option<TrustedProxies>,
+    /// The limits shared through `[clients] redis`.
     #[cfg(feature = "redis")]
-    pub(crate) shared: Option<loadbalance::limit::redis::RedisLimiter>,
+    pub(crate) shared: Option<loadbalance::limit::SharedLimits>,
 }
 
 /// Backends the active checks hold down, by pool: kept across reloads
@@ -269,6 +270,52 @@ impl State {
     }
 }
 
+/// The rate and in-flight limits of `[clients]` shared through the Redis
+/// at `url`, each one that is set.
+#[cfg(feature = "redis")]
+async fn shared_limits(
+    url: &str,
+    quota: Option<Quota>,
+    config: &ClientsConfig,
+) -> Result<loadbalance::limit::SharedLimits, ConfigError> {
+    use loadbalance::limit::redis::{RedisConcurrencyLimit, RedisLimiter};
+    let invalid = |e| ConfigError::invalid("clients.redis", e);
+    let mut limits = loadbalance::limit::SharedLimits::new();
+    if let Some(quota) = quota {
+        limits = limits.rate(
+            RedisLimiter::builder(url, quota)
+                .build()
+                .await
+                .map_err(invalid)?,
+        );
+    }
+    if let Some(max) = config.in_flight_per_client {
+        limits = limits.in_flight_per_client(
+            RedisConcurrencyLimit::builder(url, max)
+                .prefix("loadbalance:in_flight:client:")
+                .build()
+                .await
+                .map_err(invalid)?,
+        );
+    }
+    if let Some(max) = config.in_flight {
+        limits = limits.in_flight(
+            RedisConcurrencyLimit::builder(url, max)
+                .prefix("loadbalance:in_flight:")
+                .build()
+                .await
+                .map_err(invalid)?,
+        );
+    }
+    if limits.is_empty() {
+        return Err(ConfigError::invalid(
+            "clients.redis",
+            "shares clients.rate, in_flight_per_client and in_flight: none is set",
+        ));
+    }
+    Ok(limits)
+}
+
 impl Clients {
     async fn build(config: &ClientsConfig) -> Result<Self, ConfigError> {
         let list = |field: &str, networks: &[String]| {
@@ -289,22 +336,6 @@ impl Clients {
                 Some(quota)
             }
             None => None,
-        };
-        #[cfg(feature = "redis")]
-        let shared = match (&config.redis, quota) {
-            (Some(url), Some(quota)) => Some(
-                loadbalance::limit::redis::RedisLimiter::builder(url.clone(), quota)
-                    .build()
-                    .await
-                    .map_err(|e| ConfigError::invalid("clients.redis", e))?,
-            ),
-            (Some(_), None) => {
-                return Err(ConfigError::invalid(
-                    "clients.redis",
-                    "a shared limit needs clients.rate",
-                ));
-            }
-            _ => None,
         };
         #[cfg(not(feature = "redis"))]
         if config.redis.is_some() {
@@ -336,6 +367,11 @@ impl Clients {
                 .ok_or_else(|| ConfigError::invalid("clients.in_flight", "at least 1"))?;
             flow = flow.in_flight(ConcurrencyLimit::new(max));
         }
+        #[cfg(feature = "redis")]
+        let shared = match &config.redis {
+            Some(url) => Some(shared_limits(url, quota, config).await?),
+            None => None,
+        };
         let flow = flow
             .build()
             .map_err(|e| ConfigError::invalid("clients", e))?;

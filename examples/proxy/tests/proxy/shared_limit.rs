@@ -1,5 +1,6 @@
-//! The proxy's shared limit: two proxies on one real Redis hold
-//! one client to one rate between them (`[clients] redis`), so a client
+//! The proxy's shared limits: two proxies on one real Redis hold one
+//! client to one rate and one in-flight limit between them, and all
+//! clients to one in-flight limit in all (`[clients] redis`), so a client
 //! cannot double its budget by alternating between instances.
 
 use crate::backend;
@@ -92,4 +93,143 @@ fn two_proxies_share_one_client_budget() {
             assert_eq!(proxy.shutdown().await, 0);
         }
     });
+}
+
+/// Two proxies on one Redis, a backend that takes 600 ms: `concurrent`
+/// requests at once from one client, alternating between the proxies,
+/// under `[clients]` `limits`; the statuses answered, in two waves (the
+/// second after the first has ended: its permits were given back).
+fn two_waves(limits: &str, concurrent: usize) -> Option<[Vec<StatusCode>; 2]> {
+    let redis = RedisServer::start()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    Some(runtime.block_on(async {
+        let upstream = backend::Backend::start("a").await.expect("a backend");
+        upstream
+            .control
+            .set_delay(Duration::from_millis(600), Duration::ZERO);
+        let config = format!(
+            r#"
+            [server]
+            listen = "127.0.0.1:0"
+            admin = "127.0.0.1:0"
+            [clients]
+            {limits}
+            redis = "{}"
+            [[routes]]
+            name = "all"
+            path = "/"
+            pool = "a"
+            [pools.a]
+            algorithm = "round_robin"
+            backends = [{{ server = "{}" }}]
+            "#,
+            redis.url(),
+            upstream.addr
+        );
+        let mut proxies = Vec::new();
+        for _ in 0..2 {
+            let config = loadbalance_proxy::Config::parse(&config).expect("a valid file");
+            proxies.push(
+                loadbalance_proxy::Proxy::start(config, None)
+                    .await
+                    .expect("starts"),
+            );
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+        let mut waves = [Vec::new(), Vec::new()];
+        for wave in &mut waves {
+            let mut requests = Vec::new();
+            for n in 0..concurrent {
+                let uri: hyper::Uri = format!("http://{}/", proxies[n % 2].addr())
+                    .parse()
+                    .expect("a URI");
+                let client = client.clone();
+                requests.push(tokio::spawn(async move {
+                    let response = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+                        .await
+                        .expect("in time")
+                        .expect("an answer");
+                    let status = response.status();
+                    let _ = response.into_body().collect().await;
+                    status
+                }));
+            }
+            for request in requests {
+                wave.push(request.await.expect("no panic"));
+            }
+            wave.sort();
+            released(redis.port());
+        }
+        for proxy in proxies {
+            assert_eq!(proxy.shutdown().await, 0);
+        }
+        waves
+    }))
+}
+
+/// Waits (at most 2 s) until Redis holds no in-flight permit: their
+/// releases go out in the background after the answers.
+fn released(port: u16) {
+    let begun = std::time::Instant::now();
+    loop {
+        let keys =
+            redis_support::redis_cli(port, &["--scan", "--pattern", "loadbalance:in_flight:*"]);
+        let held: usize = keys
+            .lines()
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .map(|key| {
+                redis_support::redis_cli(port, &["ZCARD", key])
+                    .trim()
+                    .parse::<usize>()
+                    .expect("a number")
+            })
+            .sum();
+        if held == 0 {
+            return;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(2),
+            "{held} permits still held"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn two_proxies_share_one_client_in_flight_limit() {
+    // Two in flight per client across both proxies: of six at once, two
+    // pass (separate limits would let four through), then two again.
+    let Some(waves) = two_waves("in_flight_per_client = 2", 6) else {
+        return;
+    };
+    for wave in waves {
+        let ok = wave.iter().filter(|s| **s == StatusCode::OK).count();
+        let limited = wave
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        assert_eq!((ok, limited), (2, 4), "{wave:?}");
+    }
+}
+
+#[test]
+fn two_proxies_share_one_in_flight_limit_in_all() {
+    // Three in flight in all across both proxies: of six at once, three
+    // pass and three are told the server is busy, twice.
+    let Some(waves) = two_waves("in_flight = 3", 6) else {
+        return;
+    };
+    for wave in waves {
+        let ok = wave.iter().filter(|s| **s == StatusCode::OK).count();
+        let busy = wave
+            .iter()
+            .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+            .count();
+        assert_eq!((ok, busy), (3, 3), "{wave:?}");
+    }
 }
