@@ -233,3 +233,35 @@ fn two_proxies_share_one_in_flight_limit_in_all() {
         assert_eq!((ok, busy), (3, 3), "{wave:?}");
     }
 }
+
+#[test]
+fn a_redis_with_nothing_to_share_is_a_configuration_error() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let config = r#"
+            [server]
+            listen = "127.0.0.1:0"
+            [clients]
+            redis = "redis://127.0.0.1:1/"
+            [[routes]]
+            name = "all"
+            path = "/"
+            pool = "a"
+            [pools.a]
+            algorithm = "round_robin"
+            backends = [{ server = "127.0.0.1:1" }]
+            "#;
+        let config = loadbalance_proxy::Config::parse(config).expect("a valid file");
+        let Err(error) = loadbalance_proxy::Proxy::start(config, None).await else {
+            panic!("started with nothing to share");
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains("clients.redis") && text.contains("none is set"),
+            "{text}"
+        );
+    });
+}
