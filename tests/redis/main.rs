@@ -5,6 +5,7 @@
 #[path = "../redis_support/mod.rs"]
 mod redis_support;
 
+mod bans;
 mod harness;
 mod limit;
 mod permits;

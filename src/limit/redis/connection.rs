@@ -52,18 +52,28 @@ impl Connection {
 
     /// Runs `script` on `keys` with `args`, loading it first if the
     /// server does not have it (EVALSHA, then SCRIPT LOAD on NOSCRIPT).
-    pub(super) async fn run(
+    pub(super) async fn run<A: redis::ToRedisArgs>(
         &self,
         script: &Script,
         keys: &[&str],
-        args: &[u64],
+        args: &[A],
     ) -> RedisResult<Vec<i64>> {
+        self.run_for(script, keys, args).await
+    }
+
+    /// As [`run`](Self::run), the reply read as `T`.
+    pub(super) async fn run_for<A: redis::ToRedisArgs, T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[A],
+    ) -> RedisResult<T> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(*key);
         }
         for arg in args {
-            invocation.arg(*arg);
+            invocation.arg(arg);
         }
         match self {
             Self::Single(connection) => invocation.invoke_async(&mut connection.clone()).await,

@@ -1,6 +1,7 @@
 //! Rate limits shared by every instance of a service, kept in Redis or a
-//! Redis Cluster (feature `redis`); and concurrency limits shared the same
-//! way ([`RedisConcurrencyLimit`], `permits.rs`).
+//! Redis Cluster (feature `redis`); and concurrency limits
+//! ([`RedisConcurrencyLimit`], `permits.rs`) and bans ([`SharedBans`],
+//! `bans.rs`) shared the same way.
 //!
 //! - **Exact mode**: each check runs the GCRA as one Lua script (EVALSHA)
 //!   on Redis's own clock, one round trip, the key written with its expiry
@@ -33,6 +34,7 @@
 //! Local state (denials, leases) lives in keyed tables of bounded memory
 //! with their set locks (see `table.rs`); counters are Relaxed statistics.
 
+mod bans;
 mod batch;
 mod connection;
 mod permits;
@@ -47,6 +49,7 @@ use self::batch::Batcher;
 use self::connection::Connection;
 use self::script::{GCRA, Reply};
 
+pub use self::bans::{BansUnavailable, RESYNC, SharedBanStats, SharedBans, SharedBansBuilder};
 pub use self::permits::{
     PermitDenied, PermitStats, RedisConcurrencyLimit, RedisConcurrencyLimitBuilder, SharedPermit,
 };
