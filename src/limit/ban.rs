@@ -153,6 +153,13 @@ pub enum Strike {
 /// assert_eq!(bans.banned("mallory"), Some(Duration::from_secs(1)));
 /// clock.advance(Duration::from_secs(1));
 /// assert_eq!(bans.banned("mallory"), None);
+/// // An operator's pardon: the ban and the strikes go.
+/// for _ in 0..3 {
+///     let _ = bans.strike("eve");
+/// }
+/// assert!(bans.lift("eve"));
+/// assert_eq!(bans.banned("eve"), None);
+/// assert_eq!(bans.strike("eve"), Strike::Counted(1));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Bans<K: ?Sized> {
@@ -228,6 +235,19 @@ impl<K: Hash + ?Sized> Bans<K> {
     /// Counts a strike against `key`, banning it at the rule's count.
     pub fn strike(&self, key: &K) -> Strike {
         self.strike_hashed(self.hasher.hash(key), self.time.nanos())
+    }
+
+    /// Lifts `key`'s ban and forgets its strikes (an operator's pardon);
+    /// whether it was banned.
+    pub fn lift(&self, key: &K) -> bool {
+        let now = self.time.nanos();
+        let lift = |value: &mut [u64; 2], fresh: bool| {
+            let banned = !fresh && value[1] & BANNED != 0 && value[0] > now;
+            (banned, if fresh { Write::Keep } else { Write::Remove })
+        };
+        self.table
+            .update(self.hasher.hash(key), now, &BanEntries, lift)
+            .unwrap_or(false)
     }
 
     /// The bans' figures.

@@ -229,13 +229,15 @@ impl FlowControl {
     }
 
     /// As [`check`](Self::check), then the limits every instance shares
-    /// through Redis (feature `redis`), each if given: the client's rate
+    /// through Redis (feature `redis`), each if given: bans decided by any
+    /// instance (checked first, locally: no round trip), the client's rate
     /// (as [`check_shared`](Self::check_shared)), the client's requests in
     /// flight, and the requests in flight in all. Local checks first, so
     /// refused clients cost no round trip; a client over its shared
-    /// in-flight limit is struck as over its local one. Allow-listed
-    /// clients skip the per-client limits, not the limit in all. The
-    /// [`Admission`] holds the shared permits too: dropping it releases
+    /// in-flight limit is struck as over its local one, and a ban this
+    /// instance's rule decides is shared (in the background). Allow-listed
+    /// clients skip the per-client limits and bans, not the limit in all.
+    /// The [`Admission`] holds the shared permits too: dropping it releases
     /// them (in the background).
     ///
     /// # Errors
@@ -245,6 +247,41 @@ impl FlowControl {
     /// [`Reason::Unavailable`] when Redis failed and a limit fails closed.
     #[cfg(feature = "redis")]
     pub async fn check_shared_limits(
+        &self,
+        client: IpAddr,
+        shared: &SharedLimits,
+    ) -> Result<Admission, Rejection> {
+        let Some(bans) = &shared.bans else {
+            return self.check_shared_permits(client, shared).await;
+        };
+        let key = self.grouping.key(client);
+        let text = key.to_string();
+        if !self.deny.contains(client) && !self.allow.contains(client) {
+            if let Some(left) = bans.banned(&text) {
+                return Err(Rejection {
+                    reason: Reason::Banned,
+                    retry_after: Some(left),
+                    client: key,
+                });
+            }
+        }
+        let checked = self.check_shared_permits(client, shared).await;
+        if let Err(Rejection {
+            reason: Reason::Banned,
+            retry_after: Some(left),
+            ..
+        }) = &checked
+        {
+            // A ban this instance's rule just decided: every instance's,
+            // in the background (the refusal does not wait on Redis).
+            bans.ban_soon(&text, *left);
+        }
+        checked
+    }
+
+    /// [`check_shared_limits`](Self::check_shared_limits) but the bans.
+    #[cfg(feature = "redis")]
+    async fn check_shared_permits(
         &self,
         client: IpAddr,
         shared: &SharedLimits,
@@ -474,6 +511,7 @@ pub struct SharedLimits {
     rate: Option<super::redis::RedisLimiter>,
     in_flight_per_client: Option<super::redis::RedisConcurrencyLimit>,
     in_flight: Option<super::redis::RedisConcurrencyLimit>,
+    bans: Option<super::redis::SharedBans>,
 }
 
 #[cfg(feature = "redis")]
@@ -505,9 +543,25 @@ impl SharedLimits {
         self
     }
 
+    /// Bans decided by any instance (the [`FlowControl`]'s own ban rule
+    /// decides them here), enforced by all.
+    #[must_use]
+    pub fn bans(mut self, bans: super::redis::SharedBans) -> Self {
+        self.bans = Some(bans);
+        self
+    }
+
+    /// The shared bans, if given (to ban or lift by hand).
+    pub fn shared_bans(&self) -> Option<&super::redis::SharedBans> {
+        self.bans.as_ref()
+    }
+
     /// Whether any limit is given.
     pub fn is_empty(&self) -> bool {
-        self.rate.is_none() && self.in_flight_per_client.is_none() && self.in_flight.is_none()
+        self.rate.is_none()
+            && self.in_flight_per_client.is_none()
+            && self.in_flight.is_none()
+            && self.bans.is_none()
     }
 }
 

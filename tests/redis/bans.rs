@@ -266,3 +266,83 @@ fn bad_bans_configuration_is_refused() {
         ));
     });
 }
+
+/// `FlowControl::check_shared_limits` with shared bans: a ban one
+/// instance's rule decides refuses the client on another instance too,
+/// within 100 ms; a deny-listed client stays 403 for its list, an
+/// allow-listed one is never refused by a shared ban.
+#[test]
+fn a_ban_one_instance_decides_is_enforced_by_another() {
+    use loadbalance::limit::{BanRule, FlowControl, IpList, Quota, Reason, SharedLimits};
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let url = server.url();
+        let flow = || {
+            FlowControl::builder()
+                .allow(IpList::parse(["10.0.0.0/8"]).expect("a list"))
+                .rate(Quota::per_minute(1).expect("a quota"))
+                .ban(
+                    BanRule::new(1, Duration::from_secs(10), Duration::from_secs(60))
+                        .expect("a rule"),
+                )
+                .build()
+                .expect("builds")
+        };
+        // B has no rate and no rule of its own: only a shared ban refuses.
+        let flow_b = FlowControl::builder()
+            .allow(IpList::parse(["10.0.0.0/8"]).expect("a list"))
+            .build()
+            .expect("builds");
+        let flow_a = flow();
+        let shared_a = SharedLimits::new().bans(instance(&url, "flow-bans:").await);
+        let bans_b = instance(&url, "flow-bans:").await;
+        let shared_b = SharedLimits::new().bans(bans_b.clone());
+        let client: std::net::IpAddr = "192.0.2.77".parse().expect("an address");
+        drop(
+            flow_a
+                .check_shared_limits(client, &shared_a)
+                .await
+                .expect("the first is in"),
+        );
+        let refused = flow_a
+            .check_shared_limits(client, &shared_a)
+            .await
+            .expect_err("over its rate: struck, and one strike bans");
+        assert_eq!(refused.reason(), Reason::Banned, "{refused}");
+        let begun = Instant::now();
+        loop {
+            match flow_b.check_shared_limits(client, &shared_b).await {
+                Err(refused) if refused.reason() == Reason::Banned => break,
+                Ok(admission) => drop(admission),
+                Err(refused) => panic!("{refused}"),
+            }
+            assert!(
+                begun.elapsed() < Duration::from_millis(100),
+                "not banned on B in 100 ms"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        eprintln!(
+            "flow bans: B refused the client {:?} after A banned it",
+            begun.elapsed()
+        );
+        // An allow-listed client is never refused by a shared ban.
+        bans_b
+            .ban("10.1.1.1", Duration::from_secs(60))
+            .await
+            .expect("written");
+        let friend: std::net::IpAddr = "10.1.1.1".parse().expect("an address");
+        for _ in 0..3 {
+            drop(
+                flow_b
+                    .check_shared_limits(friend, &shared_b)
+                    .await
+                    .expect("allow-listed"),
+            );
+        }
+    });
+    every_key_expires(server.port(), "flow-bans:");
+}

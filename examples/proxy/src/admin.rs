@@ -1,7 +1,9 @@
 //! The admin listener (loopback unless configured otherwise): `/metrics`
 //! in the Prometheus text format, the pools' figures from the crate and
-//! the proxy's own counters; and `DELETE /cache[/HOST/PATH]`, the cache's
-//! purge.
+//! the proxy's own counters; `DELETE /cache[/HOST/PATH]`, the cache's
+//! purge; and `PUT /bans/CLIENT?seconds=N` and `DELETE /bans/CLIENT`, a
+//! client banned or pardoned by hand (on every proxy sharing `[clients]
+//! redis`).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -359,6 +361,73 @@ fn purge(shared: &Shared, request: &Request<hyper::body::Incoming>) -> Response<
     error(StatusCode::OK, "purged\n")
 }
 
+/// `PUT /bans/CLIENT?seconds=N`: bans the client (an IP address; its
+/// group, an IPv6 /64, counts) on every proxy sharing the bans (`[clients]
+/// redis` with `ban`); `DELETE /bans/CLIENT`: lifts its ban here and
+/// there, and forgets its strikes here.
+fn bans(shared: &Shared, request: &Request<hyper::body::Incoming>) -> Response<ProxyBody> {
+    let path = request.uri().path();
+    let Some(Ok(client)) = path
+        .strip_prefix("/bans/")
+        .map(|text| text.parse::<std::net::IpAddr>())
+    else {
+        return error(StatusCode::BAD_REQUEST, "400 not a client's address\n");
+    };
+    let state = shared.state.load();
+    let flow = &state.clients.flow;
+    let key = flow.client_key(client);
+    #[cfg(feature = "redis")]
+    let everywhere = state
+        .clients
+        .shared
+        .as_ref()
+        .and_then(loadbalance::limit::SharedLimits::shared_bans);
+    match *request.method() {
+        hyper::Method::DELETE => {
+            let here = flow.bans().is_some_and(|bans| bans.lift(&key));
+            #[cfg(feature = "redis")]
+            if let Some(everywhere) = everywhere {
+                everywhere.lift_soon(&key.to_string());
+                return said(format!("lifted {key} on every proxy\n"));
+            }
+            said(format!("lifted {key} here (banned here: {here})\n"))
+        }
+        hyper::Method::PUT => {
+            let seconds = request
+                .uri()
+                .query()
+                .and_then(|query| query.strip_prefix("seconds="))
+                .and_then(|seconds| seconds.parse::<u64>().ok())
+                .filter(|seconds| (1..=LONGEST_BAN_SECONDS).contains(seconds));
+            let Some(seconds) = seconds else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "400 say for how long: ?seconds=N, 1 to 31536000\n",
+                );
+            };
+            #[cfg(feature = "redis")]
+            if let Some(everywhere) = everywhere {
+                everywhere.ban_soon(&key.to_string(), Duration::from_secs(seconds));
+                return said(format!("banned {key} for {seconds} s on every proxy\n"));
+            }
+            let _ = seconds;
+            error(
+                StatusCode::NOT_IMPLEMENTED,
+                "501 bans are set by hand only when shared ([clients] redis with ban)\n",
+            )
+        }
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "405 PUT or DELETE\n"),
+    }
+}
+
+/// The longest ban set by hand: a year.
+const LONGEST_BAN_SECONDS: u64 = 365 * 24 * 3_600;
+
+/// A 200 with `text`.
+fn said(text: String) -> Response<ProxyBody> {
+    Response::new(ProxyBody::owned(text))
+}
+
 /// Serves the admin listener until shutdown.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
@@ -384,7 +453,9 @@ pub(crate) async fn serve(
         };
         let request_shared = Arc::clone(&shared);
         let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-            let response = if request.method() == hyper::Method::DELETE {
+            let response = if request.uri().path().starts_with("/bans/") {
+                bans(&request_shared, &request)
+            } else if request.method() == hyper::Method::DELETE {
                 purge(&request_shared, &request)
             } else if request.uri().path() == "/metrics" {
                 let mut response = Response::new(ProxyBody::owned(metrics(&request_shared)));
@@ -396,7 +467,7 @@ pub(crate) async fn serve(
             } else {
                 error(
                     StatusCode::NOT_FOUND,
-                    "404 not found: try GET /metrics, DELETE /cache[/HOST/PATH]\n",
+                    "404 not found: try GET /metrics, DELETE /cache[/HOST/PATH], PUT or DELETE /bans/CLIENT\n",
                 )
             };
             std::future::ready(Ok::<_, Infallible>(response))

@@ -270,8 +270,8 @@ impl State {
     }
 }
 
-/// The rate and in-flight limits of `[clients]` shared through the Redis
-/// at `url`, each one that is set.
+/// The rate, in-flight limits and bans of `[clients]` shared through the
+/// Redis at `url`, each one that is set.
 #[cfg(feature = "redis")]
 async fn shared_limits(
     url: &str,
@@ -307,10 +307,18 @@ async fn shared_limits(
                 .map_err(invalid)?,
         );
     }
+    if config.ban.is_some() {
+        limits = limits.bans(
+            loadbalance::limit::redis::SharedBans::builder(url)
+                .build()
+                .await
+                .map_err(invalid)?,
+        );
+    }
     if limits.is_empty() {
         return Err(ConfigError::invalid(
             "clients.redis",
-            "shares clients.rate, in_flight_per_client and in_flight: none is set",
+            "shares clients.rate, in_flight_per_client, in_flight and ban: none is set",
         ));
     }
     Ok(limits)

@@ -217,6 +217,33 @@ impl SharedBans {
         inner.call(&args).await.map(drop)
     }
 
+    /// As [`ban`](Self::ban), without waiting: held here at once, written
+    /// to Redis by a task of the current tokio runtime (for a refusal that
+    /// should not wait on Redis). A failed write is retried at the next
+    /// resynchronisation.
+    pub fn ban_soon(&self, client: &str, duration: Duration) {
+        let ms = u64::try_from(duration.as_millis())
+            .unwrap_or(LONGEST_MS)
+            .clamp(1, LONGEST_MS);
+        self.inner.hold(client, Duration::from_millis(ms), true);
+        let bans = self.clone();
+        let client = client.to_owned();
+        tokio::spawn(async move {
+            let _ = bans.ban(&client, duration).await;
+        });
+    }
+
+    /// As [`lift`](Self::lift), without waiting: lifted here at once,
+    /// in Redis and elsewhere by a task of the current tokio runtime.
+    pub fn lift_soon(&self, client: &str) {
+        self.inner.local.lock().remove(client);
+        let bans = self.clone();
+        let client = client.to_owned();
+        tokio::spawn(async move {
+            let _ = bans.lift(&client).await;
+        });
+    }
+
     /// Lifts `client`'s ban on every instance.
     ///
     /// # Errors
