@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -572,4 +572,230 @@ fn flow_control_holds_shared_permits_and_strikes_toward_a_ban() {
         until_held(server.port(), &key, 0, Duration::from_secs(2));
     });
     every_key_expires(server.port(), "flow:");
+}
+
+/// A review's finding: while releases kept arriving, the renewal never ran,
+/// held permits expired in Redis while held and another instance got more.
+#[test]
+fn renewals_are_not_starved_by_a_stream_of_releases() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let build = || {
+            RedisConcurrencyLimit::builder(server.url(), 2)
+                .prefix("starve:")
+                .ttl(Duration::from_millis(600))
+                .deadline(Duration::from_millis(200))
+                .build()
+        };
+        let a = build().await.expect("builds");
+        let b = build().await.expect("builds");
+        let held = vec![
+            a.acquire("long").await.expect("a place"),
+            a.acquire("long").await.expect("a place"),
+        ];
+        // Control: no churn, 1.5 s = 2.5 TTLs, renewals keep them.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(
+            matches!(b.acquire("long").await, Err(PermitDenied::Full { held: 2 })),
+            "control failed"
+        );
+        let before = a.stats().renewals;
+        // Churn on A: other keys acquired and dropped by 32 tasks.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut churn = Vec::new();
+        for task in 0..32 {
+            let (a, stop) = (a.clone(), Arc::clone(&stop));
+            churn.push(tokio::spawn(async move {
+                let key = format!("churn-{task}");
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(permit) = a.acquire(&key).await {
+                        drop(permit);
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let third = b.acquire("long").await;
+        let in_redis = held_in_redis(server.port(), &a.redis_key("long"));
+        stop.store(true, Ordering::Relaxed);
+        for task in churn {
+            task.await.expect("no panic");
+        }
+        let renewals = a.stats().renewals - before;
+        eprintln!(
+            "churn: {renewals} renewal calls in 1.5 s (period 200 ms); B's acquire: {:?}; \
+             ZCARD {in_redis}; A holds {}; {:?}",
+            third.as_ref().map(|p| p.is_shared()),
+            a.held(),
+            a.stats()
+        );
+        assert!(
+            matches!(third, Err(PermitDenied::Full { held: 2 })),
+            "A holds 2 of 2, yet B got a third (renewals in 1.5 s: {renewals})"
+        );
+        drop(held);
+    });
+}
+
+/// A review's finding: every write set the key's expiry to the writer's
+/// own TTL, so an instance with a shorter TTL made another instance's live
+/// permits vanish while held and renewed on time.
+#[test]
+fn a_shorter_ttl_does_not_expire_the_key_under_longer_permits() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let build = |ttl| {
+            RedisConcurrencyLimit::builder(server.url(), 3)
+                .prefix("mixed:")
+                .ttl(ttl)
+                .deadline(Duration::from_millis(100))
+                .build()
+        };
+        let long = build(Duration::from_secs(30)).await.expect("builds");
+        let short = build(Duration::from_millis(600)).await.expect("builds");
+        let held = [
+            long.acquire("k").await.expect("a place"),
+            long.acquire("k").await.expect("a place"),
+        ];
+        drop(short.acquire("k").await.expect("the third place"));
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let key = long.redis_key("k");
+        let in_redis = held_in_redis(server.port(), &key);
+        let mut more = Vec::new();
+        while let Ok(permit) = short.acquire("k").await {
+            more.push(permit);
+            if more.len() == 10 {
+                break;
+            }
+        }
+        eprintln!(
+            "mixed TTLs: long holds {}, Redis has {in_redis}, short then got {} more (limit 3)",
+            long.held(),
+            more.len()
+        );
+        assert_eq!(in_redis, 2, "the long-TTL instance's held permits vanished");
+        assert!(
+            held.len() + more.len() <= 3,
+            "{} in flight",
+            held.len() + more.len()
+        );
+    });
+}
+
+/// A review's finding: one renewal call per key, one after another: with
+/// 2,000 keys held the pass took longer than the TTL, and permits expired
+/// while held.
+#[test]
+fn two_thousand_keys_are_renewed_within_the_ttl() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let build = || {
+            RedisConcurrencyLimit::builder(server.url(), 1)
+                .prefix("many:")
+                .ttl(Duration::from_millis(300))
+                .deadline(Duration::from_millis(100))
+                .build()
+        };
+        let a = build().await.expect("builds");
+        let b = build().await.expect("builds");
+        const KEYS: usize = 2_000;
+        let mut held = Vec::new();
+        for i in 0..KEYS {
+            held.push(a.acquire(&format!("t{i}")).await.expect("a place"));
+        }
+        assert!(held.iter().all(|p| p.is_shared()));
+        let begun = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // B asks for each key A holds (limit 1 each): none may be granted.
+        let granted = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for part in 0..8 {
+            let (b, granted) = (b.clone(), Arc::clone(&granted));
+            tasks.push(tokio::spawn(async move {
+                for i in (part..KEYS).step_by(8) {
+                    if let Ok(permit) = b.acquire(&format!("t{i}")).await {
+                        if permit.is_shared() {
+                            granted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Kept: the count is of overlap with A's.
+                        std::mem::forget(permit);
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("no panic");
+        }
+        let granted = granted.load(Ordering::Relaxed);
+        eprintln!(
+            "{KEYS} keys held by A, after {:?}: B granted {granted}; A {:?}",
+            begun.elapsed(),
+            a.stats()
+        );
+        assert_eq!(a.stats().restored, 0, "permits expired while held");
+        assert_eq!(granted, 0, "B got places A holds");
+        drop(held);
+    });
+}
+
+/// A review's finding: the server closes the connection (CLIENT KILL, an
+/// idle `timeout`, a proxy): the next release failed, was never sent
+/// again, and the permit stayed held for its TTL although Redis was up.
+#[test]
+fn a_release_after_the_server_closed_the_connection_is_sent_again() {
+    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let limit = RedisConcurrencyLimit::builder(server.url(), 1)
+            .prefix("closed:")
+            .ttl(Duration::from_secs(5))
+            .deadline(Duration::from_millis(200))
+            .build()
+            .await
+            .expect("builds");
+        let permit = limit.acquire("k").await.expect("a place");
+        redis_cli(server.port(), &["CLIENT", "KILL", "TYPE", "normal"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(permit);
+        // The first release fails on the closed connection; it goes again
+        // with the next renewal (every 5/3 s).
+        let key = limit.redis_key("k");
+        let took = until_held(server.port(), &key, 0, Duration::from_secs(3));
+        let next = limit.acquire("k").await;
+        eprintln!(
+            "closed connection: released {took:?} after the drop; next acquire {:?}; {:?}",
+            next.as_ref().map(|p| p.is_shared()),
+            limit.stats()
+        );
+        assert!(matches!(next, Ok(ref permit) if permit.is_shared()));
+    });
+}
+
+/// A review's finding: `deadline * 3` overflowed (a panic) for a deadline
+/// above `Duration::MAX / 3`.
+#[test]
+fn a_huge_deadline_is_refused_not_a_panic() {
+    runtime().block_on(async {
+        let built = RedisConcurrencyLimit::builder("redis://127.0.0.1:1/", 1)
+            .deadline(Duration::MAX)
+            .ttl(Duration::MAX)
+            .build()
+            .await;
+        assert!(
+            matches!(built, Err(RedisLimitError::TtlTooShort { .. })),
+            "{:?}",
+            built.map(|_| ())
+        );
+    });
 }

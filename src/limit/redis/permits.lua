@@ -4,8 +4,9 @@
 --   1 (acquire), limit, ttl, id -> {1, held} granted, {0, held} full
 --   2 (renew), ttl, id...       -> {restored}: ids that were gone, added back
 --   3 (release), id...          -> {removed}
--- Every write sets the key's expiry to the longest a permit can still
--- live, so no key is ever left without a TTL.
+-- Every write sets the key's expiry to just past its latest permit's (an
+-- instance with a shorter TTL never cuts another's permits short), so no
+-- key is ever left without a TTL, nor outlived by a permit.
 redis.replicate_commands()
 local key = KEYS[1]
 local op = tonumber(ARGV[1])
@@ -20,8 +21,11 @@ local function expired_out()
   end
 end
 
-local function expire_after(ttl)
-  redis.call('PEXPIRE', key, math.ceil(ttl / 1000))
+local function expire_after_last()
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[2] then
+    redis.call('PEXPIREAT', key, math.ceil(tonumber(last[2]) / 1000) + 1)
+  end
 end
 
 if op == 1 then
@@ -33,7 +37,7 @@ if op == 1 then
     return {0, held}
   end
   redis.call('ZADD', key, now + ttl, ARGV[4])
-  expire_after(ttl)
+  expire_after_last()
   return {1, held + 1}
 elseif op == 2 then
   local ttl = tonumber(ARGV[2])
@@ -42,7 +46,7 @@ elseif op == 2 then
   for i = 3, #ARGV do
     restored = restored + redis.call('ZADD', key, now + ttl, ARGV[i])
   end
-  expire_after(ttl)
+  expire_after_last()
   return {restored}
 elseif op == 3 then
   local removed = 0

@@ -17,7 +17,20 @@
 //!   is released the same way (Redis may have granted it), so nothing
 //!   leaks for a TTL.
 //! - **Faults**: the same deadline and [`OnFailure`] policy as the shared
-//!   rate limit. A permit let in by the policy holds nothing in Redis.
+//!   rate limit. A permit let in by the policy holds nothing in Redis. A
+//!   release that fails (a connection Redis closed) goes again with the
+//!   next renewal.
+//!
+//! What the leases cannot do, by design:
+//! - A place is free once its release reaches Redis, about a round trip
+//!   after the drop: an acquire of the same key right after a drop may
+//!   still find it taken.
+//! - After Redis lost permits (a restart, a failover), the renewals write
+//!   the ones still held back, past N if others were let in meanwhile: the
+//!   count is then the truth, and nothing more is let in until it falls
+//!   below N.
+//! - A permit dropped as its runtime shuts down may never be released: it
+//!   expires with its TTL.
 //!
 //! # Synchronization
 //!
@@ -103,7 +116,7 @@ pub struct PermitStats {
     /// Permits a renewal found gone (a Redis restart, a renewal too late)
     /// and wrote back.
     pub restored: u64,
-    /// Release calls that failed: their permits expire with their TTL.
+    /// Release calls that failed (sent again with the next renewal).
     pub release_errors: u64,
 }
 
@@ -410,19 +423,48 @@ impl Keeper {
 }
 
 /// The limit's task: releases what is dropped, as it is dropped, and
-/// renews what is held, three times a TTL. Ends after the last release,
-/// once the limit and every permit are gone.
+/// renews what is held, three times a TTL; a renewal that is due goes
+/// first, so a stream of releases never holds it off. Releases that failed
+/// (a connection Redis closed) go again with the next renewal. Ends after
+/// the last release, once the limit and every permit are gone.
 async fn keep(
     keeper: Arc<Keeper>,
     mut releases: mpsc::UnboundedReceiver<(String, u64)>,
     every: Duration,
 ) {
     let mut renew_at = tokio::time::Instant::now() + every;
-    // Each turn sends the releases queued, or renews; it ends when the
-    // channel has closed and drained.
+    let mut failed: HashMap<String, Vec<u64>> = HashMap::new();
+    // Each turn renews (when due) or sends the releases queued; it ends
+    // when the channel has closed and drained.
     loop {
+        let now = tokio::time::Instant::now();
+        if now >= renew_at {
+            // The next period counts from this one's start: a long pass
+            // does not push every later one back.
+            renew_at = now + every;
+            let held: Vec<(String, Vec<u64>)> = keeper
+                .held
+                .lock()
+                .iter()
+                .map(|(key, ids)| (key.clone(), ids.clone()))
+                .collect();
+            bump(&keeper.counters.renewals, held.len() as u64);
+            for (_, _, restored) in Keeper::calls(&keeper, RENEW, held).await {
+                match restored {
+                    Some(restored) => bump(&keeper.counters.restored, restored),
+                    None => bump(&keeper.counters.renewal_errors, 1),
+                }
+            }
+            let retry: Vec<(String, Vec<u64>)> = failed.drain().collect();
+            keeper.release(retry, &mut failed).await;
+            continue;
+        }
         match tokio::time::timeout_at(renew_at, releases.recv()).await {
-            Ok(None) => return,
+            Ok(None) => {
+                let retry: Vec<(String, Vec<u64>)> = failed.drain().collect();
+                keeper.release(retry, &mut failed).await;
+                return;
+            }
             Ok(Some((key, id))) => {
                 // What else was dropped meanwhile goes in the same calls.
                 let mut by_key: HashMap<String, Vec<u64>> = HashMap::new();
@@ -434,29 +476,74 @@ async fn keep(
                     };
                     by_key.entry(key).or_default().push(id);
                 }
-                for (key, ids) in by_key {
-                    if keeper.each(RELEASE, &key, &ids).await.is_none() {
-                        bump(&keeper.counters.release_errors, 1);
-                    }
-                }
+                keeper
+                    .release(by_key.into_iter().collect(), &mut failed)
+                    .await;
             }
-            Err(_) => {
-                let held: Vec<(String, Vec<u64>)> = keeper
-                    .held
-                    .lock()
-                    .iter()
-                    .map(|(key, ids)| (key.clone(), ids.clone()))
-                    .collect();
-                for (key, ids) in held {
-                    bump(&keeper.counters.renewals, 1);
-                    match keeper.each(RENEW, &key, &ids).await {
-                        Some(restored) => bump(&keeper.counters.restored, restored),
-                        None => bump(&keeper.counters.renewal_errors, 1),
-                    }
-                }
-                // The next a whole period after this one ended: a late
-                // renewal is not made up for by a burst.
-                renew_at = tokio::time::Instant::now() + every;
+            Err(_) => {}
+        }
+    }
+}
+
+/// Calls on different keys in flight at once, at most (they pipeline on
+/// the connection).
+const CALLS_AT_ONCE: usize = 64;
+
+/// Released ids kept to send again, at most: past it, they expire with
+/// their TTL.
+const MAX_FAILED: usize = 100_000;
+
+impl Keeper {
+    /// Runs `op` for each key's ids, [`CALLS_AT_ONCE`] keys at a time; each
+    /// key's ids and its sum, or `None` where a call failed.
+    async fn calls(
+        keeper: &Arc<Keeper>,
+        op: u64,
+        work: Vec<(String, Vec<u64>)>,
+    ) -> Vec<(String, Vec<u64>, Option<u64>)> {
+        let mut done = Vec::with_capacity(work.len());
+        let mut running = tokio::task::JoinSet::new();
+        // Each turn starts a call or collects one; `work` is finite.
+        let mut work = work.into_iter();
+        loop {
+            while running.len() < CALLS_AT_ONCE {
+                let Some((key, ids)) = work.next() else {
+                    break;
+                };
+                let keeper = Arc::clone(keeper);
+                running.spawn(async move {
+                    let sum = keeper.each(op, &key, &ids).await;
+                    (key, ids, sum)
+                });
+            }
+            match running.join_next().await {
+                Some(Ok(call)) => done.push(call),
+                // A call's task cannot panic short of a bug; its ids
+                // expire with their TTL.
+                Some(Err(_)) => {}
+                None => return done,
+            }
+        }
+    }
+
+    /// Releases `work`; what failed goes into `failed`, within
+    /// [`MAX_FAILED`].
+    async fn release(
+        self: &Arc<Self>,
+        work: Vec<(String, Vec<u64>)>,
+        failed: &mut HashMap<String, Vec<u64>>,
+    ) {
+        if work.is_empty() {
+            return;
+        }
+        for (key, ids, removed) in Keeper::calls(self, RELEASE, work).await {
+            if removed.is_some() {
+                continue;
+            }
+            bump(&self.counters.release_errors, 1);
+            let kept: usize = failed.values().map(Vec::len).sum();
+            if kept + ids.len() <= MAX_FAILED {
+                failed.entry(key).or_default().extend(ids);
             }
         }
     }
@@ -520,7 +607,7 @@ impl RedisConcurrencyLimitBuilder {
         if self.deadline.is_zero() {
             return Err(RedisLimitError::ZeroDeadline);
         }
-        if self.ttl < MIN_TTL || self.ttl < self.deadline * 3 {
+        if self.ttl < MIN_TTL || self.deadline.checked_mul(3).is_none_or(|d| self.ttl < d) {
             return Err(RedisLimitError::TtlTooShort { ttl: self.ttl });
         }
         if self.prefix.contains(['{', '}']) {
@@ -536,7 +623,9 @@ impl RedisConcurrencyLimitBuilder {
             held: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         });
-        tokio::spawn(keep(Arc::clone(&keeper), received, self.ttl / 3));
+        // Renewed at least hourly, whatever the TTL.
+        let every = (self.ttl / 3).min(Duration::from_secs(3_600));
+        tokio::spawn(keep(Arc::clone(&keeper), received, every));
         Ok(RedisConcurrencyLimit {
             inner: Arc::new(Shared {
                 keeper,
