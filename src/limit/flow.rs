@@ -235,7 +235,8 @@ impl FlowControl {
     /// flight, and the requests in flight in all. Local checks first, so
     /// refused clients cost no round trip; a client over its shared
     /// in-flight limit is struck as over its local one, and a ban this
-    /// instance's rule decides is shared (in the background). Allow-listed
+    /// instance's rule decides moves into the shared bans (written in the
+    /// background), so a lift on any instance lifts it everywhere. Allow-listed
     /// clients skip the per-client limits and bans, not the limit in all.
     /// The [`Admission`] holds the shared permits too: dropping it releases
     /// them (in the background).
@@ -273,8 +274,13 @@ impl FlowControl {
         }) = &checked
         {
             // A ban this instance's rule just decided: every instance's,
-            // in the background (the refusal does not wait on Redis).
+            // in the background (the refusal does not wait on Redis). It
+            // moves into the shared bans, so that a lift on any instance
+            // lifts it here too.
             bans.ban_soon(&text, *left);
+            if let Some(local) = &self.bans {
+                local.lift(&key);
+            }
         }
         checked
     }

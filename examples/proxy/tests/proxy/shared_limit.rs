@@ -265,3 +265,113 @@ fn a_redis_with_nothing_to_share_is_a_configuration_error() {
         );
     });
 }
+
+/// A raw HTTP/1.1 exchange with `address`: the status.
+async fn status_of(address: std::net::SocketAddr, method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+#[test]
+fn a_ban_on_one_proxy_is_a_ban_on_every_proxy() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let upstream = backend::Backend::start("a").await.expect("a backend");
+        // One request a minute; the first refusal bans for a minute.
+        let config = format!(
+            r#"
+            [server]
+            listen = "127.0.0.1:0"
+            admin = "127.0.0.1:0"
+            [clients]
+            rate = {{ per_second = 1, burst = 1 }}
+            ban = {{ denials = 1, window_ms = 10000, ban_ms = 60000 }}
+            redis = "{}"
+            [[routes]]
+            name = "all"
+            path = "/"
+            pool = "a"
+            [pools.a]
+            algorithm = "round_robin"
+            backends = [{{ server = "{}" }}]
+            "#,
+            redis.url(),
+            upstream.addr
+        );
+        let mut proxies = Vec::new();
+        for _ in 0..2 {
+            let config = loadbalance_proxy::Config::parse(&config).expect("a valid file");
+            proxies.push(
+                loadbalance_proxy::Proxy::start(config, None)
+                    .await
+                    .expect("starts"),
+            );
+        }
+        let (a, b) = (&proxies[0], &proxies[1]);
+        // Refused on A: banned there by A's rule, and so on B.
+        assert_eq!(status_of(a.addr(), "GET", "/").await, 200);
+        assert_eq!(status_of(a.addr(), "GET", "/").await, 403);
+        let begun = std::time::Instant::now();
+        while status_of(b.addr(), "GET", "/").await != 403 {
+            assert!(
+                begun.elapsed() < Duration::from_millis(100),
+                "B still serves the banned client"
+            );
+        }
+        // Lifted by hand on B's admin port: served on A again (its rate
+        // has refilled within the second).
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!(
+            status_of(b.admin_addr(), "DELETE", "/bans/127.0.0.1").await,
+            200
+        );
+        let begun = std::time::Instant::now();
+        while status_of(a.addr(), "GET", "/").await != 200 {
+            assert!(
+                begun.elapsed() < Duration::from_millis(100),
+                "A still refuses the pardoned client"
+            );
+        }
+        // Banned by hand on A's admin port: refused on B.
+        assert_eq!(
+            status_of(a.admin_addr(), "PUT", "/bans/127.0.0.1?seconds=60").await,
+            200
+        );
+        let begun = std::time::Instant::now();
+        while status_of(b.addr(), "GET", "/").await != 403 {
+            assert!(
+                begun.elapsed() < Duration::from_millis(100),
+                "B serves a client banned by hand"
+            );
+        }
+        assert_eq!(
+            status_of(a.admin_addr(), "PUT", "/bans/127.0.0.1?seconds=0").await,
+            400
+        );
+        assert_eq!(
+            status_of(a.admin_addr(), "PUT", "/bans/not-an-address?seconds=5").await,
+            400
+        );
+        for proxy in proxies {
+            assert_eq!(proxy.shutdown().await, 0);
+        }
+    });
+}
