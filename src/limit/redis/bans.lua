@@ -6,7 +6,8 @@
 --   1 (ban), client, ms, channel -> {ms in force}: the longer of this ban
 --     and one already there; published as 'b <ms> <client>'
 --   2 (lift), client, channel -> {removed}; published as 'l <client>'
---   3 (list), most -> {client, ms left, ...} of the bans in force
+--   3 (list), most -> {client, ms left, ...} of the bans in force, the
+--     latest to end first
 redis.replicate_commands()
 local key = KEYS[1]
 local op = tonumber(ARGV[1])
@@ -42,7 +43,7 @@ elseif op == 2 then
   redis.call('PUBLISH', ARGV[3], 'l ' .. ARGV[2])
   return {removed}
 elseif op == 3 then
-  local found = redis.call('ZRANGEBYSCORE', key, '(' .. string.format('%d', now), '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+  local found = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. string.format('%d', now), 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
   local listed = {}
   for i = 1, #found, 2 do
     listed[#listed + 1] = found[i]

@@ -10,14 +10,25 @@
 //!   script; every instance subscribes and applies it to its local copy,
 //!   which is what a request is checked against (no round trip). On
 //!   loopback a ban reaches the other instances in about a millisecond.
-//! - **Resynchronised**: after each (re)subscription, and every
-//!   [`RESYNC`], an instance reads the bans in force (publishing is
-//!   at-most-once: a message sent while it was away is not lost for long)
-//!   and writes back the bans it decided itself that Redis no longer has
-//!   (a Redis restarted empty gets them back). A lift made while the
-//!   deciding instance was away may therefore be undone by it: lift again.
-//! - **Bounded**: at most `max_bans` held locally (the soonest to end
-//!   goes first) and read at a resync.
+//! - **In order**: the bans and lifts made on one instance reach Redis in
+//!   the order they were made (one writer task); one Redis did not take is
+//!   written again a second later, the ones behind it waiting, so a lift
+//!   is never overtaken by an earlier ban.
+//! - **Resynchronised**: after each (re)subscription, every [`RESYNC`],
+//!   and at the pace of the retries while a subscription fails, an
+//!   instance makes its local copy Redis's: the bans in force there (the
+//!   latest to end first, at most `max_bans`), without those it is lifting
+//!   itself; a ban held here that Redis no longer has goes (a lift
+//!   missed), unless it is this instance's own and the list was whole
+//!   (Redis lost it: written back, in order with later lifts).
+//! - **Bounded**: at most `max_bans` held locally (when full, the eighth
+//!   that ends soonest goes, in one pass) and read at a resynchronisation.
+//!
+//! What this cannot do: a subscription that goes silent without closing
+//! (a partition) is noticed at the next resynchronisation only, and a lift
+//! made by another instance while this one writes its own bans back may
+//! be undone by it (lift again). Ban ends are Redis's wall clock: a step
+//! of that clock moves every ban's end.
 //!
 //! # Synchronization
 //!
@@ -32,6 +43,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::connection::Connection;
@@ -48,6 +60,9 @@ const LIST: u64 = 3;
 /// How often an instance reads the bans in force even when subscribed.
 pub const RESYNC: Duration = Duration::from_secs(30);
 
+/// Times the writer tries a ban or lift, a second apart.
+const ATTEMPTS: u32 = 30;
+
 /// How long the subscriber waits before subscribing again after a failure
 /// (doubling up to a second).
 const RETRY_FIRST: Duration = Duration::from_millis(50);
@@ -59,8 +74,8 @@ const LOOK: Duration = Duration::from_millis(500);
 /// The longest ban: a century, in milliseconds (Lua's numbers stay exact).
 const LONGEST_MS: u64 = 100 * 365 * 24 * 3_600_000;
 
-/// Redis did not answer in time or failed: the ban or lift holds here and
-/// reaches Redis at the next resynchronisation (a lift does not).
+/// Redis did not take a ban or lift within the deadline: it holds here, and
+/// is written again (a second apart, up to 30 times).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BansUnavailable;
 
@@ -84,6 +99,8 @@ pub struct SharedBanStats {
     pub received: u64,
     /// Subscriptions made (the first, then each after a failure).
     pub subscriptions: u64,
+    /// Subscriptions that failed (the server down, or not allowed).
+    pub subscribe_failures: u64,
     /// Times the bans in force were read from Redis.
     pub resyncs: u64,
     /// This instance's bans that Redis had lost, written back.
@@ -100,6 +117,7 @@ struct Counters {
     lifted: AtomicU64,
     received: AtomicU64,
     subscriptions: AtomicU64,
+    subscribe_failures: AtomicU64,
     resyncs: AtomicU64,
     written_back: AtomicU64,
     errors: AtomicU64,
@@ -146,7 +164,24 @@ struct Inner {
     deadline: Duration,
     max_bans: usize,
     local: Mutex<HashMap<String, Local>>,
+    /// Lifts made here and not yet written: a resync does not bring
+    /// their bans back meanwhile.
+    lifting: Mutex<HashMap<String, u32>>,
+    /// To the writer: bans and lifts, written in the order they were made.
+    writes: mpsc::UnboundedSender<Write>,
     counters: Counters,
+}
+
+/// A ban or lift for the writer, with whom to tell how it went.
+struct Write {
+    op: Op,
+    done: Option<oneshot::Sender<Result<(), BansUnavailable>>>,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Ban { client: String, ms: u64 },
+    Lift { client: String },
 }
 
 /// A ban in the local copy.
@@ -194,68 +229,53 @@ impl SharedBans {
 
     /// Bans `client` for `duration` (at most a century) on every
     /// instance: here at once, elsewhere when they hear of it. A ban
-    /// already longer stays as it is.
+    /// already longer stays as it is. Bans and lifts made here reach Redis
+    /// in the order they were made.
     ///
     /// # Errors
     ///
-    /// [`BansUnavailable`] when Redis did not answer within the deadline:
-    /// the ban holds here and is written back at the next
-    /// resynchronisation.
+    /// [`BansUnavailable`] when Redis did not take it within the deadline:
+    /// the ban holds here and is written again until Redis takes it.
     pub async fn ban(&self, client: &str, duration: Duration) -> Result<(), BansUnavailable> {
-        let inner = &*self.inner;
-        bump(&inner.counters.banned, 1);
-        let ms = u64::try_from(duration.as_millis())
-            .unwrap_or(LONGEST_MS)
-            .clamp(1, LONGEST_MS);
-        inner.hold(client, Duration::from_millis(ms), true);
-        let args = [
-            BAN.to_string(),
-            client.to_string(),
-            ms.to_string(),
-            inner.channel.clone(),
-        ];
-        inner.call(&args).await.map(drop)
+        let (done, told) = oneshot::channel();
+        self.queue(self.inner.ban_op(client, duration), Some(done));
+        match tokio::time::timeout(self.inner.deadline * 2, told).await {
+            Ok(Ok(result)) => result,
+            _ => Err(BansUnavailable),
+        }
     }
 
     /// As [`ban`](Self::ban), without waiting: held here at once, written
-    /// to Redis by a task of the current tokio runtime (for a refusal that
-    /// should not wait on Redis). A failed write is retried at the next
-    /// resynchronisation.
+    /// by the limit's writer task (for a refusal that should not wait on
+    /// Redis).
     pub fn ban_soon(&self, client: &str, duration: Duration) {
-        let ms = u64::try_from(duration.as_millis())
-            .unwrap_or(LONGEST_MS)
-            .clamp(1, LONGEST_MS);
-        self.inner.hold(client, Duration::from_millis(ms), true);
-        let bans = self.clone();
-        let client = client.to_owned();
-        tokio::spawn(async move {
-            let _ = bans.ban(&client, duration).await;
-        });
+        self.queue(self.inner.ban_op(client, duration), None);
     }
 
-    /// As [`lift`](Self::lift), without waiting: lifted here at once,
-    /// in Redis and elsewhere by a task of the current tokio runtime.
-    pub fn lift_soon(&self, client: &str) {
-        self.inner.local.lock().remove(client);
-        let bans = self.clone();
-        let client = client.to_owned();
-        tokio::spawn(async move {
-            let _ = bans.lift(&client).await;
-        });
-    }
-
-    /// Lifts `client`'s ban on every instance.
+    /// Lifts `client`'s ban on every instance: here at once, elsewhere
+    /// when they hear of it.
     ///
     /// # Errors
     ///
-    /// [`BansUnavailable`] when Redis did not answer within the deadline:
-    /// the lift holds here only.
+    /// [`BansUnavailable`] when Redis did not take it within the deadline:
+    /// the lift holds here, and is written again until Redis takes it.
     pub async fn lift(&self, client: &str) -> Result<(), BansUnavailable> {
-        let inner = &*self.inner;
-        bump(&inner.counters.lifted, 1);
-        inner.local.lock().remove(client);
-        let args = [LIFT.to_string(), client.to_string(), inner.channel.clone()];
-        inner.call(&args).await.map(drop)
+        let (done, told) = oneshot::channel();
+        self.queue(self.inner.lift_op(client), Some(done));
+        match tokio::time::timeout(self.inner.deadline * 2, told).await {
+            Ok(Ok(result)) => result,
+            _ => Err(BansUnavailable),
+        }
+    }
+
+    /// As [`lift`](Self::lift), without waiting.
+    pub fn lift_soon(&self, client: &str) {
+        self.queue(self.inner.lift_op(client), None);
+    }
+
+    fn queue(&self, op: Op, done: Option<oneshot::Sender<Result<(), BansUnavailable>>>) {
+        // The writer lives as long as `inner`: the send cannot fail.
+        let _ = self.inner.writes.send(Write { op, done });
     }
 
     /// Bans held locally now (some may have just ended).
@@ -278,6 +298,7 @@ impl SharedBans {
             lifted: read(&c.lifted),
             received: read(&c.received),
             subscriptions: read(&c.subscriptions),
+            subscribe_failures: read(&c.subscribe_failures),
             resyncs: read(&c.resyncs),
             written_back: read(&c.written_back),
             errors: read(&c.errors),
@@ -292,6 +313,69 @@ impl SharedBans {
 }
 
 impl Inner {
+    /// A ban, held here at once.
+    fn ban_op(&self, client: &str, duration: Duration) -> Op {
+        bump(&self.counters.banned, 1);
+        let ms = u64::try_from(duration.as_millis())
+            .unwrap_or(LONGEST_MS)
+            .clamp(1, LONGEST_MS);
+        self.hold(client, Duration::from_millis(ms), true);
+        Op::Ban {
+            client: client.to_owned(),
+            ms,
+        }
+    }
+
+    /// A lift, made here at once, its ban kept out of resyncs until it is
+    /// written.
+    fn lift_op(&self, client: &str) -> Op {
+        bump(&self.counters.lifted, 1);
+        self.local.lock().remove(client);
+        *self.lifting.lock().entry(client.to_owned()).or_default() += 1;
+        Op::Lift {
+            client: client.to_owned(),
+        }
+    }
+
+    /// Writes `op` to Redis (and publishes it).
+    async fn write(&self, op: &Op) -> Result<(), BansUnavailable> {
+        let args = match op {
+            Op::Ban { client, ms } => {
+                vec![
+                    BAN.to_string(),
+                    client.clone(),
+                    ms.to_string(),
+                    self.channel.clone(),
+                ]
+            }
+            Op::Lift { client } => vec![LIFT.to_string(), client.clone(), self.channel.clone()],
+        };
+        let written = self.call(&args).await.map(drop);
+        if let (Op::Lift { client }, Ok(())) = (op, &written) {
+            let mut lifting = self.lifting.lock();
+            if let Some(count) = lifting.get_mut(client) {
+                *count -= 1;
+                if *count == 0 {
+                    lifting.remove(client);
+                }
+            }
+        }
+        written
+    }
+
+    /// An op the writer gave up on.
+    fn written_off(&self, op: &Op) {
+        if let Op::Lift { client } = op {
+            let mut lifting = self.lifting.lock();
+            if let Some(count) = lifting.get_mut(client) {
+                *count -= 1;
+                if *count == 0 {
+                    lifting.remove(client);
+                }
+            }
+        }
+    }
+
     /// Holds a ban of `client` for `left` in the local copy (the longer of
     /// it and one held), within the bound.
     fn hold(&self, client: &str, left: Duration, own: bool) {
@@ -304,18 +388,7 @@ impl Inner {
             return;
         }
         if local.len() >= self.max_bans {
-            local.retain(|_, ban| ban.ends > now);
-        }
-        if local.len() >= self.max_bans {
-            // The ban that ends soonest goes (bounded: `max_bans` entries).
-            let soonest = local
-                .iter()
-                .min_by_key(|(_, ban)| ban.ends)
-                .map(|(client, _)| client.clone());
-            if let Some(soonest) = soonest {
-                local.remove(&soonest);
-                bump(&self.counters.dropped, 1);
-            }
+            evict(&mut local, now, self.max_bans, &self.counters.dropped);
         }
         local.insert(client.to_owned(), Local { ends, own });
     }
@@ -341,15 +414,21 @@ impl Inner {
                 return;
             };
             if let Ok(ms) = ms.parse::<u64>() {
-                self.hold(client, Duration::from_millis(ms.min(LONGEST_MS)), false);
+                if !self.lifting.lock().contains_key(client) {
+                    self.hold(client, Duration::from_millis(ms.min(LONGEST_MS)), false);
+                }
             }
         } else if let Some(client) = message.strip_prefix("l ") {
             self.local.lock().remove(client);
         }
     }
 
-    /// Reads the bans in force into the local copy, and writes back this
-    /// instance's own that Redis no longer has.
+    /// Makes the local copy Redis's: the bans in force there (the latest
+    /// to end first, at most `max_bans`), but those this instance is
+    /// lifting; a ban held here that Redis no longer has is dropped (a
+    /// lift missed), unless it is this instance's own and Redis's list
+    /// was whole (Redis lost it: written back, in order with later lifts)
+    /// or the list was cut short (nothing can be told of it).
     async fn resync(&self) -> Result<(), BansUnavailable> {
         let args = [LIST.to_string(), self.max_bans.to_string()];
         let keys = [self.key.as_str()];
@@ -363,38 +442,59 @@ impl Inner {
                 return Err(BansUnavailable);
             }
         };
-        bump(&self.counters.resyncs, 1);
-        let mut in_redis = std::collections::HashSet::new();
+        let whole = listed.len() / 2 < self.max_bans;
+        let now = Instant::now();
+        let lifting: std::collections::HashSet<String> =
+            self.lifting.lock().keys().cloned().collect();
+        let mut fresh: HashMap<String, Local> = HashMap::with_capacity(listed.len() / 2);
         for pair in listed.chunks(2) {
             let [client, ms] = pair else {
                 continue;
             };
-            if let Ok(ms) = ms.parse::<u64>() {
-                self.hold(client, Duration::from_millis(ms.min(LONGEST_MS)), false);
-                in_redis.insert(client.as_str());
+            let Ok(ms) = ms.parse::<u64>() else {
+                continue;
+            };
+            if lifting.contains(client) {
+                continue;
+            }
+            let ends = now + Duration::from_millis(ms.min(LONGEST_MS));
+            fresh.insert(client.clone(), Local { ends, own: false });
+        }
+        let mut lost = Vec::new();
+        {
+            let mut local = self.local.lock();
+            for (client, ban) in local.iter() {
+                if ban.ends <= now || lifting.contains(client) {
+                    continue;
+                }
+                match fresh.get_mut(client) {
+                    Some(kept) => {
+                        kept.own = ban.own;
+                        kept.ends = kept.ends.max(ban.ends);
+                    }
+                    None if !whole => {
+                        fresh.insert(client.clone(), *ban);
+                    }
+                    None if ban.own => {
+                        lost.push((client.clone(), ban.ends - now));
+                        fresh.insert(client.clone(), *ban);
+                    }
+                    None => {}
+                }
+            }
+            *local = fresh;
+            if local.len() > self.max_bans {
+                evict(&mut local, now, self.max_bans, &self.counters.dropped);
             }
         }
-        let now = Instant::now();
-        let lost: Vec<(String, Duration)> = self
-            .local
-            .lock()
-            .iter()
-            .filter(|(client, ban)| {
-                ban.own && ban.ends > now && !in_redis.contains(client.as_str())
-            })
-            .map(|(client, ban)| (client.clone(), ban.ends - now))
-            .collect();
+        bump(&self.counters.resyncs, 1);
         for (client, left) in lost {
+            bump(&self.counters.written_back, 1);
             let ms = u64::try_from(left.as_millis()).unwrap_or(LONGEST_MS).max(1);
-            let args = [
-                BAN.to_string(),
-                client,
-                ms.to_string(),
-                self.channel.clone(),
-            ];
-            if self.call(&args).await.is_ok() {
-                bump(&self.counters.written_back, 1);
-            }
+            let _ = self.writes.send(Write {
+                op: Op::Ban { client, ms },
+                done: None,
+            });
         }
         Ok(())
     }
@@ -433,16 +533,69 @@ impl Inner {
     }
 }
 
+/// Makes room in a full local copy: the ended bans go, then, if it is
+/// still full, the eighth that ends soonest (one pass now and then, not a
+/// scan for every ban).
+fn evict(local: &mut HashMap<String, Local>, now: Instant, max: usize, dropped: &AtomicU64) {
+    local.retain(|_, ban| ban.ends > now);
+    if local.len() < max {
+        return;
+    }
+    let mut ends: Vec<Instant> = local.values().map(|ban| ban.ends).collect();
+    let cut = ends.len() / 8;
+    let (_, threshold, _) = ends.select_nth_unstable(cut);
+    let threshold = *threshold;
+    let before = local.len();
+    local.retain(|_, ban| ban.ends > threshold);
+    bump(dropped, (before - local.len()) as u64);
+}
+
+/// The writer: bans and lifts made here, in order. One Redis did not
+/// take is tried again a second later, up to [`ATTEMPTS`] times, and the
+/// ops behind it wait, so a lift is never overtaken by an earlier ban.
+/// Ends when the bans are dropped.
+async fn write(inner: Weak<Inner>, mut writes: mpsc::UnboundedReceiver<Write>) {
+    // Each turn writes one op; its attempts are bounded.
+    while let Some(Write { op, mut done }) = writes.recv().await {
+        for attempt in 1..=ATTEMPTS {
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            let written = strong.write(&op).await;
+            if let Some(done) = done.take() {
+                let _ = done.send(written);
+            }
+            if written.is_ok() {
+                break;
+            }
+            if attempt == ATTEMPTS {
+                // Given up: a lift no longer keeps its ban out of resyncs.
+                strong.written_off(&op);
+                break;
+            }
+            drop(strong);
+            tokio::time::sleep(RETRY_MOST).await;
+        }
+    }
+}
+
 /// The subscriber: subscribes, resynchronises, applies what it hears;
 /// subscribes again after a failure; resynchronises every [`RESYNC`].
 /// Ends once the bans are dropped.
 async fn listen(inner: Weak<Inner>) {
     let mut retry = RETRY_FIRST;
+    let mut resync_at = Instant::now();
     loop {
         let Some(strong) = inner.upgrade() else {
             return;
         };
         let Some(pubsub) = strong.subscribe().await else {
+            // Not subscribed (down, or not allowed to): the bans in force
+            // are still read, at the pace of the retries.
+            bump(&strong.counters.subscribe_failures, 1);
+            if Instant::now() >= resync_at {
+                resync_at = Instant::now() + strong.resync_after().await;
+            }
             drop(strong);
             tokio::time::sleep(retry).await;
             retry = (retry * 2).min(RETRY_MOST);
@@ -451,9 +604,9 @@ async fn listen(inner: Weak<Inner>) {
         // Subscribed first, then read: nothing published in between is
         // missed. A read that failed (the other connection still
         // reconnecting) is tried again soon.
-        let mut resync_at = Instant::now() + strong.resync_after().await;
+        resync_at = Instant::now() + strong.resync_after().await;
         drop(strong);
-        retry = RETRY_FIRST;
+        let subscribed = Instant::now();
         let mut messages = pubsub.into_on_message();
         // Each turn applies a message, or looks whether the bans are
         // still wanted and due a resync; a closed stream subscribes again.
@@ -478,6 +631,14 @@ async fn listen(inner: Weak<Inner>) {
             if Instant::now() >= resync_at {
                 resync_at = Instant::now() + strong.resync_after().await;
             }
+        }
+        // A subscription that lasted is no failure; one that ended at once
+        // is, and the next waits longer.
+        if subscribed.elapsed() >= RETRY_MOST {
+            retry = RETRY_FIRST;
+        } else {
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(RETRY_MOST);
         }
     }
 }
@@ -532,6 +693,7 @@ impl SharedBansBuilder {
             return Err(RedisLimitError::BracesInPrefix);
         }
         let connection = self.target.connect(self.deadline).await?;
+        let (writes, to_write) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             connection,
             target: self.target,
@@ -541,8 +703,11 @@ impl SharedBansBuilder {
             deadline: self.deadline,
             max_bans: self.max_bans,
             local: Mutex::new(HashMap::new()),
+            lifting: Mutex::new(HashMap::new()),
+            writes,
             counters: Counters::default(),
         });
+        tokio::spawn(write(Arc::downgrade(&inner), to_write));
         tokio::spawn(listen(Arc::downgrade(&inner)));
         Ok(SharedBans { inner })
     }
