@@ -10,7 +10,7 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use crate::limit::{SERIAL, every_key_expires, runtime};
-use crate::redis_support::{RedisCluster, RedisServer, redis_cli};
+use crate::redis_support::{RedisServer, redis_cli};
 use loadbalance::limit::redis::{RedisLimitError, SharedBans};
 
 async fn instance(url: &str, prefix: &str) -> SharedBans {
@@ -234,7 +234,7 @@ fn a_missed_ban_is_caught_up_on_resubscribing() {
 
 #[test]
 fn a_cluster_shares_bans() {
-    let Some(cluster) = RedisCluster::start() else {
+    let Some(cluster) = crate::limit::cluster() else {
         return;
     };
     let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);

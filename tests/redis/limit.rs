@@ -6,7 +6,7 @@
 #![cfg(feature = "redis")]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::redis_support::{RedisCluster, RedisServer, redis_cli};
@@ -16,6 +16,14 @@ use loadbalance::limit::redis::{Mode, OnFailure, RedisLimitError, RedisLimiter, 
 /// One test at a time: they load both cores, and the fault tests time
 /// every check.
 pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One three-master cluster for every test of this binary that needs one
+/// (forming one takes seconds), each test under a prefix of its own;
+/// never dropped, so its watchdog stops it when the tests end.
+pub(crate) fn cluster() -> Option<&'static RedisCluster> {
+    static CLUSTER: OnceLock<Option<RedisCluster>> = OnceLock::new();
+    CLUSTER.get_or_init(RedisCluster::start).as_ref()
+}
 
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -439,7 +447,7 @@ fn a_killed_server_is_survived_and_reconnected() {
 fn a_cluster_shares_limits_and_spreads_keys() {
     // The cluster forms (seconds of waiting) before the test takes its
     // turn: only the checks load the cores.
-    let Some(cluster) = RedisCluster::start() else {
+    let Some(cluster) = cluster() else {
         return;
     };
     let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);

@@ -15,7 +15,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::limit::{SERIAL, every_key_expires, runtime};
-use crate::redis_support::{RedisCluster, RedisServer, redis_cli};
+use crate::redis_support::{RedisServer, redis_cli};
 use loadbalance::limit::redis::{
     OnFailure, PermitDenied, RedisConcurrencyLimit, RedisLimitError, SharedPermit,
 };
@@ -160,8 +160,8 @@ fn holder() {
     runtime().block_on(async {
         let limit = RedisConcurrencyLimit::builder(url, 8)
             .prefix("crash:")
-            .ttl(Duration::from_secs(2))
-            .deadline(Duration::from_millis(500))
+            .ttl(Duration::from_secs(1))
+            .deadline(Duration::from_millis(300))
             .build()
             .await
             .expect("builds");
@@ -177,7 +177,7 @@ fn holder() {
 }
 
 /// An instance holding every place is killed with SIGKILL: its permits
-/// come back within the TTL (2 s) plus a second, and not before the
+/// come back within the TTL (1 s) plus a second, and not before the
 /// renewals stop.
 #[test]
 fn a_killed_instance_permits_come_back_within_the_ttl() {
@@ -219,13 +219,13 @@ fn a_killed_instance_permits_come_back_within_the_ttl() {
     runtime().block_on(async {
         let limit = RedisConcurrencyLimit::builder(server.url(), 8)
             .prefix("crash:")
-            .ttl(Duration::from_secs(2))
-            .deadline(Duration::from_millis(500))
+            .ttl(Duration::from_secs(1))
+            .deadline(Duration::from_millis(300))
             .build()
             .await
             .expect("builds");
         // Held, and renewed past their first TTL while the holder lives.
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        tokio::time::sleep(Duration::from_millis(1_250)).await;
         assert!(
             matches!(
                 limit.acquire("crash").await,
@@ -239,7 +239,7 @@ fn a_killed_instance_permits_come_back_within_the_ttl() {
         let mut mine = Vec::new();
         while mine.len() < 8 {
             assert!(
-                killed.elapsed() < Duration::from_secs(3),
+                killed.elapsed() < Duration::from_secs(2),
                 "{} of 8 places back {:?} after the kill",
                 mine.len(),
                 killed.elapsed()
@@ -253,7 +253,7 @@ fn a_killed_instance_permits_come_back_within_the_ttl() {
             }
         }
         eprintln!(
-            "killed instance: its 8 permits back {:?} after SIGKILL (TTL 2 s)",
+            "killed instance: its 8 permits back {:?} after SIGKILL (TTL 1 s)",
             killed.elapsed()
         );
     });
@@ -433,7 +433,7 @@ fn cancelled_acquires_leave_nothing_held() {
 /// key on its own slot, and no key is ever over its limit.
 #[test]
 fn a_cluster_shares_permits() {
-    let Some(cluster) = RedisCluster::start() else {
+    let Some(cluster) = crate::limit::cluster() else {
         return;
     };
     let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
@@ -586,8 +586,8 @@ fn renewals_are_not_starved_by_a_stream_of_releases() {
         let build = || {
             RedisConcurrencyLimit::builder(server.url(), 2)
                 .prefix("starve:")
-                .ttl(Duration::from_millis(600))
-                .deadline(Duration::from_millis(200))
+                .ttl(Duration::from_millis(300))
+                .deadline(Duration::from_millis(100))
                 .build()
         };
         let a = build().await.expect("builds");
@@ -596,8 +596,8 @@ fn renewals_are_not_starved_by_a_stream_of_releases() {
             a.acquire("long").await.expect("a place"),
             a.acquire("long").await.expect("a place"),
         ];
-        // Control: no churn, 1.5 s = 2.5 TTLs, renewals keep them.
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // Control: no churn, 0.75 s = 2.5 TTLs, renewals keep them.
+        tokio::time::sleep(Duration::from_millis(750)).await;
         assert!(
             matches!(b.acquire("long").await, Err(PermitDenied::Full { held: 2 })),
             "control failed"
@@ -617,7 +617,7 @@ fn renewals_are_not_starved_by_a_stream_of_releases() {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        tokio::time::sleep(Duration::from_millis(750)).await;
         let third = b.acquire("long").await;
         let in_redis = held_in_redis(server.port(), &a.redis_key("long"));
         stop.store(true, Ordering::Relaxed);
@@ -626,7 +626,7 @@ fn renewals_are_not_starved_by_a_stream_of_releases() {
         }
         let renewals = a.stats().renewals - before;
         eprintln!(
-            "churn: {renewals} renewal calls in 1.5 s (period 200 ms); B's acquire: {:?}; \
+            "churn: {renewals} renewal calls in 0.75 s (period 100 ms); B's acquire: {:?}; \
              ZCARD {in_redis}; A holds {}; {:?}",
             third.as_ref().map(|p| p.is_shared()),
             a.held(),
@@ -634,7 +634,7 @@ fn renewals_are_not_starved_by_a_stream_of_releases() {
         );
         assert!(
             matches!(third, Err(PermitDenied::Full { held: 2 })),
-            "A holds 2 of 2, yet B got a third (renewals in 1.5 s: {renewals})"
+            "A holds 2 of 2, yet B got a third (renewals in 0.75 s: {renewals})"
         );
         drop(held);
     });
@@ -708,13 +708,26 @@ fn two_thousand_keys_are_renewed_within_the_ttl() {
         let a = build().await.expect("builds");
         let b = build().await.expect("builds");
         const KEYS: usize = 2_000;
+        // Acquired by 8 tasks at once.
+        let mut acquiring = Vec::new();
+        for part in 0..8 {
+            let a = a.clone();
+            acquiring.push(tokio::spawn(async move {
+                let mut held = Vec::new();
+                for i in (part..KEYS).step_by(8) {
+                    held.push(a.acquire(&format!("t{i}")).await.expect("a place"));
+                }
+                held
+            }));
+        }
         let mut held = Vec::new();
-        for i in 0..KEYS {
-            held.push(a.acquire(&format!("t{i}")).await.expect("a place"));
+        for part in acquiring {
+            held.extend(part.await.expect("no panic"));
         }
         assert!(held.iter().all(|p| p.is_shared()));
         let begun = Instant::now();
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // Three TTLs.
+        tokio::time::sleep(Duration::from_millis(900)).await;
         // B asks for each key A holds (limit 1 each): none may be granted.
         let granted = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -759,7 +772,7 @@ fn a_release_after_the_server_closed_the_connection_is_sent_again() {
     runtime().block_on(async {
         let limit = RedisConcurrencyLimit::builder(server.url(), 1)
             .prefix("closed:")
-            .ttl(Duration::from_secs(5))
+            .ttl(Duration::from_millis(1_500))
             .deadline(Duration::from_millis(200))
             .build()
             .await
@@ -769,7 +782,7 @@ fn a_release_after_the_server_closed_the_connection_is_sent_again() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(permit);
         // The first release fails on the closed connection; it goes again
-        // with the next renewal (every 5/3 s).
+        // with the next renewal (every 0.5 s).
         let key = limit.redis_key("k");
         let took = until_held(server.port(), &key, 0, Duration::from_secs(3));
         let next = limit.acquire("k").await;
