@@ -39,6 +39,7 @@
 //! | per-backend figures for Prometheus | `PrometheusText` | `metrics` |
 //! | lookups by backend | [`Pool::active_of`], [`Pool::stats_of`] | |
 //! | a tower `Service`/`Layer` for hyper 1 clients and axum | `tower::BalanceLayer` | `tower` |
+//! | backends from DNS names (A, AAAA, SRV), re-resolved as TTLs end | `discover::Discovery` | `dns` |
 //!
 //! # Flow control
 //!
@@ -100,6 +101,8 @@
 
 pub mod algorithms;
 mod backend;
+#[cfg(feature = "dns")]
+pub mod discover;
 pub mod docs;
 mod error;
 pub mod limit;

@@ -1,0 +1,425 @@
+//! Keeping up with names: each one looked up again when its answer's TTL
+//! ends (clamped), the union of their last good answers handed on when it
+//! changes, a failed or empty answer never taking anything away.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{DnsError, DnsErrorKind, DnsName, Endpoint, Resolution, Resolve};
+use crate::sync::atomic::{AtomicU64, Ordering};
+
+/// The shortest wait before a name is asked again, by default: a TTL of 0
+/// does not become a query loop.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(1);
+
+/// The longest wait before a name is asked again, by default: a day-long
+/// TTL does not hide a change for a day.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
+
+/// After failures in a row, a name is asked again after the minimum
+/// doubled each time, up to this many minimums (and the maximum).
+const MAX_BACKOFF: u32 = 8;
+
+/// The names a pool's backends come from, how they are looked up, and the
+/// bounds put on their TTLs.
+///
+/// [`resolve`](Self::resolve) looks every name up once, for building a
+/// pool; [`watch`](Self::watch) then keeps looking them up, each when its
+/// TTL ends, and hands the union of their answers to a callback whenever
+/// it changes; [`apply_to`](Self::apply_to) hands it to a [`Pool`](crate::Pool).
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use loadbalance::discover::{Discovery, HickoryResolver};
+/// use loadbalance::{Backend, Pool};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let discovery = Discovery::new(HickoryResolver::system()?)
+///     .name("web.internal:8080".parse()?)
+///     .name("_http._tcp.api.internal".parse()?);
+/// let found = discovery.resolve().await;
+/// let backends = found.endpoints().iter().map(|e| {
+///     Backend::new(e.addr).weight(e.weight).backup(e.backup)
+/// });
+/// let pool = Arc::new(Pool::builder("least_conn".parse()?).build(backends)?);
+/// // Each change from now on is applied to the pool, counts and health kept.
+/// let watch = discovery.apply_to(found, Arc::clone(&pool), Vec::new(), |e| {
+///     Backend::new(e.addr).weight(e.weight).backup(e.backup)
+/// });
+/// # drop(watch);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Discovery {
+    resolver: Arc<dyn Resolve>,
+    names: Vec<DnsName>,
+    min_ttl: Duration,
+    max_ttl: Duration,
+}
+
+impl Discovery {
+    /// No names yet, looked up by `resolver`, TTLs clamped to
+    /// [`DEFAULT_MIN_TTL`] and [`DEFAULT_MAX_TTL`].
+    pub fn new(resolver: impl Resolve) -> Self {
+        Self::shared(Arc::new(resolver))
+    }
+
+    /// As [`new`](Self::new), with a resolver other discoveries share.
+    pub fn shared(resolver: Arc<dyn Resolve>) -> Self {
+        Self {
+            resolver,
+            names: Vec::new(),
+            min_ttl: DEFAULT_MIN_TTL,
+            max_ttl: DEFAULT_MAX_TTL,
+        }
+    }
+
+    /// Adds `name` (once: a name given twice is looked up once).
+    pub fn name(mut self, name: DnsName) -> Self {
+        if !self.names.contains(&name) {
+            self.names.push(name);
+        }
+        self
+    }
+
+    /// Clamps each answer's TTL to `min..=max` before asking again.
+    ///
+    /// # Errors
+    ///
+    /// [`DnsErrorKind::Config`] when `min` is zero or above `max`.
+    pub fn ttl_bounds(mut self, min: Duration, max: Duration) -> Result<Self, DnsError> {
+        if min.is_zero() || min > max {
+            return Err(DnsError {
+                name: String::new(),
+                kind: DnsErrorKind::Config(format!(
+                    "TTL bounds {min:?} to {max:?}: a minimum above 0, at most the maximum"
+                )),
+            });
+        }
+        self.min_ttl = min;
+        self.max_ttl = max;
+        Ok(self)
+    }
+
+    /// The names, in the order given.
+    pub fn names(&self) -> &[DnsName] {
+        &self.names
+    }
+
+    /// Looks every name up once, all at the same time.
+    pub async fn resolve(&self) -> Found {
+        let now = Instant::now();
+        let answers = join_all(self.names.iter().map(|name| self.resolver.resolve(name))).await;
+        let states = self
+            .names
+            .iter()
+            .zip(answers)
+            .map(|(name, answer)| {
+                let mut state = NameState::default();
+                state.take(name, answer, now, self);
+                state
+            })
+            .collect();
+        Found {
+            names: self.names.clone(),
+            states,
+        }
+    }
+
+    /// Keeps looking the names up from `found` on (each when its clamped
+    /// TTL ends; after a failure, after the minimum, doubled with each
+    /// failure in a row up to eight minimums), and calls `on_change` with
+    /// the union of their last good answers each time it differs from
+    /// the one last applied. A failed or empty answer keeps the name's
+    /// last good one; a name that never answered adds nothing. When
+    /// `on_change` returns an error the same union is offered again after
+    /// the next lookup.
+    ///
+    /// Runs on the current tokio runtime until the [`DnsWatch`] drops.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn watch<F, E>(self, found: Found, on_change: F) -> DnsWatch
+    where
+        F: FnMut(&[Endpoint]) -> Result<(), E> + Send + 'static,
+        E: fmt::Display + 'static,
+    {
+        let stats = Arc::new(Counters::default());
+        let applied = found.endpoints();
+        let task = tokio::spawn(watch(
+            self,
+            found.states,
+            applied,
+            Arc::clone(&stats),
+            on_change,
+        ));
+        DnsWatch { task, stats }
+    }
+
+    /// The clamped wait after an answer valid for `ttl`.
+    fn wait(&self, ttl: Duration) -> Duration {
+        ttl.clamp(self.min_ttl, self.max_ttl)
+    }
+
+    /// The wait after `failures` in a row.
+    fn backoff(&self, failures: u32) -> Duration {
+        let doubled = self
+            .min_ttl
+            .saturating_mul(1 << failures.saturating_sub(1).min(MAX_BACKOFF.ilog2()));
+        doubled.min(self.max_ttl)
+    }
+}
+
+impl fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discovery")
+            .field("names", &self.names)
+            .field("min_ttl", &self.min_ttl)
+            .field("max_ttl", &self.max_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every name answered in one round: the backends found and the
+/// names that failed.
+#[derive(Debug)]
+pub struct Found {
+    names: Vec<DnsName>,
+    states: Vec<NameState>,
+}
+
+impl Found {
+    /// The union of the names' answers: names in the order given, each
+    /// one's backends by address, an address found twice kept once.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        union(&self.states)
+    }
+
+    /// The names that gave no backend, and why.
+    pub fn errors(&self) -> impl Iterator<Item = &DnsError> {
+        self.states.iter().filter_map(|state| state.error.as_ref())
+    }
+
+    /// The names asked.
+    pub fn names(&self) -> &[DnsName] {
+        &self.names
+    }
+}
+
+/// One name's last good answer, its last failure, and when it is asked
+/// again.
+#[derive(Debug)]
+struct NameState {
+    good: Option<Resolution>,
+    error: Option<DnsError>,
+    failures: u32,
+    due: Instant,
+}
+
+impl Default for NameState {
+    fn default() -> Self {
+        Self {
+            good: None,
+            error: None,
+            failures: 0,
+            due: Instant::now(),
+        }
+    }
+}
+
+impl NameState {
+    /// Takes an answer received at `now`; returns whether it was good.
+    fn take(
+        &mut self,
+        name: &DnsName,
+        answer: Result<Resolution, DnsError>,
+        now: Instant,
+        by: &Discovery,
+    ) -> bool {
+        match answer {
+            Ok(resolution) if !resolution.endpoints().is_empty() => {
+                self.due = now + by.wait(resolution.ttl());
+                self.good = Some(resolution);
+                self.error = None;
+                self.failures = 0;
+                true
+            }
+            Ok(_) => {
+                self.fail(DnsError::new(name, DnsErrorKind::NoRecords), now, by);
+                false
+            }
+            Err(error) => {
+                self.fail(error, now, by);
+                false
+            }
+        }
+    }
+
+    fn fail(&mut self, error: DnsError, now: Instant, by: &Discovery) {
+        self.failures = self.failures.saturating_add(1);
+        self.due = now + by.backoff(self.failures);
+        self.error = Some(error);
+    }
+}
+
+fn union(states: &[NameState]) -> Vec<Endpoint> {
+    let mut all: Vec<Endpoint> = Vec::new();
+    for endpoint in states
+        .iter()
+        .filter_map(|state| state.good.as_ref())
+        .flat_map(Resolution::endpoints)
+    {
+        if !all.iter().any(|seen| seen.addr == endpoint.addr) {
+            all.push(*endpoint);
+        }
+    }
+    all
+}
+
+/// The watch's loop: sleeps until the next name is due, asks every due
+/// name, and applies the union when it changed.
+async fn watch<F, E>(
+    discovery: Discovery,
+    mut states: Vec<NameState>,
+    mut applied: Vec<Endpoint>,
+    stats: Arc<Counters>,
+    mut on_change: F,
+) where
+    F: FnMut(&[Endpoint]) -> Result<(), E> + Send + 'static,
+    E: fmt::Display + 'static,
+{
+    // Offered again after a refusal, even if no answer changed.
+    let mut refused = false;
+    loop {
+        let Some(next) = states.iter().map(|state| state.due).min() else {
+            return;
+        };
+        tokio::time::sleep_until(next).await;
+        let now = Instant::now();
+        let due: Vec<usize> = (0..states.len())
+            .filter(|&i| states[i].due <= now)
+            .collect();
+        let answers = join_all(
+            due.iter()
+                .map(|&i| discovery.resolver.resolve(&discovery.names[i])),
+        )
+        .await;
+        let now = Instant::now();
+        for (&index, answer) in due.iter().zip(answers) {
+            // Relaxed: statistics, read on their own.
+            stats.lookups.fetch_add(1, Ordering::Relaxed);
+            if !states[index].take(&discovery.names[index], answer, now, &discovery) {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let union = union(&states);
+        if union.is_empty() || (union == applied && !refused) {
+            continue;
+        }
+        match on_change(&union) {
+            Ok(()) => {
+                applied = union;
+                refused = false;
+                stats.changes.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                refused = true;
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Polls every future to its end, together, on this task; their outputs
+/// in order.
+async fn join_all<'a, T>(
+    futures: impl Iterator<Item = Pin<Box<dyn Future<Output = T> + Send + 'a>>>,
+) -> Vec<T> {
+    let mut pending: Vec<_> = futures.map(Some).collect();
+    let mut done: Vec<Option<T>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (slot, out) in pending.iter_mut().zip(done.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => {
+                        *out = Some(value);
+                        *slot = None;
+                    }
+                    Poll::Pending => all = false,
+                }
+            }
+        }
+        if all { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    done.into_iter().flatten().collect()
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    lookups: AtomicU64,
+    failures: AtomicU64,
+    changes: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// What a [`DnsWatch`] has done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DnsStats {
+    /// Names looked up (after the first round).
+    pub lookups: u64,
+    /// Lookups that failed or found nothing (their names' last good
+    /// answers kept).
+    pub failures: u64,
+    /// Changes applied.
+    pub changes: u64,
+    /// Changes the callback refused (offered again).
+    pub refused: u64,
+}
+
+/// A running [`Discovery::watch`]; dropping it stops the watch.
+pub struct DnsWatch {
+    task: JoinHandle<()>,
+    stats: Arc<Counters>,
+}
+
+impl DnsWatch {
+    /// What the watch has done so far.
+    pub fn stats(&self) -> DnsStats {
+        // Relaxed: statistics, each read on its own.
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        DnsStats {
+            lookups: read(&self.stats.lookups),
+            failures: read(&self.stats.failures),
+            changes: read(&self.stats.changes),
+            refused: read(&self.stats.refused),
+        }
+    }
+}
+
+impl Drop for DnsWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl fmt::Debug for DnsWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DnsWatch")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
