@@ -104,8 +104,10 @@ impl std::error::Error for DnsError {}
 /// use loadbalance::discover::HickoryResolver;
 /// use std::time::Duration;
 ///
-/// let system = HickoryResolver::system()?; // /etc/resolv.conf and /etc/hosts
-/// let local = HickoryResolver::with_nameservers(&["127.0.0.1:53".parse()?], Duration::from_secs(2))?;
+/// // /etc/resolv.conf's name servers, and /etc/hosts:
+/// let _system = HickoryResolver::system()?;
+/// // Only this server, each query within 2 s:
+/// let _local = HickoryResolver::with_nameservers(&["127.0.0.1:53".parse()?], Duration::from_secs(2))?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct HickoryResolver {

@@ -37,27 +37,36 @@ const MAX_BACKOFF: u32 = 8;
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use std::sync::Arc;
-/// use loadbalance::discover::{Discovery, HickoryResolver};
+/// use std::time::Duration;
+/// use loadbalance::discover::{Discovery, DnsName, Endpoint, Resolution, Resolve, ResolveFuture};
 /// use loadbalance::{Backend, Pool};
 ///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let discovery = Discovery::new(HickoryResolver::system()?)
+/// // Your resolver, or `HickoryResolver::system()?`.
+/// struct Registry;
+/// impl Resolve for Registry {
+///     fn resolve<'a>(&'a self, _name: &'a DnsName) -> ResolveFuture<'a> {
+///         let here = Endpoint::new("10.0.0.1:8080".parse().expect("an address"));
+///         Box::pin(async move { Ok(Resolution::new([here], Duration::from_secs(30))) })
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let discovery = Discovery::new(Registry)
 ///     .name("web.internal:8080".parse()?)
 ///     .name("_http._tcp.api.internal".parse()?);
 /// let found = discovery.resolve().await;
-/// let backends = found.endpoints().iter().map(|e| {
-///     Backend::new(e.addr).weight(e.weight).backup(e.backup)
-/// });
-/// let pool = Arc::new(Pool::builder("least_conn".parse()?).build(backends)?);
-/// // Each change from now on is applied to the pool, counts and health kept.
-/// let watch = discovery.apply_to(found, Arc::clone(&pool), Vec::new(), |e| {
-///     Backend::new(e.addr).weight(e.weight).backup(e.backup)
-/// });
+/// let backend = |e: &Endpoint| Backend::new(e.addr).weight(e.weight).backup(e.backup);
+/// let endpoints = found.endpoints();
+/// let pool = Arc::new(Pool::builder("least_conn".parse()?).build(endpoints.iter().map(backend))?);
+/// // From now on each change is applied to the pool, counts and health kept.
+/// let watch = discovery.apply_to(found, Arc::clone(&pool), Vec::new(), backend);
+/// assert_eq!(pool.len(), 1);
 /// # drop(watch);
-/// # Ok(())
-/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Discovery {
