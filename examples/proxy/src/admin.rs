@@ -78,6 +78,10 @@ pub struct Counters {
     pub marked_down: AtomicU64,
     /// Backends the active checks marked up again.
     pub marked_up: AtomicU64,
+    /// Changed DNS answers applied to their pools.
+    pub dns_updates: AtomicU64,
+    /// Changed DNS answers refused (the pools kept as they were).
+    pub dns_updates_failed: AtomicU64,
 }
 
 impl Counters {
@@ -188,6 +192,16 @@ impl Counters {
                 "Backends marked up by active checks.",
                 &self.marked_up,
             ),
+            (
+                "proxy_dns_updates_total",
+                "Changed DNS answers applied to their pools.",
+                &self.dns_updates,
+            ),
+            (
+                "proxy_dns_updates_failed_total",
+                "Changed DNS answers refused (the pools kept).",
+                &self.dns_updates_failed,
+            ),
         ] {
             family(out, name, help);
             let _ = writeln!(out, "{name} {}", count.load(Relaxed));
@@ -205,6 +219,24 @@ pub(crate) fn metrics(shared: &Shared) -> String {
     }
     let mut out = pools.render();
     shared.counters.render(&mut out);
+    let watches = shared.resolving.stats();
+    if !watches.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP proxy_dns_lookups_total DNS lookups of a pool's names, and those that \
+             failed or found nothing (the last good answer kept).\n\
+             # TYPE proxy_dns_lookups_total counter"
+        );
+        for (pool, stats) in &watches {
+            let _ = writeln!(
+                out,
+                "proxy_dns_lookups_total{{pool=\"{pool}\",result=\"ok\"}} {}\n\
+                 proxy_dns_lookups_total{{pool=\"{pool}\",result=\"failed\"}} {}",
+                stats.lookups.saturating_sub(stats.failures),
+                stats.failures
+            );
+        }
+    }
     let connections = &shared.connections;
     let _ = writeln!(
         out,

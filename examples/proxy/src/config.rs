@@ -53,7 +53,58 @@ pub struct Config {
     /// start.
     #[serde(default)]
     pub(crate) cache: CacheConfig,
+    /// Backends from DNS names, by pool name, added to the pool's own.
+    #[serde(default)]
+    pub(crate) resolve: BTreeMap<String, ResolveConfig>,
+    /// How `[resolve]`'s names are looked up.
+    #[serde(default)]
+    pub(crate) resolver: ResolverConfig,
 }
+
+/// `[resolve.NAME]`: a pool's backends from DNS, looked up again as their
+/// records' TTLs end (nginx Plus's `server ... resolve`, HAProxy's
+/// `server-template`). A failed or empty answer keeps the last good one.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResolveConfig {
+    /// `name:port` (its A and AAAA records at the port) or
+    /// `_service._proto.name` (its SRV records: weights, and the lowest
+    /// priority primaries, the others backups).
+    pub(crate) names: Vec<String>,
+    /// Each backend found gets this `max_conns` (0: no limit).
+    #[serde(default)]
+    pub(crate) max_conns: u32,
+}
+
+/// `[resolver]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ResolverConfig {
+    /// The name servers asked, in order (none: the system's,
+    /// `/etc/resolv.conf` and `/etc/hosts`).
+    pub(crate) nameservers: Vec<SocketAddr>,
+    /// Each query's timeout.
+    pub(crate) timeout_ms: u64,
+    /// A name is asked again no sooner than this after an answer, whatever
+    /// its TTL (and this long after a failure, doubling up to 8 times).
+    pub(crate) min_ttl_ms: u64,
+    /// A name is asked again no later than this after an answer.
+    pub(crate) max_ttl_ms: u64,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            timeout_ms: 2_000,
+            min_ttl_ms: 1_000,
+            max_ttl_ms: 300_000,
+        }
+    }
+}
+
+/// Most names one pool resolves.
+pub(crate) const MAX_NAMES: usize = 64;
 
 /// `[upstreams.NAME]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -605,6 +656,39 @@ impl Config {
         self.cache
             .check()
             .map_err(|(field, why)| ConfigError::invalid(format!("cache.{field}"), why))?;
+        for (name, resolve) in &self.resolve {
+            if !self.pools.contains_key(name) {
+                return Err(ConfigError::invalid(
+                    format!("resolve.{name}"),
+                    "no such pool",
+                ));
+            }
+            if resolve.names.is_empty() || resolve.names.len() > MAX_NAMES {
+                return Err(ConfigError::invalid(
+                    format!("resolve.{name}.names"),
+                    format!("from 1 to {MAX_NAMES} names"),
+                ));
+            }
+            for (index, text) in resolve.names.iter().enumerate() {
+                text.parse::<loadbalance::discover::DnsName>()
+                    .map_err(|e| {
+                        ConfigError::invalid(format!("resolve.{name}.names[{index}]"), e)
+                    })?;
+            }
+        }
+        let resolver = &self.resolver;
+        if resolver.timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "resolver.timeout_ms",
+                "must be more than 0",
+            ));
+        }
+        if resolver.min_ttl_ms == 0 || resolver.min_ttl_ms > resolver.max_ttl_ms {
+            return Err(ConfigError::invalid(
+                "resolver.min_ttl_ms",
+                "more than 0, and at most max_ttl_ms",
+            ));
+        }
         for (name, check) in &self.checks {
             let field = |key: &str| format!("checks.{name}.{key}");
             if !self.pools.contains_key(name) {

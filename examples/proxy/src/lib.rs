@@ -30,6 +30,7 @@ pub(crate) mod health;
 pub(crate) mod idle;
 pub(crate) mod links;
 pub(crate) mod request_target;
+pub(crate) mod resolve;
 pub(crate) mod serve;
 pub(crate) mod state;
 pub(crate) mod tls;
@@ -105,6 +106,8 @@ pub(crate) struct Shared {
     pub(crate) streaks: health::Streaks,
     /// The file reloads read, if any.
     path: Option<PathBuf>,
+    /// The pools' DNS watches, and the configuration as written.
+    pub(crate) resolving: resolve::Resolving,
 }
 
 /// A running proxy.
@@ -162,9 +165,15 @@ impl Proxy {
                 StartError::Config(ConfigError::invalid(format!("cache.{field}"), why))
             })?;
         let held = HeldDown::default();
-        let state = State::build(config, None, &held)
+        let resolving = resolve::Resolving::default();
+        let (running, pending) = resolving
+            .expand(&config)
             .await
             .map_err(StartError::Config)?;
+        let state = State::build(running, None, &held)
+            .await
+            .map_err(StartError::Config)?;
+        resolving.commit(config, pending);
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| StartError::Bind(settings.listen, e))?;
@@ -230,6 +239,7 @@ impl Proxy {
             checks: Mutex::new(Some(health::Running::new())),
             streaks: health::Streaks::default(),
             path,
+            resolving,
         });
         let listener = listener
             .into_std()
@@ -263,6 +273,7 @@ impl Proxy {
             admin_listener,
             stopped.clone(),
         ));
+        tokio::spawn(follow_records(Arc::clone(&shared), stopped.clone()));
         if shared.path.is_some() && shared.settings.watch_ms > 0 {
             tokio::spawn(watch_file(Arc::clone(&shared), stopped));
         }
@@ -328,6 +339,7 @@ impl Proxy {
         for (_, (_, check)) in self.shared.checks.lock().take().into_iter().flatten() {
             check.abort();
         }
+        self.shared.resolving.stop();
         let mut cut = 0;
         for worker in self.done {
             cut += worker.await.unwrap_or(0);
@@ -478,24 +490,66 @@ async fn apply(shared: &Arc<Shared>, config: Config) -> Result<(), ConfigError> 
     if previous.config.server != config.server {
         tracing::warn!("reload: [server] changed; it takes effect after a restart");
     }
-    match State::build(config, Some(&previous), &shared.held).await {
-        Ok(state) => {
-            shared.held.prune(&state.config);
-            let listen = |state: &State| state.config.tls.as_ref().map(|tls| tls.listen);
-            if listen(&previous) != listen(&state) {
-                tracing::warn!("reload: [tls] listen changed; it takes effect after a restart");
-            }
-            if let (Some(tls), Some(certificates)) = (&shared.tls, &state.certificates) {
-                tls.resolver.set(Arc::clone(certificates));
-            }
-            shared.state.store(Arc::new(state));
+    match install(shared, config, &previous).await {
+        Ok(()) => {
             shared.counters.reloads.fetch_add(1, Relaxed);
-            sync_checks(shared);
             Ok(())
         }
         Err(error) => {
             shared.counters.reloads_failed.fetch_add(1, Relaxed);
             Err(error)
+        }
+    }
+}
+
+/// Builds `written` with its pools' DNS answers over `previous` and swaps
+/// it in. The caller holds `shared.admin`.
+async fn install(
+    shared: &Arc<Shared>,
+    written: Config,
+    previous: &State,
+) -> Result<(), ConfigError> {
+    let (running, pending) = shared.resolving.expand(&written).await?;
+    let state = State::build(running, Some(previous), &shared.held).await?;
+    shared.held.prune(&state.config);
+    let listen = |state: &State| state.config.tls.as_ref().map(|tls| tls.listen);
+    if listen(previous) != listen(&state) {
+        tracing::warn!("reload: [tls] listen changed; it takes effect after a restart");
+    }
+    if let (Some(tls), Some(certificates)) = (&shared.tls, &state.certificates) {
+        tls.resolver.set(Arc::clone(certificates));
+    }
+    shared.state.store(Arc::new(state));
+    shared.resolving.commit(written, pending);
+    sync_checks(shared);
+    Ok(())
+}
+
+/// Re-applies the configuration as written each time a pool's DNS
+/// answers change, until shutdown: counted in `dns_updates`, or, if the
+/// new backends are refused, in `dns_updates_failed` with the running
+/// configuration kept.
+async fn follow_records(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let changed = Arc::clone(&shared.resolving.changed);
+    loop {
+        tokio::select! {
+            () = changed.notified() => {}
+            () = stopped(&mut stop) => return,
+        }
+        let _admin = shared.admin.lock().await;
+        let Some(written) = shared.resolving.written() else {
+            continue;
+        };
+        let previous = shared.state.load_full();
+        match install(&shared, written, &previous).await {
+            Ok(()) => {
+                shared.counters.dns_updates.fetch_add(1, Relaxed);
+                tracing::info!("resolve: new DNS answers applied");
+            }
+            Err(error) => {
+                shared.counters.dns_updates_failed.fetch_add(1, Relaxed);
+                tracing::error!("resolve: new DNS answers refused, pools kept: {error}");
+            }
         }
     }
 }
@@ -610,7 +664,8 @@ pub fn check(path: impl Into<PathBuf>) -> std::process::ExitCode {
     let checked = runtime.block_on(async {
         let config = Config::load(&path)?;
         let log = config.log.clone();
-        State::build(config, None, &HeldDown::default()).await?;
+        let (running, _) = resolve::Resolving::default().expand(&config).await?;
+        State::build(running, None, &HeldDown::default()).await?;
         AccessLog::open(&log)?;
         Ok::<(), ConfigError>(())
     });

@@ -4,6 +4,8 @@
 #[path = "../support/backend.rs"]
 #[allow(dead_code)]
 mod backend;
+#[path = "../../../../tests/dns_support/mod.rs"]
+mod dns_support;
 #[cfg(feature = "redis")]
 #[path = "../../../../tests/redis_support/mod.rs"]
 mod redis_support;
@@ -17,6 +19,7 @@ mod heads;
 mod hostile;
 mod http2;
 mod logs;
+mod resolve;
 #[cfg(feature = "redis")]
 mod shared_limit;
 mod tls;

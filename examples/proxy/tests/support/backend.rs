@@ -87,7 +87,12 @@ impl Drop for Backend {
 impl Backend {
     /// Starts a backend named `name` on a free loopback port.
     pub(crate) async fn start(name: &str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a backend named `name` on `addr` (port 0: a free one).
+    pub(crate) async fn start_at(name: &str, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let control = Arc::new(Control::default());
         let task = tokio::spawn(serve(listener, name.to_owned(), Arc::clone(&control)));
