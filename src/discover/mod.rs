@@ -26,7 +26,9 @@ mod watch;
 pub use name::{DnsName, ParseDnsNameError};
 pub use resolution::{Endpoint, MAX_ENDPOINTS, Resolution};
 pub use resolver::{DnsError, DnsErrorKind, HickoryResolver, Resolve, ResolveFuture};
-pub use watch::{DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, Discovery, DnsStats, DnsWatch, Found};
+pub use watch::{
+    DEFAULT_LOOKUP_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, Discovery, DnsStats, DnsWatch, Found,
+};
 
 #[cfg(test)]
 mod tests;

@@ -10,14 +10,13 @@ use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
-    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
-    ResolverOpts,
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
-use super::{DnsName, Endpoint, MAX_ENDPOINTS, Resolution};
+use super::{DnsName, Endpoint, Resolution};
 
 /// Most SRV targets one service's answer has looked up; the records past
 /// them are left out.
@@ -92,11 +91,13 @@ impl fmt::Display for DnsError {
 
 impl std::error::Error for DnsError {}
 
-/// Looks names up with hickory-resolver: A and AAAA both for a host
-/// (`Ipv4AndIpv6`), SRV then each target's addresses for a service (the
-/// answer's additional records when it has them). Its cache is cleared
-/// for a name before each lookup, so a watch that asks again before a
-/// record's TTL ends (its maximum bound) gets the server's answer.
+/// Looks names up with hickory-resolver: A and AAAA together for a host,
+/// SRV then each target's addresses (all at once) for a service, from the
+/// answer's additional records when it has them. A lookup that half fails
+/// (AAAA timed out, one target's server failed) fails whole, so a watch
+/// keeps its last good answer rather than drop backends. Nothing is
+/// cached: a watch that asks again before a record's TTL ends (its
+/// maximum bound) gets the server's answer, a CNAME's target included.
 ///
 /// # Examples
 ///
@@ -124,7 +125,9 @@ impl HickoryResolver {
     /// read.
     pub fn system() -> Result<Self, DnsError> {
         let mut builder = TokioResolver::builder_tokio().map_err(config_error)?;
-        builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        // No cache: a watch asks again when it means to (a CNAME's target
+        // would otherwise be served from it for its own TTL).
+        builder.options_mut().cache_size = 0;
         let inner = builder.build().map_err(config_error)?;
         Ok(Self { inner })
     }
@@ -151,7 +154,7 @@ impl HickoryResolver {
             config.add_name_server(NameServerConfig::new(server.ip(), true, vec![udp, tcp]));
         }
         let mut options = ResolverOpts::default();
-        options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        options.cache_size = 0;
         options.timeout = timeout;
         options.attempts = 1;
         options.use_hosts_file = ResolveHosts::Never;
@@ -163,28 +166,58 @@ impl HickoryResolver {
     }
 
     async fn host(&self, name: &DnsName, host: &str, port: u16) -> Result<Resolution, DnsError> {
-        self.forget(host, &[RecordType::A, RecordType::AAAA]);
         let found = self
-            .inner
-            .lookup_ip(host)
+            .addresses(host)
             .await
             .map_err(|e| DnsError::from_net(name, &e))?;
-        let ttl = until(found.valid_until());
         let endpoints = found
-            .iter()
-            .take(MAX_ENDPOINTS)
+            .addresses
+            .into_iter()
             .map(|ip| Endpoint::new(SocketAddr::new(ip, port)));
-        non_empty(name, Resolution::new(endpoints, ttl))
+        non_empty(name, Resolution::new(endpoints, found.ttl))
+    }
+
+    /// `host`'s A and AAAA records, asked together. A type the name does
+    /// not have adds nothing; any other failure of either is the whole
+    /// lookup's (half an answer would drop backends during an outage).
+    async fn addresses(&self, host: &str) -> Result<Addresses, NetError> {
+        let lookups = [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .map(|record_type| self.inner.lookup(host, record_type));
+        let mut found = Addresses {
+            addresses: Vec::new(),
+            ttl: Duration::MAX,
+        };
+        for answer in super::watch::join_all(lookups).await {
+            let lookup = match answer {
+                Ok(lookup) => lookup,
+                Err(error) if error.is_no_records_found() => continue,
+                Err(error) => return Err(error),
+            };
+            found.ttl = found.ttl.min(until(lookup.valid_until()));
+            for record in lookup.answers() {
+                match &record.data {
+                    RData::A(a) => found.addresses.push(IpAddr::V4(a.0)),
+                    RData::AAAA(aaaa) => found.addresses.push(IpAddr::V6(aaaa.0)),
+                    _ => {}
+                }
+            }
+        }
+        if found.addresses.is_empty() {
+            found.ttl = Duration::ZERO;
+        }
+        Ok(found)
     }
 
     async fn service(&self, name: &DnsName, service: &str) -> Result<Resolution, DnsError> {
-        self.forget(service, &[RecordType::SRV]);
         let found = self
             .inner
             .srv_lookup(service)
             .await
             .map_err(|e| DnsError::from_net(name, &e))?;
         let mut ttl = until(found.valid_until());
+        // Every record (bounded by the message's size), by priority, then
+        // the first targets: the lowest priority is never cut (RFC 2782).
         let mut records: Vec<_> = found
             .answers()
             .iter()
@@ -193,9 +226,9 @@ impl HickoryResolver {
                 RData::SRV(srv) if !srv.target.is_root() => Some(srv.clone()),
                 _ => None,
             })
-            .take(MAX_TARGETS)
             .collect();
         records.sort_by_key(|srv| srv.priority);
+        records.truncate(MAX_TARGETS);
         let primary = records.first().map(|srv| srv.priority);
         // The additional section's addresses, by target.
         let mut glue: HashMap<String, Vec<IpAddr>> = HashMap::new();
@@ -210,44 +243,44 @@ impl HickoryResolver {
                 .or_default()
                 .push(ip);
         }
+        // The other targets' addresses, asked all at once.
+        let mut missing: Vec<String> = records
+            .iter()
+            .map(|srv| srv.target.to_lowercase().to_string())
+            .filter(|target| !glue.contains_key(target))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let asked =
+            super::watch::join_all(missing.iter().map(|target| self.addresses(target))).await;
+        for (target, answer) in missing.into_iter().zip(asked) {
+            // A target with no address gives no backend; any other failure
+            // is the whole lookup's, so the last good answer is kept.
+            let found = answer.map_err(|e| DnsError::from_net(name, &e))?;
+            if !found.addresses.is_empty() {
+                ttl = ttl.min(found.ttl);
+            }
+            glue.insert(target, found.addresses);
+        }
         let mut endpoints = Vec::new();
         for srv in &records {
             let target = srv.target.to_lowercase().to_string();
-            let addresses = match glue.get(&target) {
-                Some(addresses) => addresses.clone(),
-                None => {
-                    self.forget(&target, &[RecordType::A, RecordType::AAAA]);
-                    match self.inner.lookup_ip(target.as_str()).await {
-                        Ok(found) => {
-                            ttl = ttl.min(until(found.valid_until()));
-                            found.iter().collect()
-                        }
-                        // A target without addresses gives no backend;
-                        // the others still do.
-                        Err(_) => continue,
-                    }
-                }
-            };
-            for ip in addresses {
+            for ip in glue.get(&target).into_iter().flatten() {
                 endpoints.push(Endpoint {
-                    addr: SocketAddr::new(ip, srv.port),
+                    addr: SocketAddr::new(*ip, srv.port),
                     weight: u32::from(srv.weight).max(1),
                     backup: Some(srv.priority) != primary,
                 });
             }
-            if endpoints.len() >= MAX_ENDPOINTS {
-                break;
-            }
         }
         non_empty(name, Resolution::new(endpoints, ttl))
     }
+}
 
-    /// Drops the cached answers for `name`, so the next lookup asks.
-    fn forget(&self, name: &str, types: &[RecordType]) {
-        for &record_type in types {
-            self.inner.clear_lookup_cache(name, record_type);
-        }
-    }
+/// A host's addresses and the shortest TTL among them.
+struct Addresses {
+    addresses: Vec<IpAddr>,
+    ttl: Duration,
 }
 
 impl Resolve for HickoryResolver {

@@ -261,7 +261,7 @@ fn step() -> impl Strategy<Value = Step> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// After every round, what was last applied is the union of each
+    /// After every answer, what was last applied is the union of each
     /// name's last good answer (the sequential model), and nothing is
     /// applied when that union did not change.
     #[test]
@@ -297,7 +297,18 @@ proptest! {
             let mut last: [Option<Vec<u8>>; 2] = [None, None];
             let mut applied: Vec<SocketAddr> = Vec::new();
             let mut expected: Vec<Vec<SocketAddr>> = Vec::new();
+            let union_of = |last: &[Option<Vec<u8>>; 2]| {
+                let mut union: Vec<SocketAddr> = Vec::new();
+                for addr in last.iter().flatten().flatten().map(|&l| at(l)) {
+                    if !union.contains(&addr) {
+                        union.push(addr);
+                    }
+                }
+                union
+            };
             for (index, (a, b)) in rounds.iter().enumerate() {
+                // The first round is taken whole; after it each answer is
+                // applied as it comes, a's before b's.
                 for (slot, step) in [a, b].into_iter().enumerate() {
                     if let Step::Good(lasts) = step {
                         let mut lasts = lasts.clone();
@@ -305,18 +316,14 @@ proptest! {
                         lasts.dedup();
                         last[slot] = Some(lasts);
                     }
-                }
-                let mut union: Vec<SocketAddr> = Vec::new();
-                for addr in last.iter().flatten().flatten().map(|&l| at(l)) {
-                    if !union.contains(&addr) {
-                        union.push(addr);
+                    let union = union_of(&last);
+                    if index > 0 && !union.is_empty() && union != applied {
+                        applied = union.clone();
+                        expected.push(union);
                     }
                 }
                 if index == 0 {
-                    applied = union;
-                } else if !union.is_empty() && union != applied {
-                    applied = union.clone();
-                    expected.push(union);
+                    applied = union_of(&last);
                 }
             }
             tokio::time::sleep(Duration::from_millis(rounds.len() as u64 * 1_000 - 500)).await;
@@ -324,4 +331,146 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+// What a review of the watch found, each a test that failed first.
+
+/// The script, but `slow`'s lookups after its first take an hour.
+struct Stalling {
+    script: Arc<Script>,
+    slow: DnsName,
+    first: std::sync::atomic::AtomicBool,
+}
+
+impl Resolve for Stalling {
+    fn resolve<'a>(&'a self, name: &'a DnsName) -> ResolveFuture<'a> {
+        let stall =
+            *name == self.slow && !self.first.swap(false, std::sync::atomic::Ordering::Relaxed);
+        let answer = self.script.resolve(name);
+        Box::pin(async move {
+            if stall {
+                tokio::time::sleep(Duration::from_secs(3_600)).await;
+            }
+            answer.await
+        })
+    }
+}
+
+#[test]
+fn a_stalled_name_does_not_hold_the_others_up() {
+    paused().block_on(async {
+        let script = Arc::new(Script::default());
+        let fast: DnsName = "fast.test:80".parse().expect("a name");
+        let slow: DnsName = "slow.test:80".parse().expect("a name");
+        script.push(&slow, answer(&[9], 1));
+        script.push(&fast, answer(&[1], 1));
+        for _ in 0..60 {
+            script.push(&fast, answer(&[2], 1));
+        }
+        let resolver = Stalling {
+            script: Arc::clone(&script),
+            slow: slow.clone(),
+            first: true.into(),
+        };
+        let discovery = Discovery::new(resolver).name(fast.clone()).name(slow);
+        let found = discovery.resolve().await;
+        let (seen, on_change) = recorder();
+        let _watch = discovery.watch(found, on_change);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let asked = script.asked(&fast).len();
+        assert!(
+            asked >= 20,
+            "fast.test asked {asked} times in 30 s (TTL 1 s)"
+        );
+        assert_eq!(
+            *seen.lock(),
+            [vec![at(2), at(9)]],
+            "fast.test's change applied"
+        );
+    });
+}
+
+#[test]
+fn a_panicking_callback_does_not_end_the_watch() {
+    paused().block_on(async {
+        let script = Arc::new(Script::default());
+        let name: DnsName = "web.test:80".parse().expect("a name");
+        script.push(&name, answer(&[1], 1));
+        script.push(&name, answer(&[2], 1)); // t = 1 s: the callback panics
+        for _ in 0..10 {
+            script.push(&name, answer(&[3], 1)); // t = 2 s on: to be applied
+        }
+        let discovery = Discovery::new(Arc::clone(&script)).name(name);
+        let found = discovery.resolve().await;
+        let seen: Seen = Arc::default();
+        let log = Arc::clone(&seen);
+        let watch = discovery.watch(found, move |endpoints: &[Endpoint]| {
+            let addrs: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
+            // A user's mapping, a backend's Eq or Hash (Live::replace resumes its panic).
+            assert_ne!(addrs, [at(2)], "a panic in the callback");
+            log.lock().push(addrs);
+            Ok::<(), String>(())
+        });
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        assert_eq!(
+            *seen.lock(),
+            [vec![at(3)]],
+            "the watch went on after the panic"
+        );
+        assert!(watch.stats().lookups >= 5, "{:?}", watch.stats());
+    });
+}
+
+#[test]
+fn a_watch_asks_exactly_its_discoverys_names() {
+    paused().block_on(async {
+        let script = Arc::new(Script::default());
+        let a: DnsName = "a.test:80".parse().expect("a name");
+        let b: DnsName = "b.test:80".parse().expect("a name");
+        for _ in 0..30 {
+            script.push(&a, answer(&[1], 1));
+            script.push(&b, answer(&[2], 1));
+        }
+        // A name added between the first round and the watch.
+        let only_a = Discovery::new(Arc::clone(&script)).name(a.clone());
+        let found = only_a.resolve().await;
+        let watch = only_a
+            .clone()
+            .name(b.clone())
+            .watch(found, |_: &[Endpoint]| Ok::<(), String>(()));
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        drop(watch);
+        assert!(!script.asked(&b).is_empty(), "b.test is never asked");
+        // A round of more names than the watch's discovery has.
+        let both = Discovery::new(Arc::clone(&script)).name(a.clone()).name(b);
+        let found = both.resolve().await;
+        let before = script.asked(&a).len();
+        let _watch = only_a.watch(found, |_: &[Endpoint]| Ok::<(), String>(()));
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        let after = script.asked(&a).len();
+        assert!(
+            after >= before + 5,
+            "a.test asked {} times in 5.5 s: the task panicked",
+            after - before
+        );
+    });
+}
+
+#[test]
+fn an_unbounded_maximum_ttl_does_not_panic() {
+    paused().block_on(async {
+        let script = Arc::new(Script::default());
+        let name: DnsName = "web.test:80".parse().expect("a name");
+        // A registry's "valid until further notice".
+        script.push(
+            &name,
+            Ok(Resolution::new([Endpoint::new(at(1))], Duration::MAX)),
+        );
+        let discovery = Discovery::new(Arc::clone(&script))
+            .name(name)
+            .ttl_bounds(Duration::from_secs(1), Duration::MAX)
+            .expect("accepted bounds: no maximum");
+        let found = discovery.resolve().await;
+        assert_eq!(found.endpoints(), [Endpoint::new(at(1))]);
+    });
 }

@@ -23,9 +23,16 @@ pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(1);
 /// TTL does not hide a change for a day.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 
+/// How long one lookup may take, by default, whatever the resolver does.
+pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// After failures in a row, a name is asked again after the minimum
 /// doubled each time, up to this many minimums (and the maximum).
 const MAX_BACKOFF: u32 = 8;
+
+/// The longest wait of all: a TTL of "forever" is asked again within a
+/// year (and an `Instant` never overflows).
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3_600);
 
 /// The names a pool's backends come from, how they are looked up, and the
 /// bounds put on their TTLs.
@@ -74,6 +81,7 @@ pub struct Discovery {
     names: Vec<DnsName>,
     min_ttl: Duration,
     max_ttl: Duration,
+    lookup_timeout: Duration,
 }
 
 impl Discovery {
@@ -90,6 +98,7 @@ impl Discovery {
             names: Vec::new(),
             min_ttl: DEFAULT_MIN_TTL,
             max_ttl: DEFAULT_MAX_TTL,
+            lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
         }
     }
 
@@ -120,15 +129,33 @@ impl Discovery {
         Ok(self)
     }
 
+    /// Bounds each lookup to `timeout` (10 s by default), whatever the
+    /// resolver does; past it the lookup is a [`DnsErrorKind::Timeout`].
+    ///
+    /// # Errors
+    ///
+    /// [`DnsErrorKind::Config`] when `timeout` is zero.
+    pub fn lookup_timeout(mut self, timeout: Duration) -> Result<Self, DnsError> {
+        if timeout.is_zero() {
+            return Err(DnsError {
+                name: String::new(),
+                kind: DnsErrorKind::Config("a lookup timeout above 0".to_owned()),
+            });
+        }
+        self.lookup_timeout = timeout;
+        Ok(self)
+    }
+
     /// The names, in the order given.
     pub fn names(&self) -> &[DnsName] {
         &self.names
     }
 
-    /// Looks every name up once, all at the same time.
+    /// Looks every name up once, all at the same time, each within the
+    /// lookup timeout.
     pub async fn resolve(&self) -> Found {
+        let answers = join_all((0..self.names.len()).map(|index| self.lookup(index))).await;
         let now = Instant::now();
-        let answers = join_all(self.names.iter().map(|name| self.resolver.resolve(name))).await;
         let states = self
             .names
             .iter()
@@ -154,7 +181,16 @@ impl Discovery {
     /// `on_change` returns an error the same union is offered again after
     /// the next lookup.
     ///
-    /// Runs on the current tokio runtime until the [`DnsWatch`] drops.
+    /// Each name is asked on its own schedule: one that stalls (up to the
+    /// lookup timeout) holds no other back. A resolver or callback that
+    /// panics counts as a failed lookup or a refusal; the watch goes on.
+    /// A refused union is offered again after the minimum.
+    ///
+    /// `found` is matched to this discovery's names by name: a name it
+    /// lacks is asked at once, one it has beyond them is ignored.
+    ///
+    /// Runs on the current tokio runtime until the [`DnsWatch`] drops
+    /// (a callback already running may finish after the drop).
     ///
     /// # Panics
     ///
@@ -165,20 +201,39 @@ impl Discovery {
         E: fmt::Display + 'static,
     {
         let stats = Arc::new(Counters::default());
-        let applied = found.endpoints();
-        let task = tokio::spawn(watch(
-            self,
-            found.states,
-            applied,
-            Arc::clone(&stats),
-            on_change,
-        ));
+        let mut given: Vec<(DnsName, NameState)> =
+            found.names.into_iter().zip(found.states).collect();
+        let states: Vec<NameState> = self
+            .names
+            .iter()
+            .map(|name| match given.iter().position(|(n, _)| n == name) {
+                Some(index) => given.swap_remove(index).1,
+                None => NameState::default(),
+            })
+            .collect();
+        let applied = union(&states);
+        let task = tokio::spawn(watch(self, states, applied, Arc::clone(&stats), on_change));
         DnsWatch { task, stats }
+    }
+
+    /// Name `index` looked up within the lookup timeout; a resolver that
+    /// panics is a failed lookup.
+    async fn lookup(&self, index: usize) -> Result<Resolution, DnsError> {
+        let name = &self.names[index];
+        let lookup = Unwinding(Some(self.resolver.resolve(name)));
+        match tokio::time::timeout(self.lookup_timeout, lookup).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => Err(DnsError::new(
+                name,
+                DnsErrorKind::Lookup("the resolver panicked".to_owned()),
+            )),
+            Err(_) => Err(DnsError::new(name, DnsErrorKind::Timeout)),
+        }
     }
 
     /// The clamped wait after an answer valid for `ttl`.
     fn wait(&self, ttl: Duration) -> Duration {
-        ttl.clamp(self.min_ttl, self.max_ttl)
+        ttl.clamp(self.min_ttl, self.max_ttl).min(FOREVER)
     }
 
     /// The wait after `failures` in a row.
@@ -186,7 +241,7 @@ impl Discovery {
         let doubled = self
             .min_ttl
             .saturating_mul(1 << failures.saturating_sub(1).min(MAX_BACKOFF.ilog2()));
-        doubled.min(self.max_ttl)
+        doubled.min(self.max_ttl).min(FOREVER)
     }
 }
 
@@ -196,6 +251,7 @@ impl fmt::Debug for Discovery {
             .field("names", &self.names)
             .field("min_ttl", &self.min_ttl)
             .field("max_ttl", &self.max_ttl)
+            .field("lookup_timeout", &self.lookup_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -296,8 +352,12 @@ fn union(states: &[NameState]) -> Vec<Endpoint> {
     all
 }
 
-/// The watch's loop: sleeps until the next name is due, asks every due
-/// name, and applies the union when it changed.
+/// A lookup in flight.
+type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Resolution, DnsError>> + Send + 'a>>;
+
+/// The watch's loop: starts each name's lookup when it is due, takes each
+/// answer as it comes, and applies the union when it changed (or when a
+/// refused one is due to be offered again).
 async fn watch<F, E>(
     discovery: Discovery,
     mut states: Vec<NameState>,
@@ -308,24 +368,32 @@ async fn watch<F, E>(
     F: FnMut(&[Endpoint]) -> Result<(), E> + Send + 'static,
     E: fmt::Display + 'static,
 {
-    // Offered again after a refusal, even if no answer changed.
-    let mut refused = false;
+    if states.is_empty() {
+        return;
+    }
+    let mut in_flight: Vec<Option<Lookup<'_>>> = states.iter().map(|_| None).collect();
+    // When a refused union is offered again.
+    let mut retry: Option<Instant> = None;
     loop {
-        let Some(next) = states.iter().map(|state| state.due).min() else {
-            return;
+        let now = Instant::now();
+        for (index, slot) in in_flight.iter_mut().enumerate() {
+            if slot.is_none() && states[index].due <= now {
+                *slot = Some(Box::pin(discovery.lookup(index)));
+            }
+        }
+        let next = states
+            .iter()
+            .zip(&in_flight)
+            .filter(|(_, slot)| slot.is_none())
+            .map(|(state, _)| state.due)
+            .chain(retry)
+            .min();
+        let answered = tokio::select! {
+            () = sleep_until(next) => None,
+            answer = next_answer(&mut in_flight) => Some(answer),
         };
-        tokio::time::sleep_until(next).await;
         let now = Instant::now();
-        let due: Vec<usize> = (0..states.len())
-            .filter(|&i| states[i].due <= now)
-            .collect();
-        let answers = join_all(
-            due.iter()
-                .map(|&i| discovery.resolver.resolve(&discovery.names[i])),
-        )
-        .await;
-        let now = Instant::now();
-        for (&index, answer) in due.iter().zip(answers) {
+        if let Some((index, answer)) = answered {
             // Relaxed: statistics, read on their own.
             stats.lookups.fetch_add(1, Ordering::Relaxed);
             if !states[index].take(&discovery.names[index], answer, now, &discovery) {
@@ -333,18 +401,68 @@ async fn watch<F, E>(
             }
         }
         let union = union(&states);
-        if union.is_empty() || (union == applied && !refused) {
+        let offer_again = retry.is_some_and(|at| at <= now);
+        if union.is_empty() || (union == applied && !offer_again) {
             continue;
         }
-        match on_change(&union) {
-            Ok(()) => {
-                applied = union;
-                refused = false;
-                stats.changes.fetch_add(1, Ordering::Relaxed);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_change(&union)));
+        if let Ok(Ok(())) = outcome {
+            applied = union;
+            retry = None;
+            stats.changes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            retry = Some(now + discovery.min_ttl.min(FOREVER));
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sleeps until `at`, or for ever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The first lookup in flight to finish, and its name's index; pending
+/// while none is in flight.
+async fn next_answer(
+    in_flight: &mut [Option<Lookup<'_>>],
+) -> (usize, Result<Resolution, DnsError>) {
+    std::future::poll_fn(|cx| {
+        for (index, slot) in in_flight.iter_mut().enumerate() {
+            if let Some(lookup) = slot {
+                if let Poll::Ready(answer) = lookup.as_mut().poll(cx) {
+                    *slot = None;
+                    return Poll::Ready((index, answer));
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A future whose panic is its output `None`, not the task's end.
+struct Unwinding<F: ?Sized>(Option<Pin<Box<F>>>);
+
+impl<F: Future + ?Sized> Future for Unwinding<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let Some(inner) = self.0.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => {
+                self.0 = None;
+                Poll::Ready(Some(output))
             }
             Err(_) => {
-                refused = true;
-                stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.0 = None;
+                Poll::Ready(None)
             }
         }
     }
@@ -352,10 +470,10 @@ async fn watch<F, E>(
 
 /// Polls every future to its end, together, on this task; their outputs
 /// in order.
-async fn join_all<'a, T>(
-    futures: impl Iterator<Item = Pin<Box<dyn Future<Output = T> + Send + 'a>>>,
+pub(super) async fn join_all<'a, T>(
+    futures: impl Iterator<Item = impl Future<Output = T> + Send + 'a>,
 ) -> Vec<T> {
-    let mut pending: Vec<_> = futures.map(Some).collect();
+    let mut pending: Vec<_> = futures.map(|future| Some(Box::pin(future))).collect();
     let mut done: Vec<Option<T>> = pending.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut all = true;
@@ -406,6 +524,11 @@ pub struct DnsWatch {
 }
 
 impl DnsWatch {
+    /// Whether the watch still runs (it ends only with its runtime).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     /// What the watch has done so far.
     pub fn stats(&self) -> DnsStats {
         // Relaxed: statistics, each read on its own.

@@ -7,6 +7,7 @@
 
 #[path = "../dns_support/mod.rs"]
 mod dns_support;
+mod hostile;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

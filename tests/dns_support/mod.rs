@@ -80,19 +80,30 @@ impl DnsServer {
     /// answers: each query times out. Returns the socket holding it.
     pub async fn silence(&mut self) -> UdpSocket {
         self.stop().await;
-        UdpSocket::bind(self.addr)
-            .await
-            .expect("binds the same port")
+        self.rebind().await
     }
 
     /// Answers again on the same port (after `stop`, or with the socket
     /// `silence` returned dropped).
     pub async fn restart(&mut self) {
         self.stop().await;
-        let socket = UdpSocket::bind(self.addr)
-            .await
-            .expect("binds the same port");
+        let socket = self.rebind().await;
         self.serve(socket);
+    }
+
+    /// The server's port again: the stopped server's socket closes in a
+    /// task of its own a moment after the abort, so the bind is retried
+    /// for up to 2 s.
+    async fn rebind(&self) -> UdpSocket {
+        for _ in 0..200 {
+            if let Ok(socket) = UdpSocket::bind(self.addr).await {
+                return socket;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        UdpSocket::bind(self.addr)
+            .await
+            .expect("binds the same port")
     }
 
     /// Makes `name`'s A records exactly `addresses`, each with `ttl`

@@ -200,12 +200,17 @@ impl Resolving {
                 }
             }
         };
+        // A service's lookup is its SRV query and then its targets'
+        // (together): three query timeouts bound it.
         let mut discovery = Discovery::shared(resolver)
             .ttl_bounds(
                 Duration::from_millis(settings.min_ttl_ms),
                 Duration::from_millis(settings.max_ttl_ms),
             )
-            .map_err(|e| ConfigError::invalid("resolver.min_ttl_ms", e))?;
+            .and_then(|d| {
+                d.lookup_timeout(Duration::from_millis(settings.timeout_ms.saturating_mul(3)))
+            })
+            .map_err(|e| ConfigError::invalid("resolver", e))?;
         for name in names {
             discovery = discovery.name(name.clone());
         }
