@@ -474,3 +474,30 @@ fn an_unbounded_maximum_ttl_does_not_panic() {
         assert_eq!(found.endpoints(), [Endpoint::new(at(1))]);
     });
 }
+
+#[test]
+fn a_watch_started_again_during_an_outage_keeps_what_the_old_one_knew() {
+    paused().block_on(async {
+        let script = Arc::new(Script::default());
+        let a: DnsName = "a.test:80".parse().expect("a name");
+        let b: DnsName = "b.test:80".parse().expect("a name");
+        script.push(&a, answer(&[1], 1));
+        script.push(&a, answer(&[2], 1));
+        let old = Discovery::new(Arc::clone(&script)).name(a.clone());
+        let found = old.resolve().await;
+        let (_, on_change) = recorder();
+        let watch = old.clone().watch(found, on_change);
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(
+            watch.last_good(&a).map(|r| r.endpoints().to_vec()),
+            Some(vec![Endpoint::new(at(2))])
+        );
+        // Now every lookup times out; a new watch of a and b starts.
+        let new = old.name(b.clone());
+        let mut found = new.resolve().await;
+        assert!(found.endpoints().is_empty());
+        found.keep_last_good(&watch);
+        drop(watch);
+        assert_eq!(found.endpoints(), [Endpoint::new(at(2))]);
+    });
+}

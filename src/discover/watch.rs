@@ -2,6 +2,7 @@
 //! ends (clamped), the union of their last good answers handed on when it
 //! changes, a failed or empty answer never taking anything away.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -212,8 +214,22 @@ impl Discovery {
             })
             .collect();
         let applied = union(&states);
-        let task = tokio::spawn(watch(self, states, applied, Arc::clone(&stats), on_change));
-        DnsWatch { task, stats }
+        let good = Arc::new(Mutex::new(
+            self.names
+                .iter()
+                .zip(&states)
+                .filter_map(|(name, state)| Some((name.clone(), state.good.clone()?)))
+                .collect(),
+        ));
+        let task = tokio::spawn(watch(
+            self,
+            states,
+            applied,
+            Arc::clone(&stats),
+            Arc::clone(&good),
+            on_change,
+        ));
+        DnsWatch { task, stats, good }
     }
 
     /// Name `index` looked up within the lookup timeout; a resolver that
@@ -279,6 +295,17 @@ impl Found {
     /// The names asked.
     pub fn names(&self) -> &[DnsName] {
         &self.names
+    }
+
+    /// Takes `watch`'s last good answer for each name that has none here:
+    /// a watch started again (other names, another resolver) during a DNS
+    /// outage keeps what the one it replaces knew.
+    pub fn keep_last_good(&mut self, watch: &DnsWatch) {
+        for (name, state) in self.names.iter().zip(&mut self.states) {
+            if state.good.is_none() {
+                state.good = watch.last_good(name);
+            }
+        }
     }
 }
 
@@ -363,6 +390,7 @@ async fn watch<F, E>(
     mut states: Vec<NameState>,
     mut applied: Vec<Endpoint>,
     stats: Arc<Counters>,
+    good: Arc<Mutex<LastGood>>,
     mut on_change: F,
 ) where
     F: FnMut(&[Endpoint]) -> Result<(), E> + Send + 'static,
@@ -396,7 +424,12 @@ async fn watch<F, E>(
         if let Some((index, answer)) = answered {
             // Relaxed: statistics, read on their own.
             stats.lookups.fetch_add(1, Ordering::Relaxed);
-            if !states[index].take(&discovery.names[index], answer, now, &discovery) {
+            let name = &discovery.names[index];
+            if states[index].take(name, answer, now, &discovery) {
+                if let Some(resolution) = &states[index].good {
+                    good.lock().insert(name.clone(), resolution.clone());
+                }
+            } else {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -517,13 +550,22 @@ pub struct DnsStats {
     pub refused: u64,
 }
 
+/// Each name's last good answer, as a watch holds it.
+type LastGood = HashMap<DnsName, Resolution>;
+
 /// A running [`Discovery::watch`]; dropping it stops the watch.
 pub struct DnsWatch {
     task: JoinHandle<()>,
     stats: Arc<Counters>,
+    good: Arc<Mutex<LastGood>>,
 }
 
 impl DnsWatch {
+    /// `name`'s last good answer, if this watch has one.
+    pub fn last_good(&self, name: &DnsName) -> Option<Resolution> {
+        self.good.lock().get(name).cloned()
+    }
+
     /// Whether the watch still runs (it ends only with its runtime).
     pub fn is_running(&self) -> bool {
         !self.task.is_finished()

@@ -209,6 +209,20 @@ impl Counters {
     }
 }
 
+/// `value` as a Prometheus label value: `\\`, `"` and newlines escaped.
+fn escaped(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The metrics text: every pool of the running configuration, then the
 /// proxy's counters.
 pub(crate) fn metrics(shared: &Shared) -> String {
@@ -228,6 +242,7 @@ pub(crate) fn metrics(shared: &Shared) -> String {
              # TYPE proxy_dns_lookups_total counter"
         );
         for (pool, stats) in &watches {
+            let pool = escaped(pool);
             let _ = writeln!(
                 out,
                 "proxy_dns_lookups_total{{pool=\"{pool}\",result=\"ok\"}} {}\n\

@@ -166,6 +166,9 @@ impl Proxy {
             })?;
         let held = HeldDown::default();
         let resolving = resolve::Resolving::default();
+        let mut own = vec![settings.listen, settings.admin];
+        own.extend(tls_config.as_ref().map(|tls| tls.listen));
+        resolving.set_own(own);
         let (running, pending) = resolving
             .expand(&config)
             .await
@@ -173,7 +176,6 @@ impl Proxy {
         let state = State::build(running, None, &held)
             .await
             .map_err(StartError::Config)?;
-        resolving.commit(config, pending);
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| StartError::Bind(settings.listen, e))?;
@@ -241,6 +243,10 @@ impl Proxy {
             path,
             resolving,
         });
+        let mut own = vec![listen, admin];
+        own.extend(tls_listen);
+        shared.resolving.set_own(own);
+        shared.resolving.commit(&shared, config, pending);
         let listener = listener
             .into_std()
             .map_err(|e| StartError::Bind(listen, e))?;
@@ -273,7 +279,6 @@ impl Proxy {
             admin_listener,
             stopped.clone(),
         ));
-        tokio::spawn(follow_records(Arc::clone(&shared), stopped.clone()));
         if shared.path.is_some() && shared.settings.watch_ms > 0 {
             tokio::spawn(watch_file(Arc::clone(&shared), stopped));
         }
@@ -520,38 +525,9 @@ async fn install(
         tls.resolver.set(Arc::clone(certificates));
     }
     shared.state.store(Arc::new(state));
-    shared.resolving.commit(written, pending);
+    shared.resolving.commit(shared, written, pending);
     sync_checks(shared);
     Ok(())
-}
-
-/// Re-applies the configuration as written each time a pool's DNS
-/// answers change, until shutdown: counted in `dns_updates`, or, if the
-/// new backends are refused, in `dns_updates_failed` with the running
-/// configuration kept.
-async fn follow_records(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let changed = Arc::clone(&shared.resolving.changed);
-    loop {
-        tokio::select! {
-            () = changed.notified() => {}
-            () = stopped(&mut stop) => return,
-        }
-        let _admin = shared.admin.lock().await;
-        let Some(written) = shared.resolving.written() else {
-            continue;
-        };
-        let previous = shared.state.load_full();
-        match install(&shared, written, &previous).await {
-            Ok(()) => {
-                shared.counters.dns_updates.fetch_add(1, Relaxed);
-                tracing::info!("resolve: new DNS answers applied");
-            }
-            Err(error) => {
-                shared.counters.dns_updates_failed.fetch_add(1, Relaxed);
-                tracing::error!("resolve: new DNS answers refused, pools kept: {error}");
-            }
-        }
-    }
 }
 
 async fn reload_file(shared: &Arc<Shared>) -> Result<(), ConfigError> {
@@ -579,7 +555,7 @@ async fn reload_file(shared: &Arc<Shared>) -> Result<(), ConfigError> {
 }
 
 /// Brings the active checks in line with the running configuration.
-fn sync_checks(shared: &Arc<Shared>) {
+pub(crate) fn sync_checks(shared: &Arc<Shared>) {
     health::sync(shared, &mut shared.checks.lock());
 }
 

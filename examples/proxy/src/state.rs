@@ -44,6 +44,7 @@ pub(crate) struct State {
 }
 
 /// A route: its pool, and what the proxy adds in front of it.
+#[derive(Clone)]
 pub(crate) struct Route {
     /// An index into `upstreams`.
     pub(crate) upstream: usize,
@@ -54,6 +55,7 @@ pub(crate) struct Route {
 }
 
 /// A pool and how a request is keyed for it.
+#[derive(Clone)]
 pub(crate) struct Upstream {
     pub(crate) name: String,
     pub(crate) pool: Arc<Pool<String>>,
@@ -138,7 +140,12 @@ impl HeldDown {
 
     /// `config` with the backends held down marked down, if the pool is
     /// still `checked` (without a check, nothing would ever mark them up).
-    fn mark(&self, name: &str, config: &PoolConfig<String>, checked: bool) -> PoolConfig<String> {
+    pub(crate) fn mark(
+        &self,
+        name: &str,
+        config: &PoolConfig<String>,
+        checked: bool,
+    ) -> PoolConfig<String> {
         let mut config = config.clone();
         if !checked {
             return config;
@@ -205,7 +212,12 @@ impl State {
         // First everything that can fail: new pools built, running pools
         // checked to keep their algorithm (a new pool would start with no
         // count of the old one's requests in flight, and overrun
-        // `max_conns`). Then the running pools are updated.
+        // `max_conns`), the pools' own clients made (their CA files read).
+        // Then the running pools are updated.
+        let own = |name: &String| match config.upstreams.get(name) {
+            Some(upstream) => links::own(name, upstream, &config.server),
+            None => Ok(None),
+        };
         let mut plan = Vec::with_capacity(names.len());
         for (name, pool_config) in &config.pools {
             let checked = config.checks.contains_key(name);
@@ -227,27 +239,23 @@ impl State {
                              to change them",
                         ));
                     }
-                    plan.push((name, Arc::clone(&upstream.pool), Some(marked)));
+                    plan.push((name, Arc::clone(&upstream.pool), Some(marked), own(name)?));
                 }
                 None => {
                     let pool = marked
                         .build()
                         .map_err(|e| ConfigError::invalid(format!("pools.{name}"), e))?;
-                    plan.push((name, Arc::new(pool), None));
+                    plan.push((name, Arc::new(pool), None, own(name)?));
                 }
             }
         }
         let mut upstreams = Vec::with_capacity(plan.len());
-        for (name, pool, update) in plan {
+        for (name, pool, update, own) in plan {
             if let Some(marked) = update {
                 pool.apply(&marked)
                     .map_err(|e| ConfigError::invalid(format!("pools.{name}"), e))?;
             }
             let by_uri = matches!(pool.algorithm(), Algorithm::Hash(_));
-            let own = match config.upstreams.get(name) {
-                Some(upstream) => links::own(name, upstream, &config.server)?,
-                None => None,
-            };
             upstreams.push(Upstream {
                 name: name.clone(),
                 pool,
@@ -267,6 +275,22 @@ impl State {
 
     pub(crate) fn upstream(&self, name: &str) -> Option<&Upstream> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// This state with pool `name` configured as `pool` (its running pool
+    /// already updated by the caller): everything else shared, nothing
+    /// re-read or rebuilt. A change of DNS records goes this way.
+    pub(crate) fn with_pool(&self, name: &str, pool: PoolConfig<String>) -> Self {
+        let mut config = self.config.clone();
+        config.pools.insert(name.to_owned(), pool);
+        Self {
+            config,
+            router: self.router.clone(),
+            routes: self.routes.clone(),
+            upstreams: self.upstreams.clone(),
+            clients: Arc::clone(&self.clients),
+            certificates: self.certificates.clone(),
+        }
     }
 }
 

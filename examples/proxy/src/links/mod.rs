@@ -46,6 +46,8 @@ pub(crate) type H2c = Client<HttpConnector, UpstreamBody>;
 pub(crate) type TlsBackends = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// One pool's own client, when it does not speak the workers' HTTP/1.1.
+/// A clone shares its connections.
+#[derive(Clone)]
 pub(crate) enum Own {
     H2c(H2c),
     Tls(TlsBackends),

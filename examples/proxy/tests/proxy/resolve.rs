@@ -284,3 +284,180 @@ async fn names_that_cannot_make_a_pool_are_configuration_errors() {
     })
     .await;
 }
+
+// What a review of the proxy's DNS pools found, each a test that failed first.
+
+async fn srv_pool(dns: &DnsServer, a: &Backend, extra: &str) -> (String, Proxy) {
+    dns.set_a("host.test.", &[Ipv4Addr::LOCALHOST], 1).await;
+    offer(dns, &[a]).await;
+    let text = format!(
+        "{}{extra}",
+        resolved_config(dns, &["_http._tcp.web.test"], &[])
+    );
+    let proxy = start(&text).await;
+    (text, proxy)
+}
+
+async fn refused(proxy: &Proxy) -> bool {
+    eventually(Duration::from_secs(3), || {
+        counter(proxy, "proxy_dns_updates_failed_total") >= 1.0
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_pool_refuses_does_not_block_later_reloads() {
+    bounded(async {
+        let dns = DnsServer::start().await;
+        let (a, b) = (backend("a").await, backend("b").await);
+        dns.set_a("host.test.", &[Ipv4Addr::LOCALHOST], 1).await;
+        dns.set_srv(SERVICE, &[(10, 10, a.addr.port(), "host.test.")], 1)
+            .await;
+        let text = resolved_config(&dns, &["_http._tcp.web.test"], &[])
+            .replace("\"round_robin\"", "\"hash consistent\"");
+        let proxy = start(&text).await;
+        let records = [
+            (10, 10, a.addr.port(), "host.test."),
+            (10, 65_535, b.addr.port(), "host.test."),
+        ];
+        dns.set_srv(SERVICE, &records, 1).await; // ring weight 65,545 > 65,536
+        assert!(refused(&proxy).await);
+        assert_eq!(members(&proxy), addrs(&[&a]));
+        let more =
+            format!("{text}\n[[routes]]\nname = \"api\"\npath = \"/api/\"\npool = \"web\"\n");
+        let reloaded = proxy.apply(Config::parse(&more).expect("parses")).await;
+        assert!(
+            reloaded.is_ok(),
+            "an unrelated reload refused: {reloaded:?}"
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// A change of records re-read the whole file's certificates: one being
+// rotated (missing for a moment) refused the change, never tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_records_does_not_hang_on_the_files_a_reload_reads() {
+    bounded(async {
+        let dir = crate::tls::Dir::new("resolve-retry");
+        let tls = crate::tls::certificates(&dir, &crate::tls::Authority::new("CA"), "g1");
+        let dns = DnsServer::start().await;
+        let (a, b) = (backend("a").await, backend("b").await);
+        let (_, proxy) = srv_pool(&dns, &a, &tls).await;
+        let cert = dir.file("default-g1.pem");
+        std::fs::remove_file(&cert).expect("removes"); // being rotated
+        offer(&dns, &[&a, &b]).await;
+        assert!(
+            eventually(Duration::from_secs(3), || members(&proxy)
+                == addrs(&[&a, &b]))
+            .await,
+            "the pool never took b: {:?}",
+            members(&proxy)
+        );
+        assert_eq!(counter(&proxy, "proxy_dns_updates_failed_total"), 0.0);
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+// A reload refused for a file it reads (an upstream's CA) had already
+// applied the new backends to the running pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_changes_no_pool() {
+    bounded(async {
+        let dir = crate::tls::Dir::new("resolve-half");
+        let ca = dir.file("ca.pem");
+        crate::tls::Authority::new("CA").write(&ca);
+        let dns = DnsServer::start().await;
+        let (a, b) = (backend("a").await, backend("b").await);
+        let extra = format!(
+            "\n[upstreams.web]\nprotocol = \"https\"\nca = {:?}\n",
+            ca.display().to_string()
+        );
+        let (text, proxy) = srv_pool(&dns, &a, &extra).await;
+        std::fs::remove_file(&ca).expect("removes the CA");
+        let more = text.replace(
+            "backends = []",
+            &format!("backends = [{{ server = \"{}\" }}]", b.addr),
+        );
+        assert_ne!(more, text);
+        let reloaded = proxy.apply(Config::parse(&more).expect("parses")).await;
+        assert!(reloaded.is_err(), "the CA cannot be read");
+        assert_eq!(
+            members(&proxy),
+            addrs(&[&a]),
+            "refused, yet the pool changed"
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_an_outage_keeps_the_last_good_answers() {
+    bounded(async {
+        let mut dns = DnsServer::start().await;
+        dns.set_a("host.test.", &[Ipv4Addr::LOCALHOST], 1).await;
+        let (fixed, found) = (backend("fixed").await, backend("found").await);
+        offer(&dns, &[&found]).await;
+        let text = resolved_config(&dns, &["_http._tcp.web.test"], &[&fixed]);
+        let proxy = start(&text).await;
+        dns.stop().await; // refused
+        let reload = text.replace("timeout_ms = 200", "timeout_ms = 300");
+        proxy
+            .apply(Config::parse(&reload).expect("parses"))
+            .await
+            .expect("applies");
+        assert_eq!(
+            members(&proxy),
+            addrs(&[&fixed, &found]),
+            "an outage leaves the pool as it was"
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_metrics_escape_the_pool_name() {
+    bounded(async {
+        let dns = DnsServer::start().await;
+        let fixed = backend("fixed").await;
+        let text = resolved_config(&dns, &["missing.test:80"], &[&fixed])
+            .replace("[pools.web]", "[pools.\"a\\\"b\"]")
+            .replace("[resolve.web]", "[resolve.\"a\\\"b\"]")
+            .replace("pool = \"web\"", "pool = \"a\\\"b\"");
+        let proxy = start(&text).await;
+        let metrics = proxy.metrics();
+        assert!(
+            metrics.contains(r#"proxy_dns_lookups_total{pool="a\"b",result="ok"}"#),
+            "{metrics}"
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unspecified_and_own_addresses_are_not_backends() {
+    bounded(async {
+        let dns = DnsServer::start().await;
+        let fixed = backend("fixed").await;
+        dns.set_a("web.test.", &[Ipv4Addr::UNSPECIFIED], 1).await;
+        let proxy = start(&resolved_config(&dns, &["web.test:9"], &[&fixed])).await;
+        assert!(!members(&proxy).contains(&"0.0.0.0:9".parse().expect("an address")));
+        dns.set_a("host.test.", &[Ipv4Addr::LOCALHOST], 1).await;
+        dns.set_srv(SERVICE, &[(10, 1, proxy.addr().port(), "host.test.")], 1)
+            .await;
+        let text = resolved_config(&dns, &["_http._tcp.web.test"], &[&fixed]);
+        let _ = proxy.apply(Config::parse(&text).expect("parses")).await;
+        assert!(
+            !members(&proxy).contains(&proxy.addr()),
+            "{:?}",
+            members(&proxy)
+        );
+        proxy.shutdown().await;
+    })
+    .await;
+}
