@@ -81,7 +81,7 @@ async fn hundred_trials(a: &SharedBans, others: &[&SharedBans]) -> (Duration, Du
 
 #[test]
 fn a_ban_and_a_lift_reach_every_instance_within_100_ms() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -106,7 +106,7 @@ fn a_ban_and_a_lift_reach_every_instance_within_100_ms() {
 
 #[test]
 fn a_new_instance_learns_the_bans_in_force_and_bans_end_on_time() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -144,7 +144,7 @@ fn a_new_instance_learns_the_bans_in_force_and_bans_end_on_time() {
 
 #[test]
 fn bans_outlive_a_redis_restarted_empty() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -193,7 +193,7 @@ fn bans_outlive_a_redis_restarted_empty() {
 /// resubscribes.
 #[test]
 fn a_missed_ban_is_caught_up_on_resubscribing() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -237,7 +237,7 @@ fn a_cluster_shares_bans() {
     let Some(cluster) = crate::limit::cluster() else {
         return;
     };
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     runtime().block_on(async {
         let build = || async {
             let bans = SharedBans::cluster_builder(cluster.urls())
@@ -289,7 +289,7 @@ fn bad_bans_configuration_is_refused() {
 #[test]
 fn a_ban_one_instance_decides_is_enforced_by_another() {
     use loadbalance::limit::{BanRule, FlowControl, IpList, Quota, Reason, SharedLimits};
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -389,7 +389,7 @@ async fn wait(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
 /// for the whole ban.
 #[test]
 fn a_lift_missed_while_away_is_caught_up() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -449,7 +449,7 @@ fn a_lift_missed_while_away_is_caught_up() {
 /// snapshot taken before the lifts and bans them again everywhere.
 #[test]
 fn a_lift_during_a_write_back_stays_lifted() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -505,7 +505,7 @@ fn a_lift_during_a_write_back_stays_lifted() {
 /// admin port) raced in two tasks, and the lift could reach Redis first.
 #[test]
 fn a_ban_then_a_lift_end_lifted() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -545,7 +545,7 @@ fn a_ban_then_a_lift_end_lifted() {
 /// resync, though Redis never lost them.
 #[test]
 fn nothing_is_written_back_when_redis_lost_nothing() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -649,7 +649,7 @@ fn a_subscription_that_ends_at_once_backs_off() {
 /// force either.
 #[test]
 fn an_instance_that_cannot_subscribe_still_learns_the_bans() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -695,7 +695,7 @@ fn an_instance_that_cannot_subscribe_still_learns_the_bans() {
 /// ban back here too.
 #[test]
 fn a_failed_lift_holds_here() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -748,7 +748,7 @@ fn a_failed_lift_holds_here() {
 /// (an operator's year-long ban) and admits those clients.
 #[test]
 fn a_new_instance_learns_the_longest_bans() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };

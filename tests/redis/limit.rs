@@ -6,16 +6,17 @@
 #![cfg(feature = "redis")]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::redis_support::{RedisCluster, RedisServer, redis_cli};
 use loadbalance::limit::Quota;
 use loadbalance::limit::redis::{Mode, OnFailure, RedisLimitError, RedisLimiter, SharedDenied};
 
-/// One test at a time: they load both cores, and the fault tests time
-/// every check.
-pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
+/// A test that times what it checks (a deadline, a TTL, a delivery within
+/// 100 ms) runs alone (`write`): the others load both cores. Tests that
+/// only wait for an outcome (`read`) run beside each other.
+pub(crate) static SERIAL: RwLock<()> = RwLock::new(());
 
 /// One three-master cluster for every test of this binary that needs one
 /// (forming one takes seconds), each test under a prefix of its own;
@@ -100,7 +101,7 @@ async fn hammer(limiters: &[RedisLimiter], tasks: usize, run: Duration, port: u1
 
 #[test]
 fn four_instances_share_one_exact_limit() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -148,7 +149,7 @@ fn four_instances_share_one_exact_limit() {
 
 #[test]
 fn batched_leases_stay_within_their_bound() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -218,7 +219,7 @@ fn batched_leases_stay_within_their_bound() {
 
 #[test]
 fn a_denied_key_is_answered_locally_until_its_retry_after() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -259,7 +260,7 @@ fn a_denied_key_is_answered_locally_until_its_retry_after() {
 /// second.
 #[test]
 fn a_frozen_server_costs_each_check_at_most_its_deadline() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -353,7 +354,7 @@ fn a_frozen_server_costs_each_check_at_most_its_deadline() {
 /// policy meanwhile, recover after, and every task finishes.
 #[test]
 fn a_killed_server_is_survived_and_reconnected() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -450,7 +451,7 @@ fn a_cluster_shares_limits_and_spreads_keys() {
     let Some(cluster) = cluster() else {
         return;
     };
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let port = cluster.ports()[0];
     runtime().block_on(async {
         let quota = Quota::per_second(2_000)
@@ -497,7 +498,7 @@ fn a_cluster_shares_limits_and_spreads_keys() {
 
 #[test]
 fn bad_configuration_is_a_typed_error() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     runtime().block_on(async {
         let quota = Quota::per_second(10).expect("valid");
         let zero = RedisLimiter::builder("redis://127.0.0.1:6379/", quota)
@@ -577,7 +578,7 @@ fn bad_configuration_is_a_typed_error() {
 #[test]
 fn local_flow_control_sits_in_front_of_the_shared_limit() {
     use loadbalance::limit::{BanRule, FlowControl, IpList, Reason};
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -699,7 +700,7 @@ async fn fill_in_flight(limiter: &RedisLimiter) -> Vec<tokio::task::JoinHandle<(
 /// (never sent) must not spend a request in Redis.
 #[test]
 fn a_check_dropped_while_queued_spends_nothing() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -742,7 +743,7 @@ fn a_check_dropped_while_queued_spends_nothing() {
 /// not be run against it once it is back (fail closed: they were refused).
 #[test]
 fn checks_refused_while_the_server_was_down_are_not_replayed_after_restart() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -826,7 +827,7 @@ fn a_limiter_dropped_while_the_server_is_down_leaves_nothing_behind() {
 /// keys that share its batch.
 #[test]
 fn a_poisoned_key_does_not_fail_its_batch_neighbours() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -873,7 +874,7 @@ fn a_poisoned_key_does_not_fail_its_batch_neighbours() {
 /// retry-after, a round trip each time.
 #[test]
 fn an_infinite_tat_is_not_a_one_microsecond_retry() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };

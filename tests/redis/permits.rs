@@ -108,7 +108,7 @@ async fn crowd(
 /// sees more than 8 at once; every permit is released afterwards.
 #[test]
 fn four_instances_never_hold_more_than_the_limit() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -181,7 +181,7 @@ fn holder() {
 /// renewals stop.
 #[test]
 fn a_killed_instance_permits_come_back_within_the_ttl() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -265,7 +265,7 @@ fn a_killed_instance_permits_come_back_within_the_ttl() {
 /// is exact again within a second.
 #[test]
 fn a_frozen_server_is_answered_by_policy_within_the_deadline() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -340,7 +340,7 @@ fn a_frozen_server_is_answered_by_policy_within_the_deadline() {
 /// written back by the next renewal, so the limit counts them again.
 #[test]
 fn a_restarted_server_gets_the_permits_still_held() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -386,7 +386,7 @@ fn a_restarted_server_gets_the_permits_still_held() {
 /// held once their releases have gone out.
 #[test]
 fn cancelled_acquires_leave_nothing_held() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -436,7 +436,7 @@ fn a_cluster_shares_permits() {
     let Some(cluster) = crate::limit::cluster() else {
         return;
     };
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.read().unwrap_or_else(PoisonError::into_inner);
     runtime().block_on(async {
         let mut limits = Vec::new();
         for _ in 0..2 {
@@ -518,7 +518,7 @@ fn bad_configuration_is_refused() {
 #[test]
 fn flow_control_holds_shared_permits_and_strikes_toward_a_ban() {
     use loadbalance::limit::{BanRule, FlowControl, IpList, Reason, SharedLimits};
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -578,7 +578,7 @@ fn flow_control_holds_shared_permits_and_strikes_toward_a_ban() {
 /// held permits expired in Redis while held and another instance got more.
 #[test]
 fn renewals_are_not_starved_by_a_stream_of_releases() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -645,7 +645,7 @@ fn renewals_are_not_starved_by_a_stream_of_releases() {
 /// permits vanish while held and renewed on time.
 #[test]
 fn a_shorter_ttl_does_not_expire_the_key_under_longer_permits() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -693,7 +693,7 @@ fn a_shorter_ttl_does_not_expire_the_key_under_longer_permits() {
 /// while held.
 #[test]
 fn two_thousand_keys_are_renewed_within_the_ttl() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -765,7 +765,7 @@ fn two_thousand_keys_are_renewed_within_the_ttl() {
 /// again, and the permit stayed held for its TTL although Redis was up.
 #[test]
 fn a_release_after_the_server_closed_the_connection_is_sent_again() {
-    let _one = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one = SERIAL.write().unwrap_or_else(PoisonError::into_inner);
     let Some(server) = RedisServer::start() else {
         return;
     };
