@@ -420,7 +420,8 @@ where
     }
 
     /// What every backend of this balancer has in common (clock, policy,
-    /// waiters).
+    /// waiters): for picks that wait for a slot.
+    #[cfg(feature = "wait")]
     pub(crate) fn common(&self) -> &Common {
         &self.common
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::PoolBackend;
 use crate::backend::HealthPolicy;
+#[cfg(feature = "wait")]
 use crate::backend::common::Common;
 use crate::error::{PickError, UpdateError};
 use crate::live::{AdminState, Assemble, Backend, Live};
@@ -38,6 +39,7 @@ pub(crate) trait AnyLive<T>: Send + Sync {
     fn replace_all(&self, backends: Vec<Backend<T>>) -> Result<(), UpdateError>;
     fn set_health(&self, policy: HealthPolicy);
     fn capacity(&self) -> Result<(), PickError>;
+    #[cfg(feature = "wait")]
     fn common(&self) -> &Common;
 }
 
@@ -106,6 +108,7 @@ where
         Live::capacity(self)
     }
 
+    #[cfg(feature = "wait")]
     fn common(&self) -> &Common {
         Live::common(self)
     }

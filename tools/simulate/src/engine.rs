@@ -1,0 +1,323 @@
+//! The event loop: arrivals, picks, server queues, completions and
+//! timeouts, in virtual nanoseconds. The pool's clock is moved to each
+//! event's time before anything reads it, so what a pick measures
+//! (latency for peak EWMA, requests in flight for least-connections) is
+//! what the simulated clients see.
+//!
+//! A try holds its pick (counted active) until its answer or its
+//! timeout, whichever is first; a server keeps working on a try its
+//! client gave up, but takes no try from its queue that was given up.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loadbalance::{Algorithm, Backend, Context, HealthPolicy, ManualClock, Picked, Pool, Tried};
+
+use super::report::Report;
+use super::{Random, Scenario};
+
+/// A run that could not start.
+#[derive(Debug)]
+pub enum SimulateError {
+    /// The algorithm's name is not one of the crate's.
+    Algorithm(loadbalance::ParseAlgorithmError),
+    /// The pool could not be built over the scenario's servers.
+    Pool(loadbalance::BuildError),
+}
+
+impl fmt::Display for SimulateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Algorithm(error) => error.fmt(f),
+            Self::Pool(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SimulateError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// The next request arrives.
+    Arrival,
+    /// A server finished try `0`.
+    Done(usize),
+    /// Try `0`'s client gives up on it.
+    GiveUp(usize),
+}
+
+struct Request {
+    arrival: u64,
+    deadline: Option<u64>,
+    tries: u32,
+    tried: Tried,
+    finished: bool,
+}
+
+struct Try {
+    request: usize,
+    server: usize,
+    picked: Option<Picked<usize>>,
+    /// Answered or given up.
+    over: bool,
+}
+
+#[derive(Default)]
+struct ServerState {
+    busy: u32,
+    queue: VecDeque<usize>,
+    /// Tries picked for it and not over, and the time-integral of that.
+    in_flight: u64,
+    area: f64,
+    since: u64,
+}
+
+impl ServerState {
+    fn count(&mut self, now: u64, delta: i64) {
+        self.area += self.in_flight as f64 * (now - self.since) as f64;
+        self.since = now;
+        self.in_flight = self.in_flight.saturating_add_signed(delta);
+    }
+}
+
+struct Run<'a> {
+    scenario: &'a Scenario,
+    pool: Pool<usize>,
+    clock: Arc<ManualClock>,
+    now: u64,
+    /// Arrivals draw from one stream and service times from another, so
+    /// every algorithm meets the same arrivals (common random numbers).
+    arrivals: Random,
+    random: Random,
+    events: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    sequence: u64,
+    requests: Vec<Request>,
+    tries: Vec<Try>,
+    servers: Vec<ServerState>,
+    latencies: Vec<f64>,
+    failed: u64,
+}
+
+/// Runs `scenario` with the crate's `algorithm` (a name of
+/// [`Algorithm`]'s table; its own draws seeded from the scenario's seed),
+/// passive health off so only the pick decides.
+///
+/// # Errors
+///
+/// A name that is not an algorithm, or a scenario without servers.
+pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, SimulateError> {
+    let seed = scenario.seed;
+    let algorithm = match algorithm
+        .parse::<Algorithm>()
+        .map_err(SimulateError::Algorithm)?
+    {
+        Algorithm::Random(options) => Algorithm::Random(options.seed(seed)),
+        Algorithm::RandomLeastConn(options) => Algorithm::RandomLeastConn(options.seed(seed)),
+        Algorithm::PeakEwma(options) => Algorithm::PeakEwma(options.seed(seed)),
+        other => other,
+    };
+    let clock = Arc::new(ManualClock::new());
+    let pool = Pool::builder(algorithm.clone())
+        .health(HealthPolicy::none())
+        .clock(Arc::clone(&clock))
+        .build((0..scenario.servers.len()).map(Backend::new))
+        .map_err(SimulateError::Pool)?;
+    let mut run = Run {
+        scenario,
+        pool,
+        clock,
+        now: 0,
+        arrivals: Random::new(seed),
+        random: Random::new(seed ^ 0x5eed_5eed_5eed_5eed),
+        events: BinaryHeap::new(),
+        sequence: 0,
+        requests: Vec::new(),
+        tries: Vec::new(),
+        servers: scenario
+            .servers
+            .iter()
+            .map(|_| ServerState::default())
+            .collect(),
+        latencies: Vec::new(),
+        failed: 0,
+    };
+    let first = run.interarrival();
+    run.schedule(first, Event::Arrival);
+    while let Some(Reverse((at, _, event))) = run.events.pop() {
+        run.clock.advance(Duration::from_nanos(at - run.now));
+        run.now = at;
+        match event {
+            Event::Arrival => run.arrive(),
+            Event::Done(index) => run.done(index),
+            Event::GiveUp(index) => run.give_up(index),
+        }
+    }
+    let now = run.now;
+    let areas: Vec<f64> = run
+        .servers
+        .iter_mut()
+        .map(|server| {
+            server.count(now, 0);
+            server.area
+        })
+        .collect();
+    Ok(Report::new(
+        &scenario.name,
+        &algorithm.to_string(),
+        run.latencies,
+        run.failed,
+        &areas,
+    ))
+}
+
+fn nanos(seconds: f64) -> u64 {
+    (seconds * 1e9).round() as u64
+}
+
+impl Run<'_> {
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.sequence += 1;
+        self.events.push(Reverse((at, self.sequence, event)));
+    }
+
+    fn interarrival(&mut self) -> u64 {
+        self.now + nanos(self.arrivals.exponential(1.0 / self.scenario.rate))
+    }
+
+    fn arrive(&mut self) {
+        let index = self.requests.len();
+        let scenario = self.scenario;
+        self.requests.push(Request {
+            arrival: self.now,
+            deadline: scenario.timeout.map(|t| self.now + t.as_nanos() as u64),
+            tries: 0,
+            tried: Tried::new(),
+            finished: false,
+        });
+        let next = self.interarrival();
+        if next < scenario.duration.as_nanos() as u64 {
+            self.schedule(next, Event::Arrival);
+        }
+        self.start_try(index);
+    }
+
+    fn start_try(&mut self, request: usize) {
+        let scenario = self.scenario;
+        let state = &mut self.requests[request];
+        state.tries += 1;
+        let picked = self.pool.pick(&Context::new().with_tried(&state.tried));
+        let picked = match picked {
+            Ok(picked) => picked,
+            // Every server tried: try them all again.
+            Err(_) => {
+                state.tried.clear();
+                match self.pool.pick(&Context::new()) {
+                    Ok(picked) => picked,
+                    Err(_) => return self.fail(request),
+                }
+            }
+        };
+        state.tried.insert(picked.guard());
+        let server = *picked;
+        let index = self.tries.len();
+        self.tries.push(Try {
+            request,
+            server,
+            picked: Some(picked),
+            over: false,
+        });
+        let try_timeout = scenario.try_timeout.or(scenario.timeout);
+        let mut give_up = try_timeout.map(|t| self.now + t.as_nanos() as u64);
+        if let Some(deadline) = self.requests[request].deadline {
+            give_up = Some(give_up.map_or(deadline, |at| at.min(deadline)));
+        }
+        if let Some(at) = give_up {
+            self.schedule(at, Event::GiveUp(index));
+        }
+        let now = self.now;
+        self.servers[server].count(now, 1);
+        self.servers[server].queue.push_back(index);
+        self.serve(server);
+    }
+
+    /// Starts what `server` has room for, oldest first, skipping tries
+    /// already given up.
+    fn serve(&mut self, server: usize) {
+        let limit = self.scenario.servers[server].concurrency;
+        while limit == 0 || self.servers[server].busy < limit {
+            let Some(index) = self.servers[server].queue.pop_front() else {
+                return;
+            };
+            if self.tries[index].over {
+                continue;
+            }
+            self.servers[server].busy += 1;
+            let seconds = self.service_time(server);
+            let at = self.now + nanos(seconds);
+            self.schedule(at, Event::Done(index));
+        }
+    }
+
+    fn service_time(&mut self, server: usize) -> f64 {
+        let now = Duration::from_nanos(self.now);
+        let scenario = self.scenario;
+        let service = scenario
+            .slowdowns
+            .iter()
+            .find(|s| s.server == server && s.from <= now && now < s.until)
+            .map_or(&scenario.servers[server].service, |s| &s.service);
+        service.sample(&mut self.random)
+    }
+
+    fn done(&mut self, index: usize) {
+        let server = self.tries[index].server;
+        self.servers[server].busy -= 1;
+        if !self.tries[index].over {
+            self.tries[index].over = true;
+            let now = self.now;
+            self.servers[server].count(now, -1);
+            if let Some(picked) = self.tries[index].picked.take() {
+                picked.success();
+            }
+            let request = self.tries[index].request;
+            let state = &mut self.requests[request];
+            if !state.finished {
+                state.finished = true;
+                self.latencies.push((self.now - state.arrival) as f64 / 1e9);
+            }
+        }
+        self.serve(server);
+    }
+
+    fn give_up(&mut self, index: usize) {
+        if self.tries[index].over {
+            return;
+        }
+        self.tries[index].over = true;
+        let server = self.tries[index].server;
+        let now = self.now;
+        self.servers[server].count(now, -1);
+        if let Some(picked) = self.tries[index].picked.take() {
+            picked.failure();
+        }
+        let request = self.tries[index].request;
+        let state = &self.requests[request];
+        let in_time = state.deadline.is_none_or(|deadline| self.now < deadline);
+        if in_time && state.tries < self.scenario.attempts.max(1) {
+            self.start_try(request);
+        } else {
+            self.fail(request);
+        }
+    }
+
+    fn fail(&mut self, request: usize) {
+        let state = &mut self.requests[request];
+        if !state.finished {
+            state.finished = true;
+            self.failed += 1;
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! What a run measured, and the table of several runs.
+
+use std::fmt::Write;
+
+/// One run's figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The algorithm, as the crate prints it.
+    pub algorithm: String,
+    /// Requests that arrived.
+    pub requests: u64,
+    /// Requests answered within their timeout.
+    pub succeeded: u64,
+    /// Latency percentiles of the answered requests, in seconds: p50,
+    /// p99, p99.9.
+    pub p50: f64,
+    /// See `p50`.
+    pub p99: f64,
+    /// See `p50`.
+    pub p999: f64,
+    /// Their mean, in seconds.
+    pub mean: f64,
+    /// The most requests in flight at one server over the mean, both
+    /// averaged over the run (1: even).
+    pub imbalance: f64,
+}
+
+impl Report {
+    pub(crate) fn new(
+        scenario: &str,
+        algorithm: &str,
+        mut latencies: Vec<f64>,
+        failed: u64,
+        areas: &[f64],
+    ) -> Self {
+        latencies.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            if latencies.is_empty() {
+                f64::NAN
+            } else {
+                let rank = (q * latencies.len() as f64).ceil() as usize;
+                latencies[rank.clamp(1, latencies.len()) - 1]
+            }
+        };
+        let mean_area = areas.iter().sum::<f64>() / areas.len().max(1) as f64;
+        let most = areas.iter().copied().fold(0.0, f64::max);
+        let succeeded = latencies.len() as u64;
+        Self {
+            scenario: scenario.to_owned(),
+            algorithm: algorithm.to_owned(),
+            requests: succeeded + failed,
+            succeeded,
+            p50: at(0.5),
+            p99: at(0.99),
+            p999: at(0.999),
+            mean: latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
+            imbalance: if mean_area > 0.0 {
+                most / mean_area
+            } else {
+                1.0
+            },
+        }
+    }
+
+    /// Answered within the timeout, over all requests.
+    pub fn success(&self) -> f64 {
+        self.succeeded as f64 / self.requests.max(1) as f64
+    }
+}
+
+/// The reports as one Markdown table, latencies in milliseconds.
+pub fn table(reports: &[Report]) -> String {
+    let mut out = String::from(
+        "| scenario | algorithm | requests | success | p50 | p99 | p99.9 | imbalance |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.3}% | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} |",
+            r.scenario,
+            r.algorithm,
+            r.requests,
+            100.0 * r.success(),
+            1e3 * r.p50,
+            1e3 * r.p99,
+            1e3 * r.p999,
+            r.imbalance
+        );
+    }
+    out
+}

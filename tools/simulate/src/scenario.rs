@@ -1,0 +1,90 @@
+//! What a run simulates: the servers, the clients' arrivals, the
+//! slowdowns that hit servers, and the clients' timeouts and retries.
+
+use std::time::Duration;
+
+use super::Service;
+
+/// One server: how long it takes, and how many requests it works on at
+/// once (the others wait in its queue, first come first served).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Server {
+    /// Its service time.
+    pub service: Service,
+    /// Requests served at once (0: no limit, never a queue).
+    pub concurrency: u32,
+}
+
+impl Server {
+    /// A server of `service` with no concurrency limit.
+    pub fn new(service: Service) -> Self {
+        Self {
+            service,
+            concurrency: 0,
+        }
+    }
+
+    /// The same server serving `concurrency` requests at once.
+    pub fn concurrency(mut self, concurrency: u32) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+}
+
+/// An antagonist: from `from` until `until`, each request server
+/// `server` starts takes `service` instead of its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slowdown {
+    /// The server hit.
+    pub server: usize,
+    /// When it starts.
+    pub from: Duration,
+    /// When it ends.
+    pub until: Duration,
+    /// The service time meanwhile.
+    pub service: Service,
+}
+
+/// A simulation: Poisson arrivals at `rate` for `duration` over
+/// `servers`, each request picked by the pool, given up at `timeout`
+/// (counted as failed), tried up to `attempts` times, each try given up
+/// at `try_timeout`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// Its name in the table.
+    pub name: String,
+    /// The servers, in the pool's order.
+    pub servers: Vec<Server>,
+    /// Requests a second.
+    pub rate: f64,
+    /// How long requests arrive.
+    pub duration: Duration,
+    /// A request not answered within this is a failure (none: never).
+    pub timeout: Option<Duration>,
+    /// Tries a request gets, on distinct servers while there are some.
+    pub attempts: u32,
+    /// A try not answered within this is given up and retried (none: the
+    /// request's timeout).
+    pub try_timeout: Option<Duration>,
+    /// Servers slowed for a while.
+    pub slowdowns: Vec<Slowdown>,
+    /// The generator's seed (arrivals, service times, seeded picks).
+    pub seed: u64,
+}
+
+impl Scenario {
+    /// `servers` at `rate` for `duration`: no timeout, one try, seed 1.
+    pub fn new(name: &str, servers: Vec<Server>, rate: f64, duration: Duration) -> Self {
+        Self {
+            name: name.to_owned(),
+            servers,
+            rate,
+            duration,
+            timeout: None,
+            attempts: 1,
+            try_timeout: None,
+            slowdowns: Vec::new(),
+            seed: 1,
+        }
+    }
+}
