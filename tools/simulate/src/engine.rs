@@ -69,6 +69,8 @@ struct Try {
 struct ServerState {
     busy: u32,
     queue: VecDeque<usize>,
+    /// Its antagonists' spells, in order: (start, end) in nanoseconds.
+    spells: Vec<(u64, u64)>,
     /// Tries picked for it and not over, and the time-integral of that.
     in_flight: u64,
     area: f64,
@@ -136,10 +138,12 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
         sequence: 0,
         requests: Vec::new(),
         tries: Vec::new(),
-        servers: scenario
-            .servers
-            .iter()
-            .map(|_| ServerState::default())
+        servers: spells(scenario)
+            .into_iter()
+            .map(|spells| ServerState {
+                spells,
+                ..ServerState::default()
+            })
             .collect(),
         latencies: Vec::new(),
         failed: 0,
@@ -171,6 +175,36 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
         run.failed,
         &areas,
     ))
+}
+
+/// Most antagonist spells drawn for one server: a run of a day with a
+/// spell every second.
+const MAX_SPELLS: usize = 100_000;
+
+/// Each server's antagonist spells over the run and a timeout past it,
+/// drawn from a stream of their own, so every algorithm meets the same.
+fn spells(scenario: &Scenario) -> Vec<Vec<(u64, u64)>> {
+    let mut random = Random::new(scenario.seed ^ 0xa117_a117_a117_a117);
+    let end = scenario.duration + scenario.timeout.unwrap_or_default();
+    let end = end.as_nanos() as u64;
+    scenario
+        .servers
+        .iter()
+        .map(|_| {
+            let Some(antagonists) = &scenario.antagonists else {
+                return Vec::new();
+            };
+            let mut spells = Vec::new();
+            let mut at = 0;
+            while at < end && spells.len() < MAX_SPELLS {
+                at += nanos(random.exponential(antagonists.gap.as_secs_f64())).max(1);
+                let length = nanos(random.exponential(antagonists.length.as_secs_f64())).max(1);
+                spells.push((at, at + length));
+                at += length;
+            }
+            spells
+        })
+        .collect()
 }
 
 fn nanos(seconds: f64) -> u64 {
@@ -264,12 +298,23 @@ impl Run<'_> {
     fn service_time(&mut self, server: usize) -> f64 {
         let now = Duration::from_nanos(self.now);
         let scenario = self.scenario;
-        let service = scenario
+        let slowed = scenario
             .slowdowns
             .iter()
-            .find(|s| s.server == server && s.from <= now && now < s.until)
-            .map_or(&scenario.servers[server].service, |s| &s.service);
-        service.sample(&mut self.random)
+            .find(|s| s.server == server && s.from <= now && now < s.until);
+        if let Some(slowdown) = slowed {
+            return slowdown.service.sample(&mut self.random);
+        }
+        let time = scenario.servers[server].service.sample(&mut self.random);
+        let at = self.now;
+        let spells = &self.servers[server].spells;
+        // The last spell starting at or before now, if it has not ended.
+        let index = spells.partition_point(|&(start, _)| start <= at);
+        let in_spell = index > 0 && at < spells[index - 1].1;
+        match (&scenario.antagonists, in_spell) {
+            (Some(antagonists), true) => time * antagonists.factor,
+            _ => time,
+        }
     }
 
     fn done(&mut self, index: usize) {

@@ -13,7 +13,8 @@
 //!   completions and timeouts, in virtual time.
 //! - `report.rs`: [`Report`], what a run measured (percentiles, success
 //!   within the deadline, imbalance), and the table of several.
-//! - `scenarios.rs`: the named scenarios: Linkerd's, the demo's.
+//! - `scenarios.rs`: the named scenarios: Linkerd's, a Prequal-like one
+//!   at several loads, the demo's.
 
 mod engine;
 mod random;
@@ -24,4 +25,4 @@ pub mod scenarios;
 pub use engine::{SimulateError, simulate};
 pub use random::{Random, Service};
 pub use report::{Report, table};
-pub use scenario::{Scenario, Server, Slowdown};
+pub use scenario::{Antagonists, Scenario, Server, Slowdown};

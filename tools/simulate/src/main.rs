@@ -1,5 +1,5 @@
 //! Runs the named scenarios with every algorithm and prints one table
-//! each: `cargo run --release -p loadbalance-simulate -- [linkerd|demo|all] [seed]`.
+//! each: `cargo run --release -p loadbalance-simulate -- [linkerd|prequal|demo|all] [seed]`.
 
 use std::process::ExitCode;
 
@@ -16,26 +16,33 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let prequal: Vec<_> = scenarios::PREQUAL_LOADS
+        .iter()
+        .map(|&load| scenarios::prequal(load, seed))
+        .collect();
     let all = [
-        ("linkerd", scenarios::linkerd(seed)),
-        ("demo", scenarios::demo(seed)),
+        ("linkerd", vec![scenarios::linkerd(seed)]),
+        ("prequal", prequal),
+        ("demo", vec![scenarios::demo(seed)]),
     ];
     let chosen: Vec<_> = all
         .into_iter()
         .filter(|(name, _)| which == "all" || which == *name)
         .collect();
     if chosen.is_empty() {
-        eprintln!("{which:?}: linkerd, demo or all");
+        eprintln!("{which:?}: linkerd, prequal, demo or all");
         return ExitCode::FAILURE;
     }
-    for (_, scenario) in chosen {
+    for (_, group) in chosen {
         let mut reports = Vec::new();
-        for algorithm in scenarios::ALGORITHMS {
-            match simulate(&scenario, algorithm) {
-                Ok(report) => reports.push(report),
-                Err(error) => {
-                    eprintln!("{algorithm}: {error}");
-                    return ExitCode::FAILURE;
+        for scenario in &group {
+            for algorithm in scenarios::ALGORITHMS {
+                match simulate(scenario, algorithm) {
+                    Ok(report) => reports.push(report),
+                    Err(error) => {
+                        eprintln!("{algorithm}: {error}");
+                        return ExitCode::FAILURE;
+                    }
                 }
             }
         }

@@ -45,6 +45,20 @@ pub struct Slowdown {
     pub service: Service,
 }
 
+/// Antagonists at random: each server, on its own, is slowed by
+/// `factor` for spells of `length` on average, separated by calm of `gap`
+/// on average (both exponential), as other work on a shared machine
+/// slows it (Prequal's antagonists).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Antagonists {
+    /// Mean calm between spells.
+    pub gap: Duration,
+    /// Mean spell.
+    pub length: Duration,
+    /// Service times are this many times longer during a spell.
+    pub factor: f64,
+}
+
 /// A simulation: Poisson arrivals at `rate` for `duration` over
 /// `servers`, each request picked by the pool, given up at `timeout`
 /// (counted as failed), tried up to `attempts` times, each try given up
@@ -68,6 +82,8 @@ pub struct Scenario {
     pub try_timeout: Option<Duration>,
     /// Servers slowed for a while.
     pub slowdowns: Vec<Slowdown>,
+    /// Servers slowed at random.
+    pub antagonists: Option<Antagonists>,
     /// The generator's seed (arrivals, service times, seeded picks).
     pub seed: u64,
 }
@@ -84,6 +100,7 @@ impl Scenario {
             attempts: 1,
             try_timeout: None,
             slowdowns: Vec::new(),
+            antagonists: None,
             seed: 1,
         }
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use loadbalance_simulate::{Scenario, Server, Service, scenarios, simulate};
+use loadbalance_simulate::{Antagonists, Scenario, Server, Service, scenarios, simulate};
 
 /// An M/D/1 queue (Poisson arrivals, a fixed service time D, one server
 /// serving one at a time) at load ρ waits ρD / 2(1 − ρ) on average
@@ -108,4 +108,38 @@ fn identical_servers_share_evenly_and_a_name_that_is_no_algorithm_is_an_error() 
     let report = simulate(&scenario, "least_conn").expect("runs");
     assert!(report.imbalance < 1.05, "imbalance {}", report.imbalance);
     assert!(simulate(&scenario, "least_connections").is_err());
+}
+
+/// Antagonists slow a server threefold a fifth of the time: with fixed
+/// 10 ms service and no queue, the mean is 0.8 × 10 + 0.2 × 30 = 14 ms
+/// (spells of 2 s every 8 s on average, drawn the same for every
+/// algorithm).
+#[test]
+fn antagonists_slow_their_servers_for_their_share_of_the_time() {
+    let mut scenario = Scenario::new(
+        "antagonists",
+        (0..20)
+            .map(|_| Server::new(Service::Fixed(Duration::from_millis(10))))
+            .collect(),
+        500.0,
+        Duration::from_secs(2_000),
+    );
+    scenario.antagonists = Some(Antagonists {
+        gap: Duration::from_secs(8),
+        length: Duration::from_secs(2),
+        factor: 3.0,
+    });
+    let report = simulate(&scenario, "round_robin").expect("runs");
+    assert!(
+        (report.mean - 0.014).abs() < 0.0005,
+        "mean {:.3} ms",
+        report.mean * 1e3
+    );
+    // A latency-aware pick avoids the slowed servers.
+    let peak_ewma = simulate(&scenario, "peak_ewma").expect("runs");
+    assert!(
+        peak_ewma.mean < 0.012,
+        "peak EWMA: {:.3} ms",
+        peak_ewma.mean * 1e3
+    );
 }
