@@ -11,10 +11,13 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use loadbalance::{Algorithm, Backend, Context, HealthPolicy, ManualClock, Picked, Pool, Tried};
+use loadbalance::{
+    Algorithm, Backend, Context, HealthPolicy, ManualClock, PickError, Picked, Pool, Tried,
+};
 
 use super::report::Report;
 use super::{Random, Scenario};
@@ -26,6 +29,9 @@ pub enum SimulateError {
     Algorithm(loadbalance::ParseAlgorithmError),
     /// The pool could not be built over the scenario's servers.
     Pool(loadbalance::BuildError),
+    /// A rate that is not a number of requests a second from above 0 to
+    /// 10^9.
+    Rate(f64),
 }
 
 impl fmt::Display for SimulateError {
@@ -33,6 +39,7 @@ impl fmt::Display for SimulateError {
         match self {
             Self::Algorithm(error) => error.fmt(f),
             Self::Pool(error) => error.fmt(f),
+            Self::Rate(rate) => write!(f, "a rate of {rate} a second: from above 0 to 10^9"),
         }
     }
 }
@@ -50,6 +57,8 @@ enum Event {
 }
 
 struct Request {
+    /// Its client's address (the key of the keyed algorithms).
+    client: IpAddr,
     arrival: u64,
     deadline: Option<u64>,
     tries: u32,
@@ -90,6 +99,12 @@ struct Run<'a> {
     pool: Pool<usize>,
     clock: Arc<ManualClock>,
     now: u64,
+    /// The next arrival, in unrounded seconds (rounding each gap would
+    /// bias high rates).
+    next_arrival: f64,
+    /// How the algorithm is keyed: by the client's address as bytes
+    /// (`hash`), by its address (`ip_hash`, `consistent_hash`), or not.
+    keyed: Keyed,
     /// Arrivals draw from one stream and service times from another, so
     /// every algorithm meets the same arrivals (common random numbers).
     arrivals: Random,
@@ -103,15 +118,36 @@ struct Run<'a> {
     failed: u64,
 }
 
+/// How picks are keyed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keyed {
+    No,
+    Bytes,
+    Address,
+}
+
+/// Clients requests come from, for the keyed algorithms.
+const CLIENTS: u64 = 1_000;
+
 /// Runs `scenario` with the crate's `algorithm` (a name of
 /// [`Algorithm`]'s table; its own draws seeded from the scenario's seed),
-/// passive health off so only the pick decides.
+/// passive health off so only the pick decides. Requests come from 1,000
+/// clients at random, the keys of the keyed algorithms (`hash` by the
+/// client's address as bytes, the others by the address).
 ///
 /// # Errors
 ///
-/// A name that is not an algorithm, or a scenario without servers.
+/// A name that is not an algorithm, a scenario without servers, or a rate
+/// that is not from above 0 to 10^9 a second.
 pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, SimulateError> {
-    let seed = scenario.seed;
+    if !(scenario.rate > 0.0 && scenario.rate <= 1e9) {
+        return Err(SimulateError::Rate(scenario.rate));
+    }
+    // Streams of their own, from the scenario's seed mixed (the crate's
+    // seeded draws are SplitMix64 too: the seed itself would make them
+    // the arrivals' stream).
+    let mut seeds = Random::new(scenario.seed);
+    let (arrivals, service, seed) = (seeds.next_u64(), seeds.next_u64(), seeds.next_u64());
     let algorithm = match algorithm
         .parse::<Algorithm>()
         .map_err(SimulateError::Algorithm)?
@@ -120,6 +156,11 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
         Algorithm::RandomLeastConn(options) => Algorithm::RandomLeastConn(options.seed(seed)),
         Algorithm::PeakEwma(options) => Algorithm::PeakEwma(options.seed(seed)),
         other => other,
+    };
+    let keyed = match &algorithm {
+        Algorithm::Hash(_) => Keyed::Bytes,
+        other if other.keyed() => Keyed::Address,
+        _ => Keyed::No,
     };
     let clock = Arc::new(ManualClock::new());
     let pool = Pool::builder(algorithm.clone())
@@ -132,8 +173,10 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
         pool,
         clock,
         now: 0,
-        arrivals: Random::new(seed),
-        random: Random::new(seed ^ 0x5eed_5eed_5eed_5eed),
+        next_arrival: 0.0,
+        keyed,
+        arrivals: Random::new(arrivals),
+        random: Random::new(service),
         events: BinaryHeap::new(),
         sequence: 0,
         requests: Vec::new(),
@@ -148,8 +191,7 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
         latencies: Vec::new(),
         failed: 0,
     };
-    let first = run.interarrival();
-    run.schedule(first, Event::Arrival);
+    run.schedule_arrival();
     while let Some(Reverse((at, _, event))) = run.events.pop() {
         run.clock.advance(Duration::from_nanos(at - run.now));
         run.now = at;
@@ -184,9 +226,15 @@ const MAX_SPELLS: usize = 100_000;
 /// Each server's antagonist spells over the run and a timeout past it,
 /// drawn from a stream of their own, so every algorithm meets the same.
 fn spells(scenario: &Scenario) -> Vec<Vec<(u64, u64)>> {
-    let mut random = Random::new(scenario.seed ^ 0xa117_a117_a117_a117);
-    let end = scenario.duration + scenario.timeout.unwrap_or_default();
-    let end = end.as_nanos() as u64;
+    let mut seeds = Random::new(scenario.seed);
+    for _ in 0..3 {
+        seeds.next_u64();
+    }
+    let mut random = Random::new(seeds.next_u64());
+    let end = scenario
+        .duration
+        .saturating_add(scenario.timeout.unwrap_or_default());
+    let end = span(end);
     scenario
         .servers
         .iter()
@@ -207,8 +255,14 @@ fn spells(scenario: &Scenario) -> Vec<Vec<(u64, u64)>> {
         .collect()
 }
 
+/// `seconds` in whole nanoseconds (saturating).
 fn nanos(seconds: f64) -> u64 {
     (seconds * 1e9).round() as u64
+}
+
+/// `duration` in nanoseconds, saturating at about 584 years.
+fn span(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Run<'_> {
@@ -217,42 +271,56 @@ impl Run<'_> {
         self.events.push(Reverse((at, self.sequence, event)));
     }
 
-    fn interarrival(&mut self) -> u64 {
-        self.now + nanos(self.arrivals.exponential(1.0 / self.scenario.rate))
+    /// Schedules the next arrival if it falls within the run.
+    fn schedule_arrival(&mut self) {
+        self.next_arrival += self.arrivals.exponential(1.0 / self.scenario.rate);
+        let at = nanos(self.next_arrival);
+        if at < span(self.scenario.duration) {
+            self.schedule(at.max(self.now), Event::Arrival);
+        }
     }
 
     fn arrive(&mut self) {
         let index = self.requests.len();
         let scenario = self.scenario;
+        let client = self.arrivals.below(CLIENTS) as u32;
         self.requests.push(Request {
+            client: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | client)),
             arrival: self.now,
-            deadline: scenario.timeout.map(|t| self.now + t.as_nanos() as u64),
+            deadline: scenario.timeout.map(|t| self.now.saturating_add(span(t))),
             tries: 0,
             tried: Tried::new(),
             finished: false,
         });
-        let next = self.interarrival();
-        if next < scenario.duration.as_nanos() as u64 {
-            self.schedule(next, Event::Arrival);
-        }
+        self.schedule_arrival();
         self.start_try(index);
     }
 
     fn start_try(&mut self, request: usize) {
         let scenario = self.scenario;
+        let keyed = self.keyed;
         let state = &mut self.requests[request];
         state.tries += 1;
-        let picked = self.pool.pick(&Context::new().with_tried(&state.tried));
-        let picked = match picked {
-            Ok(picked) => picked,
+        let bytes = match state.client {
+            IpAddr::V4(v4) => v4.octets(),
+            IpAddr::V6(_) => [0; 4],
+        };
+        let client = state.client;
+        let base = match keyed {
+            Keyed::No => Context::new(),
+            Keyed::Bytes => Context::from_key(&bytes),
+            Keyed::Address => Context::from_addr(client),
+        };
+        let picked = match self.pool.pick(&base.with_tried(&state.tried)) {
             // Every server tried: try them all again.
-            Err(_) => {
+            Err(PickError::AllTried) => {
                 state.tried.clear();
-                match self.pool.pick(&Context::new()) {
-                    Ok(picked) => picked,
-                    Err(_) => return self.fail(request),
-                }
+                self.pool.pick(&base)
             }
+            other => other,
+        };
+        let Ok(picked) = picked else {
+            return self.fail(request);
         };
         state.tried.insert(picked.guard());
         let server = *picked;
@@ -264,7 +332,7 @@ impl Run<'_> {
             over: false,
         });
         let try_timeout = scenario.try_timeout.or(scenario.timeout);
-        let mut give_up = try_timeout.map(|t| self.now + t.as_nanos() as u64);
+        let mut give_up = try_timeout.map(|t| self.now.saturating_add(span(t)));
         if let Some(deadline) = self.requests[request].deadline {
             give_up = Some(give_up.map_or(deadline, |at| at.min(deadline)));
         }

@@ -13,14 +13,15 @@ pub struct Report {
     pub requests: u64,
     /// Requests answered within their timeout.
     pub succeeded: u64,
-    /// Latency percentiles of the answered requests, in seconds: p50,
-    /// p99, p99.9.
+    /// Latency percentiles over every request, in seconds: p50, p99,
+    /// p99.9; a request not answered within its timeout ranks above every
+    /// answer (infinite: past the timeout).
     pub p50: f64,
     /// See `p50`.
     pub p99: f64,
     /// See `p50`.
     pub p999: f64,
-    /// Their mean, in seconds.
+    /// The answered requests' mean, in seconds.
     pub mean: f64,
     /// The most requests in flight at one server over the mean, both
     /// averaged over the run (1: even).
@@ -36,13 +37,14 @@ impl Report {
         areas: &[f64],
     ) -> Self {
         latencies.sort_by(f64::total_cmp);
+        let all = latencies.len() + failed as usize;
+        // Nearest rank over every request, the failed ones last.
         let at = |q: f64| {
-            if latencies.is_empty() {
-                f64::NAN
-            } else {
-                let rank = (q * latencies.len() as f64).ceil() as usize;
-                latencies[rank.clamp(1, latencies.len()) - 1]
+            if all == 0 {
+                return f64::NAN;
             }
+            let rank = ((q * all as f64).ceil() as usize).clamp(1, all);
+            latencies.get(rank - 1).copied().unwrap_or(f64::INFINITY)
         };
         let mean_area = areas.iter().sum::<f64>() / areas.len().max(1) as f64;
         let most = areas.iter().copied().fold(0.0, f64::max);
@@ -76,17 +78,24 @@ pub fn table(reports: &[Report]) -> String {
         "| scenario | algorithm | requests | success | p50 | p99 | p99.9 | imbalance |\n\
          |---|---|---:|---:|---:|---:|---:|---:|\n",
     );
+    let ms = |seconds: f64| {
+        if seconds.is_finite() {
+            format!("{:.1} ms", 1e3 * seconds)
+        } else {
+            "> timeout".to_owned()
+        }
+    };
     for r in reports {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.3}% | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} |",
+            "| {} | {} | {} | {:.3}% | {} | {} | {} | {:.2} |",
             r.scenario,
             r.algorithm,
             r.requests,
             100.0 * r.success(),
-            1e3 * r.p50,
-            1e3 * r.p99,
-            1e3 * r.p999,
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.p999),
             r.imbalance
         );
     }

@@ -11,26 +11,34 @@ use loadbalance_simulate::{Antagonists, Scenario, Server, Service, scenarios, si
 fn an_md1_queue_waits_as_pollaczek_khinchine_says() {
     let service = Duration::from_millis(10);
     let rho = 0.7;
-    let mut scenario = Scenario::new(
-        "M/D/1",
-        vec![Server::new(Service::Fixed(service)).concurrency(1)],
-        rho / service.as_secs_f64(),
-        Duration::from_secs(4_000),
-    );
-    scenario.seed = 42;
-    let report = simulate(&scenario, "round_robin").expect("runs");
-    assert!(report.requests > 250_000, "{} requests", report.requests);
-    let wait = report.mean - service.as_secs_f64();
+    // Four seeds' runs together: one run of 280,000 requests strays up to
+    // 2.6% (a queue's waits are correlated).
+    let mut waits = 0.0;
+    let mut answered = 0;
+    for seed in 1..=4 {
+        let mut scenario = Scenario::new(
+            "M/D/1",
+            vec![Server::new(Service::Fixed(service)).concurrency(1)],
+            rho / service.as_secs_f64(),
+            Duration::from_secs(5_000),
+        );
+        scenario.seed = seed;
+        let report = simulate(&scenario, "round_robin").expect("runs");
+        assert_eq!(
+            report.succeeded, report.requests,
+            "no timeout, nothing fails"
+        );
+        waits += (report.mean - service.as_secs_f64()) * report.succeeded as f64;
+        answered += report.succeeded;
+    }
+    assert!(answered > 1_300_000, "{answered} requests");
+    let wait = waits / answered as f64;
     let expected = rho * service.as_secs_f64() / (2.0 * (1.0 - rho));
     assert!(
         (wait - expected).abs() < 0.02 * expected,
         "mean wait {:.3} ms against {:.3} ms",
         wait * 1e3,
         expected * 1e3
-    );
-    assert_eq!(
-        report.succeeded, report.requests,
-        "no timeout, nothing fails"
     );
 }
 

@@ -1,0 +1,155 @@
+//! The event loop's rules, each a case that can be computed by hand; the
+//! first four were found by a review, each failing before its fix.
+
+use std::time::Duration;
+
+use loadbalance_simulate::{Scenario, Server, Service, scenarios, simulate};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A request that timed out ranks above every answer: half the requests
+/// failing puts p99 past the timeout.
+#[test]
+fn failed_requests_count_in_the_tail() {
+    let servers = vec![
+        Server::new(Service::Fixed(ms(10))),
+        Server::new(Service::Fixed(ms(2_000))),
+    ];
+    let mut scenario = Scenario::new("half fail", servers, 100.0, Duration::from_secs(10));
+    scenario.timeout = Some(ms(1_000));
+    let report = simulate(&scenario, "unweighted_round_robin").expect("runs");
+    assert!(
+        (report.success() - 0.5).abs() < 0.01,
+        "success {}",
+        report.success()
+    );
+    assert!(
+        report.p99 >= 1.0,
+        "p99 {} s with half the requests timed out",
+        report.p99
+    );
+}
+
+/// Seed 0 once made the crate's seeded draws the arrivals' own stream, so
+/// `random` picked by the arrival gaps.
+#[test]
+fn seed_zero_picks_are_independent_of_arrivals() {
+    let servers = (0..2)
+        .map(|_| Server::new(Service::Fixed(ms(10))).concurrency(1))
+        .collect();
+    let mut scenario = Scenario::new("2 x M/D/1", servers, 140.0, Duration::from_secs(2_000));
+    for seed in [1, 0] {
+        scenario.seed = seed;
+        let report = simulate(&scenario, "random").expect("runs");
+        assert!(
+            report.imbalance < 1.05,
+            "seed {seed}: imbalance {}",
+            report.imbalance
+        );
+    }
+}
+
+/// The keyed algorithms pick by the requests' clients.
+#[test]
+fn keyed_algorithms_are_simulated() {
+    let servers = (0..3)
+        .map(|_| Server::new(Service::Fixed(ms(10))))
+        .collect();
+    let scenario = Scenario::new("keyed", servers, 100.0, Duration::from_secs(10));
+    for name in ["ip_hash", "hash", "hash consistent", "consistent_hash"] {
+        let report = simulate(&scenario, name).expect("runs");
+        assert!(
+            report.requests > 900,
+            "{name}: {} requests",
+            report.requests
+        );
+        assert_eq!(report.succeeded, report.requests, "{name}");
+        assert!(
+            report.imbalance < 1.5,
+            "{name}: imbalance {}",
+            report.imbalance
+        );
+    }
+}
+
+/// No input panics or runs for ever: a rate that is no rate is an error,
+/// a run of no time has no request, a timeout of `Duration::MAX` is none.
+#[test]
+fn odd_scenarios_end_without_panicking() {
+    let one = Duration::from_secs(1);
+    let server = || vec![Server::new(Service::Fixed(ms(10)))];
+    for rate in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e12] {
+        let scenario = Scenario::new("odd", server(), rate, one);
+        assert!(simulate(&scenario, "round_robin").is_err(), "rate {rate}");
+    }
+    let none = Scenario::new("none", server(), 100.0, Duration::ZERO);
+    assert_eq!(simulate(&none, "round_robin").expect("runs").requests, 0);
+    let mut forever = Scenario::new("forever", server(), 100.0, one);
+    forever.timeout = Some(Duration::MAX);
+    let report = simulate(&forever, "round_robin").expect("runs");
+    assert_eq!(report.succeeded, report.requests);
+}
+
+/// An M/M/1 queue's time in the system is exponential with rate μ − λ:
+/// its quantiles are −ln(1 − q) / 30 s at μ = 100, λ = 70 (a LIFO queue
+/// has the same mean, not these quantiles).
+#[test]
+fn an_mm1_queue_is_first_come_first_served() {
+    let mut scenario = Scenario::new(
+        "M/M/1",
+        vec![Server::new(Service::Exponential(ms(10))).concurrency(1)],
+        70.0,
+        Duration::from_secs(6_000),
+    );
+    scenario.seed = 7;
+    let report = simulate(&scenario, "round_robin").expect("runs");
+    for (got, q) in [(report.p50, 0.5_f64), (report.p99, 0.99)] {
+        let want = -(1.0 - q).ln() / 30.0;
+        assert!(
+            (got / want - 1.0).abs() < 0.06,
+            "q {q}: {got} against {want}"
+        );
+    }
+}
+
+/// Linkerd's round-robin: the slow server holds its tries until the 1 s
+/// timeout for half the run, the others for their service time. Time-
+/// averaged in flight: A = 30 + 30 E[S] on it, B = 60 E[S] on each other,
+/// so the imbalance is 11A / (A + 10B) (it fails if a given-up try kept
+/// its count).
+#[test]
+fn linkerds_round_robin_imbalance_is_as_computed_by_hand() {
+    let mean = 0.010 * 0.125_f64.exp();
+    let (a, b) = (30.0 + 30.0 * mean, 60.0 * mean);
+    let want = 11.0 * a / (a + 10.0 * b);
+    let report = simulate(&scenarios::linkerd(1), "round_robin").expect("runs");
+    assert!(
+        (report.imbalance / want - 1.0).abs() < 0.02,
+        "{} against {want}",
+        report.imbalance
+    );
+}
+
+/// A try given up at 100 ms is retried on the other server: every
+/// request is answered in 10 ms or in 110 ms (it fails without retries,
+/// or if the retry went to the same server).
+#[test]
+fn a_try_given_up_is_retried_elsewhere_within_the_deadline() {
+    let servers = vec![
+        Server::new(Service::Fixed(ms(2_000))),
+        Server::new(Service::Fixed(ms(10))),
+    ];
+    let mut scenario = Scenario::new("retry", servers, 50.0, Duration::from_secs(20));
+    scenario.timeout = Some(ms(1_000));
+    scenario.try_timeout = Some(ms(100));
+    scenario.attempts = 2;
+    let report = simulate(&scenario, "unweighted_round_robin").expect("runs");
+    assert_eq!(report.succeeded, report.requests);
+    assert!((report.p99 - 0.110).abs() < 1e-9, "{report:?}");
+    assert!(
+        (report.p50 - 0.010).abs() < 1e-9 || (report.p50 - 0.110).abs() < 1e-9,
+        "{report:?}"
+    );
+}
