@@ -15,7 +15,9 @@
 //! - `pool.rs`: [`Discovery::apply_to`], a watch that keeps a [`Pool`](crate::Pool).
 //!
 //! Nothing here is shared between threads but a watch's counters
-//! (Relaxed statistics): each watch is one task that owns its state.
+//! (Relaxed statistics) and its copy of each name's last good answer (a
+//! mutex, written by the watch's task after each good answer, read by
+//! `DnsWatch::last_good`): each watch is one task that owns its state.
 
 mod name;
 mod pool;

@@ -11,6 +11,8 @@ use hickory_server::proto::op::{Message, OpCode, Query};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use loadbalance::discover::{DnsErrorKind, DnsName, HickoryResolver, Resolve};
+
+use super::runtime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
@@ -118,14 +120,6 @@ fn srv(owner: &str, priority: u16, port: u16, target: &str) -> Record {
         30,
         RData::SRV(SRV::new(priority, 1, port, name(target))),
     )
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
 }
 
 /// RFC 2782: the lowest priority is tried first, whatever the answer's

@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::connection::Connection;
-use super::{RedisLimitError, Target};
+use super::{RedisLimitError, Target, bump};
 use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// The script's source.
@@ -122,11 +122,6 @@ struct Counters {
     written_back: AtomicU64,
     errors: AtomicU64,
     dropped: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64, by: u64) {
-    // Relaxed: statistics.
-    counter.fetch_add(by, Ordering::Relaxed);
 }
 
 /// Bans shared by every instance on one Redis (`Send + Sync`; clones

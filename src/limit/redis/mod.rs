@@ -209,11 +209,10 @@ struct Counters {
     by_policy: AtomicU64,
 }
 
-impl Counters {
-    fn bump(counter: &AtomicU64) {
-        // Relaxed: statistics.
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+/// Adds `by` to a statistic of the limiters, the permits or the bans.
+fn bump(counter: &AtomicU64, by: u64) {
+    // Relaxed: statistics, each read on its own.
+    counter.fetch_add(by, Ordering::Relaxed);
 }
 
 /// A rate limit shared through Redis (`Send + Sync`; clones share the
@@ -362,25 +361,25 @@ impl RedisLimiter {
     /// closed.
     pub async fn check(&self, key: &str) -> Result<Allowed, SharedDenied> {
         let inner = &*self.inner;
-        Counters::bump(&inner.counters.checks);
+        bump(&inner.counters.checks, 1);
         let hash = inner.hasher.hash(key);
         let now = inner.time.nanos();
         if let Some(left) = inner.denied_until(hash, now) {
-            Counters::bump(&inner.counters.local_denials);
+            bump(&inner.counters.local_denials, 1);
             return Err(SharedDenied::Limited(Denied { retry_after: left }));
         }
         let (want, partial) = match inner.mode {
             Mode::Exact => (1, false),
             Mode::Batched { most, .. } => match inner.take_from_lease(hash, now, most) {
                 Ok(left) => {
-                    Counters::bump(&inner.counters.lease_hits);
+                    bump(&inner.counters.lease_hits, 1);
                     return Ok(Allowed { remaining: left });
                 }
                 Err(LeaseMiss::Fetch(size)) => (u64::from(size), true),
                 Err(LeaseMiss::Single) => (1, false),
             },
         };
-        Counters::bump(&inner.counters.round_trips);
+        bump(&inner.counters.round_trips, 1);
         let redis_key = format!("{}{{{key}}}", inner.prefix);
         let reply =
             tokio::time::timeout(inner.deadline, inner.round_trip(redis_key, want, partial)).await;
@@ -408,11 +407,11 @@ impl RedisLimiter {
                 }
             },
             Ok(None) => {
-                Counters::bump(&inner.counters.errors);
+                bump(&inner.counters.errors, 1);
                 inner.failed(hash, partial, want)
             }
             Err(_) => {
-                Counters::bump(&inner.counters.timeouts);
+                bump(&inner.counters.timeouts, 1);
                 inner.failed(hash, partial, want)
             }
         }
@@ -476,7 +475,7 @@ impl SharedLimiter {
     }
 
     fn by_policy(&self) -> Result<Allowed, SharedDenied> {
-        Counters::bump(&self.counters.by_policy);
+        bump(&self.counters.by_policy, 1);
         match self.on_failure {
             OnFailure::Open => Ok(Allowed { remaining: 0 }),
             OnFailure::Closed => Err(SharedDenied::Unavailable),

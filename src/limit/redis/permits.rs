@@ -50,7 +50,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::connection::Connection;
-use super::{OnFailure, RedisLimitError, Target};
+use super::{OnFailure, RedisLimitError, Target, bump};
 use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// The script's source.
@@ -132,11 +132,6 @@ struct Counters {
     renewal_errors: AtomicU64,
     restored: AtomicU64,
     release_errors: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64, by: u64) {
-    // Relaxed: statistics.
-    counter.fetch_add(by, Ordering::Relaxed);
 }
 
 /// At most `limit` requests of a key in flight across every instance that
