@@ -2,7 +2,7 @@
 //! ends (clamped), the union of their last good answers handed on when it
 //! changes, a failed or empty answer never taking anything away.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -365,18 +365,17 @@ impl NameState {
     }
 }
 
+/// The names' last good answers together, an address found twice kept
+/// once (the first): linear, as it runs after every answer.
 fn union(states: &[NameState]) -> Vec<Endpoint> {
-    let mut all: Vec<Endpoint> = Vec::new();
-    for endpoint in states
+    let mut seen = HashSet::new();
+    states
         .iter()
         .filter_map(|state| state.good.as_ref())
         .flat_map(Resolution::endpoints)
-    {
-        if !all.iter().any(|seen| seen.addr == endpoint.addr) {
-            all.push(*endpoint);
-        }
-    }
-    all
+        .filter(|endpoint| seen.insert(endpoint.addr))
+        .copied()
+        .collect()
 }
 
 /// A lookup in flight.
