@@ -23,7 +23,7 @@
 //! tries it: a watch's task never waits on a reload); the lock here is
 //! only held to read or swap the watches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
@@ -192,7 +192,10 @@ impl Resolving {
         endpoints: &[Endpoint],
     ) -> PoolConfig<String> {
         let own = self.own.lock();
-        let mut pool = pool.clone();
+        // The endpoints are each an address once; only the pool's own
+        // backends can repeat one.
+        let listed: HashSet<&str> = pool.backends.iter().map(|b| b.server.as_str()).collect();
+        let mut found = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
             if own.iter().any(|listener| reaches(*listener, endpoint.addr)) {
                 tracing::warn!(
@@ -202,15 +205,17 @@ impl Resolving {
                 continue;
             }
             let server = endpoint.addr.to_string();
-            if pool.backends.iter().any(|b| b.server == server) {
+            if listed.contains(server.as_str()) {
                 continue;
             }
             let mut backend = BackendConfig::new(server);
             backend.weight = endpoint.weight;
             backend.backup = endpoint.backup;
             backend.max_conns = resolve.max_conns;
-            pool.backends.push(backend);
+            found.push(backend);
         }
+        let mut pool = pool.clone();
+        pool.backends.extend(found);
         pool
     }
 
