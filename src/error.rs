@@ -71,6 +71,17 @@ pub enum BuildError {
         /// The largest accepted.
         max: u32,
     },
+    /// A count or a share of an algorithm's options outside its range.
+    Range {
+        /// Which option.
+        option: &'static str,
+        /// The value given.
+        value: u32,
+        /// The smallest accepted value.
+        min: u32,
+        /// The largest accepted value.
+        max: u32,
+    },
     /// [`Algorithm::Custom`](crate::Algorithm::Custom) given to
     /// [`Pool::builder`](crate::Pool::builder): an algorithm of your own
     /// is built with [`Pool::custom`](crate::Pool::custom), which has its
@@ -112,6 +123,12 @@ impl fmt::Display for BuildError {
                 f,
                 "a consistent hash ring of total weight {total_weight} is past the limit of {max}"
             ),
+            Self::Range {
+                option,
+                value,
+                min,
+                max,
+            } => write!(f, "{option} {value} is outside {min}..={max}"),
             Self::CustomAlgorithm { name } => write!(
                 f,
                 "{name} is an algorithm of your own: build its pool with Pool::custom"

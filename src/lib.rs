@@ -118,6 +118,7 @@ mod time;
 pub use algorithms::ip_hash::HashOptions;
 pub use algorithms::nginx::hash::NginxHashOptions;
 pub use algorithms::nginx::ip_hash::NginxIpHashOptions;
+pub use algorithms::probing::ProbingOptions;
 pub use algorithms::random::RandomOptions;
 pub use algorithms::random::least_conn::ChoiceOptions;
 pub use algorithms::random::peak_ewma::PeakEwmaOptions;
@@ -139,7 +140,7 @@ pub use pool::{
 };
 #[cfg(feature = "serde")]
 pub use pool::{BackendConfig, ConfigError, HealthConfig, OptionsConfig, PoolConfig};
-pub use table::{BackendState, BackendStats, Backends, Guard, MAX_BACKENDS};
+pub use table::{BackendState, BackendStats, Backends, Guard, MAX_BACKENDS, Probe};
 pub use time::{Clock, ManualClock, SystemClock};
 
 /// README.md's examples, tested; one needs feature `redis` (the test

@@ -11,6 +11,7 @@
 //! | random | [`RandomDraw`] | [`RandomState`] |
 //! | power-of-two-choices least-connections | [`Choices`]`<ChoiceOptions>` | [`ChoicesState`]`<ChoiceOptions>` |
 //! | peak EWMA | [`Choices`]`<PeakEwmaOptions>` | [`ChoicesState`]`<PeakEwmaOptions>` |
+//! | probing (Prequal's hot-cold rule) | [`ProbingState`] | [`ProbingState`] |
 //! | consistent hash (slot table) | [`SlotHash`] | [`SlotHash`] |
 //! | nginx's `ip_hash` | [`NginxIpTable`] | [`NginxIpTable`] |
 //! | nginx's `hash $key` | [`NginxKeyTable`] | [`NginxKeyTable`] |
@@ -33,6 +34,7 @@ mod effective;
 pub(crate) mod ip_hash;
 mod least_conn;
 pub(crate) mod nginx;
+pub(crate) mod probing;
 pub(crate) mod random;
 mod round_robin;
 mod weighted_round_robin;
@@ -40,6 +42,7 @@ mod weighted_round_robin;
 pub use ip_hash::SlotHash;
 pub use least_conn::{LeastConnScan, LeastConnState};
 pub use nginx::{NginxIpTable, NginxKeyTable};
+pub use probing::ProbingState;
 pub use random::{Choices, ChoicesState, RandomDraw, RandomState};
 pub use round_robin::{RoundRobinCursor, RoundRobinState};
 pub use weighted_round_robin::{SmoothSchedule, SmoothState};
@@ -51,6 +54,7 @@ pub mod lockfree {
     pub use super::least_conn::LeastConn;
     pub use super::nginx::hash::NginxHash;
     pub use super::nginx::ip_hash::NginxIpHash;
+    pub use super::probing::Probing;
     pub use super::random::Random;
     pub use super::random::least_conn::RandomLeastConn;
     pub use super::random::peak_ewma::PeakEwma;
@@ -67,6 +71,7 @@ pub mod locked {
     pub use super::least_conn::LockedLeastConn as LeastConn;
     pub use super::nginx::hash::LockedNginxHash as NginxHash;
     pub use super::nginx::ip_hash::LockedNginxIpHash as NginxIpHash;
+    pub use super::probing::LockedProbing as Probing;
     pub use super::random::LockedRandom as Random;
     pub use super::random::least_conn::LockedRandomLeastConn as RandomLeastConn;
     pub use super::random::peak_ewma::LockedPeakEwma as PeakEwma;
@@ -108,7 +113,7 @@ macro_rules! new_backends {
 
 new_backends! {
     values: RoundRobinCursor, RoundRobinState, LeastConnScan, LeastConnState, RandomDraw,
-        RandomState, SlotHash, NginxIpTable, NginxKeyTable;
+        RandomState, SlotHash, NginxIpTable, NginxKeyTable, ProbingState;
     values of any options: Choices, ChoicesState;
     pairs: SmoothSchedule, SmoothState
 }

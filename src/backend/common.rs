@@ -3,11 +3,12 @@
 //! that need more than the plain pick path, and the slow-path step counter.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_utils::CachePadded;
 
 use super::policy::PolicyCell;
+use super::probes::{BoardSettings, ProbeBoard};
 use super::{HealthPolicy, WhenAllEjected};
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::time::{Clock, Nanos, SystemClock};
@@ -31,6 +32,9 @@ pub(crate) struct Common {
     /// balancer; 0 while none uses these records (reports then skip the
     /// estimate).
     peak_decay: AtomicU64,
+    /// The probe pool, made by the first probing balancer over these
+    /// records and shared by its rebuilds.
+    probes: OnceLock<Box<ProbeBoard>>,
     /// Guards alive over every backend, counted only by tables that ask
     /// (bounded-load hashing).
     total_active: CachePadded<AtomicUsize>,
@@ -49,6 +53,7 @@ impl Common {
             irregular: AtomicUsize::new(0),
             slow_picks: AtomicU64::new(0),
             peak_decay: AtomicU64::new(0),
+            probes: OnceLock::new(),
             total_active: CachePadded::new(AtomicUsize::new(0)),
             #[cfg(feature = "wait")]
             slots: event_listener::Event::new(),
@@ -148,6 +153,26 @@ impl Common {
             0 => None,
             nanos => Some(nanos as f64),
         }
+    }
+
+    /// The probe pool with `settings`: made at the first call, configured
+    /// anew at every later one (a rebuild).
+    pub(crate) fn start_probes(&self, settings: BoardSettings) -> &ProbeBoard {
+        let mut made = false;
+        let board = self.probes.get_or_init(|| {
+            made = true;
+            Box::new(ProbeBoard::new(settings))
+        });
+        if !made {
+            board.configure(settings);
+        }
+        board
+    }
+
+    /// The probe pool, if a probing balancer made one.
+    #[inline]
+    pub(crate) fn probes(&self) -> Option<&ProbeBoard> {
+        self.probes.get().map(|board| &**board)
     }
 
     /// A counted guard was made (`true`) or dropped.

@@ -11,7 +11,9 @@
 //! - [`common`]: what every backend of one balancer has in common: the
 //!   clock, the policy as it changes, the count of backends off the plain
 //!   path;
-//! - [`peak`]: a backend's peak-EWMA latency estimate, one word.
+//! - [`peak`]: a backend's peak-EWMA latency estimate, one word;
+//! - [`probes`]: the probe pool of a probing balancer, the last answers
+//!   of its backends' probes.
 //!
 //! Nothing here knows the backend's value or the algorithm: the table
 //! above holds values beside their records.
@@ -20,6 +22,7 @@ pub(crate) mod common;
 pub(crate) mod health;
 pub(crate) mod peak;
 mod policy;
+pub(crate) mod probes;
 pub(crate) mod record;
 
 #[cfg(all(test, loom))]

@@ -41,6 +41,12 @@ pub trait Assemble: sealed::SealedAssemble + Sized + Send + Sync {
         options: &Self::Options,
         previous: Option<&Self>,
     ) -> Result<Self, BuildError>;
+
+    /// The probes to send after a pick, if the algorithm probes.
+    #[doc(hidden)]
+    fn probes(&self) -> Vec<crate::Probe<Self::Value>>
+    where
+        Self::Value: Clone;
 }
 
 impl<T, F: Sharing> sealed::SealedAssemble for Static<T, F> {
@@ -72,5 +78,12 @@ where
         }
         let backends = Backends::from_entries(set.entries())?.count_total(state.counts_total());
         Ok(Static::from_parts(backends, F::wrap(state)))
+    }
+
+    fn probes(&self) -> Vec<crate::Probe<T>>
+    where
+        T: Clone,
+    {
+        Static::probes(self)
     }
 }

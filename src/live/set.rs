@@ -419,6 +419,15 @@ where
         self.current.load().balancer.capacity()
     }
 
+    /// The probes to send after a pick, if the algorithm probes
+    /// ([`Probe`](crate::Probe)); none for any other algorithm.
+    pub fn probes(&self) -> Vec<crate::Probe<B::Value>>
+    where
+        B::Value: Clone,
+    {
+        self.current.load().balancer.probes()
+    }
+
     /// What every backend of this balancer has in common (clock, policy,
     /// waiters): for picks that wait for a slot.
     #[cfg(feature = "wait")]

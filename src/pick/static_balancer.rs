@@ -8,7 +8,7 @@ use super::{Balancer, Build, Context, NewBackends, Set, Sharing, capacity};
 use crate::backend::HealthPolicy;
 use crate::backend::common::Common;
 use crate::error::{BuildError, PickError};
-use crate::table::{BackendStats, Backends, Guard, Weights};
+use crate::table::{BackendStats, Backends, Guard, Probe, Weights};
 
 /// A balancer over a fixed list of backends: the table and the algorithm's
 /// state `F::State` in the form `F` ([`LockFree`](crate::LockFree) or
@@ -133,6 +133,17 @@ impl<T, F> Static<T, F> {
     pub fn with_health(self, policy: HealthPolicy) -> Self {
         self.backends.common().set_policy(policy);
         self
+    }
+
+    /// The probes to send after a pick, if the algorithm probes
+    /// ([`Probe`]); none for any other algorithm.
+    pub fn probes(&self) -> Vec<Probe<T>>
+    where
+        T: Clone,
+    {
+        let mut probes = Vec::new();
+        self.backends.probes(&mut probes);
+        probes
     }
 
     /// The table and the form, for a live set's snapshot.

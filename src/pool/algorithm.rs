@@ -11,6 +11,7 @@ use std::str::FromStr;
 use crate::algorithms::ip_hash::HashOptions;
 use crate::algorithms::nginx::hash::NginxHashOptions;
 use crate::algorithms::nginx::ip_hash::NginxIpHashOptions;
+use crate::algorithms::probing::ProbingOptions;
 use crate::algorithms::random::RandomOptions;
 use crate::algorithms::random::least_conn::ChoiceOptions;
 use crate::algorithms::random::peak_ewma::PeakEwmaOptions;
@@ -38,6 +39,7 @@ impl Named for () {}
 impl Named for RandomOptions {}
 impl Named for ChoiceOptions {}
 impl Named for PeakEwmaOptions {}
+impl Named for ProbingOptions {}
 
 impl Named for NginxIpHashOptions {
     const KEYED: bool = true;
@@ -126,6 +128,7 @@ macro_rules! registry {
         /// | `random` | weighted random | [`Random`](crate::algorithms::lockfree::Random) |
         /// | `random two least_conn`, `random two`, `random least_conn` | power-of-two-choices least-connections | [`RandomLeastConn`](crate::algorithms::lockfree::RandomLeastConn) |
         /// | `peak_ewma`, `random two peak_ewma` | latency-aware, peak EWMA over two choices | [`PeakEwma`](crate::algorithms::lockfree::PeakEwma) |
+        /// | `probing`, `prequal` | Prequal's hot-cold rule over probes of requests in flight and latency ([`Pool::probes`](crate::Pool::probes)) | [`Probing`](crate::algorithms::lockfree::Probing) |
         /// | `ip_hash` | nginx's `ip_hash`, bit for bit | [`NginxIpHash`](crate::algorithms::lockfree::NginxIpHash) |
         /// | `hash` | nginx's `hash $key` | [`NginxHash`](crate::algorithms::lockfree::NginxHash) |
         /// | `hash consistent` | nginx's `hash $key consistent` (ketama) | [`NginxHash`](crate::algorithms::lockfree::NginxHash) |
@@ -284,6 +287,8 @@ registry! { $
         ["random two least_conn", "random two", "random least_conn"];
     /// The lowest peak-EWMA latency × (active + 1) of `d` candidates.
     PeakEwma(PeakEwmaOptions) => PeakEwma, ["peak_ewma", "random two peak_ewma"];
+    /// The cold probe answer of lowest latency (Prequal).
+    Probing(ProbingOptions) => Probing, ["probing", "prequal"];
     /// nginx's `ip_hash`.
     IpHash(NginxIpHashOptions) => NginxIpHash, ["ip_hash"];
     /// nginx's `hash $key`, consistent (ketama) or not.
@@ -310,6 +315,8 @@ mod tests {
             ("random least_conn", "random two least_conn"),
             ("peak_ewma", "peak_ewma"),
             ("random two peak_ewma", "peak_ewma"),
+            ("probing", "probing"),
+            ("prequal", "probing"),
             ("ip_hash", "ip_hash"),
             ("hash", "hash"),
             ("hash consistent", "hash consistent"),

@@ -17,7 +17,7 @@ use crate::backend::common::Common;
 use crate::error::{PickError, UpdateError};
 use crate::live::{AdminState, Assemble, Backend, Live};
 use crate::pick::{Balancer, Context};
-use crate::table::{BackendStats, Guard};
+use crate::table::{BackendStats, Guard, Probe};
 
 /// Matches the backend an update names.
 type Id<'a, T> = &'a dyn Fn(&T) -> bool;
@@ -39,6 +39,7 @@ pub(crate) trait AnyLive<T>: Send + Sync {
     fn replace_all(&self, backends: Vec<Backend<T>>) -> Result<(), UpdateError>;
     fn set_health(&self, policy: HealthPolicy);
     fn capacity(&self) -> Result<(), PickError>;
+    fn probes(&self) -> Vec<Probe<T>>;
     #[cfg(feature = "wait")]
     fn common(&self) -> &Common;
 }
@@ -106,6 +107,10 @@ where
 
     fn capacity(&self) -> Result<(), PickError> {
         Live::capacity(self)
+    }
+
+    fn probes(&self) -> Vec<Probe<T>> {
+        Live::probes(self)
     }
 
     #[cfg(feature = "wait")]

@@ -70,7 +70,7 @@ pub struct OptionsConfig {
     /// Candidates a pick draws (`random two least_conn`, `peak_ewma`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub choices: Option<u8>,
-    /// A seed for reproducible draws (`random`, `random two least_conn`,
+    /// A seed for reproducible draws (`random`, `random two least_conn`, `probing`,
     /// `peak_ewma`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -81,6 +81,23 @@ pub struct OptionsConfig {
     /// (`peak_ewma`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_rtt_ms: Option<u64>,
+    /// Probes asked for after each pick (`probing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<u8>,
+    /// Answers the probe pool keeps, 1 to 16 (`probing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_pool: Option<u8>,
+    /// Picks one probe answer may steer (`probing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_uses: Option<u8>,
+    /// How long a probe answer stays in the pool, in milliseconds
+    /// (`probing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_max_age_ms: Option<u64>,
+    /// The percentile of requests in flight above which a probe answer is
+    /// hot (`probing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_percentile: Option<u8>,
     /// A bounded-load factor in percent (the hashes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounded_load: Option<u32>,
@@ -309,9 +326,21 @@ impl<T: PoolBackend + Clone> PoolConfig<T> {
             BuildError::Choices { choices, .. } => {
                 ConfigError::new("options.choices", choices, error)
             }
+            BuildError::Duration { option: "max_age" } => {
+                let value = self.options.probe_max_age_ms.unwrap_or_default();
+                ConfigError::new("options.probe_max_age_ms", value, error)
+            }
             BuildError::Duration { .. } => {
                 let value = self.options.decay_ms.unwrap_or_default();
                 ConfigError::new("options.decay_ms", value, error)
+            }
+            BuildError::Range { option, value, .. } => {
+                let field = match *option {
+                    "pool" => "probe_pool",
+                    "uses" => "probe_uses",
+                    other => other,
+                };
+                ConfigError::new(format!("options.{field}"), value, error)
             }
             BuildError::BoundedLoad { percent } => {
                 ConfigError::new("options.bounded_load", percent, error)
@@ -423,8 +452,12 @@ impl OptionsConfig {
     fn apply(&self, algorithm: Algorithm) -> Result<Algorithm, ConfigError> {
         let random = matches!(
             algorithm,
-            Algorithm::Random(_) | Algorithm::RandomLeastConn(_) | Algorithm::PeakEwma(_)
+            Algorithm::Random(_)
+                | Algorithm::RandomLeastConn(_)
+                | Algorithm::PeakEwma(_)
+                | Algorithm::Probing(_)
         );
+        let probing = matches!(algorithm, Algorithm::Probing(_));
         let choices = matches!(
             algorithm,
             Algorithm::RandomLeastConn(_) | Algorithm::PeakEwma(_)
@@ -436,6 +469,16 @@ impl OptionsConfig {
         only_for(&algorithm, "seed", self.seed, random)?;
         only_for(&algorithm, "decay_ms", self.decay_ms, ewma)?;
         only_for(&algorithm, "default_rtt_ms", self.default_rtt_ms, ewma)?;
+        only_for(&algorithm, "probes", self.probes, probing)?;
+        only_for(&algorithm, "probe_pool", self.probe_pool, probing)?;
+        only_for(&algorithm, "probe_uses", self.probe_uses, probing)?;
+        only_for(
+            &algorithm,
+            "probe_max_age_ms",
+            self.probe_max_age_ms,
+            probing,
+        )?;
+        only_for(&algorithm, "hot_percentile", self.hot_percentile, probing)?;
         only_for(&algorithm, "bounded_load", self.bounded_load, keyed)?;
         only_for(&algorithm, "table_bits", self.table_bits, table)?;
         only_for(&algorithm, "ipv4_prefix_24", self.ipv4_prefix_24, table)?;
@@ -469,6 +512,27 @@ impl OptionsConfig {
                     options = options.default_rtt(Duration::from_millis(ms));
                 }
                 Algorithm::PeakEwma(options)
+            }
+            Algorithm::Probing(mut options) => {
+                if let Some(seed) = self.seed {
+                    options = options.seed(seed);
+                }
+                if let Some(probes) = self.probes {
+                    options = options.probes(probes);
+                }
+                if let Some(pool) = self.probe_pool {
+                    options = options.pool(pool);
+                }
+                if let Some(uses) = self.probe_uses {
+                    options = options.uses(uses);
+                }
+                if let Some(ms) = self.probe_max_age_ms {
+                    options = options.max_age(Duration::from_millis(ms));
+                }
+                if let Some(percent) = self.hot_percentile {
+                    options = options.hot_percentile(percent);
+                }
+                Algorithm::Probing(options)
             }
             Algorithm::IpHash(options) => Algorithm::IpHash(match self.bounded_load {
                 Some(percent) => options.bounded_load(percent),

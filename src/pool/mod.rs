@@ -455,6 +455,17 @@ impl<T: PoolBackend> Pool<T> {
         dispatch!(&self.inner, lb => lb.capacity())
     }
 
+    /// The probes to send now, if the pool's algorithm probes
+    /// ([`Algorithm::Probing`]): call it after each pick, send each
+    /// [`Probe`](crate::Probe) by your own transport and hand back its
+    /// answer. Empty for every other algorithm.
+    pub fn probes(&self) -> Vec<crate::Probe<T>>
+    where
+        T: Clone,
+    {
+        dispatch!(&self.inner, lb => lb.probes())
+    }
+
     #[cfg(feature = "wait")]
     pub(crate) fn common(&self) -> &crate::backend::common::Common {
         dispatch!(&self.inner, lb => lb.common())

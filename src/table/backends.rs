@@ -137,6 +137,11 @@ impl<T> Backends<T> {
         &self.common
     }
 
+    /// The same, shared (a probe keeps it to hand its answer back).
+    pub(super) fn common_arc(&self) -> &Arc<Common> {
+        &self.common
+    }
+
     /// Counts a pick of backend `index` and returns its guard; `None` only
     /// if the backend left a live balancer and its last guard is gone,
     /// which a live balancer's removal protocol rules out for any table a

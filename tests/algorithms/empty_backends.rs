@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use loadbalance::{
     Algorithm, Backend, BuildError, ChoiceOptions, Form, HashOptions, Live, NginxHashOptions,
-    NginxIpHashOptions, PeakEwmaOptions, Pool, PoolConfig, RandomOptions, locked, lockfree,
+    NginxIpHashOptions, PeakEwmaOptions, Pool, PoolConfig, ProbingOptions, RandomOptions, locked,
+    lockfree,
 };
 
 /// Generous for a call that should return in microseconds, short enough
@@ -83,6 +84,8 @@ fn every_constructor_refuses_an_empty_list() {
         locked::RandomLeastConn { new weighted options(ChoiceOptions::default()) },
         lockfree::PeakEwma { new weighted options(PeakEwmaOptions::default()) },
         locked::PeakEwma { new weighted options(PeakEwmaOptions::default()) },
+        lockfree::Probing { new weighted options(ProbingOptions::default()) },
+        locked::Probing { new weighted options(ProbingOptions::default()) },
         lockfree::IpHash { new weighted options(HashOptions::default()) },
         locked::IpHash { new weighted options(HashOptions::default()) },
         lockfree::NginxIpHash { new weighted options(NginxIpHashOptions::default()) },
@@ -124,6 +127,7 @@ fn every_live_balancer_refuses_an_empty_list() {
         lockfree::Random, locked::Random,
         lockfree::RandomLeastConn, locked::RandomLeastConn,
         lockfree::PeakEwma, locked::PeakEwma,
+        lockfree::Probing, locked::Probing,
         lockfree::IpHash, locked::IpHash,
         lockfree::NginxIpHash, locked::NginxIpHash,
         lockfree::NginxHash, locked::NginxHash,
@@ -131,7 +135,7 @@ fn every_live_balancer_refuses_an_empty_list() {
 }
 
 /// Every name `Algorithm` parses, canonical and alias.
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 16] = [
     "round_robin",
     "weighted_round_robin",
     "unweighted_round_robin",
@@ -142,6 +146,8 @@ const NAMES: [&str; 14] = [
     "random least_conn",
     "peak_ewma",
     "random two peak_ewma",
+    "probing",
+    "prequal",
     "ip_hash",
     "hash",
     "hash consistent",

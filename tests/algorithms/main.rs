@@ -19,6 +19,7 @@ mod ip_hash;
 mod model;
 mod nginx_hash;
 mod no_alloc;
+mod probing;
 mod random;
 mod sequences;
 mod smooth_forms;

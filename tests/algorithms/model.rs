@@ -132,6 +132,7 @@ proptest! {
         run_script(Algorithm::Random, &weights, &script)?;
         run_script(Algorithm::RandomLeastConn, &weights, &script)?;
         run_script(Algorithm::PeakEwma, &weights, &script)?;
+        run_script(Algorithm::Probing, &weights, &script)?;
     }
 
     #[test]

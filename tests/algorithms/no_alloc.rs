@@ -242,3 +242,32 @@ fn live_picks_allocate_at_most_a_thread_slot_once() {
     });
     assert!(made <= 1, "{made} allocations in 10,000 live picks");
 }
+
+/// The probing pick reads its probe pool without allocating, answers in
+/// it or not: answers for every backend are in place before counting, and
+/// the 10,000 picks use them up (two uses each) and fall back to the least
+/// loaded.
+#[test]
+fn probing_picks_do_not_allocate() {
+    use loadbalance::{Probe, ProbingOptions, locked};
+    use std::time::Duration;
+    fn check(name: &str, lb: &dyn Balancer<u32>, probes: Vec<Probe<u32>>) {
+        assert_eq!(probes.len(), 8, "{name}: every backend probed");
+        for probe in probes {
+            let load = *probe.backend();
+            probe.answer(load, Duration::from_millis(u64::from(8 - load)));
+        }
+        let made = allocations(|| {
+            for _ in 0..10_000 {
+                drop(lb.pick(&Context::new()).expect("pick"));
+            }
+        });
+        assert_eq!(made, 0, "{name} allocated {made} times in 10,000 picks");
+    }
+    let options = ProbingOptions::default().probes(8).seed(3);
+    let backends = || (0..8u32).map(|i| (i, 1));
+    let lockfree = lockfree::Probing::with_options(backends(), options.clone()).expect("valid");
+    check("lockfree", &lockfree, lockfree.probes());
+    let locked = locked::Probing::with_options(backends(), options).expect("valid");
+    check("locked", &locked, locked.probes());
+}

@@ -25,6 +25,8 @@ macro_rules! for_every_form {
         for_every_form!($check, latency_blind);
         $check::<lockfree::PeakEwma<V>>("lockfree peak EWMA");
         $check::<locked::PeakEwma<V>>("locked peak EWMA");
+        $check::<lockfree::Probing<V>>("lockfree probing");
+        $check::<locked::Probing<V>>("locked probing");
     };
     // A check that needs every backend to take picks whatever the latency
     // reported on it: peak EWMA rightly shuns a backend that reported

@@ -3,7 +3,7 @@
 
 use loadbalance::{
     Balancer, BuildError, ChoiceOptions, HashOptions, NginxHashOptions, PeakEwmaOptions,
-    RandomOptions, locked, lockfree,
+    ProbingOptions, RandomOptions, locked, lockfree,
 };
 
 use crate::user_algorithm::{LockFreeRotating, LockedRotating};
@@ -21,6 +21,8 @@ pub(crate) enum Algorithm {
     Random,
     RandomLeastConn,
     PeakEwma,
+    /// Probing with no answer yet: its fallback's picks.
+    Probing,
     NginxIpHash,
     NginxHash,
     /// A user's own algorithm (`user_algorithm.rs`), through the same
@@ -28,7 +30,7 @@ pub(crate) enum Algorithm {
     UserRotating,
 }
 
-pub(crate) const ALGORITHMS: [Algorithm; 12] = [
+pub(crate) const ALGORITHMS: [Algorithm; 13] = [
     Algorithm::RoundRobin,
     Algorithm::WeightedRoundRobin,
     Algorithm::LeastConn,
@@ -38,6 +40,7 @@ pub(crate) const ALGORITHMS: [Algorithm; 12] = [
     Algorithm::Random,
     Algorithm::RandomLeastConn,
     Algorithm::PeakEwma,
+    Algorithm::Probing,
     Algorithm::NginxIpHash,
     Algorithm::NginxHash,
     Algorithm::UserRotating,
@@ -116,6 +119,16 @@ pub(crate) fn build(algorithm: Algorithm, weights: &[u32]) -> Result<(Boxed, Box
                     options.clone(),
                 )?),
                 Box::new(locked::PeakEwma::with_options(weighted(), options)?),
+            )
+        }
+        Algorithm::Probing => {
+            let options = ProbingOptions::default().seed(SEED);
+            (
+                Box::new(lockfree::Probing::with_options(
+                    weighted(),
+                    options.clone(),
+                )?),
+                Box::new(locked::Probing::with_options(weighted(), options)?),
             )
         }
         Algorithm::NginxIpHash => (

@@ -275,3 +275,42 @@ proptest! {
         prop_assert!(pool.stats().iter().all(|s| s.active == 0));
     }
 }
+#[test]
+fn a_probing_pool_is_configured_by_name_and_options() {
+    let text = r#"
+        algorithm = "prequal"
+        backends = [{ server = "a" }, { server = "b" }]
+        [options]
+        probes = 1
+        probe_pool = 4
+        probe_uses = 3
+        probe_max_age_ms = 250
+        hot_percentile = 60
+        seed = 5
+    "#;
+    let config: PoolConfig<String> = toml::from_str(text).expect("valid");
+    let pool = config.build().expect("a pool");
+    assert_eq!(pool.algorithm().to_string(), "probing");
+    let _picked = pool.pick(&Context::new()).expect("a pick");
+    assert_eq!(pool.probes().len(), 1);
+    // Options the algorithm has no use for, and out of range, are errors.
+    let other: PoolConfig<String> =
+        toml::from_str(&text.replace("prequal", "peak_ewma")).expect("valid");
+    assert!(
+        other
+            .build()
+            .expect_err("probes on peak EWMA")
+            .to_string()
+            .contains("probes")
+    );
+    let wide: PoolConfig<String> =
+        toml::from_str(&text.replace("probe_pool = 4", "probe_pool = 17")).expect("valid");
+    assert!(
+        wide.build()
+            .expect_err("17 answers")
+            .to_string()
+            .contains("pool 17 is outside 1..=16")
+    );
+    let never: PoolConfig<String> = toml::from_str(&text.replace("= 250", "= 0")).expect("valid");
+    assert!(never.build().is_err(), "an age of 0");
+}

@@ -160,6 +160,12 @@ pub struct Choices<O> {
 }
 
 impl<O> Choices<O> {
+    /// The least loaded of two candidates (power-of-two-choices
+    /// least-connections), as another algorithm's fallback.
+    pub(crate) fn least_loaded(weights: &Weights, seed: Option<u64>) -> Self {
+        Self::new(weights, usize::from(MIN_CHOICES), Cost::Load, seed)
+    }
+
     pub(super) fn new(weights: &Weights, choices: usize, cost: Cost, seed: Option<u64>) -> Self {
         Self {
             alias: Alias::new(weights),
@@ -171,7 +177,7 @@ impl<O> Choices<O> {
     }
 
     /// A seeded stream goes on where `previous` left off.
-    pub(super) fn resume(&mut self, previous: &Self) {
+    pub(crate) fn resume(&mut self, previous: &Self) {
         self.words.resume(previous.words.drawn());
     }
 }

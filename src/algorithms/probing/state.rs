@@ -1,0 +1,117 @@
+//! The probing balancer's state: the map from the probe pool's record ids
+//! to this set's indices, the rule, and the fallback pick.
+
+use super::ProbingOptions;
+use super::rule::Rule;
+use crate::algorithms::random::Choices;
+use crate::algorithms::random::least_conn::ChoiceOptions;
+use crate::error::{BuildError, PickError};
+use crate::pick::{Build, Candidates, Choose, Context, Set};
+use crate::table::Backends;
+
+/// The state of the probing balancer, for both forms (the probe pool has a
+/// lock of its own, which a pick only tries).
+pub struct ProbingState {
+    /// `(record id, index)` of every backend, by id.
+    ids: Box<[(u64, u32)]>,
+    rule: Rule,
+    /// The pick while the pool has no answer that may take it, or while
+    /// another thread holds it: power-of-two-choices least-connections.
+    fallback: Choices<ChoiceOptions>,
+}
+
+impl ProbingState {
+    /// Backend `id`'s index in this set.
+    #[inline]
+    fn index_of(&self, id: u64) -> Option<usize> {
+        self.ids
+            .binary_search_by_key(&id, |&(id, _)| id)
+            .ok()
+            .map(|found| self.ids[found].1 as usize)
+    }
+
+    /// The backend the pool steers this pick to, if it has one that may
+    /// take it and no one else holds the pool.
+    #[inline]
+    fn steered<T>(
+        &self,
+        backends: &Backends<T>,
+        eligible: impl FnMut(usize) -> Result<bool, PickError>,
+    ) -> Result<Option<usize>, PickError> {
+        let common = backends.common();
+        let Some(board) = common.probes() else {
+            return Ok(None);
+        };
+        // The clock is read before the pool is taken: no caller code runs
+        // while a pick holds it.
+        let now = common.now();
+        let Some(mut ring) = board.try_ring() else {
+            return Ok(None);
+        };
+        self.rule
+            .select(ring.slots_mut(), now, |id| self.index_of(id), eligible)
+    }
+}
+
+impl<T> Build<T> for ProbingState {
+    type Options = ProbingOptions;
+    const RESUMES: bool = true;
+
+    fn build(set: &Set<'_, T>, options: &ProbingOptions) -> Result<Self, BuildError> {
+        let (rule, settings) = options.check()?;
+        set.common().start_probes(settings);
+        let mut ids: Vec<(u64, u32)> = set
+            .records()
+            .zip(0u32..)
+            .map(|(record, index)| (record.id, index))
+            .collect();
+        ids.sort_unstable();
+        Ok(Self {
+            ids: ids.into_boxed_slice(),
+            rule,
+            fallback: Choices::least_loaded(set.validated(), options.seed),
+        })
+    }
+
+    /// A seeded fallback goes on where the previous state's left off.
+    fn resume(&mut self, previous: &Self) {
+        self.fallback.resume(&previous.fallback);
+    }
+}
+
+impl Choose for &ProbingState {
+    #[inline]
+    fn plain<T>(
+        &mut self,
+        ctx: &Context<'_>,
+        backends: &Backends<T>,
+    ) -> Result<Option<usize>, PickError> {
+        match self.steered(backends, |_| Ok(true))? {
+            Some(index) => Ok(Some(index)),
+            None => (&self.fallback).plain(ctx, backends),
+        }
+    }
+
+    fn choose<T>(
+        &mut self,
+        ctx: &Context<'_>,
+        candidates: &mut Candidates<'_, '_, T>,
+    ) -> Result<Option<usize>, PickError> {
+        let backends = candidates.backends();
+        match self.steered(backends, |index| candidates.eligible(index))? {
+            Some(index) => Ok(Some(index)),
+            None => (&self.fallback).choose(ctx, candidates),
+        }
+    }
+}
+
+crate::algorithms::choose_through_ref!(ProbingState);
+
+impl std::fmt::Debug for ProbingState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbingState")
+            .field("backends", &self.ids.len())
+            .field("rule", &self.rule)
+            .finish_non_exhaustive()
+    }
+}
