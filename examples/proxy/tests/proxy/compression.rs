@@ -3,7 +3,7 @@
 //! equals the original; the negotiation table; what is never compressed;
 //! compressed variants kept apart in the cache.
 
-use crate::cache::{Answer, Origin};
+use crate::cache::{Answer, Origin, has_stored};
 use crate::harness::*;
 use crate::tls::{Dir, have_curl};
 
@@ -183,6 +183,7 @@ async fn compressed_variants_are_cached_apart() {
         let client = client();
         let (_, first, _) = get_raw(&client, &proxy, "/cached", Some("gzip")).await;
         assert_eq!(header(&first, "content-encoding"), "gzip");
+        assert!(has_stored(&proxy, 1).await, "the gzip variant is stored");
         let (_, second, _) = get_raw(&client, &proxy, "/cached", Some("br")).await;
         assert_eq!(header(&second, "content-encoding"), "br");
         let (_, third, body) = get_raw(&client, &proxy, "/cached", Some("GZIP;q=1.0")).await;

@@ -314,7 +314,13 @@ async fn active_checks_mark_backends_down_and_up() {
             served,
             "no request reached it while down"
         );
-        assert_eq!(proxy.counters().marked_down.load(Relaxed), 1);
+        // Counted a moment after the state is set.
+        let marked_down = || proxy.counters().marked_down.load(Relaxed);
+        assert!(
+            eventually(within, || marked_down() == 1).await,
+            "one mark down counted, not {}",
+            marked_down()
+        );
 
         bad.control.unhealthy.store(false, Relaxed);
         assert!(
@@ -326,7 +332,12 @@ async fn active_checks_mark_backends_down_and_up() {
             assert_eq!(reply.status, StatusCode::OK);
         }
         assert_eq!(bad.control.served(), served + 5, "round-robin again");
-        assert_eq!(proxy.counters().marked_up.load(Relaxed), 1);
+        let marked_up = || proxy.counters().marked_up.load(Relaxed);
+        assert!(
+            eventually(within, || marked_up() == 1).await,
+            "one mark up counted, not {}",
+            marked_up()
+        );
         assert_eq!(proxy.shutdown().await, 0);
     })
     .await;
