@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use loadbalance::{Algorithm, Backend, Balancer, BuildError, Context, Live, Pool, lockfree};
+use loadbalance::{
+    Algorithm, Backend, Balancer, BuildError, Context, Live, Pool, ProbingOptions, lockfree,
+};
 use parking_lot::Mutex;
 use siphasher::sip::SipHasher13;
 
@@ -186,6 +188,44 @@ fn least_conn_one_idle(c: &mut Criterion) {
         assert_eq!(lb.pick(&Context::new()).map(|guard| guard.index()), Ok(0));
     }
     group.finish();
+}
+
+/// The probing pick with its pool full of answers (the default 8, and
+/// Prequal's 16), each steering up to 255 picks, beside peak EWMA's pick:
+/// what the goal compares. Every 1,000 picks the bench answers 16
+/// fresh probes (about 0.5 ns a pick amortised), so the pool never runs
+/// dry and the pick never falls back.
+fn probing_answered(c: &mut Criterion) {
+    for n in [4, 64, 1024] {
+        let mut group = c.benchmark_group(format!("probing_answered/n={n}"));
+        group.throughput(Throughput::Elements(1));
+        let peak = lockfree::PeakEwma::new(0..n).expect("valid");
+        group.bench_function("peak_ewma/lockfree", |b| {
+            b.iter(|| black_box(pick_once(&peak, false, &mut 0)))
+        });
+        for pool in [8, 16] {
+            let options = ProbingOptions::default().probes(8).uses(255).pool(pool);
+            let probing =
+                lockfree::Probing::with_options((0..n).map(|i| (i, 1)), options).expect("valid");
+            let answer = |lb: &lockfree::Probing<usize>| {
+                for probe in lb.probes().into_iter().chain(lb.probes()) {
+                    let load = *probe.backend() as u32 % 7;
+                    probe.answer(load, Duration::from_millis(u64::from(1 + load)));
+                }
+            };
+            group.bench_function(format!("probing/lockfree/pool={pool}"), |b| {
+                let mut picks = 0u32;
+                b.iter(|| {
+                    picks += 1;
+                    if picks % 1_000 == 0 {
+                        answer(&probing);
+                    }
+                    black_box(pick_once(&probing, false, &mut 0))
+                })
+            });
+        }
+        group.finish();
+    }
 }
 
 /// Balancers by name.
@@ -410,6 +450,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = baselines, single_thread, two_thread, least_conn_one_idle, live, pool, builds
+    targets = baselines, single_thread, two_thread, least_conn_one_idle, probing_answered, live, pool, builds
 }
 criterion_main!(benches);

@@ -26,7 +26,7 @@ pub(crate) type Boxed<T> = Box<dyn Balancer<T>>;
 pub(crate) type Build<T> = fn(Vec<T>, Vec<u32>) -> Result<Boxed<T>, BuildError>;
 
 /// Every balancer, named `algorithm/form`.
-pub(crate) fn builders<T: Hash + Display + Send + Sync + 'static>() -> [(&'static str, Build<T>); 21]
+pub(crate) fn builders<T: Hash + Display + Send + Sync + 'static>() -> [(&'static str, Build<T>); 23]
 {
     [
         ("round_robin/lockfree", |b, _| {
@@ -117,6 +117,14 @@ pub(crate) fn builders<T: Hash + Display + Send + Sync + 'static>() -> [(&'stati
         }),
         ("peak_ewma/locked", |b, w| {
             Ok(Box::new(locked::PeakEwma::weighted(b.into_iter().zip(w))?))
+        }),
+        // No probe answered: its fallback's picks (`probing_answered` in
+        // `pick.rs` has them answered).
+        ("probing/lockfree", |b, w| {
+            Ok(Box::new(lockfree::Probing::weighted(b.into_iter().zip(w))?))
+        }),
+        ("probing/locked", |b, w| {
+            Ok(Box::new(locked::Probing::weighted(b.into_iter().zip(w))?))
         }),
     ]
 }

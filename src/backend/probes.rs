@@ -37,33 +37,179 @@ pub(crate) struct Slot {
     pub(crate) at: u64,
     /// Picks it may still steer; 0: an empty slot.
     pub(crate) uses: u32,
+    /// The backend's index in the set the last pick saw (a cache; see
+    /// `Ring::unresolved`).
+    pub(crate) index: u32,
 }
 
-/// The pool itself: at most `capacity` answers, at most one a backend.
+/// The pool itself: at most `capacity` answers, at most one a backend,
+/// and their requests in flight kept in order, so that a pick reads a
+/// percentile without sorting (each change moves at most 16 words).
 #[derive(Debug)]
 pub(crate) struct Ring {
     slots: [Slot; MAX_PROBES],
     capacity: usize,
+    /// The in-flight counts of the slots in use, ascending.
+    sorted: [u32; MAX_PROBES],
+    used: usize,
+    /// The state whose indices the slots cache, but for the slots of
+    /// `pending` (bit `k`: slot `k` came since the last pick).
+    epoch: u64,
+    pending: u16,
 }
 
 impl Ring {
-    /// The slots in use and the empty ones, `capacity` of them.
-    pub(crate) fn slots_mut(&mut self) -> &mut [Slot] {
-        &mut self.slots[..self.capacity]
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            slots: [Slot::default(); MAX_PROBES],
+            capacity: capacity.clamp(1, MAX_PROBES),
+            sorted: [0; MAX_PROBES],
+            used: 0,
+            epoch: 0,
+            pending: 0,
+        }
+    }
+
+    /// A ring holding `slots` (for tests of the rule).
+    #[cfg(test)]
+    pub(crate) fn with(slots: &[Slot]) -> Self {
+        let mut ring = Self::new(slots.len());
+        ring.slots[..slots.len()].copy_from_slice(slots);
+        ring.resort();
+        ring
+    }
+
+    /// The slots, used or not.
+    #[inline]
+    pub(crate) fn slots(&self) -> &[Slot] {
+        &self.slots[..self.capacity]
+    }
+
+    /// How many slots are in use.
+    pub(crate) fn in_use(&self) -> usize {
+        self.used
+    }
+
+    /// The `rank`-th smallest in-flight count of the slots in use (`rank`
+    /// from 1 to `in_use`).
+    pub(crate) fn smallest(&self, rank: usize) -> u32 {
+        self.sorted[rank - 1]
+    }
+
+    /// The slots whose index in the state stamped `epoch` is not cached
+    /// yet (as a mask: bit `k`, slot `k`), now taken as cached: the caller
+    /// sets or clears each.
+    #[inline]
+    pub(crate) fn unresolved(&mut self, epoch: u64) -> u16 {
+        let all = if self.capacity == MAX_PROBES {
+            u16::MAX
+        } else {
+            (1u16 << self.capacity) - 1
+        };
+        let mask = if self.epoch == epoch {
+            self.pending
+        } else {
+            self.epoch = epoch;
+            all
+        };
+        self.pending = 0;
+        mask
+    }
+
+    /// Caches slot `k`'s index.
+    #[inline]
+    pub(crate) fn set_index(&mut self, k: usize, index: u32) {
+        self.slots[k].index = index;
+    }
+
+    /// Empties slot `k`.
+    pub(crate) fn clear(&mut self, k: usize) {
+        if self.slots[k].uses > 0 {
+            self.remove(self.slots[k].in_flight);
+        }
+        self.slots[k] = Slot::default();
+    }
+
+    /// Counts a pick slot `k` steered: one more request in flight, one use
+    /// fewer (emptied after its last).
+    #[inline]
+    pub(crate) fn take(&mut self, k: usize) {
+        let slot = &mut self.slots[k];
+        if slot.uses <= 1 {
+            return self.clear(k);
+        }
+        slot.uses -= 1;
+        if slot.in_flight < u32::MAX {
+            // The last copy of the count moves up one: still in order.
+            let at = count_below(&self.sorted[..self.used], slot.in_flight + 1) - 1;
+            self.sorted[at] += 1;
+            slot.in_flight += 1;
+        }
     }
 
     /// Keeps `answer`: in place of the same backend's older answer, else in
-    /// an empty slot, else in place of the oldest answer.
-    pub(crate) fn insert(&mut self, answer: Slot) {
-        let slots = self.slots_mut();
+    /// an empty slot, else in place of the oldest answer. Answers that came
+    /// more than `max_age` before it leave.
+    pub(crate) fn insert(&mut self, answer: Slot, max_age: u64) {
+        for k in 0..self.capacity {
+            if self.slots[k].uses > 0 && answer.at.saturating_sub(self.slots[k].at) > max_age {
+                self.clear(k);
+            }
+        }
+        let slots = &self.slots[..self.capacity];
         let place = slots
             .iter()
             .position(|slot| slot.uses > 0 && slot.id == answer.id)
             .or_else(|| slots.iter().position(|slot| slot.uses == 0))
             .or_else(|| (0..slots.len()).min_by_key(|&k| slots[k].at));
         if let Some(place) = place {
-            slots[place] = answer;
+            self.clear(place);
+            if answer.uses > 0 {
+                self.add(answer.in_flight);
+            }
+            self.slots[place] = answer;
+            self.pending |= 1 << place;
         }
+    }
+
+    /// Keeps at most `capacity` slots, the newest answers.
+    fn shrink(&mut self, capacity: usize) {
+        let capacity = capacity.clamp(1, MAX_PROBES);
+        if capacity < self.capacity {
+            self.slots
+                .sort_unstable_by_key(|slot| std::cmp::Reverse((slot.uses > 0, slot.at)));
+            for slot in &mut self.slots[capacity..] {
+                *slot = Slot::default();
+            }
+        }
+        self.capacity = capacity;
+        self.epoch = 0; // every index looked up again
+        self.resort();
+    }
+
+    /// Orders the counts of the slots in use anew.
+    fn resort(&mut self) {
+        self.used = 0;
+        for k in 0..self.capacity {
+            if self.slots[k].uses > 0 {
+                self.sorted[self.used] = self.slots[k].in_flight;
+                self.used += 1;
+            }
+        }
+        self.sorted[..self.used].sort_unstable();
+    }
+
+    fn add(&mut self, value: u32) {
+        let at = count_below(&self.sorted[..self.used], value);
+        self.sorted.copy_within(at..self.used, at + 1);
+        self.sorted[at] = value;
+        self.used += 1;
+    }
+
+    fn remove(&mut self, value: u32) {
+        let at = count_below(&self.sorted[..self.used], value);
+        self.sorted.copy_within(at + 1..self.used, at);
+        self.used -= 1;
     }
 }
 
@@ -76,6 +222,8 @@ pub(crate) struct ProbeBoard {
     per_pick: AtomicU32,
     /// Picks an answer may steer.
     uses: AtomicU32,
+    /// How long an answer may steer picks, in nanoseconds.
+    max_age: AtomicU64,
     /// The stream probe targets are drawn from: `splitmix(seed + k)` for
     /// the `k`-th draw.
     seed: AtomicU64,
@@ -88,18 +236,17 @@ pub(crate) struct BoardSettings {
     pub(crate) capacity: usize,
     pub(crate) per_pick: u32,
     pub(crate) uses: u32,
+    pub(crate) max_age: u64,
     pub(crate) seed: u64,
 }
 
 impl ProbeBoard {
     pub(crate) fn new(settings: BoardSettings) -> Self {
         let board = Self {
-            ring: Mutex::new(Ring {
-                slots: [Slot::default(); MAX_PROBES],
-                capacity: settings.capacity.clamp(1, MAX_PROBES),
-            }),
+            ring: Mutex::new(Ring::new(settings.capacity)),
             per_pick: AtomicU32::new(0),
             uses: AtomicU32::new(0),
+            max_age: AtomicU64::new(0),
             seed: AtomicU64::new(0),
             draws: AtomicU64::new(0),
         };
@@ -114,20 +261,11 @@ impl ProbeBoard {
         // is still a probe.
         self.per_pick.store(settings.per_pick, Ordering::Relaxed);
         self.uses.store(settings.uses.max(1), Ordering::Relaxed);
+        self.max_age.store(settings.max_age, Ordering::Relaxed);
         if self.seed.swap(settings.seed, Ordering::Relaxed) != settings.seed {
             self.draws.store(0, Ordering::Relaxed);
         }
-        let mut ring = self.ring.lock();
-        let capacity = settings.capacity.clamp(1, MAX_PROBES);
-        if capacity < ring.capacity {
-            // The newest answers stay.
-            let live = &mut ring.slots[..];
-            live.sort_unstable_by_key(|slot| std::cmp::Reverse((slot.uses > 0, slot.at)));
-            for slot in &mut live[capacity..] {
-                *slot = Slot::default();
-            }
-        }
-        ring.capacity = capacity;
+        self.ring.lock().shrink(settings.capacity);
     }
 
     /// The pool, if no one holds it now (a pick's way in).
@@ -140,13 +278,18 @@ impl ProbeBoard {
     pub(crate) fn answer(&self, id: u64, in_flight: u32, latency: u64, at: u64) {
         // Relaxed: a setting (see `configure`).
         let uses = self.uses.load(Ordering::Relaxed);
-        self.ring.lock().insert(Slot {
-            id,
-            in_flight,
-            latency,
-            at,
-            uses,
-        });
+        let max_age = self.max_age.load(Ordering::Relaxed);
+        self.ring.lock().insert(
+            Slot {
+                id,
+                in_flight,
+                latency,
+                at,
+                uses,
+                index: 0,
+            },
+            max_age,
+        );
     }
 
     /// Probes a pick asks for.
@@ -165,13 +308,20 @@ impl ProbeBoard {
     /// A copy of the answers in the pool, for tests and stats.
     #[cfg(test)]
     pub(crate) fn answers(&self) -> Vec<Slot> {
-        let mut ring = self.ring.lock();
-        ring.slots_mut()
+        let ring = self.ring.lock();
+        ring.slots()
             .iter()
             .copied()
             .filter(|s| s.uses > 0)
             .collect()
     }
+}
+
+/// How many of `sorted` are below `value`: where `value` goes in it. A
+/// count, not a binary search: at 16 words it has no branch to mispredict.
+#[inline]
+fn count_below(sorted: &[u32], value: u32) -> usize {
+    sorted.iter().map(|&v| usize::from(v < value)).sum()
 }
 
 /// SplitMix64's output for counter value `x`.
@@ -191,6 +341,7 @@ mod tests {
             capacity,
             per_pick: 2,
             uses: 3,
+            max_age: 1_000,
             seed: 1,
         }
     }
@@ -226,6 +377,62 @@ mod tests {
         let mut ids: Vec<_> = board.answers().iter().map(|s| s.id).collect();
         ids.sort_unstable();
         assert_eq!(ids, [1, 3]);
+    }
+
+    /// The ring's ordered counts are always the sorted counts of the slots
+    /// in use, whatever answers, picks, clears and shrinks it went
+    /// through.
+    #[test]
+    fn the_ordered_counts_follow_every_change() {
+        use proptest::prelude::*;
+        #[derive(Clone, Debug)]
+        enum Step {
+            Answer(u64, u32, u64, u32),
+            Take(usize),
+            Clear(usize),
+            Shrink(usize),
+        }
+        let step = prop_oneof![
+            (0u64..24, 0u32..5, 0u64..50, 0u32..4)
+                .prop_map(|(a, b, c, d)| Step::Answer(a, b, c, d)),
+            (0usize..16).prop_map(Step::Take),
+            (0usize..16).prop_map(Step::Clear),
+            (1usize..=16).prop_map(Step::Shrink),
+        ];
+        const MAX_AGE: u64 = 40;
+        proptest!(|(steps in proptest::collection::vec(step, 1..200))| {
+            let mut ring = Ring::new(16);
+            for (at, step) in steps.into_iter().enumerate() {
+                match step {
+                    Step::Answer(id, in_flight, latency, uses) => {
+                        ring.insert(Slot {
+                            id,
+                            in_flight,
+                            latency,
+                            at: at as u64,
+                            uses,
+                            ..Slot::default()
+                        }, MAX_AGE);
+                        prop_assert!(
+                            ring.slots().iter().all(|s| s.uses == 0 || at as u64 - s.at <= MAX_AGE),
+                            "an answer more than the age older than the last leaves"
+                        );
+                    }
+                    Step::Take(k) if k < ring.slots().len() && ring.slots()[k].uses > 0 => ring.take(k),
+                    Step::Clear(k) if k < ring.slots().len() => ring.clear(k),
+                    Step::Shrink(capacity) => ring.shrink(capacity),
+                    _ => {}
+                }
+                let mut want: Vec<u32> = ring.slots().iter().filter(|s| s.uses > 0).map(|s| s.in_flight).collect();
+                want.sort_unstable();
+                prop_assert_eq!(&ring.sorted[..ring.in_use()], &want[..]);
+                let ids: Vec<u64> = ring.slots().iter().filter(|s| s.uses > 0).map(|s| s.id).collect();
+                let mut distinct = ids.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                prop_assert_eq!(ids.len(), distinct.len(), "one answer a backend");
+            }
+        });
     }
 
     #[test]

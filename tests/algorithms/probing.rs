@@ -67,11 +67,13 @@ fn a_pick_takes_the_cold_answer_of_lowest_latency_until_it_is_used_up() {
 }
 
 #[test]
-fn answers_age_out_and_the_pick_falls_back_to_the_least_loaded() {
+fn an_answer_leaves_the_pool_when_one_comes_past_its_age() {
     let clock = Arc::new(ManualClock::new());
+    // Nothing is hot at the 100th percentile: latency alone decides.
     let options = ProbingOptions::default()
         .probes(2)
         .uses(100)
+        .hot_percentile(100)
         .max_age(MS * 100);
     let pool = pool(&["a", "b"], options, &clock);
     answer_all(
@@ -85,11 +87,17 @@ fn answers_age_out_and_the_pick_falls_back_to_the_least_loaded() {
         held.iter().all(|picked| **picked.guard() == "a"),
         "the answer steers"
     );
+    // 101 ms on, b answers again (a's probe gets no answer): a's answer
+    // is past its age, and b's (50 ms) is the only one left.
     clock.advance(MS * 101);
-    // Aged out: power-of-two-choices least-connections sends the next
-    // picks to b, which holds none.
-    let next = pool.pick(&Context::new()).expect("a pick");
-    assert_eq!(**next.guard(), "b");
+    for probe in pool.probes() {
+        if *probe.backend() == "b" {
+            probe.answer(0, MS * 50);
+        }
+    }
+    for _ in 0..3 {
+        assert_eq!(**pool.pick(&Context::new()).expect("a pick").guard(), "b");
+    }
 }
 
 #[test]

@@ -3,17 +3,16 @@
 //! takes the cold answer of lowest latency, or, when every answer it may
 //! take is hot, the one with the fewest requests in flight. The answer
 //! taken counts the request it steers (one more in flight) and is used up
-//! after its last use; answers past their age, or of backends no longer in
-//! the set, leave the pool.
+//! after its last use; answers of backends no longer in the set leave the
+//! pool. (Answers past their age leave when a newer one comes: a pick
+//! does not read the clock.)
 
-use crate::backend::probes::{MAX_PROBES, Slot};
+use crate::backend::probes::Ring;
 use crate::error::PickError;
 
 /// What the rule is set with.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Rule {
-    /// An answer older than this (nanoseconds) leaves the pool.
-    pub(super) max_age: u64,
     /// The percentile of requests in flight above which an answer is hot.
     pub(super) hot: u32,
 }
@@ -29,69 +28,56 @@ impl Rule {
     /// What `eligible` returns.
     pub(super) fn select(
         self,
-        slots: &mut [Slot],
-        now: u64,
+        ring: &mut Ring,
+        epoch: u64,
         mut index_of: impl FnMut(u64) -> Option<usize>,
         mut eligible: impl FnMut(usize) -> Result<bool, PickError>,
     ) -> Result<Option<usize>, PickError> {
-        // The fresh answers of backends in the set: slot and index.
-        let mut fresh = [(0usize, 0usize); MAX_PROBES];
-        let mut count = 0;
-        for (k, slot) in slots.iter_mut().enumerate() {
+        // Indices are looked up once a state and an answer, then cached;
+        // answers of backends not in this set leave.
+        let mut unresolved = ring.unresolved(epoch);
+        while unresolved != 0 {
+            let k = unresolved.trailing_zeros() as usize;
+            unresolved &= unresolved - 1;
+            let slot = &ring.slots()[k];
             if slot.uses == 0 {
                 continue;
             }
-            let index = index_of(slot.id).filter(|_| now.saturating_sub(slot.at) <= self.max_age);
-            match index {
-                Some(index) if count < MAX_PROBES => {
-                    fresh[count] = (k, index);
-                    count += 1;
-                }
-                _ => *slot = Slot::default(),
+            match index_of(slot.id) {
+                Some(index) => ring.set_index(k, index as u32),
+                None => ring.clear(k),
             }
         }
+        let count = ring.in_use();
         if count == 0 {
             return Ok(None);
         }
-        let threshold = {
-            let mut in_flight = [0u32; MAX_PROBES];
-            for (value, &(k, _)) in in_flight.iter_mut().zip(&fresh[..count]) {
-                *value = slots[k].in_flight;
-            }
-            let in_flight = &mut in_flight[..count];
-            in_flight.sort_unstable();
-            // The `hot`-th percentile: the smallest value at or above
-            // `hot`% of the answers.
-            let rank = (count * self.hot as usize).div_ceil(100).clamp(1, count);
-            in_flight[rank - 1]
-        };
-        // (hot, then by in flight and latency for a hot one, by latency and
-        // in flight for a cold one; the earlier slot on a tie).
-        let mut best: Option<((bool, u64, u64), usize, usize)> = None;
-        for &(k, index) in &fresh[..count] {
-            if !eligible(index)? {
+        let rank = (count * self.hot as usize).div_ceil(100).clamp(1, count);
+        let threshold = ring.smallest(rank);
+        // Ordered by one number: a cold answer by latency then in flight,
+        // a hot one after every cold one, by in flight then latency; the
+        // earlier slot on a tie.
+        let (mut best_key, mut best) = (u128::MAX, None);
+        for (k, slot) in ring.slots().iter().enumerate() {
+            if slot.uses == 0 || !eligible(slot.index as usize)? {
                 continue;
             }
-            let slot = &slots[k];
-            let in_flight = u64::from(slot.in_flight);
+            let own = u128::from(slot.in_flight);
+            // Never `u128::MAX`: bits 96 to 126 are always clear.
             let key = if slot.in_flight > threshold {
-                (true, in_flight, slot.latency)
+                1 << 127 | own << 64 | u128::from(slot.latency)
             } else {
-                (false, slot.latency, in_flight)
+                u128::from(slot.latency) << 32 | own
             };
-            if best.is_none_or(|(best, _, _)| key < best) {
-                best = Some((key, k, index));
+            if key < best_key {
+                (best_key, best) = (key, Some(k));
             }
         }
-        let Some((_, k, index)) = best else {
+        let Some(k) = best else {
             return Ok(None);
         };
-        let slot = &mut slots[k];
-        slot.in_flight = slot.in_flight.saturating_add(1);
-        slot.uses -= 1;
-        if slot.uses == 0 {
-            *slot = Slot::default();
-        }
+        let index = ring.slots()[k].index as usize;
+        ring.take(k);
         Ok(Some(index))
     }
 }
@@ -99,6 +85,7 @@ impl Rule {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::backend::probes::Slot;
     use proptest::prelude::*;
 
     fn slot(id: u64, in_flight: u32, latency: u64, at: u64, uses: u32) -> Slot {
@@ -108,95 +95,83 @@ mod tests {
             latency,
             at,
             uses,
+            ..Slot::default()
         }
     }
 
-    const RULE: Rule = Rule {
-        max_age: 1_000,
-        hot: 50,
-    };
+    const RULE: Rule = Rule { hot: 50 };
 
     #[test]
     fn the_cold_answer_of_lowest_latency_wins() {
         // In flight 1, 2, 9, 9: the median is 2; 9s are hot.
-        let mut slots = [
+        let mut slots = Ring::with(&[
             slot(0, 9, 1, 0, 1),
             slot(1, 2, 30, 0, 1),
             slot(2, 1, 50, 0, 1),
             slot(3, 9, 2, 0, 1),
-        ];
+        ]);
         let index = |id: u64| Some(id as usize);
-        assert_eq!(
-            RULE.select(&mut slots, 10, index, |_| Ok(true)),
-            Ok(Some(1))
-        );
+        assert_eq!(RULE.select(&mut slots, 1, index, |_| Ok(true)), Ok(Some(1)));
         // Used up. Of the three left (9, 1, 9) the median is 9: none is
         // hot, and the lowest latency wins.
-        assert_eq!(slots[1].uses, 0);
-        assert_eq!(
-            RULE.select(&mut slots, 10, index, |_| Ok(true)),
-            Ok(Some(0))
-        );
+        assert_eq!(slots.slots()[1].uses, 0);
+        assert_eq!(RULE.select(&mut slots, 1, index, |_| Ok(true)), Ok(Some(0)));
     }
 
     #[test]
     fn when_every_answer_it_may_take_is_hot_the_fewest_in_flight_wins() {
-        let mut slots = [
+        let mut slots = Ring::with(&[
             slot(0, 1, 1, 0, 5),
             slot(1, 9, 3, 0, 5),
             slot(2, 7, 9, 0, 5),
-        ];
+        ]);
         let index = |id: u64| Some(id as usize);
         assert_eq!(
-            RULE.select(&mut slots, 0, index, |i| Ok(i != 0)),
+            RULE.select(&mut slots, 1, index, |i| Ok(i != 0)),
             Ok(Some(2))
         );
-        assert_eq!(slots[2].in_flight, 8, "the pick counts in its answer");
+        assert_eq!(
+            slots.slots()[2].in_flight,
+            8,
+            "the pick counts in its answer"
+        );
     }
 
     #[test]
-    fn old_answers_and_answers_of_removed_backends_leave_the_pool() {
-        let mut slots = [
-            slot(0, 0, 1, 0, 5),
-            slot(1, 0, 1, 500, 5),
-            slot(9, 0, 0, 500, 5),
-        ];
+    fn answers_of_removed_backends_leave_the_pool() {
+        let mut slots = Ring::with(&[slot(0, 0, 5, 0, 5), slot(9, 0, 0, 500, 5)]);
         let index = |id: u64| (id < 5).then_some(id as usize);
-        assert_eq!(
-            RULE.select(&mut slots, 1_200, index, |_| Ok(true)),
-            Ok(Some(1))
-        );
-        assert_eq!(slots[0].uses, 0, "older than the age");
-        assert_eq!(slots[2].uses, 0, "not in the set");
-        assert_eq!(
-            RULE.select(&mut slots, 1_600, index, |_| Ok(true)),
-            Ok(None)
-        );
+        assert_eq!(RULE.select(&mut slots, 1, index, |_| Ok(true)), Ok(Some(0)));
+        assert_eq!(slots.slots()[1].uses, 0, "not in the set");
+        // Another state, in which backend 0 is gone too.
+        assert_eq!(RULE.select(&mut slots, 2, |_| None, |_| Ok(true)), Ok(None));
+        assert_eq!(slots.in_use(), 0);
     }
 
     #[test]
     fn an_error_of_eligibility_is_the_picks() {
-        let mut slots = [slot(0, 0, 1, 0, 5)];
+        let mut slots = Ring::with(&[slot(0, 0, 1, 0, 5)]);
         let error = RULE.select(
             &mut slots,
-            0,
+            1,
             |id| Some(id as usize),
             |_| Err(PickError::AllDown),
         );
         assert_eq!(error, Err(PickError::AllDown));
     }
 
-    /// The rule as written in the paper, over vectors.
+    /// The rule as written in the paper, over vectors: backend `id` is at
+    /// `map(id)` in the set.
     fn model(
         slots: &mut [Slot],
         rule: Rule,
-        now: u64,
         in_set: &[bool],
+        map: impl Fn(u64) -> usize,
         eligible: &[bool],
     ) -> Option<usize> {
         for slot in slots.iter_mut() {
             let gone = slot.id as usize >= in_set.len() || !in_set[slot.id as usize];
-            if slot.uses > 0 && (gone || now - slot.at > rule.max_age) {
+            if slot.uses > 0 && gone {
                 *slot = Slot::default();
             }
         }
@@ -216,7 +191,7 @@ mod tests {
             .unwrap_or(&sorted[0]);
         let may: Vec<usize> = fresh
             .into_iter()
-            .filter(|&k| eligible[slots[k].id as usize])
+            .filter(|&k| eligible[map(slots[k].id)])
             .collect();
         let cold: Vec<usize> = may
             .iter()
@@ -231,41 +206,90 @@ mod tests {
                 .min_by_key(|&k| (slots[k].latency, slots[k].in_flight, k))?
         };
         let slot = &mut slots[chosen];
+        let index = map(slot.id);
         slot.in_flight += 1;
         slot.uses -= 1;
         if slot.uses == 0 {
             *slot = Slot::default();
         }
-        Some(chosen)
+        Some(index)
+    }
+
+    /// What an answer says, without the pick's cache of its index.
+    fn said(slots: &[Slot]) -> Vec<(u64, u32, u64, u64, u32)> {
+        slots
+            .iter()
+            .map(|s| (s.id, s.in_flight, s.latency, s.at, s.uses))
+            .collect()
+    }
+
+    /// The pool's insert, over vectors: answers more than `max_age` older
+    /// leave; then the same backend's place, an empty one, or the oldest.
+    fn model_insert(slots: &mut [Slot], answer: Slot, max_age: u64) {
+        for slot in slots.iter_mut() {
+            if slot.uses > 0 && answer.at - slot.at > max_age {
+                *slot = Slot::default();
+            }
+        }
+        let place = (0..slots.len())
+            .find(|&k| slots[k].uses > 0 && slots[k].id == answer.id)
+            .or_else(|| (0..slots.len()).find(|&k| slots[k].uses == 0))
+            .or_else(|| (0..slots.len()).min_by_key(|&k| slots[k].at));
+        if let Some(k) = place {
+            slots[k] = answer;
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Pick,
+        Answer(u64, u32, u64, u32),
     }
 
     proptest! {
+        /// Picks and answers interleave; every third step the set is
+        /// rebuilt with the backends numbered the other way: the index a
+        /// slot caches is never read for another state, and an answer's
+        /// is looked up before it steers.
         #[test]
         fn the_rule_is_the_papers(
             answers in proptest::collection::vec((0u64..8, 0u32..6, 0u64..6, 0u64..100, 0u32..3), 1..=16),
             hot in 1u32..=100,
-            max_age in 0u64..100,
             in_set in proptest::collection::vec(any::<bool>(), 8),
             eligible in proptest::collection::vec(any::<bool>(), 8),
-            picks in 1usize..6,
+            steps in proptest::collection::vec(prop_oneof![
+                Just(Step::Pick),
+                (0u64..8, 0u32..6, 0u64..6, 1u32..3).prop_map(|(a, b, c, d)| Step::Answer(a, b, c, d)),
+            ], 1..24),
         ) {
-            let rule = Rule { max_age, hot };
-            let mut fast: Vec<Slot> = answers
+            const MAX_AGE: u64 = 30;
+            let rule = Rule { hot };
+            let mut slow: Vec<Slot> = answers
                 .iter()
                 .map(|&(id, in_flight, latency, at, uses)| slot(id, in_flight, latency, at, uses))
                 .collect();
-            let mut slow = fast.clone();
-            for pick in 0..picks {
-                let now = 100 + pick as u64;
-                let got = rule.select(
-                    &mut fast,
-                    now,
-                    |id| in_set[id as usize].then_some(id as usize),
-                    |i| Ok(eligible[i]),
-                );
-                let want = model(&mut slow, rule, now, &in_set, &eligible).map(|k| answers[k].0 as usize);
-                prop_assert_eq!(got, Ok(want));
-                prop_assert_eq!(&fast, &slow);
+            let mut fast = Ring::with(&slow);
+            for (step, what) in steps.into_iter().enumerate() {
+                let (epoch, reversed) = if (step / 3) % 2 == 0 { (1, false) } else { (2, true) };
+                let map = |id: u64| if reversed { 7 - id as usize } else { id as usize };
+                match what {
+                    Step::Pick => {
+                        let got = rule.select(
+                            &mut fast,
+                            epoch,
+                            |id| in_set[id as usize].then_some(map(id)),
+                            |i| Ok(eligible[i]),
+                        );
+                        let want = model(&mut slow, rule, &in_set, map, &eligible);
+                        prop_assert_eq!(got, Ok(want));
+                    }
+                    Step::Answer(id, in_flight, latency, uses) => {
+                        let answer = slot(id, in_flight, latency, 100 + step as u64, uses);
+                        fast.insert(answer, MAX_AGE);
+                        model_insert(&mut slow, answer, MAX_AGE);
+                    }
+                }
+                prop_assert_eq!(said(fast.slots()), said(&slow));
             }
         }
     }

@@ -14,6 +14,9 @@ use crate::table::Backends;
 pub struct ProbingState {
     /// `(record id, index)` of every backend, by id.
     ids: Box<[(u64, u32)]>,
+    /// This state's stamp, unique among the states alive: the pool's
+    /// slots cache their index for it.
+    epoch: u64,
     rule: Rule,
     /// The pick while the pool has no answer that may take it, or while
     /// another thread holds it: power-of-two-choices least-connections.
@@ -38,19 +41,24 @@ impl ProbingState {
         backends: &Backends<T>,
         eligible: impl FnMut(usize) -> Result<bool, PickError>,
     ) -> Result<Option<usize>, PickError> {
-        let common = backends.common();
-        let Some(board) = common.probes() else {
-            return Ok(None);
-        };
-        // The clock is read before the pool is taken: no caller code runs
-        // while a pick holds it.
-        let now = common.now();
-        let Some(mut ring) = board.try_ring() else {
+        let Some(mut ring) = backends
+            .common()
+            .probes()
+            .and_then(|board| board.try_ring())
+        else {
             return Ok(None);
         };
         self.rule
-            .select(ring.slots_mut(), now, |id| self.index_of(id), eligible)
+            .select(&mut ring, self.epoch, |id| self.index_of(id), eligible)
     }
+}
+
+/// A stamp for a new state: never 0 (an empty slot's), and distinct from
+/// every other state's (a 64-bit count does not wrap).
+fn next_epoch() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    // Relaxed: the stamps need only be distinct.
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<T> Build<T> for ProbingState {
@@ -68,6 +76,7 @@ impl<T> Build<T> for ProbingState {
         ids.sort_unstable();
         Ok(Self {
             ids: ids.into_boxed_slice(),
+            epoch: next_epoch(),
             rule,
             fallback: Choices::least_loaded(set.validated(), options.seed),
         })

@@ -7,6 +7,16 @@
 //! A try holds its pick (counted active) until its answer or its
 //! timeout, whichever is first; a server keeps working on a try its
 //! client gave up, but takes no try from its queue that was given up.
+//!
+//! A probing pick's probes ([`Pool::probes`]) travel to their server in
+//! the scenario's probe delay; the server answers with what it knows of
+//! itself (the tries it holds, running or queued, and the mean of its
+//! last few service times that ended within 200 ms), and the answer takes
+//! the same delay back.
+//!
+//! With several balancers, each client sends through one of them, and
+//! each balancer's pool counts only its own picks: as many proxies in
+//! front of one fleet.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -16,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loadbalance::{
-    Algorithm, Backend, Context, HealthPolicy, ManualClock, PickError, Picked, Pool, Tried,
+    Algorithm, Backend, Context, HealthPolicy, ManualClock, PickError, Picked, Pool, Probe, Tried,
 };
 
 use super::report::Report;
@@ -54,11 +64,30 @@ enum Event {
     Done(usize),
     /// Try `0`'s client gives up on it.
     GiveUp(usize),
+    /// Probe `0` reaches its server.
+    ProbeArrives(usize),
+    /// Probe `0`'s answer reaches the balancer.
+    ProbeAnswered(usize),
 }
+
+/// A probe on its way: to its server, then back with the answer.
+struct InFlightProbe {
+    probe: Option<Probe<usize>>,
+    in_flight: u32,
+    latency: Duration,
+}
+
+/// Service times a server's probe answer averages: its last few, ended
+/// within the last 200 ms (so that a server slowed a while ago, and
+/// shunned since, does not answer with its slow spell for ever).
+const RECENT: usize = 8;
+const PROBE_WINDOW: u64 = 200_000_000;
 
 struct Request {
     /// Its client's address (the key of the keyed algorithms).
     client: IpAddr,
+    /// The balancer its client sends through.
+    balancer: usize,
     arrival: u64,
     deadline: Option<u64>,
     tries: u32,
@@ -72,6 +101,8 @@ struct Try {
     picked: Option<Picked<usize>>,
     /// Answered or given up.
     over: bool,
+    /// When its server started on it.
+    started: u64,
 }
 
 #[derive(Default)]
@@ -84,6 +115,10 @@ struct ServerState {
     in_flight: u64,
     area: f64,
     since: u64,
+    /// Its last `RECENT` service times in nanoseconds, and how many it has
+    /// finished.
+    recent: [(u64, u64); RECENT],
+    finished: usize,
 }
 
 impl ServerState {
@@ -96,7 +131,9 @@ impl ServerState {
 
 struct Run<'a> {
     scenario: &'a Scenario,
-    pool: Pool<usize>,
+    /// One pool a balancer: each client's requests go through
+    /// `client % balancers`'s.
+    pools: Vec<Pool<usize>>,
     clock: Arc<ManualClock>,
     now: u64,
     /// The next arrival, in unrounded seconds (rounding each gap would
@@ -116,6 +153,7 @@ struct Run<'a> {
     servers: Vec<ServerState>,
     latencies: Vec<f64>,
     failed: u64,
+    probes: Vec<InFlightProbe>,
 }
 
 /// How picks are keyed.
@@ -155,6 +193,7 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
         Algorithm::Random(options) => Algorithm::Random(options.seed(seed)),
         Algorithm::RandomLeastConn(options) => Algorithm::RandomLeastConn(options.seed(seed)),
         Algorithm::PeakEwma(options) => Algorithm::PeakEwma(options.seed(seed)),
+        Algorithm::Probing(options) => Algorithm::Probing(options.seed(seed)),
         other => other,
     };
     let keyed = match &algorithm {
@@ -163,14 +202,29 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
         _ => Keyed::No,
     };
     let clock = Arc::new(ManualClock::new());
-    let pool = Pool::builder(algorithm.clone())
-        .health(HealthPolicy::none())
-        .clock(Arc::clone(&clock))
-        .build((0..scenario.servers.len()).map(Backend::new))
+    let pools = (0..scenario.balancers.max(1))
+        .map(|balancer| {
+            // Each balancer its own seeded draws.
+            let own = seed ^ balancer as u64;
+            let algorithm = match &algorithm {
+                Algorithm::Random(options) => Algorithm::Random(options.clone().seed(own)),
+                Algorithm::RandomLeastConn(options) => {
+                    Algorithm::RandomLeastConn(options.clone().seed(own))
+                }
+                Algorithm::PeakEwma(options) => Algorithm::PeakEwma(options.clone().seed(own)),
+                Algorithm::Probing(options) => Algorithm::Probing(options.clone().seed(own)),
+                other => other.clone(),
+            };
+            Pool::builder(algorithm)
+                .health(HealthPolicy::none())
+                .clock(Arc::clone(&clock))
+                .build((0..scenario.servers.len()).map(Backend::new))
+        })
+        .collect::<Result<Vec<_>, _>>()
         .map_err(SimulateError::Pool)?;
     let mut run = Run {
         scenario,
-        pool,
+        pools,
         clock,
         now: 0,
         next_arrival: 0.0,
@@ -190,6 +244,7 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
             .collect(),
         latencies: Vec::new(),
         failed: 0,
+        probes: Vec::new(),
     };
     run.schedule_arrival();
     while let Some(Reverse((at, _, event))) = run.events.pop() {
@@ -199,6 +254,8 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
             Event::Arrival => run.arrive(),
             Event::Done(index) => run.done(index),
             Event::GiveUp(index) => run.give_up(index),
+            Event::ProbeArrives(index) => run.probe_arrives(index),
+            Event::ProbeAnswered(index) => run.probe_answered(index),
         }
     }
     let now = run.now;
@@ -286,6 +343,7 @@ impl Run<'_> {
         let client = self.arrivals.below(CLIENTS) as u32;
         self.requests.push(Request {
             client: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | client)),
+            balancer: client as usize % scenario.balancers.max(1),
             arrival: self.now,
             deadline: scenario.timeout.map(|t| self.now.saturating_add(span(t))),
             tries: 0,
@@ -311,11 +369,13 @@ impl Run<'_> {
             Keyed::Bytes => Context::from_key(&bytes),
             Keyed::Address => Context::from_addr(client),
         };
-        let picked = match self.pool.pick(&base.with_tried(&state.tried)) {
+        let balancer = state.balancer;
+        let pool = &self.pools[balancer];
+        let picked = match pool.pick(&base.with_tried(&state.tried)) {
             // Every server tried: try them all again.
             Err(PickError::AllTried) => {
                 state.tried.clear();
-                self.pool.pick(&base)
+                pool.pick(&base)
             }
             other => other,
         };
@@ -330,7 +390,9 @@ impl Run<'_> {
             server,
             picked: Some(picked),
             over: false,
+            started: 0,
         });
+        self.send_probes(balancer);
         let try_timeout = scenario.try_timeout.or(scenario.timeout);
         let mut give_up = try_timeout.map(|t| self.now.saturating_add(span(t)));
         if let Some(deadline) = self.requests[request].deadline {
@@ -357,6 +419,7 @@ impl Run<'_> {
                 continue;
             }
             self.servers[server].busy += 1;
+            self.tries[index].started = self.now;
             let seconds = self.service_time(server);
             let at = self.now + nanos(seconds);
             self.schedule(at, Event::Done(index));
@@ -387,7 +450,10 @@ impl Run<'_> {
 
     fn done(&mut self, index: usize) {
         let server = self.tries[index].server;
-        self.servers[server].busy -= 1;
+        let state = &mut self.servers[server];
+        state.busy -= 1;
+        state.recent[state.finished % RECENT] = (self.now, self.now - self.tries[index].started);
+        state.finished += 1;
         if !self.tries[index].over {
             self.tries[index].over = true;
             let now = self.now;
@@ -423,6 +489,52 @@ impl Run<'_> {
             self.start_try(request);
         } else {
             self.fail(request);
+        }
+    }
+
+    /// Sends the probes `balancer`'s pool asks for after a pick.
+    fn send_probes(&mut self, balancer: usize) {
+        let delay = span(self.scenario.probe_delay);
+        for probe in self.pools[balancer].probes() {
+            let index = self.probes.len();
+            self.probes.push(InFlightProbe {
+                probe: Some(probe),
+                in_flight: 0,
+                latency: Duration::ZERO,
+            });
+            self.schedule(self.now.saturating_add(delay), Event::ProbeArrives(index));
+        }
+    }
+
+    /// A probe reaches its server, which answers with the tries it holds
+    /// (running or queued) and the mean of its recent service times.
+    fn probe_arrives(&mut self, index: usize) {
+        let Some(server) = self.probes[index].probe.as_ref().map(|p| *p.backend()) else {
+            return;
+        };
+        let state = &self.servers[server];
+        let holds = state.busy as usize + state.queue.len();
+        // The mean of its last service times that ended within the
+        // window; none (0): a server idle that long is taken as fast.
+        let now = self.now;
+        let (sum, count) = state.recent[..state.finished.min(RECENT)]
+            .iter()
+            .filter(|(ended, _)| now.saturating_sub(*ended) <= PROBE_WINDOW)
+            .fold((0u64, 0u64), |(sum, count), (_, time)| {
+                (sum + time, count + 1)
+            });
+        let mean = sum.checked_div(count).unwrap_or(0);
+        let probe = &mut self.probes[index];
+        probe.in_flight = u32::try_from(holds).unwrap_or(u32::MAX);
+        probe.latency = Duration::from_nanos(mean);
+        let delay = span(self.scenario.probe_delay);
+        self.schedule(self.now.saturating_add(delay), Event::ProbeAnswered(index));
+    }
+
+    fn probe_answered(&mut self, index: usize) {
+        let probe = &mut self.probes[index];
+        if let Some(sent) = probe.probe.take() {
+            sent.answer(probe.in_flight, probe.latency);
         }
     }
 

@@ -84,12 +84,21 @@ pub struct Scenario {
     pub slowdowns: Vec<Slowdown>,
     /// Servers slowed at random.
     pub antagonists: Option<Antagonists>,
+    /// Balancers the clients are spread over, each a pool of its own that
+    /// sees only its clients' requests (1: one balancer for all; 0 counts
+    /// as 1).
+    pub balancers: usize,
+    /// How long a probe takes to reach its server, and its answer to come
+    /// back (a probing pick's network; requests themselves are not
+    /// delayed).
+    pub probe_delay: Duration,
     /// The generator's seed (arrivals, service times, seeded picks).
     pub seed: u64,
 }
 
 impl Scenario {
-    /// `servers` at `rate` for `duration`: no timeout, one try, seed 1.
+    /// `servers` at `rate` for `duration`: no timeout, one try, probes
+    /// 100 µs each way, seed 1.
     pub fn new(name: &str, servers: Vec<Server>, rate: f64, duration: Duration) -> Self {
         Self {
             name: name.to_owned(),
@@ -101,6 +110,8 @@ impl Scenario {
             try_timeout: None,
             slowdowns: Vec::new(),
             antagonists: None,
+            balancers: 1,
+            probe_delay: Duration::from_micros(100),
             seed: 1,
         }
     }

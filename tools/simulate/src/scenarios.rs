@@ -11,6 +11,7 @@ pub const ALGORITHMS: &[&str] = &[
     "random",
     "random two least_conn",
     "peak_ewma",
+    "probing",
 ];
 
 /// Linkerd's simulation of latency-aware balancing (Linkerd's "Beyond
@@ -45,7 +46,9 @@ pub fn linkerd(seed: u64) -> Scenario {
 pub const PREQUAL_LOADS: &[f64] = &[0.75, 1.0, 1.4, 1.7];
 
 /// A Prequal-like scenario (Prequal, NSDI 2024, its antagonist
-/// experiment) at `load` times its nominal capacity: 40 servers, each
+/// experiment) at `load` times its nominal capacity: 20 balancers (the
+/// 1,000 clients spread over them, each balancer seeing only its own
+/// picks, as Prequal's many client tasks), 40 servers, each
 /// serving 4 requests at once (the rest queue) in a log-normal time around
 /// 10 ms (mean 11.3 ms); at random, each is slowed threefold for 2 s on
 /// average every 10 s (other work on its machine); 30 s of arrivals, 1 s
@@ -69,6 +72,7 @@ pub fn prequal(load: f64, seed: u64) -> Scenario {
         Duration::from_secs(30),
     );
     scenario.timeout = Some(Duration::from_secs(1));
+    scenario.balancers = 20;
     scenario.antagonists = Some(Antagonists {
         gap: Duration::from_secs(8),
         length: Duration::from_secs(2),

@@ -173,3 +173,48 @@ fn a_try_given_up_in_the_queue_is_not_served() {
     let report = simulate(&scenario, "round_robin").expect("runs");
     assert!(report.success() > 0.03, "success {}", report.success());
 }
+
+/// Four servers, one of them five times slower, each serving one request
+/// at a time, behind ten balancers: the probing pick sees the slow one's
+/// queue in its answers and sends it little. With the answers delayed past
+/// their age (a probe taking 2 s each way), the same pick falls back to
+/// each balancer's own least-connections, which cannot see the others'
+/// picks, and the tail is several times longer.
+#[test]
+fn probes_answers_steer_the_probing_pick() {
+    let mut servers: Vec<Server> = (0..4)
+        .map(|_| Server::new(Service::Fixed(ms(5))).concurrency(1))
+        .collect();
+    servers[0] = Server::new(Service::Fixed(ms(25))).concurrency(1);
+    let mut scenario = Scenario::new("one slow", servers, 300.0, Duration::from_secs(60));
+    scenario.balancers = 10;
+    scenario.timeout = Some(ms(1_000));
+    let answered = simulate(&scenario, "probing").expect("runs");
+    scenario.probe_delay = Duration::from_secs(2);
+    let unanswered = simulate(&scenario, "probing").expect("runs");
+    assert!(
+        answered.p99 * 3.0 < unanswered.p99,
+        "p99 {} s with answers, {} s without",
+        answered.p99,
+        unanswered.p99
+    );
+}
+
+/// Balancers count only their own picks: least-connections behind 50 of
+/// them spreads worse than one balancer that sees every pick.
+#[test]
+fn each_balancer_sees_only_its_own_picks() {
+    let servers = (0..8)
+        .map(|_| Server::new(Service::Fixed(ms(10))).concurrency(2))
+        .collect();
+    let mut scenario = Scenario::new("8 servers", servers, 1_200.0, Duration::from_secs(20));
+    let one = simulate(&scenario, "least_conn").expect("runs");
+    scenario.balancers = 50;
+    let many = simulate(&scenario, "least_conn").expect("runs");
+    assert!(
+        many.p99 > 2.0 * one.p99,
+        "p99 {} s behind one balancer, {} s behind 50",
+        one.p99,
+        many.p99
+    );
+}
