@@ -9,6 +9,9 @@
 //!   [`Reason`], the HTTP status and the retry-after.
 //! - [`RateLimiter`]: one [`Quota`] on one atomic word (GCRA), exact in
 //!   integer nanoseconds.
+//! - [`AdaptiveLimit`]: requests in flight under a limit that follows the
+//!   backends' latency (the gradient of Envoy's adaptive concurrency),
+//!   shedding the excess with [`Shed`] (503) before queues grow.
 //! - Per-key parts keep their state in a table allocated once under a
 //!   [`Capacity`], never exceeded; clients are keyed by [`ClientKey`],
 //!   grouped by [`ClientGrouping`] (IPv6 by /64).
@@ -17,6 +20,7 @@
 //! [`Clock`](crate::Clock) is given: a `ManualClock` makes every decision
 //! exact and repeatable in tests.
 
+mod adaptive;
 mod ban;
 mod capacity;
 mod cidr;
@@ -38,6 +42,9 @@ mod loom_concurrency;
 #[cfg(all(test, loom))]
 mod loom_rate;
 
+pub use adaptive::{
+    AdaptiveLimit, AdaptiveOptions, AdaptiveOptionsError, AdaptivePermit, AdaptiveStats, Shed,
+};
 pub use ban::{BanRule, BanRuleError, BanStats, Bans, Strike};
 pub use capacity::{Capacity, CapacityError};
 pub use cidr::{CidrError, IpList, IpNet};

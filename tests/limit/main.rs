@@ -4,6 +4,7 @@
 #[path = "../common/counting_alloc.rs"]
 mod counting_alloc;
 
+mod adaptive;
 mod cidr;
 mod concurrency_limit;
 mod flow_control;

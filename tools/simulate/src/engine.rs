@@ -29,8 +29,10 @@ use loadbalance::{
     Algorithm, Backend, Context, HealthPolicy, ManualClock, PickError, Picked, Pool, Probe, Tried,
 };
 
+use loadbalance::limit::{AdaptiveLimit, AdaptivePermit, ConcurrencyLimit, Permit};
+
 use super::report::Report;
-use super::{Random, Scenario};
+use super::{Limit, Random, Scenario};
 
 /// A run that could not start.
 #[derive(Debug)]
@@ -42,6 +44,9 @@ pub enum SimulateError {
     /// A rate that is not a number of requests a second from above 0 to
     /// 10^9.
     Rate(f64),
+    /// A limit that cannot be built (a fixed limit of 0, adaptive options
+    /// out of range).
+    Limit(String),
 }
 
 impl fmt::Display for SimulateError {
@@ -50,6 +55,7 @@ impl fmt::Display for SimulateError {
             Self::Algorithm(error) => error.fmt(f),
             Self::Pool(error) => error.fmt(f),
             Self::Rate(rate) => write!(f, "a rate of {rate} a second: from above 0 to 10^9"),
+            Self::Limit(error) => write!(f, "the limit: {error}"),
         }
     }
 }
@@ -83,9 +89,42 @@ struct InFlightProbe {
 const RECENT: usize = 8;
 const PROBE_WINDOW: u64 = 200_000_000;
 
+/// A balancer's limit on requests in flight.
+enum Limiter {
+    Fixed(ConcurrencyLimit),
+    Adaptive(AdaptiveLimit),
+}
+
+/// A request let in by its balancer's limit.
+enum Admission {
+    Fixed(Permit),
+    Adaptive(AdaptivePermit),
+}
+
+impl Limiter {
+    fn admit(&self) -> Option<Admission> {
+        match self {
+            Self::Fixed(limit) => limit.try_acquire().ok().map(Admission::Fixed),
+            Self::Adaptive(limit) => limit.try_acquire().ok().map(Admission::Adaptive),
+        }
+    }
+}
+
+impl Admission {
+    /// The request is over: the adaptive limit learns its latency.
+    fn finish(self) {
+        match self {
+            Self::Fixed(permit) => drop(permit),
+            Self::Adaptive(permit) => permit.finish(),
+        }
+    }
+}
+
 struct Request {
     /// Its client's address (the key of the keyed algorithms).
     client: IpAddr,
+    /// What its balancer's limit let in, until it is over.
+    admission: Option<Admission>,
     /// The balancer its client sends through.
     balancer: usize,
     arrival: u64,
@@ -153,6 +192,8 @@ struct Run<'a> {
     servers: Vec<ServerState>,
     latencies: Vec<f64>,
     failed: u64,
+    shed: u64,
+    limiters: Vec<Option<Limiter>>,
     probes: Vec<InFlightProbe>,
 }
 
@@ -222,6 +263,9 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(SimulateError::Pool)?;
+    let limiters = (0..scenario.balancers.max(1))
+        .map(|balancer| limiter(scenario, &clock, seed ^ balancer as u64))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut run = Run {
         scenario,
         pools,
@@ -244,6 +288,8 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
             .collect(),
         latencies: Vec::new(),
         failed: 0,
+        shed: 0,
+        limiters,
         probes: Vec::new(),
     };
     run.schedule_arrival();
@@ -272,8 +318,33 @@ pub fn simulate(scenario: &Scenario, algorithm: &str) -> Result<Report, Simulate
         &algorithm.to_string(),
         run.latencies,
         run.failed,
+        run.shed,
+        scenario.duration,
         &areas,
     ))
+}
+
+/// A balancer's limit, as the scenario sets it.
+fn limiter(
+    scenario: &Scenario,
+    clock: &Arc<ManualClock>,
+    seed: u64,
+) -> Result<Option<Limiter>, SimulateError> {
+    Ok(match &scenario.limit {
+        Limit::None => None,
+        Limit::Fixed(max) => {
+            let max = std::num::NonZeroU32::new(*max)
+                .ok_or_else(|| SimulateError::Limit("a fixed limit of 0".to_owned()))?;
+            Some(Limiter::Fixed(ConcurrencyLimit::new(max)))
+        }
+        Limit::Adaptive(options) => Some(Limiter::Adaptive(
+            options
+                .clone()
+                .seed(seed)
+                .build_with_clock(Arc::clone(clock))
+                .map_err(|error| SimulateError::Limit(error.to_string()))?,
+        )),
+    })
 }
 
 /// Most antagonist spells drawn for one server: a run of a day with a
@@ -341,9 +412,21 @@ impl Run<'_> {
         let index = self.requests.len();
         let scenario = self.scenario;
         let client = self.arrivals.below(CLIENTS) as u32;
+        let balancer = client as usize % scenario.balancers.max(1);
+        let admission = match &self.limiters[balancer] {
+            None => None,
+            Some(limiter) => match limiter.admit() {
+                Some(admission) => Some(admission),
+                None => {
+                    self.shed += 1;
+                    return self.schedule_arrival();
+                }
+            },
+        };
         self.requests.push(Request {
             client: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | client)),
-            balancer: client as usize % scenario.balancers.max(1),
+            admission,
+            balancer,
             arrival: self.now,
             deadline: scenario.timeout.map(|t| self.now.saturating_add(span(t))),
             tries: 0,
@@ -466,6 +549,9 @@ impl Run<'_> {
             if !state.finished {
                 state.finished = true;
                 self.latencies.push((self.now - state.arrival) as f64 / 1e9);
+                if let Some(admission) = state.admission.take() {
+                    admission.finish();
+                }
             }
         }
         self.serve(server);
@@ -543,6 +629,9 @@ impl Run<'_> {
         if !state.finished {
             state.finished = true;
             self.failed += 1;
+            if let Some(admission) = state.admission.take() {
+                admission.finish();
+            }
         }
     }
 }

@@ -24,5 +24,5 @@ pub mod scenarios;
 
 pub use engine::{SimulateError, simulate};
 pub use random::{Random, Service};
-pub use report::{Report, table};
-pub use scenario::{Antagonists, Scenario, Server, Slowdown};
+pub use report::{Report, overload_table, table};
+pub use scenario::{Antagonists, Limit, Scenario, Server, Slowdown};

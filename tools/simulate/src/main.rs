@@ -1,9 +1,11 @@
 //! Runs the named scenarios with every algorithm and prints one table
-//! each: `cargo run --release -p loadbalance-simulate -- [linkerd|prequal|demo|all] [seed]`.
+//! each: `cargo run --release -p loadbalance-simulate -- [linkerd|prequal|demo|overload|all] [seed]`.
+//! The overload table runs least-connections behind each limit, at half
+//! and twice the servers' capacity.
 
 use std::process::ExitCode;
 
-use loadbalance_simulate::{scenarios, simulate, table};
+use loadbalance_simulate::{overload_table, scenarios, simulate, table};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -29,8 +31,8 @@ fn main() -> ExitCode {
         .into_iter()
         .filter(|(name, _)| which == "all" || which == *name)
         .collect();
-    if chosen.is_empty() {
-        eprintln!("{which:?}: linkerd, prequal, demo or all");
+    if chosen.is_empty() && which != "overload" {
+        eprintln!("{which:?}: linkerd, prequal, demo, overload or all");
         return ExitCode::FAILURE;
     }
     for (_, group) in chosen {
@@ -48,5 +50,37 @@ fn main() -> ExitCode {
         }
         println!("{}", table(&reports));
     }
+    if which == "all" || which == "overload" {
+        match overload(seed) {
+            Ok(printed) => println!("{printed}"),
+            Err(error) => {
+                eprintln!("overload: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// The overload table: each limit at half the capacity (the unloaded
+/// p99 is the run without a limit there) and at twice it.
+fn overload(seed: u64) -> Result<String, loadbalance_simulate::SimulateError> {
+    let unloaded = simulate(
+        &scenarios::overload(0.5, "no limit", loadbalance_simulate::Limit::None, seed),
+        "least_conn",
+    )?;
+    let mut reports = Vec::new();
+    for load in [0.5, 2.0] {
+        for (label, limit) in scenarios::overload_limits() {
+            reports.push(simulate(
+                &scenarios::overload(load, label, limit, seed),
+                "least_conn",
+            )?);
+        }
+    }
+    Ok(overload_table(
+        &reports,
+        scenarios::overload_capacity(),
+        unloaded.p99,
+    ))
 }

@@ -11,11 +11,15 @@ pub struct Report {
     pub algorithm: String,
     /// Requests that arrived.
     pub requests: u64,
+    /// Requests shed by the balancers' limit (answered at once with a 503).
+    pub shed: u64,
     /// Requests answered within their timeout.
     pub succeeded: u64,
-    /// Latency percentiles over every request, in seconds: p50, p99,
-    /// p99.9; a request not answered within its timeout ranks above every
-    /// answer (infinite: past the timeout).
+    /// Requests answered within their timeout a second of the run.
+    pub goodput: f64,
+    /// Latency percentiles over every request let in, in seconds: p50,
+    /// p99, p99.9; a request not answered within its timeout ranks above
+    /// every answer (infinite: past the timeout).
     pub p50: f64,
     /// See `p50`.
     pub p99: f64,
@@ -34,6 +38,8 @@ impl Report {
         algorithm: &str,
         mut latencies: Vec<f64>,
         failed: u64,
+        shed: u64,
+        duration: std::time::Duration,
         areas: &[f64],
     ) -> Self {
         latencies.sort_by(f64::total_cmp);
@@ -52,8 +58,10 @@ impl Report {
         Self {
             scenario: scenario.to_owned(),
             algorithm: algorithm.to_owned(),
-            requests: succeeded + failed,
+            requests: succeeded + failed + shed,
+            shed,
             succeeded,
+            goodput: succeeded as f64 / duration.as_secs_f64().max(f64::MIN_POSITIVE),
             p50: at(0.5),
             p99: at(0.99),
             p999: at(0.999),
@@ -66,7 +74,8 @@ impl Report {
         }
     }
 
-    /// Answered within the timeout, over all requests.
+    /// Answered within the timeout, over all requests (the shed ones
+    /// too).
     pub fn success(&self) -> f64 {
         self.succeeded as f64 / self.requests.max(1) as f64
     }
@@ -78,13 +87,6 @@ pub fn table(reports: &[Report]) -> String {
         "| scenario | algorithm | requests | success | p50 | p99 | p99.9 | imbalance |\n\
          |---|---|---:|---:|---:|---:|---:|---:|\n",
     );
-    let ms = |seconds: f64| {
-        if seconds.is_finite() {
-            format!("{:.1} ms", 1e3 * seconds)
-        } else {
-            "> timeout".to_owned()
-        }
-    };
     for r in reports {
         let _ = writeln!(
             out,
@@ -100,4 +102,44 @@ pub fn table(reports: &[Report]) -> String {
         );
     }
     out
+}
+
+/// The overload table: for each run, its goodput as a share of
+/// `capacity` (requests a second the servers can serve), the share shed,
+/// and p99 over the requests let in beside `unloaded_p99` (seconds).
+pub fn overload_table(reports: &[Report], capacity: f64, unloaded_p99: f64) -> String {
+    let mut out = String::from(
+        "| scenario | algorithm | requests | shed | goodput (of capacity) | p50 | p99 | p99 / unloaded p99 |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in reports {
+        let ratio = r.p99 / unloaded_p99;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1}% | {:.0}/s ({:.1}%) | {} | {} | {} |",
+            r.scenario,
+            r.algorithm,
+            r.requests,
+            100.0 * r.shed as f64 / r.requests.max(1) as f64,
+            r.goodput,
+            100.0 * r.goodput / capacity,
+            ms(r.p50),
+            ms(r.p99),
+            if ratio.is_finite() {
+                format!("{ratio:.2}")
+            } else {
+                "> timeout".to_owned()
+            },
+        );
+    }
+    out
+}
+
+/// Seconds as milliseconds, or past the timeout.
+fn ms(seconds: f64) -> String {
+    if seconds.is_finite() {
+        format!("{:.1} ms", 1e3 * seconds)
+    } else {
+        "> timeout".to_owned()
+    }
 }

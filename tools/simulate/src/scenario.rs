@@ -3,7 +3,23 @@
 
 use std::time::Duration;
 
+use loadbalance::limit::AdaptiveOptions;
+
 use super::Service;
+
+/// How many requests each balancer lets in at once; the rest are shed at
+/// once (a 503), counted apart from failures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Limit {
+    /// No limit.
+    #[default]
+    None,
+    /// At most this many in flight (`ConcurrencyLimit`).
+    Fixed(u32),
+    /// The crate's adaptive limit (`AdaptiveLimit`), on the run's clock,
+    /// seeded from the scenario's seed.
+    Adaptive(AdaptiveOptions),
+}
 
 /// One server: how long it takes, and how many requests it works on at
 /// once (the others wait in its queue, first come first served).
@@ -84,6 +100,8 @@ pub struct Scenario {
     pub slowdowns: Vec<Slowdown>,
     /// Servers slowed at random.
     pub antagonists: Option<Antagonists>,
+    /// Each balancer's limit on requests in flight.
+    pub limit: Limit,
     /// Balancers the clients are spread over, each a pool of its own that
     /// sees only its clients' requests (1: one balancer for all; 0 counts
     /// as 1).
@@ -110,6 +128,7 @@ impl Scenario {
             try_timeout: None,
             slowdowns: Vec::new(),
             antagonists: None,
+            limit: Limit::None,
             balancers: 1,
             probe_delay: Duration::from_micros(100),
             seed: 1,

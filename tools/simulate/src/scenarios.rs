@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use super::{Antagonists, Scenario, Server, Service, Slowdown};
+use loadbalance::limit::AdaptiveOptions;
+
+use super::{Antagonists, Limit, Scenario, Server, Service, Slowdown};
 
 /// The crate's algorithms a table compares (those that need no key).
 pub const ALGORITHMS: &[&str] = &[
@@ -102,6 +104,56 @@ pub fn demo(seed: u64) -> Scenario {
         Duration::from_secs(20),
     );
     scenario.timeout = Some(Duration::from_secs(1));
+    scenario.seed = seed;
+    scenario
+}
+
+/// The servers of the overload scenario: 10, each serving 4 requests at
+/// once (the rest queue) in a log-normal time around 10 ms.
+fn overload_servers() -> Vec<Server> {
+    let service = Service::LogNormal {
+        median: Duration::from_millis(10),
+        sigma: 0.5,
+    };
+    (0..10)
+        .map(|_| Server::new(service.clone()).concurrency(4))
+        .collect()
+}
+
+/// What the overload scenario's servers can serve a second (40 at once,
+/// 11.3 ms each on average: about 3,530).
+pub fn overload_capacity() -> f64 {
+    let servers = overload_servers();
+    servers
+        .iter()
+        .map(|server| f64::from(server.concurrency) / server.service.mean())
+        .sum()
+}
+
+/// The limits the overload scenario compares: none, a generous fixed
+/// limit (Envoy's most for its adaptive limit), one fitted by hand to
+/// these servers, and the adaptive limit with its defaults.
+pub fn overload_limits() -> Vec<(&'static str, Limit)> {
+    vec![
+        ("no limit", Limit::None),
+        ("fixed 1000", Limit::Fixed(1000)),
+        ("fixed 48", Limit::Fixed(48)),
+        ("adaptive", Limit::Adaptive(AdaptiveOptions::default())),
+    ]
+}
+
+/// The overload scenario: one balancer (least-connections) in front of
+/// `overload_servers`, Poisson arrivals at `load` times their capacity for
+/// 60 s, 1 s timeout, behind `limit` (named `label` in the table).
+pub fn overload(load: f64, label: &str, limit: Limit, seed: u64) -> Scenario {
+    let mut scenario = Scenario::new(
+        &format!("overload {load}x, {label}"),
+        overload_servers(),
+        load * overload_capacity(),
+        Duration::from_secs(60),
+    );
+    scenario.timeout = Some(Duration::from_secs(1));
+    scenario.limit = limit;
     scenario.seed = seed;
     scenario
 }

@@ -218,3 +218,48 @@ fn each_balancer_sees_only_its_own_picks() {
         many.p99
     );
 }
+
+/// At twice the servers' capacity the adaptive limit sheds the excess
+/// and keeps the rest fast: goodput within 5% of capacity and p99 within
+/// twice the unloaded one, where a generous fixed limit lets queues grow
+/// (p99 several times the unloaded one) and no limit lets every request
+/// time out.
+#[test]
+fn the_adaptive_limit_holds_goodput_and_tail_at_twice_capacity() {
+    use loadbalance_simulate::Limit;
+    let run = |load: f64, limit: Limit| {
+        let mut scenario = scenarios::overload(load, "test", limit, 3);
+        scenario.duration = Duration::from_secs(10);
+        simulate(&scenario, "least_conn").expect("runs")
+    };
+    let capacity = scenarios::overload_capacity();
+    let unloaded = run(0.5, Limit::None);
+    let adaptive = run(
+        2.0,
+        Limit::Adaptive(loadbalance::limit::AdaptiveOptions::default()),
+    );
+    assert!(
+        adaptive.goodput >= 0.95 * capacity,
+        "goodput {} of {capacity}",
+        adaptive.goodput
+    );
+    assert!(
+        adaptive.p99 <= 2.0 * unloaded.p99,
+        "p99 {} s, unloaded {} s",
+        adaptive.p99,
+        unloaded.p99
+    );
+    assert!(adaptive.shed > 0);
+    let generous = run(2.0, Limit::Fixed(1000));
+    assert!(
+        generous.p99 > 5.0 * unloaded.p99,
+        "p99 {} s behind a fixed 1000",
+        generous.p99
+    );
+    let none = run(2.0, Limit::None);
+    assert!(
+        none.goodput < 0.5 * capacity,
+        "goodput {} with no limit",
+        none.goodput
+    );
+}
