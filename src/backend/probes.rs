@@ -56,6 +56,10 @@ pub(crate) struct Ring {
     /// `pending` (bit `k`: slot `k` came since the last pick).
     epoch: u64,
     pending: u16,
+    /// The newest state's stamp: only a state this new forgets answers
+    /// of backends it does not have (an older one, still finishing a pick
+    /// begun before a rebuild, would forget a new backend's).
+    newest: u64,
 }
 
 impl Ring {
@@ -67,6 +71,7 @@ impl Ring {
             used: 0,
             epoch: 0,
             pending: 0,
+            newest: 0,
         }
     }
 
@@ -120,6 +125,22 @@ impl Ring {
     #[inline]
     pub(crate) fn set_index(&mut self, k: usize, index: u32) {
         self.slots[k].index = index;
+    }
+
+    /// Looks slot `k`'s index up again at the next pick.
+    pub(crate) fn unresolve(&mut self, k: usize) {
+        self.pending |= 1 << k;
+    }
+
+    /// Whether the state stamped `epoch` is the newest built.
+    #[inline]
+    pub(crate) fn is_newest(&self, epoch: u64) -> bool {
+        epoch >= self.newest
+    }
+
+    /// A state stamped `epoch` was built.
+    pub(crate) fn built(&mut self, epoch: u64) {
+        self.newest = self.newest.max(epoch);
     }
 
     /// Empties slot `k`.
@@ -268,6 +289,11 @@ impl ProbeBoard {
         self.ring.lock().shrink(settings.capacity);
     }
 
+    /// A state stamped `epoch` was built over these records.
+    pub(crate) fn built(&self, epoch: u64) {
+        self.ring.lock().built(epoch);
+    }
+
     /// The pool, if no one holds it now (a pick's way in).
     #[inline]
     pub(crate) fn try_ring(&self) -> Option<MutexGuard<'_, Ring>> {
@@ -303,6 +329,12 @@ impl ProbeBoard {
         // Relaxed: the counter only numbers the draws.
         let k = self.draws.fetch_add(1, Ordering::Relaxed);
         splitmix(self.seed.load(Ordering::Relaxed).wrapping_add(k))
+    }
+
+    /// The pool, held (for tests of what a pick does meanwhile).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn hold(&self) -> MutexGuard<'_, Ring> {
+        self.ring.lock()
     }
 
     /// A copy of the answers in the pool, for tests.

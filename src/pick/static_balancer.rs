@@ -155,6 +155,12 @@ impl<T, F> Static<T, F> {
         &self.form
     }
 
+    /// The table, for the crate's own tests.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn table(&self) -> &Backends<T> {
+        &self.backends
+    }
+
     /// The state, to change before the first pick (`&mut self`).
     pub(crate) fn form_mut(&mut self) -> &mut F {
         &mut self.form

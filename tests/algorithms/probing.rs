@@ -232,3 +232,101 @@ fn under_threads_counts_return_to_zero_and_no_limit_is_exceeded() {
     stress::<lockfree::Probing<u32>>("lock-free");
     stress::<locked::Probing<u32>>("locked");
 }
+
+/// Off the plain path (a backend down), the answer chosen is the best of
+/// those that may take the pick, not merely one that may: a, b, c and d
+/// answered 1, 30, 3 and 20 ms, a is down, so every pick is c.
+#[test]
+fn off_the_plain_path_the_best_answer_that_may_take_the_pick_wins() {
+    let clock = Arc::new(ManualClock::new());
+    let options = ProbingOptions::default()
+        .probes(4)
+        .uses(255)
+        .hot_percentile(100);
+    let pool = pool(&["a", "b", "c", "d"], options, &clock);
+    answer_all(&pool, |backend| match backend {
+        "a" => (0, 1),
+        "b" => (0, 30),
+        "c" => (0, 3),
+        _ => (0, 20),
+    });
+    pool.set_state("a", AdminState::Down)
+        .expect("a is a member");
+    for _ in 0..10 {
+        assert_eq!(**pool.pick(&Context::new()).expect("a pick").guard(), "c");
+    }
+}
+
+/// A clock that, on the one thread that armed it, stops its next reading
+/// until released: a pick held mid-way, as a preempted thread would be.
+#[derive(Debug)]
+struct GateClock;
+
+thread_local! {
+    static ARMED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+static GATE: std::sync::Mutex<
+    Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
+> = std::sync::Mutex::new(None);
+
+impl loadbalance::Clock for GateClock {
+    fn now(&self) -> Duration {
+        if ARMED.with(|armed| armed.replace(false)) {
+            let gate = GATE.lock().expect("the gate").take();
+            if let Some((entered, release)) = gate {
+                let _ = entered.send(());
+                let _ = release.recv_timeout(Duration::from_secs(5));
+            }
+        }
+        Duration::ZERO
+    }
+}
+
+/// A pick begun on the set before a backend was added (held mid-way)
+/// finishes on that set, and does not make the pool forget the new
+/// backend's answer: the next pick, on the new set, takes it.
+#[test]
+fn a_pick_begun_before_a_rebuild_keeps_the_new_backends_answer() {
+    let options = ProbingOptions::default()
+        .probes(8)
+        .uses(255)
+        .hot_percentile(100)
+        .seed(1);
+    let lb = Arc::new(
+        Live::<lockfree::Probing<&'static str>>::builder()
+            .clock(GateClock)
+            .health(HealthPolicy::none())
+            .options(options)
+            .build(["a", "b", "c"].map(Backend::new))
+            .expect("valid"),
+    );
+    // A backend down sends picks to the slow path, which reads the clock.
+    lb.set_state("c", AdminState::Down).expect("a member");
+    for probe in lb.probes() {
+        let ms = if *probe.backend() == "a" { 30 } else { 40 };
+        probe.answer(0, MS * ms);
+    }
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    *GATE.lock().expect("the gate") = Some((entered_tx, release_rx));
+    let straggler = {
+        let lb = Arc::clone(&lb);
+        std::thread::spawn(move || {
+            ARMED.with(|armed| armed.set(true));
+            *lb.pick(&Context::new()).expect("a pick")
+        })
+    };
+    entered_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the straggler is held mid-pick");
+    lb.add(Backend::new("d")).expect("d is new");
+    for probe in lb.probes() {
+        if *probe.backend() == "d" {
+            probe.answer(0, MS); // the best answer
+        }
+    }
+    release_tx.send(()).expect("the straggler waits");
+    assert_eq!(straggler.join().expect("the straggler"), "a");
+    assert_eq!(*lb.pick(&Context::new()).expect("a pick"), "d");
+}

@@ -25,6 +25,7 @@ use super::cache::{self, Cache};
 use super::forward::error;
 use super::idle::{Busy, Idle};
 use super::request_target;
+use super::state::State;
 use super::{Shared, stopped};
 
 /// What the proxy counts, beside the pools' own figures. Each counter is
@@ -82,6 +83,10 @@ pub struct Counters {
     pub dns_updates: AtomicU64,
     /// Changed DNS answers refused (the pools kept as they were).
     pub dns_updates_failed: AtomicU64,
+    /// Requests a route's adaptive concurrency limit shed.
+    pub shed_by_route: AtomicU64,
+    /// Requests a pool's adaptive concurrency limit shed.
+    pub shed_by_pool: AtomicU64,
 }
 
 impl Counters {
@@ -202,9 +207,97 @@ impl Counters {
                 "Changed DNS answers refused (the pools kept).",
                 &self.dns_updates_failed,
             ),
+            (
+                "proxy_shed_by_route_total",
+                "Requests shed by a route's adaptive concurrency limit (503).",
+                &self.shed_by_route,
+            ),
+            (
+                "proxy_shed_by_pool_total",
+                "Requests shed by a pool's adaptive concurrency limit (503).",
+                &self.shed_by_pool,
+            ),
         ] {
             family(out, name, help);
             let _ = writeln!(out, "{name} {}", count.load(Relaxed));
+        }
+    }
+}
+
+/// Each adaptive limit's limit and requests in flight, by pool and route.
+fn adaptive(state: &State, out: &mut String) {
+    let pools = state
+        .upstreams
+        .iter()
+        .filter_map(|u| Some(("pool", u.name.as_str(), u.adaptive.as_ref()?)));
+    let routes = state
+        .config
+        .routes
+        .iter()
+        .zip(&state.routes)
+        .filter_map(|(config, route)| {
+            Some(("route", config.name.as_str(), route.adaptive.as_ref()?))
+        });
+    let limits: Vec<_> = pools.chain(routes).collect();
+    if limits.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP proxy_adaptive_limit Adaptive concurrency limits now.\n\
+         # TYPE proxy_adaptive_limit gauge"
+    );
+    for (scope, name, adaptive) in &limits {
+        let _ = writeln!(
+            out,
+            "proxy_adaptive_limit{{{scope}=\"{}\"}} {}",
+            escaped(name),
+            adaptive.limit.limit()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP proxy_adaptive_in_flight Requests in flight under each adaptive limit.\n\
+         # TYPE proxy_adaptive_in_flight gauge"
+    );
+    for (scope, name, adaptive) in &limits {
+        let _ = writeln!(
+            out,
+            "proxy_adaptive_in_flight{{{scope}=\"{}\"}} {}",
+            escaped(name),
+            adaptive.limit.stats().in_flight
+        );
+    }
+}
+
+/// Each probing pool's probes: answered, failed (no answer in time, or
+/// not a 2xx) and skipped (past the pool's bound in flight).
+fn probes(state: &State, out: &mut String) {
+    let probers: Vec<_> = state
+        .upstreams
+        .iter()
+        .filter_map(|u| Some((u.name.as_str(), u.prober.as_ref()?)))
+        .collect();
+    if probers.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP proxy_probes_total Probes of a probing pool's backends, by result.\n\
+         # TYPE proxy_probes_total counter"
+    );
+    for (pool, prober) in probers {
+        let pool = escaped(pool);
+        for (result, count) in [
+            ("answered", &prober.answered),
+            ("failed", &prober.failed),
+            ("skipped", &prober.skipped),
+        ] {
+            let _ = writeln!(
+                out,
+                "proxy_probes_total{{pool=\"{pool}\",result=\"{result}\"}} {}",
+                count.load(Relaxed)
+            );
         }
     }
 }
@@ -233,6 +326,8 @@ pub(crate) fn metrics(shared: &Shared) -> String {
     }
     let mut out = pools.render();
     shared.counters.render(&mut out);
+    adaptive(&state, &mut out);
+    probes(&state, &mut out);
     let watches = shared.resolving.stats();
     if !watches.is_empty() {
         let _ = writeln!(

@@ -59,6 +59,103 @@ pub struct Config {
     /// How `[resolve]`'s names are looked up.
     #[serde(default)]
     pub(crate) resolver: ResolverConfig,
+    /// Adaptive concurrency limits, by pool name: requests past a pool's
+    /// limit are shed with 503 before they queue.
+    #[serde(default)]
+    pub(crate) adaptive: BTreeMap<String, AdaptiveConfig>,
+    /// Probes of a `probing` pool's backends, by pool name.
+    #[serde(default)]
+    pub(crate) probing: BTreeMap<String, ProbingConfig>,
+}
+
+/// An adaptive concurrency limit (`[adaptive.POOL]`, or a route's
+/// `adaptive`): the crate's [`AdaptiveOptions`](loadbalance::limit::AdaptiveOptions),
+/// Envoy's settings and defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AdaptiveConfig {
+    /// The limit before any latency is known.
+    pub(crate) initial: u32,
+    pub(crate) min_limit: u32,
+    pub(crate) max_limit: u32,
+    /// How often the limit moves.
+    pub(crate) interval_ms: u64,
+    /// The percentile of a window's latencies it goes by.
+    pub(crate) percentile: u8,
+    /// How often the idle latency is measured again, over how many
+    /// requests, at what concurrency.
+    pub(crate) min_rtt_interval_ms: u64,
+    pub(crate) min_rtt_requests: u32,
+    pub(crate) min_concurrency: u32,
+    /// How far above the idle latency a window may be before the limit
+    /// falls, in percent.
+    pub(crate) buffer_percent: u8,
+    /// The spread of `min_rtt_interval_ms`, in percent.
+    pub(crate) jitter_percent: u8,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        Self {
+            initial: 20,
+            min_limit: 3,
+            max_limit: 1000,
+            interval_ms: 100,
+            percentile: 50,
+            min_rtt_interval_ms: 60_000,
+            min_rtt_requests: 50,
+            min_concurrency: 3,
+            buffer_percent: 25,
+            jitter_percent: 15,
+        }
+    }
+}
+
+impl AdaptiveConfig {
+    pub(crate) fn options(&self) -> loadbalance::limit::AdaptiveOptions {
+        loadbalance::limit::AdaptiveOptions::default()
+            .initial(self.initial)
+            .min_limit(self.min_limit)
+            .max_limit(self.max_limit)
+            .interval(Duration::from_millis(self.interval_ms))
+            .percentile(self.percentile)
+            .min_rtt_interval(Duration::from_millis(self.min_rtt_interval_ms))
+            .min_rtt_requests(self.min_rtt_requests)
+            .min_concurrency(self.min_concurrency)
+            .buffer(self.buffer_percent)
+            .jitter(self.jitter_percent)
+    }
+}
+
+/// `[probing.POOL]`: how a `probing` pool's backends are asked for their
+/// load (Prequal's probes): a GET to `path`, its round trip the latency,
+/// and the backend's requests in flight from `in_flight_header` (this
+/// proxy's own count of them when the backend does not say).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProbingConfig {
+    pub(crate) path: String,
+    /// A probe not answered within this is dropped.
+    #[serde(default = "default_probe_timeout")]
+    pub(crate) timeout_ms: u64,
+    /// The response header a backend states its requests in flight in.
+    #[serde(default = "default_in_flight_header")]
+    pub(crate) in_flight_header: String,
+    /// Probes of the pool in flight at once at most (more are skipped).
+    #[serde(default = "default_probes_in_flight")]
+    pub(crate) max_in_flight: usize,
+}
+
+fn default_probe_timeout() -> u64 {
+    200
+}
+
+fn default_in_flight_header() -> String {
+    "x-in-flight".to_owned()
+}
+
+fn default_probes_in_flight() -> usize {
+    64
 }
 
 /// `[resolve.NAME]`: a pool's backends from DNS, looked up again as their
@@ -408,6 +505,10 @@ pub(crate) struct RouteConfig {
     /// defaults, or a table of [`CompressionConfig`]'s settings.
     #[serde(default)]
     pub(crate) compress: Compress,
+    /// An adaptive concurrency limit on the route's requests (`{}` for
+    /// the defaults): past it they are shed with 503.
+    #[serde(default)]
+    pub(crate) adaptive: Option<AdaptiveConfig>,
 }
 
 /// A route's `compress`.
@@ -652,6 +753,59 @@ impl Config {
                     ConfigError::invalid(format!("routes[{index}].compress.{field}"), why)
                 })?;
             }
+            if let Some(adaptive) = &route.adaptive {
+                adaptive
+                    .options()
+                    .build()
+                    .map_err(|e| ConfigError::invalid(format!("routes[{index}].adaptive"), e))?;
+            }
+        }
+        for (name, adaptive) in &self.adaptive {
+            if !self.pools.contains_key(name) {
+                return Err(ConfigError::invalid(
+                    format!("adaptive.{name}"),
+                    "no such pool",
+                ));
+            }
+            adaptive
+                .options()
+                .build()
+                .map_err(|e| ConfigError::invalid(format!("adaptive.{name}"), e))?;
+        }
+        for (name, probing) in &self.probing {
+            let probes = self
+                .pools
+                .get(name)
+                .map(|pool| matches!(pool.algorithm.as_str(), "probing" | "prequal"));
+            match probes {
+                None => {
+                    return Err(ConfigError::invalid(
+                        format!("probing.{name}"),
+                        "no such pool",
+                    ));
+                }
+                Some(false) => {
+                    return Err(ConfigError::invalid(
+                        format!("probing.{name}"),
+                        "the pool's algorithm is not probing",
+                    ));
+                }
+                Some(true) => {}
+            }
+            if !probing.path.starts_with('/') || !super::links::sendable(&probing.path) {
+                return Err(ConfigError::invalid(
+                    format!("probing.{name}.path"),
+                    "an origin-form path (`/probe`)",
+                ));
+            }
+            if probing.timeout_ms == 0 || probing.max_in_flight == 0 {
+                return Err(ConfigError::invalid(
+                    format!("probing.{name}"),
+                    "timeout_ms and max_in_flight must be more than 0",
+                ));
+            }
+            hyper::header::HeaderName::from_bytes(probing.in_flight_header.as_bytes())
+                .map_err(|e| ConfigError::invalid(format!("probing.{name}.in_flight_header"), e))?;
         }
         self.cache
             .check()

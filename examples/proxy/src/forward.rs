@@ -184,98 +184,134 @@ async fn serve(
     if let Some(outcome) = outcome.as_deref_mut() {
         outcome.route = Some(matched.rule().to_owned());
     }
-    let trusted = state
-        .clients
-        .trusted
-        .as_ref()
-        .is_some_and(|trusted| trusted.trusts(peer.ip()));
-    let has_body = !body.is_end_stream();
-    // A tunnel is never cached (checked last: only cached routes pay).
-    if route.cache && Cache::handles(&head, has_body) && tunnel::requested(&head).is_none() {
-        let key = cache::primary(protocol.scheme(), &host, &path);
-        let origin = Arc::new(ToBackends {
-            shared: Arc::clone(shared),
-            backends: backends.clone(),
-            state: Arc::clone(&state),
-            route: index,
+    // The route's adaptive limit: past it the request is shed at once.
+    let permit = match &route.adaptive {
+        Some(adaptive) => match adaptive.limit.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => return shed(shared, Scope::Route),
+        },
+        None => None,
+    };
+    let response = async {
+        let trusted = state
+            .clients
+            .trusted
+            .as_ref()
+            .is_some_and(|trusted| trusted.trusts(peer.ip()));
+        let has_body = !body.is_end_stream();
+        // A tunnel is never cached (checked last: only cached routes pay).
+        if route.cache && Cache::handles(&head, has_body) && tunnel::requested(&head).is_none() {
+            let key = cache::primary(protocol.scheme(), &host, &path);
+            let origin = Arc::new(ToBackends {
+                shared: Arc::clone(shared),
+                backends: backends.clone(),
+                state: Arc::clone(&state),
+                route: index,
+                peer: peer.ip(),
+                client,
+                trusted,
+                host,
+                scheme: protocol.scheme(),
+                path,
+            });
+            // What a trusted proxy says of the URL reaches the backend, so it
+            // keys the response as `Vary` would.
+            // An untrusted client's words of the URL never reach the backend
+            // (`set_forwarding` drops them): dropped here, they key nothing.
+            let also_by = url_forwarding(&head.headers);
+            let also_by = if trusted {
+                also_by
+            } else {
+                for name in &also_by {
+                    head.headers.remove(name);
+                }
+                Vec::new()
+            };
+            let key = cache::Key { uri: key, also_by };
+            // Boxed: the cache's future would otherwise widen every request's.
+            let fetched = Box::pin(shared.cache.serve(origin, head, key, admission)).await;
+            if let Some(outcome) = outcome {
+                outcome.upstream = fetched.upstream;
+                outcome.upstream_time = fetched.upstream_time;
+            }
+            return fetched.response;
+        }
+        let hop = Hop {
             peer: peer.ip(),
             client,
             trusted,
-            host,
+            host: Some(host.as_str()),
             scheme: protocol.scheme(),
-            path,
-        });
-        // What a trusted proxy says of the URL reaches the backend, so it
-        // keys the response as `Vary` would.
-        // An untrusted client's words of the URL never reach the backend
-        // (`set_forwarding` drops them): dropped here, they key nothing.
-        let also_by = url_forwarding(&head.headers);
-        let also_by = if trusted {
-            also_by
-        } else {
-            for name in &also_by {
-                head.headers.remove(name);
-            }
-            Vec::new()
         };
-        let key = cache::Key { uri: key, also_by };
-        // Boxed: the cache's future would otherwise widen every request's.
-        let fetched = Box::pin(shared.cache.serve(origin, head, key, admission)).await;
-        if let Some(outcome) = outcome {
-            outcome.upstream = fetched.upstream;
-            outcome.upstream_time = fetched.upstream_time;
+        let method = head.method.clone();
+        let accepted = route
+            .compression
+            .as_ref()
+            .map(|_| Accepted::read(&head.headers));
+        let routed = Routed {
+            upstream,
+            hop,
+            path: &path,
+            admission: Some(admission),
+            outcome,
+        };
+        // Boxed: every future around it (the connection's service, the access
+        // log's) would otherwise be as wide and be moved whole per request.
+        let mut response = Box::pin(forward(
+            shared,
+            backends,
+            routed,
+            head,
+            has_body.then_some(body),
+        ))
+        .await;
+        if route.cache {
+            // Past the cache: an unsafe method answered without an error
+            // invalidates its URI (RFC 9111 §4.4).
+            let safe = matches!(
+                method,
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+            );
+            let status = response.status();
+            if !safe && (status.is_success() || status.is_redirection()) {
+                shared
+                    .cache
+                    .invalidate(&cache::primary(protocol.scheme(), &host, &path));
+            }
+            let why = if safe { "fwd=bypass" } else { "fwd=method" };
+            cache::set_status(response.headers_mut(), why);
         }
-        return fetched.response;
+        match (&route.compression, accepted) {
+            (Some(compression), Some(accepted)) => compression.apply(&method, &accepted, response),
+            _ => response,
+        }
     }
-    let hop = Hop {
-        peer: peer.ip(),
-        client,
-        trusted,
-        host: Some(host.as_str()),
-        scheme: protocol.scheme(),
-    };
-    let method = head.method.clone();
-    let accepted = route
-        .compression
-        .as_ref()
-        .map(|_| Accepted::read(&head.headers));
-    let routed = Routed {
-        upstream,
-        hop,
-        path: &path,
-        admission: Some(admission),
-        outcome,
-    };
-    // Boxed: every future around it (the connection's service, the access
-    // log's) would otherwise be as wide and be moved whole per request.
-    let mut response = Box::pin(forward(
-        shared,
-        backends,
-        routed,
-        head,
-        has_body.then_some(body),
-    ))
     .await;
-    if route.cache {
-        // Past the cache: an unsafe method answered without an error
-        // invalidates its URI (RFC 9111 §4.4).
-        let safe = matches!(
-            method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-        );
-        let status = response.status();
-        if !safe && (status.is_success() || status.is_redirection()) {
-            shared
-                .cache
-                .invalidate(&cache::primary(protocol.scheme(), &host, &path));
-        }
-        let why = if safe { "fwd=bypass" } else { "fwd=method" };
-        cache::set_status(response.headers_mut(), why);
+    // The time to the response head teaches the limit.
+    if let Some(permit) = permit {
+        permit.finish();
     }
-    match (&route.compression, accepted) {
-        (Some(compression), Some(accepted)) => compression.apply(&method, &accepted, response),
-        _ => response,
-    }
+    response
+}
+
+/// Where an adaptive limit shed a request.
+#[derive(Clone, Copy)]
+enum Scope {
+    Route,
+    Pool,
+}
+
+/// A request an adaptive concurrency limit shed: 503, at once.
+fn shed(shared: &Shared, scope: Scope) -> Response<ProxyBody> {
+    let counter = match scope {
+        Scope::Route => &shared.counters.shed_by_route,
+        Scope::Pool => &shared.counters.shed_by_pool,
+    };
+    counter.fetch_add(1, Relaxed);
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 busy: past the adaptive concurrency limit\n",
+    )
 }
 
 /// A cached route's backends, as a miss reaches them: owned, so a
@@ -415,11 +451,36 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
+/// Forwards a routed request within its pool's adaptive limit, if the
+/// pool has one: past it the request is shed at once; admitted, its time
+/// to the response head teaches the limit.
+async fn forward(
+    shared: &Shared,
+    backends: &Http1,
+    routed: Routed<'_>,
+    head: Parts,
+    body: Option<Incoming>,
+) -> Response<ProxyBody> {
+    let permit = match &routed.upstream.adaptive {
+        Some(adaptive) => match adaptive.limit.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => return shed(shared, Scope::Pool),
+        },
+        None => None,
+    };
+    let response = pick_and_send(shared, backends, routed, head, body).await;
+    if let Some(permit) = permit {
+        permit.finish();
+    }
+    response
+}
+
 /// Picks, forwards and retries. A request may be retried when its method
 /// is idempotent and it has no body (a streamed body cannot be replayed),
 /// on a backend it has not tried, while attempts and the retry budget
 /// last; a refused connection, a timeout and a 502/503/504 are retried.
-async fn forward(
+/// A probing pool's probes go out after each pick.
+async fn pick_and_send(
     shared: &Shared,
     backends: &Http1,
     routed: Routed<'_>,
@@ -557,6 +618,9 @@ async fn forward(
             }
         };
         tried.insert(picked.guard());
+        if let Some(prober) = &upstream.prober {
+            prober.send(upstream, backends, pool.probes());
+        }
         let outgoing = Outgoing {
             method: &method,
             target: path,

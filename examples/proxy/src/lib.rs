@@ -29,6 +29,7 @@ pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod idle;
 pub(crate) mod links;
+pub(crate) mod probing;
 pub(crate) mod request_target;
 pub(crate) mod resolve;
 pub(crate) mod serve;

@@ -18,15 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loadbalance::limit::{
-    BanRule, ConcurrencyLimit, FlowControl, ForwardedHeader, IpList, Quota, TrustedProxies,
+    AdaptiveLimit, BanRule, ConcurrencyLimit, FlowControl, ForwardedHeader, IpList, Quota,
+    TrustedProxies,
 };
 use loadbalance::route::Router;
 use loadbalance::{Algorithm, Context, Pool, PoolConfig};
 use parking_lot::Mutex;
 
 use super::compress::Compression;
-use super::config::{ClientsConfig, Config, ConfigError};
+use super::config::{AdaptiveConfig, ClientsConfig, Config, ConfigError};
 use super::links::{self, Link, Own};
+use super::probing::Prober;
 use super::tls::Certificates;
 
 /// One configuration, running.
@@ -48,6 +50,8 @@ pub(crate) struct State {
 pub(crate) struct Route {
     /// An index into `upstreams`.
     pub(crate) upstream: usize,
+    /// Its adaptive concurrency limit, named by the route.
+    pub(crate) adaptive: Option<Adaptive>,
     /// Through the shared cache.
     pub(crate) cache: bool,
     /// Responses compressed.
@@ -65,6 +69,39 @@ pub(crate) struct Upstream {
     /// The pool's own client, for a protocol other than the workers'
     /// HTTP/1.1 (`links/`). Shared by the workers.
     pub(crate) own: Option<Own>,
+    /// Its adaptive concurrency limit.
+    pub(crate) adaptive: Option<Adaptive>,
+    /// How its backends are probed (a `probing` pool).
+    pub(crate) prober: Option<Arc<Prober>>,
+}
+
+/// An adaptive concurrency limit with the settings it was built with: a
+/// reload with the same settings keeps it (and what it learnt).
+#[derive(Clone)]
+pub(crate) struct Adaptive {
+    pub(crate) config: AdaptiveConfig,
+    pub(crate) limit: AdaptiveLimit,
+}
+
+impl Adaptive {
+    /// `previous` if it has the same settings, else a new limit.
+    fn keep_or_build(
+        config: &AdaptiveConfig,
+        previous: Option<&Adaptive>,
+        field: String,
+    ) -> Result<Self, ConfigError> {
+        if let Some(previous) = previous.filter(|p| &p.config == config) {
+            return Ok(previous.clone());
+        }
+        let limit = config
+            .options()
+            .build()
+            .map_err(|e| ConfigError::invalid(field, e))?;
+        Ok(Self {
+            config: config.clone(),
+            limit,
+        })
+    }
 }
 
 impl Upstream {
@@ -192,8 +229,24 @@ impl State {
                 )?)),
                 None => None,
             };
+            let adaptive = match &route.adaptive {
+                Some(adaptive) => {
+                    // The same route (by name) before this reload.
+                    let running = previous.and_then(|p| {
+                        let at = p.config.routes.iter().position(|r| r.name == route.name)?;
+                        p.routes.get(at)?.adaptive.as_ref()
+                    });
+                    Some(Adaptive::keep_or_build(
+                        adaptive,
+                        running,
+                        format!("routes[{index}].adaptive"),
+                    )?)
+                }
+                None => None,
+            };
             routes.push(Route {
                 upstream,
+                adaptive,
                 cache: route.cache,
                 compression,
             });
@@ -256,11 +309,28 @@ impl State {
                     .map_err(|e| ConfigError::invalid(format!("pools.{name}"), e))?;
             }
             let by_uri = matches!(pool.algorithm(), Algorithm::Hash(_));
+            let running = previous.and_then(|p| p.upstream(name));
+            let adaptive = match config.adaptive.get(name) {
+                Some(adaptive) => Some(Adaptive::keep_or_build(
+                    adaptive,
+                    running.and_then(|u| u.adaptive.as_ref()),
+                    format!("adaptive.{name}"),
+                )?),
+                None => None,
+            };
+            let prober = config.probing.get(name).map(|probing| {
+                match running.and_then(|u| u.prober.as_ref()) {
+                    Some(prober) if prober.config == *probing => Arc::clone(prober),
+                    _ => Arc::new(Prober::new(probing.clone())),
+                }
+            });
             upstreams.push(Upstream {
                 name: name.clone(),
                 pool,
                 by_uri,
                 own,
+                adaptive,
+                prober,
             });
         }
         Ok(Self {

@@ -105,7 +105,8 @@ impl ProbingOptions {
         self
     }
 
-    /// How long an answer may steer picks (default 1 s): it leaves the pool
+    /// How long an answer may steer picks (default 1 s; above zero, below
+    /// 584 years): it leaves the pool
     /// when an answer comes this long after it. (A pick does not read the
     /// clock; while no answer comes, each answer still steers at most its
     /// [`uses`](Self::uses).)

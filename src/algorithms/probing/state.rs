@@ -67,7 +67,9 @@ impl<T> Build<T> for ProbingState {
 
     fn build(set: &Set<'_, T>, options: &ProbingOptions) -> Result<Self, BuildError> {
         let (rule, settings) = options.check()?;
-        set.common().start_probes(settings);
+        let board = set.common().start_probes(settings);
+        let epoch = next_epoch();
+        board.built(epoch);
         let mut ids: Vec<(u64, u32)> = set
             .records()
             .zip(0u32..)
@@ -76,7 +78,7 @@ impl<T> Build<T> for ProbingState {
         ids.sort_unstable();
         Ok(Self {
             ids: ids.into_boxed_slice(),
-            epoch: next_epoch(),
+            epoch,
             rule,
             fallback: Choices::least_loaded(set.validated(), options.seed),
         })
@@ -122,5 +124,46 @@ impl std::fmt::Debug for ProbingState {
             .field("backends", &self.ids.len())
             .field("rule", &self.rule)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use crate::pick::{Balancer, Context};
+    use crate::{ProbingOptions, lockfree};
+
+    /// A pick never waits for the pool: with another thread holding it, a
+    /// pick in this one falls back and returns (it would hang on a lock).
+    #[test]
+    fn a_pick_never_waits_for_the_pool() {
+        let options = ProbingOptions::default().probes(2).uses(255);
+        let lb = lockfree::Probing::with_options([("a", 1), ("b", 1)], options).expect("valid");
+        for probe in lb.probes() {
+            probe.answer(0, Duration::from_millis(1));
+        }
+        let board = lb.table().common().probes().expect("a probing pool");
+        let (held_tx, held_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let _ring = board.hold();
+                held_tx.send(()).expect("main waits");
+                // Held until the pick below has returned, or 5 s.
+                let _ = done_rx.recv_timeout(Duration::from_secs(5));
+            });
+            held_rx.recv().expect("the holder runs");
+            let (tx, rx) = mpsc::channel();
+            let lb = &lb;
+            scope.spawn(move || tx.send(lb.pick(&Context::new()).map(|g| *g)));
+            let picked = rx.recv_timeout(Duration::from_secs(2));
+            done_tx.send(()).expect("the holder waits");
+            assert!(
+                matches!(picked, Ok(Ok("a" | "b"))),
+                "the pick returned while the pool was held: {picked:?}"
+            );
+        });
     }
 }

@@ -22,5 +22,6 @@ mod logs;
 mod resolve;
 #[cfg(feature = "redis")]
 mod shared_limit;
+mod tail;
 mod tls;
 mod websocket;
