@@ -2,9 +2,11 @@
 //!
 //! The backends differ: `fast` answers in 1-2 ms, `medium` in 5 ms, `slow`
 //! in 20 ms, and `flaky` in 3 ms but fails 2% of requests with 503. For
-//! each of `round_robin`, `least_conn`, `peak_ewma` and `hash` (nginx's
-//! `hash $request_uri`, over 200 distinct URIs) the demo starts the proxy
-//! with one pool of the four and runs 32 closed-loop clients for 7.5 s.
+//! each of `round_robin`, `least_conn`, `peak_ewma`, `probing` (Prequal's
+//! pick: the backends answer probes at `/probe` with their requests in
+//! flight) and `hash` (nginx's `hash $request_uri`, over 200 distinct
+//! URIs) the demo starts the proxy with one pool of the four and runs 32
+//! closed-loop clients for 7.5 s.
 //! Along the way:
 //! - at 1 s a greedy client sends a burst past its rate limit (the 429s);
 //! - from 2.5 s to 5 s `medium` is down (every answer and `/healthz` 503):
@@ -21,7 +23,7 @@
 //! Then the cache: the same load through a cached route while the
 //! backends say `Cache-Control: max-age=1`, and every backend down from
 //! 2 s to 4 s: the hit ratio, the backend requests saved, and the stale
-//! answers that stood in during the outage. It takes about 40 s and
+//! answers that stood in during the outage. It takes about 50 s and
 //! stops by itself.
 //!
 //! `cargo run --release -p loadbalance-proxy --example demo`
@@ -88,7 +90,7 @@ const FAST: usize = 0;
 const MEDIUM: usize = 1;
 const SLOW: usize = 2;
 
-const ALGORITHMS: [&str; 4] = ["round_robin", "least_conn", "peak_ewma", "hash"];
+const ALGORITHMS: [&str; 5] = ["round_robin", "least_conn", "peak_ewma", "probing", "hash"];
 /// The proxy's one pool.
 const POOL: &str = "web";
 
@@ -346,8 +348,13 @@ interval_ms = {CHECK_INTERVAL_MS}
 timeout_ms = {CHECK_INTERVAL_MS}
 rise = 2
 fall = 2
-"#,
-        servers.join("\n")
+{probing}"#,
+        servers.join("\n"),
+        probing = if algorithm == "probing" {
+            format!("\n[probing.{POOL}]\npath = \"/probe\"\ntimeout_ms = 200\n")
+        } else {
+            String::new()
+        }
     )
 }
 

@@ -3,7 +3,9 @@
 //! of requests with 503, reports its health on `/healthz`, and counts what
 //! it served (peak in flight included), all changeable while it runs.
 //!
-//! Paths: `/healthz` (200, or 503 while unhealthy); `/echo` streams the
+//! Paths: `/healthz` (200, or 503 while unhealthy); `/probe` answers a
+//! probing proxy's probe after the backend's delay, stating its requests
+//! in flight in `x-in-flight` (503 while down); `/echo` streams the
 //! request body back; `/stream` sends `chunks` chunks 10 ms apart;
 //! anything else is answered `200 <name>` (or 503 while failing).
 
@@ -135,6 +137,20 @@ async fn answer(request: Request<Incoming>, name: Bytes, control: Arc<Control>) 
             },
             name,
         );
+    }
+    if path == "/probe" {
+        // As slow as a request (it waits its turn as one would), but no
+        // work: Prequal's probe.
+        tokio::time::sleep(Duration::from_micros(control.delay_us.load(Relaxed))).await;
+        if control.down.load(Relaxed) {
+            return text(StatusCode::SERVICE_UNAVAILABLE, name);
+        }
+        let mut response = text(StatusCode::OK, name);
+        response.headers_mut().insert(
+            "x-in-flight",
+            hyper::header::HeaderValue::from(control.in_flight.load(Relaxed)),
+        );
+        return response;
     }
     *control.last_headers.lock() = Some(request.headers().clone());
     let _busy = InFlight::enter(&control);
