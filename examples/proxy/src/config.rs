@@ -798,10 +798,12 @@ impl Config {
                     "an origin-form path (`/probe`)",
                 ));
             }
-            if probing.timeout_ms == 0 || probing.max_in_flight == 0 {
+            if !(1..=60_000).contains(&probing.timeout_ms)
+                || !(1..=10_000).contains(&probing.max_in_flight)
+            {
                 return Err(ConfigError::invalid(
                     format!("probing.{name}"),
-                    "timeout_ms and max_in_flight must be more than 0",
+                    "timeout_ms from 1 to 60000 and max_in_flight from 1 to 10000",
                 ));
             }
             hyper::header::HeaderName::from_bytes(probing.in_flight_header.as_bytes())

@@ -18,7 +18,9 @@ use hyper::header::{
 };
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Version};
-use loadbalance::limit::{Admission, ForwardedHeader, Reason, Rejection, UnreadableForwarded};
+use loadbalance::limit::{
+    AdaptivePermit, Admission, ForwardedHeader, Reason, Rejection, UnreadableForwarded,
+};
 use loadbalance::{PickError, Tried};
 
 use std::future::Future;
@@ -34,7 +36,7 @@ use super::framing::Head;
 use super::headers::{Hop, grpc_unavailable, set_forwarding, strip_hop_by_hop, url_forwarding};
 use super::links::{self, Answer, Http1, Link, Outgoing, Own};
 use super::request_target;
-use super::state::{State, Upstream};
+use super::state::{Adaptive, State, Upstream};
 use super::tunnel;
 
 /// How a request came: the protocol, and TLS's version if any.
@@ -184,114 +186,99 @@ async fn serve(
     if let Some(outcome) = outcome.as_deref_mut() {
         outcome.route = Some(matched.rule().to_owned());
     }
-    // The route's adaptive limit: past it the request is shed at once.
-    let permit = match &route.adaptive {
-        Some(adaptive) => match adaptive.limit.try_acquire() {
-            Ok(permit) => Some(permit),
-            Err(_) => return shed(shared, Scope::Route),
-        },
-        None => None,
-    };
-    let response = async {
-        let trusted = state
-            .clients
-            .trusted
-            .as_ref()
-            .is_some_and(|trusted| trusted.trusts(peer.ip()));
-        let has_body = !body.is_end_stream();
-        // A tunnel is never cached (checked last: only cached routes pay).
-        if route.cache && Cache::handles(&head, has_body) && tunnel::requested(&head).is_none() {
-            let key = cache::primary(protocol.scheme(), &host, &path);
-            let origin = Arc::new(ToBackends {
-                shared: Arc::clone(shared),
-                backends: backends.clone(),
-                state: Arc::clone(&state),
-                route: index,
-                peer: peer.ip(),
-                client,
-                trusted,
-                host,
-                scheme: protocol.scheme(),
-                path,
-            });
-            // What a trusted proxy says of the URL reaches the backend, so it
-            // keys the response as `Vary` would.
-            // An untrusted client's words of the URL never reach the backend
-            // (`set_forwarding` drops them): dropped here, they key nothing.
-            let also_by = url_forwarding(&head.headers);
-            let also_by = if trusted {
-                also_by
-            } else {
-                for name in &also_by {
-                    head.headers.remove(name);
-                }
-                Vec::new()
-            };
-            let key = cache::Key { uri: key, also_by };
-            // Boxed: the cache's future would otherwise widen every request's.
-            let fetched = Box::pin(shared.cache.serve(origin, head, key, admission)).await;
-            if let Some(outcome) = outcome {
-                outcome.upstream = fetched.upstream;
-                outcome.upstream_time = fetched.upstream_time;
-            }
-            return fetched.response;
-        }
-        let hop = Hop {
+    let trusted = state
+        .clients
+        .trusted
+        .as_ref()
+        .is_some_and(|trusted| trusted.trusts(peer.ip()));
+    let has_body = !body.is_end_stream();
+    // A tunnel is never cached (checked last: only cached routes pay).
+    if route.cache && Cache::handles(&head, has_body) && tunnel::requested(&head).is_none() {
+        let key = cache::primary(protocol.scheme(), &host, &path);
+        let origin = Arc::new(ToBackends {
+            shared: Arc::clone(shared),
+            backends: backends.clone(),
+            state: Arc::clone(&state),
+            route: index,
             peer: peer.ip(),
             client,
             trusted,
-            host: Some(host.as_str()),
+            host,
             scheme: protocol.scheme(),
-        };
-        let method = head.method.clone();
-        let accepted = route
-            .compression
-            .as_ref()
-            .map(|_| Accepted::read(&head.headers));
-        let routed = Routed {
-            upstream,
-            hop,
-            path: &path,
-            admission: Some(admission),
-            outcome,
-        };
-        // Boxed: every future around it (the connection's service, the access
-        // log's) would otherwise be as wide and be moved whole per request.
-        let mut response = Box::pin(forward(
-            shared,
-            backends,
-            routed,
-            head,
-            has_body.then_some(body),
-        ))
-        .await;
-        if route.cache {
-            // Past the cache: an unsafe method answered without an error
-            // invalidates its URI (RFC 9111 §4.4).
-            let safe = matches!(
-                method,
-                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-            );
-            let status = response.status();
-            if !safe && (status.is_success() || status.is_redirection()) {
-                shared
-                    .cache
-                    .invalidate(&cache::primary(protocol.scheme(), &host, &path));
+            path,
+        });
+        // What a trusted proxy says of the URL reaches the backend, so it
+        // keys the response as `Vary` would.
+        // An untrusted client's words of the URL never reach the backend
+        // (`set_forwarding` drops them): dropped here, they key nothing.
+        let also_by = url_forwarding(&head.headers);
+        let also_by = if trusted {
+            also_by
+        } else {
+            for name in &also_by {
+                head.headers.remove(name);
             }
-            let why = if safe { "fwd=bypass" } else { "fwd=method" };
-            cache::set_status(response.headers_mut(), why);
+            Vec::new()
+        };
+        let key = cache::Key { uri: key, also_by };
+        // Boxed: the cache's future would otherwise widen every request's.
+        let fetched = Box::pin(shared.cache.serve(origin, head, key, admission)).await;
+        if let Some(outcome) = outcome {
+            outcome.upstream = fetched.upstream;
+            outcome.upstream_time = fetched.upstream_time;
         }
-        match (&route.compression, accepted) {
-            (Some(compression), Some(accepted)) => compression.apply(&method, &accepted, response),
-            _ => response,
-        }
+        return fetched.response;
     }
+    let hop = Hop {
+        peer: peer.ip(),
+        client,
+        trusted,
+        host: Some(host.as_str()),
+        scheme: protocol.scheme(),
+    };
+    let method = head.method.clone();
+    let accepted = route
+        .compression
+        .as_ref()
+        .map(|_| Accepted::read(&head.headers));
+    let routed = Routed {
+        upstream,
+        route_limit: route.adaptive.as_ref(),
+        hop,
+        path: &path,
+        admission: Some(admission),
+        outcome,
+    };
+    // Boxed: every future around it (the connection's service, the access
+    // log's) would otherwise be as wide and be moved whole per request.
+    let mut response = Box::pin(forward(
+        shared,
+        backends,
+        routed,
+        head,
+        has_body.then_some(body),
+    ))
     .await;
-    // The time to the response head teaches the limit.
-    if let Some(permit) = permit {
-        permit.finish();
+    if route.cache {
+        // Past the cache: an unsafe method answered without an error
+        // invalidates its URI (RFC 9111 §4.4).
+        let safe = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        let status = response.status();
+        if !safe && (status.is_success() || status.is_redirection()) {
+            shared
+                .cache
+                .invalidate(&cache::primary(protocol.scheme(), &host, &path));
+        }
+        let why = if safe { "fwd=bypass" } else { "fwd=method" };
+        cache::set_status(response.headers_mut(), why);
     }
-    response
+    match (&route.compression, accepted) {
+        (Some(compression), Some(accepted)) => compression.apply(&method, &accepted, response),
+        _ => response,
+    }
 }
 
 /// Where an adaptive limit shed a request.
@@ -301,17 +288,48 @@ enum Scope {
     Pool,
 }
 
-/// A request an adaptive concurrency limit shed: 503, at once.
+/// A request an adaptive concurrency limit shed: 503 at once, to be tried
+/// again in a second.
 fn shed(shared: &Shared, scope: Scope) -> Response<ProxyBody> {
     let counter = match scope {
         Scope::Route => &shared.counters.shed_by_route,
         Scope::Pool => &shared.counters.shed_by_pool,
     };
     counter.fetch_add(1, Relaxed);
-    error(
+    let mut response = error(
         StatusCode::SERVICE_UNAVAILABLE,
         "503 busy: past the adaptive concurrency limit\n",
-    )
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The adaptive permits a request to the backends holds (its route's and
+/// its pool's). Only a backend's answer, or its silence past the upstream
+/// timeout, teaches the limits its latency ([`finish`](Self::finish)); a
+/// request the proxy answers itself gives its slots back untaught.
+struct Limits(Option<AdaptivePermit>, Option<AdaptivePermit>);
+
+impl Limits {
+    /// The route's permit, then the pool's: `Err` with the limit that
+    /// shed the request.
+    fn take(route: Option<&Adaptive>, pool: Option<&Adaptive>) -> Result<Self, Scope> {
+        let take = |adaptive: Option<&Adaptive>, scope| match adaptive {
+            Some(adaptive) => adaptive.limit.try_acquire().map(Some).map_err(|_| scope),
+            None => Ok(None),
+        };
+        let route = take(route, Scope::Route)?;
+        let pool = take(pool, Scope::Pool)?;
+        Ok(Self(route, pool))
+    }
+
+    fn finish(self) {
+        for permit in [self.0, self.1].into_iter().flatten() {
+            permit.finish();
+        }
+    }
 }
 
 /// A cached route's backends, as a miss reaches them: owned, so a
@@ -353,6 +371,7 @@ impl cache::Origin for ToBackends {
             let mut outcome = Outcome::default();
             let routed = Routed {
                 upstream: &self.state.upstreams[route.upstream],
+                route_limit: route.adaptive.as_ref(),
                 hop,
                 path: &self.path,
                 admission,
@@ -380,6 +399,8 @@ impl cache::Origin for ToBackends {
 /// what the access log is to learn.
 struct Routed<'a> {
     upstream: &'a Upstream,
+    /// The route's adaptive limit, if it has one.
+    route_limit: Option<&'a Adaptive>,
     hop: Hop<'a>,
     path: &'a str,
     /// The client's admission; none for the cache's background refresh.
@@ -451,36 +472,14 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-/// Forwards a routed request within its pool's adaptive limit, if the
-/// pool has one: past it the request is shed at once; admitted, its time
-/// to the response head teaches the limit.
-async fn forward(
-    shared: &Shared,
-    backends: &Http1,
-    routed: Routed<'_>,
-    head: Parts,
-    body: Option<Incoming>,
-) -> Response<ProxyBody> {
-    let permit = match &routed.upstream.adaptive {
-        Some(adaptive) => match adaptive.limit.try_acquire() {
-            Ok(permit) => Some(permit),
-            Err(_) => return shed(shared, Scope::Pool),
-        },
-        None => None,
-    };
-    let response = pick_and_send(shared, backends, routed, head, body).await;
-    if let Some(permit) = permit {
-        permit.finish();
-    }
-    response
-}
-
 /// Picks, forwards and retries. A request may be retried when its method
 /// is idempotent and it has no body (a streamed body cannot be replayed),
 /// on a backend it has not tried, while attempts and the retry budget
 /// last; a refused connection, a timeout and a 502/503/504 are retried.
-/// A probing pool's probes go out after each pick.
-async fn pick_and_send(
+/// A probing pool's probes go out after each pick. The route's and the
+/// pool's adaptive limits are asked once the body is read, before the
+/// first pick: a slow sender holds no slot of theirs.
+async fn forward(
     shared: &Shared,
     backends: &Http1,
     routed: Routed<'_>,
@@ -489,6 +488,7 @@ async fn pick_and_send(
 ) -> Response<ProxyBody> {
     let Routed {
         upstream,
+        route_limit,
         hop,
         path,
         admission,
@@ -591,6 +591,10 @@ async fn pick_and_send(
     set_forwarding(&mut headers, hop);
     let ctx = upstream.context(hop.client, path.as_bytes());
     let pool = &upstream.pool;
+    let limits = match Limits::take(route_limit, upstream.adaptive.as_ref()) {
+        Ok(limits) => limits,
+        Err(scope) => return shed(shared, scope),
+    };
 
     shared.budget.deposit();
     let mut tried = Tried::new();
@@ -610,7 +614,10 @@ async fn pick_and_send(
                 Ok(picked) => picked,
                 Err(e) => {
                     return match (last, last_error) {
-                        (Some(response), _) => plain(response, admission),
+                        (Some(response), _) => {
+                            limits.finish();
+                            plain(response, admission)
+                        }
                         (None, Some((status, text))) => error(status, text),
                         (None, None) => no_backend(shared, e),
                     };
@@ -667,6 +674,7 @@ async fn pick_and_send(
                         admission,
                         permit: place,
                     };
+                    limits.finish();
                     tokio::spawn(tunnel::run(
                         client_side,
                         backend_side,
@@ -691,6 +699,7 @@ async fn pick_and_send(
                     last = Some(response);
                     continue;
                 }
+                limits.finish();
                 let (parts, body) = response.into_parts();
                 let held = Held::new(
                     body,
@@ -735,6 +744,7 @@ async fn pick_and_send(
                     shared.counters.retries.fetch_add(1, Relaxed);
                     continue;
                 }
+                limits.finish();
                 return error(StatusCode::GATEWAY_TIMEOUT, "504 gateway timeout\n");
             }
         }

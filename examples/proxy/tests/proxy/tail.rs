@@ -262,3 +262,219 @@ async fn a_probing_pool_sends_requests_where_the_probes_say() {
     })
     .await;
 }
+
+// What teaches an adaptive limit: only a backend's answer (a review
+// found a slow body holding slots, and the proxy's own answers and cache
+// hits teaching the limits a latency of microseconds).
+
+fn limit_of(proxy: &loadbalance_proxy::Proxy, label: (&str, &str)) -> f64 {
+    sample(
+        &parse_metrics(&proxy.metrics()),
+        "proxy_adaptive_limit",
+        &[label],
+    )
+    .unwrap_or(-1.0)
+}
+
+fn in_flight_of(proxy: &loadbalance_proxy::Proxy, label: (&str, &str)) -> f64 {
+    sample(
+        &parse_metrics(&proxy.metrics()),
+        "proxy_adaptive_in_flight",
+        &[label],
+    )
+    .unwrap_or(-1.0)
+}
+
+/// Two clients trickling request bodies hold no slot of the pool's
+/// limit (pinned at 2 while it measures): the limit is asked once a body
+/// is read, and another request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_body_holds_no_adaptive_slot() {
+    bounded(async {
+        let web = backend("web").await;
+        let config = format!(
+            "{}{}\n[adaptive.web]\nmin_concurrency = 2\n",
+            web_config("", "", &[&web]),
+            ""
+        );
+        let proxy = start(&config).await;
+        let mut slow = Vec::new();
+        for _ in 0..2 {
+            let mut stream = tokio::net::TcpStream::connect(proxy.addr())
+                .await
+                .expect("connects");
+            tokio::io::AsyncWriteExt::write_all(
+                &mut stream,
+                b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 100\r\n\r\nab",
+            )
+            .await
+            .expect("writes");
+            slow.push(stream);
+        }
+        // Both bodies under way at the proxy.
+        let connections = |proxy: &loadbalance_proxy::Proxy| {
+            sample(&parse_metrics(&proxy.metrics()), "proxy_connections", &[])
+        };
+        assert!(eventually(Duration::from_secs(2), || connections(&proxy) == Some(2.0)).await);
+        assert_eq!(in_flight_of(&proxy, ("pool", "web")), 0.0);
+        let reply = get(&client(), proxy.addr(), "site.test", "/").await;
+        assert_eq!(
+            web.control.in_flight.load(Relaxed),
+            0,
+            "the backend holds nothing"
+        );
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "not shed: the slow bodies hold no slot"
+        );
+        drop(slow);
+        assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
+
+/// Sends a POST whose chunked body is malformed: the proxy answers 400 at
+/// once, no backend asked.
+async fn broken_body(proxy: &loadbalance_proxy::Proxy) -> String {
+    raw(
+        proxy.addr(),
+        b"POST / HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        Duration::from_secs(1),
+    )
+    .await
+}
+
+async fn sequential_then_burst(
+    proxy: &loadbalance_proxy::Proxy,
+    path: impl Fn(usize) -> String,
+) -> Vec<StatusCode> {
+    let client = client();
+    for i in 0..12 {
+        let reply = get(&client, proxy.addr(), "site.test", &path(i)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let replies: Vec<_> = (0..5)
+        .map(|i| {
+            let (client, addr, path) = (client.clone(), proxy.addr(), path(100 + i));
+            tokio::spawn(async move { get(&client, addr, "site.test", &path).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for reply in replies {
+        statuses.push(reply.await.expect("ran"));
+    }
+    statuses
+}
+
+/// What the proxy answers itself (a malformed body's 400, before any
+/// backend is picked) teaches the pool's limit nothing: five of them leave
+/// the idle latency unmeasured; five requests to a healthy 20 ms backend
+/// then measure it, and the limit holds a burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_proxy_gives_itself_teach_no_limit() {
+    bounded(async {
+        let web = slow_web(Duration::from_millis(20)).await;
+        let config = format!(
+            "{}\n[adaptive.web]\nmin_rtt_requests = 5\ninterval_ms = 20\n",
+            web_config("", "", &[&web])
+        );
+        let proxy = start(&config).await;
+        for _ in 0..5 {
+            let answer = broken_body(&proxy).await;
+            assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        }
+        assert_eq!(
+            limit_of(&proxy, ("pool", "web")),
+            3.0,
+            "still pinned: nothing measured"
+        );
+        let client = client();
+        for _ in 0..5 {
+            let reply = get(&client, proxy.addr(), "site.test", "/").await;
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+        assert_eq!(limit_of(&proxy, ("pool", "web")), 20.0, "measured");
+        let statuses = sequential_then_burst(&proxy, |_| "/".to_owned()).await;
+        assert!(
+            limit_of(&proxy, ("pool", "web")) >= 20.0
+                && statuses.iter().all(|s| *s == StatusCode::OK),
+            "limit {} after a healthy backend at concurrency 1; burst {statuses:?}",
+            limit_of(&proxy, ("pool", "web"))
+        );
+        assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
+
+/// A healthy backend at concurrency 1 keeps its pool's limit and sheds
+/// nothing of a burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_backend_keeps_its_limit() {
+    bounded(async {
+        let web = slow_web(Duration::from_millis(20)).await;
+        let config = format!(
+            "{}\n[adaptive.web]\nmin_rtt_requests = 5\ninterval_ms = 20\n",
+            web_config("", "", &[&web])
+        );
+        let proxy = start(&config).await;
+        let client = client();
+        for _ in 0..5 {
+            assert_eq!(
+                get(&client, proxy.addr(), "site.test", "/").await.status,
+                StatusCode::OK
+            );
+        }
+        let statuses = sequential_then_burst(&proxy, |_| "/".to_owned()).await;
+        assert!(
+            limit_of(&proxy, ("pool", "web")) >= 20.0
+                && statuses.iter().all(|s| *s == StatusCode::OK),
+            "limit {}; burst {statuses:?}",
+            limit_of(&proxy, ("pool", "web"))
+        );
+        assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
+
+/// Cache hits teach the route's limit nothing (they reach no backend):
+/// a miss and four hits leave the idle latency unmeasured; misses to a
+/// healthy 20 ms origin measure it, and the limit holds a burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_hits_teach_no_limit() {
+    use crate::cache::{Answer as Said, Origin, has_stored};
+    bounded(async {
+        let origin = Origin::start(|parts, _| {
+            let cc = if parts.uri.path() == "/hit" { "max-age=600" } else { "no-store" };
+            Said::ok(&[("cache-control", cc)], "x").after(Duration::from_millis(20))
+        })
+        .await;
+        let config = format!(
+            "{}\n[cache]\n\n[[routes]]\nname = \"all\"\npath = \"/\"\npool = \"web\"\ncache = true\n\
+             adaptive = {{ min_rtt_requests = 5, interval_ms = 20 }}\n{}",
+            server_section(""),
+            pool_at("web", "", &[origin.addr])
+        );
+        let proxy = start(&config).await;
+        let client = client();
+        assert_eq!(get(&client, proxy.addr(), "site.test", "/hit").await.status, StatusCode::OK);
+        assert!(has_stored(&proxy, 1).await);
+        for _ in 0..4 {
+            assert_eq!(get(&client, proxy.addr(), "site.test", "/hit").await.status, StatusCode::OK);
+        }
+        assert_eq!(origin.count(), 1, "four hits");
+        assert_eq!(
+            limit_of(&proxy, ("route", "all")),
+            3.0,
+            "still pinned: one backend answer of five"
+        );
+        let statuses = sequential_then_burst(&proxy, |i| format!("/miss?{i}")).await;
+        assert!(
+            limit_of(&proxy, ("route", "all")) >= 20.0 && statuses.iter().all(|s| *s == StatusCode::OK),
+            "limit {} after a healthy origin at concurrency 1; burst {statuses:?}",
+            limit_of(&proxy, ("route", "all"))
+        );
+        assert_eq!(proxy.shutdown().await, 0);
+    })
+    .await;
+}
