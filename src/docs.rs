@@ -15,6 +15,7 @@
 //! | [`Random`](crate::lockfree::Random) | drawn by weight with exact shares (an alias table), `O(1)`; seedable | same |
 //! | [`RandomLeastConn`](crate::lockfree::RandomLeastConn) | the first of d distinct candidates drawn by weight | the candidate with the fewest active per weight (`a_i * w_j < a_j * w_i`), `O(d)` |
 //! | [`PeakEwma`](crate::lockfree::PeakEwma) | the candidate with the lowest peak-EWMA latency per weight | the lowest latency × (active + 1) per weight, `O(d)` |
+//! | [`Probing`](crate::lockfree::Probing) | the cold probe answer of lowest latency (Prequal's rule over the answers of [`Probe`](crate::Probe)s); power-of-two-choices least-connections while none is on hand | same, each pick counting one more in flight in its answer |
 //! | [`NginxIpHash`](crate::lockfree::NginxIpHash) | nginx's `ip_hash` map bit for bit (3 IPv4 octets or 16 IPv6 bytes, `(hash * 113 + byte) % 6271`, by weight; rehash on an unavailable backend) | same |
 //! | [`NginxHash`](crate::lockfree::NginxHash) | nginx's `hash $key consistent` (ketama ring, `weight * 160` CRC-32 points a server) or `hash $key` map bit for bit | same |
 //!
@@ -46,7 +47,10 @@
 //!   thread (no shared write); seeded, they number their draws with one
 //!   shared counter, so one thread's picks equal the mutex-backed form's.
 //!   Two racing power-of-two-choices picks may read the same counts, as
-//!   least-connections' may.
+//!   least-connections' may;
+//! - probing reads its pool of probe answers under a lock it only tries:
+//!   a pick that finds it held (another pick, or an answer being kept)
+//!   takes the power-of-two-choices fallback rather than wait.
 //!
 //! The mutex-backed forms serialise every pick on one lock, so a pick that
 //! costs `O(n)` (smooth weighted round-robin, least-connections) holds every
@@ -138,9 +142,10 @@
 //!    │          │          │
 //!    └──────────┴──────  pick ────── Context, Tried, Candidates, the driver,
 //!                          │         the forms (LockFree, Locked), Static
-//!                        table ───── Backends, Guard, BackendStats, weights
+//!                        table ───── Backends, Guard, BackendStats, Probe, weights
 //!                          │
-//!                       backend ──── the record, health, Common, peak EWMA
+//!                       backend ──── the record, health, Common, peak EWMA,
+//!                          │         the probe pool
 //!                          │
 //!                 sync, time, error ─ the loom shim, Clock and Nanos, errors
 //! ```
