@@ -44,7 +44,7 @@ pub trait Assemble: sealed::SealedAssemble + Sized + Send + Sync {
 
     /// The probes to send after a pick, if the algorithm probes.
     #[doc(hidden)]
-    fn probes(&self) -> Vec<crate::Probe<Self::Value>>
+    fn probes(&self) -> Vec<crate::table::Probe<Self::Value>>
     where
         Self::Value: Clone;
 }
@@ -80,7 +80,7 @@ where
         Ok(Static::from_parts(backends, F::wrap(state)))
     }
 
-    fn probes(&self) -> Vec<crate::Probe<T>>
+    fn probes(&self) -> Vec<crate::table::Probe<T>>
     where
         T: Clone,
     {

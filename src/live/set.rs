@@ -421,7 +421,7 @@ where
 
     /// The probes to send after a pick, if the algorithm probes
     /// ([`Probe`](crate::Probe)); none for any other algorithm.
-    pub fn probes(&self) -> Vec<crate::Probe<B::Value>>
+    pub fn probes(&self) -> Vec<crate::table::Probe<B::Value>>
     where
         B::Value: Clone,
     {

@@ -459,7 +459,7 @@ impl<T: PoolBackend> Pool<T> {
     /// ([`Algorithm::Probing`]): call it after each pick, send each
     /// [`Probe`](crate::Probe) by your own transport and hand back its
     /// answer. Empty for every other algorithm.
-    pub fn probes(&self) -> Vec<crate::Probe<T>>
+    pub fn probes(&self) -> Vec<crate::table::Probe<T>>
     where
         T: Clone,
     {

@@ -132,8 +132,9 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
+    use super::super::ProbingOptions;
+    use crate::algorithms::lockfree;
     use crate::pick::{Balancer, Context};
-    use crate::{ProbingOptions, lockfree};
 
     /// A pick never waits for the pool: with another thread holding it, a
     /// pick in this one falls back and returns (it would hang on a lock).
