@@ -107,6 +107,7 @@ pub mod docs;
 mod error;
 pub mod limit;
 mod live;
+mod mix;
 mod pick;
 mod pool;
 #[cfg(feature = "route")]

@@ -18,6 +18,7 @@
 //! the seeded stream's counter) are single words read Relaxed: none
 //! publishes anything with it.
 
+use crate::mix::splitmix;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::sync::{Mutex, MutexGuard};
 
@@ -40,6 +41,20 @@ pub(crate) struct Slot {
     /// The backend's index in the set the last pick saw (a cache; see
     /// `Ring::unresolved`).
     pub(crate) index: u32,
+}
+
+impl Slot {
+    /// An answer as it comes, its index not looked up yet.
+    pub(crate) fn answer(id: u64, in_flight: u32, latency: u64, at: u64, uses: u32) -> Self {
+        Self {
+            id,
+            in_flight,
+            latency,
+            at,
+            uses,
+            index: 0,
+        }
+    }
 }
 
 /// The pool itself: at most `capacity` answers, at most one a backend,
@@ -305,17 +320,9 @@ impl ProbeBoard {
         // Relaxed: a setting (see `configure`).
         let uses = self.uses.load(Ordering::Relaxed);
         let max_age = self.max_age.load(Ordering::Relaxed);
-        self.ring.lock().insert(
-            Slot {
-                id,
-                in_flight,
-                latency,
-                at,
-                uses,
-                index: 0,
-            },
-            max_age,
-        );
+        self.ring
+            .lock()
+            .insert(Slot::answer(id, in_flight, latency, at, uses), max_age);
     }
 
     /// Probes a pick asks for.
@@ -354,14 +361,6 @@ impl ProbeBoard {
 #[inline]
 fn count_below(sorted: &[u32], value: u32) -> usize {
     sorted.iter().map(|&v| usize::from(v < value)).sum()
-}
-
-/// SplitMix64's output for counter value `x`.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -437,14 +436,7 @@ mod tests {
             for (at, step) in steps.into_iter().enumerate() {
                 match step {
                     Step::Answer(id, in_flight, latency, uses) => {
-                        ring.insert(Slot {
-                            id,
-                            in_flight,
-                            latency,
-                            at: at as u64,
-                            uses,
-                            ..Slot::default()
-                        }, MAX_AGE);
+                        ring.insert(Slot::answer(id, in_flight, latency, at as u64, uses), MAX_AGE);
                         prop_assert!(
                             ring.slots().iter().all(|s| s.uses == 0 || at as u64 - s.at <= MAX_AGE),
                             "an answer more than the age older than the last leaves"

@@ -95,27 +95,16 @@ mod tests {
     use crate::backend::probes::Slot;
     use proptest::prelude::*;
 
-    fn slot(id: u64, in_flight: u32, latency: u64, at: u64, uses: u32) -> Slot {
-        Slot {
-            id,
-            in_flight,
-            latency,
-            at,
-            uses,
-            ..Slot::default()
-        }
-    }
-
     const RULE: Rule = Rule { hot: 50 };
 
     #[test]
     fn the_cold_answer_of_lowest_latency_wins() {
         // In flight 1, 2, 9, 9: the median is 2; 9s are hot.
         let mut slots = Ring::with(&[
-            slot(0, 9, 1, 0, 1),
-            slot(1, 2, 30, 0, 1),
-            slot(2, 1, 50, 0, 1),
-            slot(3, 9, 2, 0, 1),
+            Slot::answer(0, 9, 1, 0, 1),
+            Slot::answer(1, 2, 30, 0, 1),
+            Slot::answer(2, 1, 50, 0, 1),
+            Slot::answer(3, 9, 2, 0, 1),
         ]);
         let index = |id: u64| Some(id as usize);
         assert_eq!(RULE.select(&mut slots, 1, index, |_| Ok(true)), Ok(Some(1)));
@@ -128,9 +117,9 @@ mod tests {
     #[test]
     fn when_every_answer_it_may_take_is_hot_the_fewest_in_flight_wins() {
         let mut slots = Ring::with(&[
-            slot(0, 1, 1, 0, 5),
-            slot(1, 9, 3, 0, 5),
-            slot(2, 7, 9, 0, 5),
+            Slot::answer(0, 1, 1, 0, 5),
+            Slot::answer(1, 9, 3, 0, 5),
+            Slot::answer(2, 7, 9, 0, 5),
         ]);
         let index = |id: u64| Some(id as usize);
         assert_eq!(
@@ -146,7 +135,7 @@ mod tests {
 
     #[test]
     fn answers_of_removed_backends_leave_the_pool() {
-        let mut slots = Ring::with(&[slot(0, 0, 5, 0, 5), slot(9, 0, 0, 500, 5)]);
+        let mut slots = Ring::with(&[Slot::answer(0, 0, 5, 0, 5), Slot::answer(9, 0, 0, 500, 5)]);
         let index = |id: u64| (id < 5).then_some(id as usize);
         assert_eq!(RULE.select(&mut slots, 1, index, |_| Ok(true)), Ok(Some(0)));
         assert_eq!(slots.slots()[1].uses, 0, "not in the set");
@@ -157,7 +146,7 @@ mod tests {
 
     #[test]
     fn an_error_of_eligibility_is_the_picks() {
-        let mut slots = Ring::with(&[slot(0, 0, 1, 0, 5)]);
+        let mut slots = Ring::with(&[Slot::answer(0, 0, 1, 0, 5)]);
         let error = RULE.select(
             &mut slots,
             1,
@@ -279,7 +268,7 @@ mod tests {
             let rule = Rule { hot };
             let mut slow: Vec<Slot> = answers
                 .iter()
-                .map(|&(id, in_flight, latency, at, uses)| slot(id, in_flight, latency, at, uses))
+                .map(|&(id, in_flight, latency, at, uses)| Slot::answer(id, in_flight, latency, at, uses))
                 .collect();
             let mut fast = Ring::with(&slow);
             fast.built(2);
@@ -298,7 +287,7 @@ mod tests {
                         prop_assert_eq!(got, Ok(want));
                     }
                     Step::Answer(id, in_flight, latency, uses) => {
-                        let answer = slot(id, in_flight, latency, 100 + step as u64, uses);
+                        let answer = Slot::answer(id, in_flight, latency, 100 + step as u64, uses);
                         fast.insert(answer, MAX_AGE);
                         model_insert(&mut slow, answer, MAX_AGE);
                     }

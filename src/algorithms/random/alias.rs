@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(alias.draw(u64::MAX), 1);
         let alias = Alias::new(&weights(&[2, 1, 1]));
         let drawn: std::collections::HashSet<usize> = (0..64u64)
-            .map(|k| alias.draw(crate::algorithms::random::words::splitmix(k)))
+            .map(|k| alias.draw(crate::mix::splitmix(k)))
             .collect();
         assert_eq!(drawn.len(), 3);
     }

@@ -12,16 +12,8 @@ use std::cell::Cell;
 
 use crossbeam_utils::CachePadded;
 
+use crate::mix::splitmix;
 use crate::sync::atomic::{AtomicU64, Ordering};
-
-/// SplitMix64's output for counter value `x`: the seeded stream.
-#[inline]
-pub(super) fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 thread_local! {
     /// This thread's wyrand state; 0 until first used.

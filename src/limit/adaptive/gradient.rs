@@ -213,13 +213,7 @@ impl Gradient {
 
     fn draw(&mut self) -> u64 {
         self.draws += 1;
-        let mut z = self
-            .settings
-            .seed
-            .wrapping_add(self.draws.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        crate::mix::splitmix(self.settings.seed.wrapping_add(self.draws))
     }
 }
 

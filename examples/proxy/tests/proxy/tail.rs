@@ -345,10 +345,22 @@ async fn broken_body(proxy: &loadbalance_proxy::Proxy) -> String {
     .await
 }
 
-async fn sequential_then_burst(
+/// Pool `web` over `web` with an adaptive limit that measures its idle
+/// latency over 5 requests and moves every 20 ms.
+fn measured_over_five(web: &Backend) -> String {
+    format!(
+        "{}\n[adaptive.web]\nmin_rtt_requests = 5\ninterval_ms = 20\n",
+        web_config("", "", &[web])
+    )
+}
+
+/// Twelve requests one at a time (`path(i)`), then five at once: each
+/// answered 200, and the limit named `label` at least 20 after.
+async fn holds_a_burst(
     proxy: &loadbalance_proxy::Proxy,
+    label: (&str, &str),
     path: impl Fn(usize) -> String,
-) -> Vec<StatusCode> {
+) {
     let client = client();
     for i in 0..12 {
         let reply = get(&client, proxy.addr(), "site.test", &path(i)).await;
@@ -364,7 +376,11 @@ async fn sequential_then_burst(
     for reply in replies {
         statuses.push(reply.await.expect("ran"));
     }
-    statuses
+    assert!(
+        limit_of(proxy, label) >= 20.0 && statuses.iter().all(|s| *s == StatusCode::OK),
+        "limit {} after a healthy backend at concurrency 1; burst {statuses:?}",
+        limit_of(proxy, label)
+    );
 }
 
 /// What the proxy answers itself (a malformed body's 400, before any
@@ -375,11 +391,7 @@ async fn sequential_then_burst(
 async fn answers_the_proxy_gives_itself_teach_no_limit() {
     bounded(async {
         let web = slow_web(Duration::from_millis(20)).await;
-        let config = format!(
-            "{}\n[adaptive.web]\nmin_rtt_requests = 5\ninterval_ms = 20\n",
-            web_config("", "", &[&web])
-        );
-        let proxy = start(&config).await;
+        let proxy = start(&measured_over_five(&web)).await;
         for _ in 0..5 {
             let answer = broken_body(&proxy).await;
             assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
@@ -395,13 +407,7 @@ async fn answers_the_proxy_gives_itself_teach_no_limit() {
             assert_eq!(reply.status, StatusCode::OK);
         }
         assert_eq!(limit_of(&proxy, ("pool", "web")), 20.0, "measured");
-        let statuses = sequential_then_burst(&proxy, |_| "/".to_owned()).await;
-        assert!(
-            limit_of(&proxy, ("pool", "web")) >= 20.0
-                && statuses.iter().all(|s| *s == StatusCode::OK),
-            "limit {} after a healthy backend at concurrency 1; burst {statuses:?}",
-            limit_of(&proxy, ("pool", "web"))
-        );
+        holds_a_burst(&proxy, ("pool", "web"), |_| "/".to_owned()).await;
         assert_eq!(proxy.shutdown().await, 0);
     })
     .await;
@@ -413,11 +419,7 @@ async fn answers_the_proxy_gives_itself_teach_no_limit() {
 async fn a_healthy_backend_keeps_its_limit() {
     bounded(async {
         let web = slow_web(Duration::from_millis(20)).await;
-        let config = format!(
-            "{}\n[adaptive.web]\nmin_rtt_requests = 5\ninterval_ms = 20\n",
-            web_config("", "", &[&web])
-        );
-        let proxy = start(&config).await;
+        let proxy = start(&measured_over_five(&web)).await;
         let client = client();
         for _ in 0..5 {
             assert_eq!(
@@ -425,13 +427,7 @@ async fn a_healthy_backend_keeps_its_limit() {
                 StatusCode::OK
             );
         }
-        let statuses = sequential_then_burst(&proxy, |_| "/".to_owned()).await;
-        assert!(
-            limit_of(&proxy, ("pool", "web")) >= 20.0
-                && statuses.iter().all(|s| *s == StatusCode::OK),
-            "limit {}; burst {statuses:?}",
-            limit_of(&proxy, ("pool", "web"))
-        );
+        holds_a_burst(&proxy, ("pool", "web"), |_| "/".to_owned()).await;
         assert_eq!(proxy.shutdown().await, 0);
     })
     .await;
@@ -468,12 +464,7 @@ async fn cache_hits_teach_no_limit() {
             3.0,
             "still pinned: one backend answer of five"
         );
-        let statuses = sequential_then_burst(&proxy, |i| format!("/miss?{i}")).await;
-        assert!(
-            limit_of(&proxy, ("route", "all")) >= 20.0 && statuses.iter().all(|s| *s == StatusCode::OK),
-            "limit {} after a healthy origin at concurrency 1; burst {statuses:?}",
-            limit_of(&proxy, ("route", "all"))
-        );
+        holds_a_burst(&proxy, ("route", "all"), |i| format!("/miss?{i}")).await;
         assert_eq!(proxy.shutdown().await, 0);
     })
     .await;
